@@ -1,0 +1,214 @@
+"""The local API gateway: OpenAI's paths over ASGI (served by uvicorn, or Mangum on Lambda).
+
+It translates and nothing more: HTTP body -> protocol type -> handler -> JSON or SSE.
+Errors are mapped here, once, to OpenAI's envelope and status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapters.event_stream import EventStreamResponse
+from common.admission import InferenceGate
+from common.auth import ApiKeyAuth
+from common.errors import (
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    StratusError,
+    UnsupportedMediaType,
+    error_envelope,
+)
+from common.protocol import parse_request
+from common.protocol.base import OpenAIResponse
+from common.protocol.chat import ChatCompletionRequest
+from common.protocol.completions import CompletionRequest, EditRequest
+from common.registry import load_registry
+from common.settings import Settings
+from common.sse import DONE, encode_event, error_event
+from common.store import ModelStore
+from handlers.chat import create_chat_completion
+from handlers.completions import create_completion
+from handlers.edits import create_edit
+from handlers.models import list_models, retrieve_model
+from layers import EngineOptions, make_loader
+
+log = logging.getLogger("stratus.http")
+
+Handler = Callable[[Any, ModelStore], OpenAIResponse | Iterator[OpenAIResponse]]
+
+
+def create_app(settings: Settings, store: ModelStore | None = None) -> Starlette:
+    if store is None:
+        registry = load_registry(settings.models)
+        store = ModelStore(registry, make_loader(EngineOptions(threads=settings.threads)))
+    gateway = Gateway(settings, store)
+    routes = [Route("/health", gateway.health, methods=["GET"])]
+    for path, endpoint, method in gateway.endpoints():
+        routes.append(Route(f"/v1{path}", endpoint, methods=[method]))
+        routes.append(Route(path, endpoint, methods=[method]))  # LocalAI also serves these
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.store = store
+        self.auth = ApiKeyAuth(settings.api_keys)
+        self.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
+        self.max_body = settings.max_body_bytes
+
+    def endpoints(self) -> list[tuple[str, Callable[[Request], Any], str]]:
+        return [
+            ("/chat/completions", self._inference(ChatCompletionRequest, create_chat_completion), "POST"),
+            ("/completions", self._inference(CompletionRequest, create_completion), "POST"),
+            ("/edits", self._inference(EditRequest, create_edit), "POST"),
+            ("/models", self.models, "GET"),
+            ("/models/{model:path}", self.model, "GET"),
+        ]
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(
+            {"status": "ok", "active": self.gate.active, "waiting": self.gate.waiting}
+        )
+
+    async def models(self, request: Request) -> Response:
+        async def run() -> OpenAIResponse:
+            exclude = _query_bool(request, "excludeConfigured")
+            return list_models(self.store.registry, request.query_params.get("filter"), exclude)
+
+        return await self._answer(request, run)
+
+    async def model(self, request: Request) -> Response:
+        async def run() -> OpenAIResponse:
+            return retrieve_model(self.store.registry, request.path_params["model"])
+
+        return await self._answer(request, run)
+
+    def _inference(self, request_type: type, handler: Handler) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            async def run() -> OpenAIResponse | EventStreamResponse:
+                parsed = parse_request(request_type, await self._read_json(request))
+                await self.gate.acquire()
+                try:
+                    result = await run_in_threadpool(handler, parsed, self.store)
+                    if isinstance(result, OpenAIResponse):
+                        self.gate.release()
+                        return result
+                    # Pull the first chunk before answering: every error the request can
+                    # cause comes before it, and still gets its status code.
+                    first = await run_in_threadpool(next, result)
+                except BaseException:
+                    self.gate.release()
+                    raise
+                # From here the stream owns the slot, and releases it when it ends.
+                rid = request.state.request_id
+                events = _event_stream(first, result, self.gate.release, rid)
+                return EventStreamResponse(events, {"x-request-id": rid})
+
+            return await self._answer(request, run)
+
+        return endpoint
+
+    async def _answer(self, request: Request, run: Callable[[], Any]) -> Response:
+        request.state.request_id = request_id = secrets.token_hex(8)
+        try:
+            self.auth.check(request.headers.get("authorization"), request.headers.get("x-api-key"))
+            result = await run()
+        except StratusError as error:
+            return _error_response(error, request_id)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            return _error_response(InternalError(request_id), request_id)
+        if isinstance(result, OpenAIResponse):
+            return Response(
+                result.to_json(), media_type="application/json", headers={"x-request-id": request_id}
+            )
+        return result
+
+    async def _read_json(self, request: Request) -> Any:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"Unsupported content type '{media_type}': send the body as application/json."
+            )
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise _too_large(self.max_body)
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > self.max_body:
+                raise _too_large(self.max_body)
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest(
+                "We could not parse the JSON body of your request. The body must be a JSON "
+                "object; check its syntax and encoding (UTF-8)."
+            ) from None
+
+
+async def _event_stream(
+    first: OpenAIResponse,
+    chunks: Iterator[OpenAIResponse],
+    release: Callable[[], None],
+    request_id: str,
+) -> AsyncGenerator[bytes, None]:
+    try:
+        yield encode_event(first.to_json())
+        while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+            yield encode_event(chunk.to_json())
+    except StratusError as error:
+        yield error_event(error)
+    except Exception:
+        log.exception("stream %s failed", request_id)
+        yield error_event(InternalError(request_id))
+    finally:
+        chunks.close()  # type: ignore[attr-defined]  # stops generation if the client left
+        release()
+    yield DONE
+
+
+def _query_bool(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false").lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise InvalidRequest(f"'{name}' must be true or false.", param=name)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than this server accepts ({limit} bytes).")
+
+
+def _error_response(error: StratusError, request_id: str) -> Response:
+    headers = {"x-request-id": request_id, **error.headers}
+    return JSONResponse(error.envelope(), status_code=error.status, headers=headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 for unknown routes, in the OpenAI envelope."""
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        error: StratusError = NotFound(
+            f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url"
+        )
+        return JSONResponse(error.envelope(), status_code=404)
+    message = f"Method {request.method} is not allowed on {request.url.path}."
+    return JSONResponse(
+        error_envelope(message, "invalid_request_error", None, "method_not_allowed"),
+        status_code=status,
+    )

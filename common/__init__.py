@@ -1,0 +1,1 @@
+"""What every handler and adapter shares: protocol types, errors, settings, registry, store."""

@@ -1,0 +1,64 @@
+"""POST /v1/audio/transcriptions (multipart form) and POST /v1/audio/speech."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from common.protocol.base import OpenAIRequest, OpenAIResponse
+
+TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+
+
+class TranscriptionRequest(OpenAIRequest):
+    """The form fields; the audio itself travels beside it as bytes."""
+
+    model: str = Field(min_length=1)
+    language: str | None = None
+    prompt: str | None = None
+    response_format: TranscriptionFormat = "json"
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    timestamp_granularities: list[Literal["word", "segment"]] = ["segment"]
+
+
+class Transcription(OpenAIResponse):
+    text: str
+
+
+class TranscriptionWord(OpenAIResponse):
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionSegment(OpenAIResponse):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class TranscriptionVerbose(OpenAIResponse):
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment] | None = None
+    words: list[TranscriptionWord] | None = None
+
+
+class SpeechRequest(OpenAIRequest):
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str = Field(min_length=1)
+    instructions: str | None = None
+    response_format: SpeechFormat = "mp3"
+    speed: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0

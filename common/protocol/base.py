@@ -1,0 +1,124 @@
+"""Shared pieces of the protocol: base classes, usage, stop/stream options, request parsing."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Annotated, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from common.errors import InvalidRequest
+
+MAX_STOP_SEQUENCES = 4
+
+
+class OpenAIRequest(BaseModel):
+    """A request body: unknown fields are ignored, known ones validated strictly enough."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, protected_namespaces=())
+
+
+class OpenAIResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class Usage(OpenAIResponse):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class StreamOptions(OpenAIRequest):
+    include_usage: bool = False
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+Count = Annotated[int, Field(ge=1, le=128)]
+TokenBudget = Annotated[int, Field(ge=1)]
+
+
+class SamplingFields(OpenAIRequest):
+    """Fields shared by chat and completions, plus the llama.cpp/vLLM extras peers accept."""
+
+    model: str = Field(min_length=1)
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    min_p: Probability | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    repeat_penalty: Annotated[float, Field(gt=0.0)] | None = None
+    seed: int | None = None
+    n: Count = 1
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    ignore_eos: bool = False  # vLLM's extra: generate exactly max_tokens (benchmarks)
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        if any(s == "" for s in stops):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+    @property
+    def stop_sequences(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+Request = TypeVar("Request", bound=BaseModel)
+
+
+def parse_request(model: type[Request], data: Any) -> Request:
+    """Validate a decoded body; a failure names the offending field as OpenAI's `param`."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        param = _param_path(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            message = f"'{param}' is a required property"
+        else:
+            message = f"Invalid value for '{param}': {message}"
+        raise InvalidRequest(message, param=param, code="invalid_value") from None
+
+
+def _param_path(loc: tuple[Any, ...]) -> str:
+    # pydantic adds the union member's type name to the location ("str", "list[str]", ...);
+    # the client only cares about field names and indexes.
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and not _is_type_tag(part):
+            path += f".{part}" if path else part
+    return path or "body"
+
+
+def _is_type_tag(part: str) -> bool:
+    return (
+        "[" in part
+        or part[:1].isupper()  # a model class name, e.g. "TextContentPart"
+        or part in {"str", "int", "float", "bool", "list", "dict", "function-after"}
+    )

@@ -1,0 +1,173 @@
+"""The model registry: YAML entries naming a backend, a source and OpenAI-name aliases.
+
+A user registry (one YAML file or a directory of them) is merged over the built-in one: an
+entry with the name of a built-in entry replaces it, and a user alias takes over a built-in
+alias of the same id. A bad file fails at start with its file, entry and field named.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from common.errors import ModelNotFound
+
+Backend = Literal[
+    "llama-cpp",
+    "exllamav2",
+    "sentence-transformers",
+    "faster-whisper",
+    "piper",
+    "coqui-tts",
+    "diffusers",
+]
+SOURCE_SCHEMES = ("pkg://", "file://", "s3://", "hf://", "/")
+MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
+
+
+class RegistryError(ValueError):
+    """A registry file that cannot be used; the message names file, entry and field."""
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    name: str = Field(pattern=MODEL_ID)
+    backend: Backend
+    source: str
+    aliases: tuple[str, ...] = ()
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    templates: dict[str, str] = Field(default_factory=dict)
+    owned_by: str = "stratus"
+    created: int = 0
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(SOURCE_SCHEMES):
+            raise ValueError(
+                "must be an absolute path, file://, pkg://, s3:// or hf:// address"
+            )
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in value:
+            if not re.match(MODEL_ID, alias):
+                raise ValueError(f"alias {alias!r} is not a valid model id")
+        return value
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    config: ModelConfig
+    user_configured: bool  # from the user's registry rather than the built-in one
+
+
+class Registry:
+    """Resolves a model id (a name or an alias) to its entry."""
+
+    def __init__(self, models: Iterable[RegisteredModel]) -> None:
+        self._by_name: dict[str, RegisteredModel] = {}
+        self._by_id: dict[str, RegisteredModel] = {}
+        for model in models:
+            self._by_name[model.config.name] = model
+        # Names win over aliases; among aliases, user entries win over built-in ones.
+        ordered = sorted(self._by_name.values(), key=lambda m: m.user_configured)
+        for model in ordered:
+            for alias in model.config.aliases:
+                self._by_id[alias] = model
+        for model in self._by_name.values():
+            self._by_id[model.config.name] = model
+
+    def resolve(self, model_id: str) -> ModelConfig:
+        try:
+            return self._by_id[model_id].config
+        except KeyError:
+            raise ModelNotFound(model_id) from None
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._by_id
+
+    def ids(self) -> Iterator[tuple[str, RegisteredModel]]:
+        """Every id a client may send, each with its entry, names before aliases."""
+        yield from ((name, m) for name, m in self._by_name.items())
+        yield from (
+            (alias, m)
+            for alias, m in self._by_id.items()
+            if alias not in self._by_name and m.config.name != alias
+        )
+
+    @property
+    def models(self) -> list[ModelConfig]:
+        return [m.config for m in self._by_name.values()]
+
+
+def load_registry(user_path: Path | None = None) -> Registry:
+    """The built-in registry with the user's registry (a file or a directory) merged over it."""
+    default_file = resources.files("common") / "default_models.yaml"
+    builtin = _parse_entries(default_file.read_text(), "<built-in registry>")
+    models = [RegisteredModel(c, user_configured=False) for c in builtin]
+    if user_path is not None:
+        models += [RegisteredModel(c, user_configured=True) for c in _read_user(user_path)]
+    return Registry(models)
+
+
+def _read_user(path: Path) -> list[ModelConfig]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+    elif path.is_file():
+        files = [path]
+    else:
+        raise RegistryError(f"{path}: no such registry file or directory")
+    configs: list[ModelConfig] = []
+    seen: dict[str, str] = {}
+    for file in files:
+        for config in _parse_entries(file.read_text(), str(file)):
+            if config.name in seen:
+                raise RegistryError(
+                    f"{file}: model '{config.name}' is already defined in {seen[config.name]}"
+                )
+            seen[config.name] = str(file)
+            configs.append(config)
+    return configs
+
+
+def _parse_entries(text: str, origin: str) -> list[ModelConfig]:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{origin}: not valid YAML: {exc}") from None
+    if document is None:
+        return []
+    if isinstance(document, dict) and "models" in document:
+        document = document["models"]
+    entries = document if isinstance(document, list) else [document]
+    configs = []
+    for index, entry in enumerate(entries):
+        where = f"{origin}: entry {index}"
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{where}: must be a mapping with name, backend and source")
+        if isinstance(entry.get("name"), str):
+            where += f" ({entry['name']})"
+        try:
+            configs.append(ModelConfig.model_validate(entry))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"field '{'.'.join(str(p) for p in e['loc']) or 'entry'}': {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise RegistryError(f"{where}: {problems}") from None
+    names = [c.name for c in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RegistryError(f"{origin}: model '{duplicates[0]}' is defined twice")
+    return configs

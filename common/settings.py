@@ -1,0 +1,56 @@
+"""Process settings, read once at the entry point and passed down (never read at import)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob, with its environment variable. CLI flags override these at the entry point."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
+    port: int = Field(8080, ge=0, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    api_key: str = Field(
+        "",
+        validation_alias=AliasChoices("API_KEY", "api_key"),
+        description="Comma-separated API keys; empty means no authentication.",
+    )
+    models: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("STRATUS_MODELS", "models"),
+        description="A YAML registry file or a directory of them, merged over the defaults.",
+    )
+    max_concurrency: int = Field(
+        1,
+        ge=1,
+        validation_alias=AliasChoices("STRATUS_MAX_CONCURRENCY", "max_concurrency"),
+        description="Inferences run at once; on a CPU, one (more collapses throughput).",
+    )
+    max_queue: int = Field(
+        16,
+        ge=0,
+        validation_alias=AliasChoices("STRATUS_MAX_QUEUE", "max_queue"),
+        description="Requests that may wait for an inference slot before new ones get 429.",
+    )
+    threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        validation_alias=AliasChoices("STRATUS_THREADS", "threads"),
+        description="CPU threads per engine.",
+    )
+    max_body_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("STRATUS_MAX_BODY_BYTES", "max_body_bytes"),
+    )
+    log_level: str = Field("info", validation_alias=AliasChoices("STRATUS_LOG_LEVEL", "log_level"))
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.api_key.split(",") if k.strip())

@@ -1,0 +1,130 @@
+"""The text-generation core shared by chat, completions and edits.
+
+Turns request fields into sampling settings, checks the prompt against the context, and
+drives the engine: UTF-8 decoding across tokens, stop sequences, token budgets, finish reasons.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from common.errors import InvalidRequest
+from common.protocol.base import Usage
+from handlers._stop import StopMatcher
+from layers.text import Sampling, TextModel
+
+_SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
+
+
+def sampling_for(request: Any, defaults: Mapping[str, Any], choice: int = 0) -> Sampling:
+    """Request fields first, then the model's registry `parameters`, then engine defaults.
+
+    Choice i of a seeded request uses seed + i: reproducible, yet the n choices differ.
+    """
+    values: dict[str, Any] = {}
+    for name in _SAMPLING_FIELDS:
+        value = getattr(request, name, None)
+        if value is None:
+            value = defaults.get(name)
+        if value is not None:
+            values[name] = value
+    if values.get("seed") is not None:
+        values["seed"] += choice
+    return Sampling(**values)
+
+
+def token_budget(requested: int | None, defaults: Mapping[str, Any]) -> int | None:
+    return requested if requested is not None else defaults.get("max_tokens")
+
+
+def check_context(
+    model: TextModel,
+    prompt_tokens: int,
+    budget: int | None,
+    prompt_param: str,
+    budget_param: str = "max_tokens",
+) -> None:
+    """OpenAI's rule: the prompt and the requested completion must fit in the context."""
+    limit = model.context_length
+    if prompt_tokens == 0:
+        raise InvalidRequest("The prompt must not be empty.", param=prompt_param)
+    if prompt_tokens >= limit:
+        raise InvalidRequest(
+            f"This model's maximum context length is {limit} tokens. However, your prompt "
+            f"has {prompt_tokens} tokens. Please reduce the length of the prompt.",
+            param=prompt_param,
+            code="context_length_exceeded",
+        )
+    if budget is not None and prompt_tokens + budget > limit:
+        raise InvalidRequest(
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{prompt_tokens + budget} tokens ({prompt_tokens} in the prompt, {budget} for the "
+            "completion). Please reduce the prompt or the maximum number of tokens.",
+            param=budget_param,
+            code="context_length_exceeded",
+        )
+
+
+class TextGeneration:
+    """One choice being generated: iterate for text pieces; then read finish_reason."""
+
+    def __init__(
+        self,
+        model: TextModel,
+        prompt: Sequence[int],
+        sampling: Sampling,
+        budget: int | None,
+        stops: Sequence[str],
+    ) -> None:
+        self._model = model
+        self._prompt = prompt
+        self._sampling = sampling
+        room = model.context_length - len(prompt)
+        self._budget = room if budget is None else min(budget, room)
+        self._stops = stops
+        self.finish_reason: str | None = None
+        self.completion_tokens = 0
+
+    def __iter__(self) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        matcher = StopMatcher(self._stops)
+        tokens = self._model.generate(self._prompt, self._sampling)
+        try:
+            finish = "stop"  # the engine ran out: end of sequence
+            for piece in tokens:
+                self.completion_tokens += 1
+                text, stopped = matcher.feed(decoder.decode(piece))
+                if text:
+                    yield text
+                if stopped:
+                    self.finish_reason = "stop"
+                    return
+                if self.completion_tokens >= self._budget:
+                    finish = "length"
+                    break
+            text, stopped = matcher.feed(decoder.decode(b"", final=True))
+            text += "" if stopped else matcher.flush()
+            if text:
+                yield text
+            self.finish_reason = "stop" if stopped else finish
+        finally:
+            tokens.close()  # type: ignore[attr-defined]
+
+    def text(self) -> str:
+        return "".join(self)
+
+
+@dataclass
+class UsageCounter:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )

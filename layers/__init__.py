@@ -1,0 +1,50 @@
+"""Inference engines, one module per engine, each behind a small per-task interface.
+
+Engines are imported only when a model of theirs is loaded: importing this package or a
+handler loads nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.errors import EngineUnavailable
+from common.registry import ModelConfig
+
+# backend name -> (module, loader function, pip extra that installs it)
+_ENGINES: dict[str, tuple[str, str, str]] = {
+    "llama-cpp": ("layers.llama_cpp", "load", "llama"),
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Process-wide engine settings, from Settings at the entry point."""
+
+    threads: int
+
+
+def make_loader(options: EngineOptions):
+    """The store's loader: (model config, local path) -> a loaded engine."""
+
+    def load(config: ModelConfig, path: Path) -> Any:
+        try:
+            module_name, function, extra = _ENGINES[config.backend]
+        except KeyError:
+            raise EngineUnavailable(
+                f"The backend '{config.backend}' of model '{config.name}' is not available "
+                "in this server."
+            ) from None
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"The backend '{config.backend}' needs `pip install stratus[{extra}]` "
+                f"({exc.name} is missing)."
+            ) from None
+        return getattr(module, function)(config, path, options)
+
+    return load

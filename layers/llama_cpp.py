@@ -1,0 +1,136 @@
+"""llama.cpp (CPU, GGUF) behind the TextModel interface, through llama-cpp-python."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from common.errors import InvalidRequest
+from common.registry import ModelConfig
+from layers import EngineOptions
+from layers.text import ChatTurn, Sampling
+
+# Registry `parameters` that configure the engine (the rest are request defaults).
+ENGINE_PARAMETERS = (
+    "n_ctx",
+    "n_batch",
+    "n_ubatch",
+    "n_gpu_layers",
+    "use_mmap",
+    "use_mlock",
+    "flash_attn",
+    "rope_freq_base",
+    "rope_freq_scale",
+)
+RANDOM_SEED = 0xFFFFFFFF  # llama.cpp draws a fresh seed for this value
+_PIECE_BUFFER = 256
+
+
+def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[str, Any]:
+    """Keyword arguments for llama_cpp.Llama from a registry entry and process options."""
+    kwargs: dict[str, Any] = {
+        "n_ctx": 2048,
+        "n_threads": options.threads,
+        "n_threads_batch": options.threads,
+        "verbose": False,
+    }
+    kwargs.update({k: parameters[k] for k in ENGINE_PARAMETERS if k in parameters})
+    return kwargs
+
+
+def load(config: ModelConfig, path: Path, options: EngineOptions) -> LlamaCppTextModel:
+    return LlamaCppTextModel(config, path, options)
+
+
+class LlamaCppTextModel:
+    def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.name = config.name
+        self._llama_cpp = llama_cpp
+        self._llm = llama_cpp.Llama(model_path=str(path), **llama_kwargs(config.parameters, options))
+        self.context_length: int = self._llm.n_ctx()
+        self.vocab_size: int = self._llm.n_vocab()
+        self._vocab = self._llm._model.vocab
+        self._add_bos: bool = self._llm._model.add_bos_token()
+        self._pieces: dict[int, bytes] = {}
+        # llama.cpp contexts are not thread-safe: one generation at a time per model.
+        self._lock = threading.Lock()
+
+        template = config.templates.get("chat") or self._llm.metadata.get("tokenizer.chat_template")
+        self._formatter = None
+        if template:
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(self._llm.token_eos()),
+                bos_token=self._token_text(self._llm.token_bos()),
+            )
+
+    def chat_prompt(self, turns: Sequence[ChatTurn]) -> str:
+        messages = [{"role": t.role, "content": t.content} for t in turns]
+        if self._formatter is None:
+            # No chat template in the file: a plain transcript the model can continue.
+            lines = [f"{m['role']}: {m['content']}" for m in messages]
+            return "\n".join(lines) + "\nassistant:"
+        try:
+            prompt = self._formatter(messages=messages).prompt
+        except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
+            raise InvalidRequest(f"The messages do not fit this model's chat template: {exc}",
+                                 param="messages") from None
+        bos = self._token_text(self._llm.token_bos())
+        if self._add_bos and bos and prompt.startswith(bos):
+            prompt = prompt[len(bos):]  # tokenize() adds it; do not send it twice
+        return prompt
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode(), add_bos=self._add_bos, special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        pieces = b"".join(self._piece(t) for t in tokens if t != self._llm.token_bos())
+        return pieces.decode(errors="replace")
+
+    def generate(self, prompt: Sequence[int], sampling: Sampling) -> Iterator[bytes]:
+        with self._lock:
+            self._llm.set_seed(RANDOM_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF)
+            tokens = self._llm.generate(
+                prompt,
+                temp=sampling.temperature,
+                top_k=sampling.top_k,
+                top_p=sampling.top_p,
+                min_p=sampling.min_p,
+                repeat_penalty=sampling.repeat_penalty,
+                frequency_penalty=sampling.frequency_penalty,
+                presence_penalty=sampling.presence_penalty,
+            )
+            is_eog = self._llama_cpp.llama_vocab_is_eog
+            try:
+                for token in tokens:
+                    if is_eog(self._vocab, token):
+                        if not sampling.ignore_eos:
+                            return
+                        continue
+                    yield self._piece(token)
+            finally:
+                tokens.close()
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buffer = (ctypes.c_char * _PIECE_BUFFER)()
+            size = self._llama_cpp.llama_token_to_piece(
+                self._vocab, token, buffer, _PIECE_BUFFER, 0, False
+            )
+            piece = bytes(buffer[: max(size, 0)])
+            self._pieces[token] = piece
+        return piece
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        buffer = (ctypes.c_char * _PIECE_BUFFER)()
+        size = self._llama_cpp.llama_token_to_piece(self._vocab, token, buffer, _PIECE_BUFFER, 0, True)
+        return bytes(buffer[: max(size, 0)]).decode(errors="replace")
