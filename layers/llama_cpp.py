@@ -95,6 +95,10 @@ class LlamaCppTextModel:
 
     def generate(self, prompt: Sequence[int], sampling: Sampling) -> Iterator[bytes]:
         with self._lock:
+            # Evaluate the whole prompt afresh: reusing a cached prefix re-evaluates the last
+            # prompt token alone, whose logits then differ in the last bits from a batched
+            # evaluation, and temperature 0 would stop being reproducible.
+            self._llm.reset()
             self._llm.set_seed(RANDOM_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF)
             tokens = self._llm.generate(
                 prompt,
