@@ -19,10 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the OpenAI API over HTTP")
     serve.add_argument("--host", help="address to listen on (env HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (env PORT, default 8080)")
-    serve.add_argument("--models", type=Path, help="registry YAML file or directory (env STRATUS_MODELS)")
+    serve.add_argument(
+        "--models", type=Path, help="registry YAML file or directory (env STRATUS_MODELS)"
+    )
 
     models = commands.add_parser("models", help="list the registry: ids, backends, sources")
-    models.add_argument("--models", type=Path, help="registry YAML file or directory (env STRATUS_MODELS)")
+    models.add_argument(
+        "--models", type=Path, help="registry YAML file or directory (env STRATUS_MODELS)"
+    )
 
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}

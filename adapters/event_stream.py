@@ -21,7 +21,11 @@ SSE_HEADERS = {
 class EventStreamResponse:
     def __init__(self, events: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> None:
         self._events = events
-        self._headers = {"content-type": "text/event-stream; charset=utf-8", **SSE_HEADERS, **headers}
+        self._headers = {
+            "content-type": "text/event-stream; charset=utf-8",
+            **SSE_HEADERS,
+            **headers,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_headers = [(k.encode(), v.encode()) for k, v in self._headers.items()]

@@ -71,7 +71,11 @@ class Gateway:
 
     def endpoints(self) -> list[tuple[str, Callable[[Request], Any], str]]:
         return [
-            ("/chat/completions", self._inference(ChatCompletionRequest, create_chat_completion), "POST"),
+            (
+                "/chat/completions",
+                self._inference(ChatCompletionRequest, create_chat_completion),
+                "POST",
+            ),
             ("/completions", self._inference(CompletionRequest, create_completion), "POST"),
             ("/edits", self._inference(EditRequest, create_edit), "POST"),
             ("/models", self.models, "GET"),
@@ -133,7 +137,9 @@ class Gateway:
             return _error_response(InternalError(request_id), request_id)
         if isinstance(result, OpenAIResponse):
             return Response(
-                result.to_json(), media_type="application/json", headers={"x-request-id": request_id}
+                result.to_json(),
+                media_type="application/json",
+                headers={"x-request-id": request_id},
             )
         return result
 

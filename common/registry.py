@@ -52,9 +52,7 @@ class ModelConfig(BaseModel):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(SOURCE_SCHEMES):
-            raise ValueError(
-                "must be an absolute path, file://, pkg://, s3:// or hf:// address"
-            )
+            raise ValueError("must be an absolute path, file://, pkg://, s3:// or hf:// address")
         return value
 
     @field_validator("aliases")

@@ -66,6 +66,9 @@ class ModelStore:
             raise EngineUnavailable(f"The model '{config.name}' could not be loaded.") from None
         log.info(
             "loaded model %s (%s) from %s in %.2fs",
-            config.name, config.backend, config.source, time.perf_counter() - started,
+            config.name,
+            config.backend,
+            config.source,
+            time.perf_counter() - started,
         )
         return model

@@ -79,25 +79,35 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
 
         for index in range(request.n):
             generation = _generation(model, prompt, request, config.parameters, budget, index)
-            yield chunk([ChatChunkChoice(index=index, delta=ChoiceDelta(role="assistant", content=""))])
+            yield chunk(
+                [ChatChunkChoice(index=index, delta=ChoiceDelta(role="assistant", content=""))]
+            )
             for text in generation:
                 yield chunk([ChatChunkChoice(index=index, delta=ChoiceDelta(content=text))])
             usage.completion_tokens += generation.completion_tokens
-            finish = ChatChunkChoice(index=index, delta=ChoiceDelta(), finish_reason=generation.finish_reason)
+            finish = ChatChunkChoice(
+                index=index, delta=ChoiceDelta(), finish_reason=generation.finish_reason
+            )
             yield chunk([finish])
         if request.include_usage or not request.stream:
             yield chunk([], usage=usage.usage())
 
 
 def _generation(
-    model: TextModel, prompt: list[int], request: ChatCompletionRequest, defaults: dict,
-    budget: int | None, index: int,
+    model: TextModel,
+    prompt: list[int],
+    request: ChatCompletionRequest,
+    defaults: dict,
+    budget: int | None,
+    index: int,
 ) -> TextGeneration:
     sampling = sampling_for(request, defaults, choice=index)
     return TextGeneration(model, prompt, sampling, budget, request.stop_sequences)
 
 
-def _collect(request: ChatCompletionRequest, chunks: Iterator[ChatCompletionChunk]) -> ChatCompletion:
+def _collect(
+    request: ChatCompletionRequest, chunks: Iterator[ChatCompletionChunk]
+) -> ChatCompletion:
     texts: dict[int, list[str]] = {}
     finish: dict[int, str] = {}
     last = None

@@ -66,7 +66,9 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
                 sampling = sampling_for(request, config.parameters, choice=i)
                 generation = TextGeneration(model, tokens, sampling, budget, request.stop_sequences)
                 if request.echo:
-                    yield chunk(index, prompt if isinstance(prompt, str) else model.detokenize(tokens))
+                    yield chunk(
+                        index, prompt if isinstance(prompt, str) else model.detokenize(tokens)
+                    )
                 for text in generation:
                     yield chunk(index, text)
                 usage.completion_tokens += generation.completion_tokens
@@ -91,4 +93,6 @@ def _collect(chunks: Iterator[Completion]) -> Completion:
         CompletionChoice(text="".join(parts), index=i, finish_reason=finish[i])
         for i, parts in sorted(texts.items())
     ]
-    return Completion(id=last.id, created=last.created, model=last.model, choices=choices, usage=last.usage)
+    return Completion(
+        id=last.id, created=last.created, model=last.model, choices=choices, usage=last.usage
+    )

@@ -52,7 +52,9 @@ class LlamaCppTextModel:
 
         self.name = config.name
         self._llama_cpp = llama_cpp
-        self._llm = llama_cpp.Llama(model_path=str(path), **llama_kwargs(config.parameters, options))
+        self._llm = llama_cpp.Llama(
+            model_path=str(path), **llama_kwargs(config.parameters, options)
+        )
         self.context_length: int = self._llm.n_ctx()
         self.vocab_size: int = self._llm.n_vocab()
         self._vocab = self._llm._model.vocab
@@ -79,11 +81,12 @@ class LlamaCppTextModel:
         try:
             prompt = self._formatter(messages=messages).prompt
         except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
-            raise InvalidRequest(f"The messages do not fit this model's chat template: {exc}",
-                                 param="messages") from None
+            raise InvalidRequest(
+                f"The messages do not fit this model's chat template: {exc}", param="messages"
+            ) from None
         bos = self._token_text(self._llm.token_bos())
         if self._add_bos and bos and prompt.startswith(bos):
-            prompt = prompt[len(bos):]  # tokenize() adds it; do not send it twice
+            prompt = prompt[len(bos) :]  # tokenize() adds it; do not send it twice
         return prompt
 
     def tokenize(self, text: str) -> list[int]:
@@ -136,5 +139,7 @@ class LlamaCppTextModel:
         if token < 0:
             return ""
         buffer = (ctypes.c_char * _PIECE_BUFFER)()
-        size = self._llama_cpp.llama_token_to_piece(self._vocab, token, buffer, _PIECE_BUFFER, 0, True)
+        size = self._llama_cpp.llama_token_to_piece(
+            self._vocab, token, buffer, _PIECE_BUFFER, 0, True
+        )
         return bytes(buffer[: max(size, 0)]).decode(errors="replace")

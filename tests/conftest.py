@@ -56,7 +56,9 @@ def write_user_registry(directory: Path) -> Path:
   aliases: [my-alias]
   parameters: {{n_ctx: 512, temperature: 0, max_tokens: 12}}
   templates:
-    edit: "You will now rewrite a piece of text for me, please. The request is: {{instruction}}. The text to rewrite is: {{input}}"
+    edit: >-
+      You will now rewrite a piece of text for me, please.
+      The request is: {{instruction}}. The text to rewrite is: {{input}}
 """
     )
     return registry
@@ -76,7 +78,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     log = tmp_path_factory.mktemp("logs") / "server.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port), "--models", str(registry)],
+            [
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--models",
+                str(registry),
+            ],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

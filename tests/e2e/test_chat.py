@@ -33,7 +33,9 @@ def test_chat_returns_an_openai_shaped_completion(client, http):
     usage = result.usage
     assert usage.prompt_tokens > 5 and usage.completion_tokens > 0
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    raw = http.post("/v1/chat/completions", json={"model": MODEL, "messages": STORY, "max_tokens": 2}).json()
+    raw = http.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": STORY, "max_tokens": 2}
+    ).json()
     assert raw["choices"][0]["message"]["refusal"] is None
     assert "refusal" in raw["choices"][0]["message"] and raw["choices"][0]["logprobs"] is None
 
@@ -46,7 +48,10 @@ def test_temperature_zero_is_reproducible_and_stream_equals_plain(client):
 
 
 def test_seed_makes_sampling_reproducible(client):
-    runs = [chat(client, temperature=1.0, max_tokens=16, seed=s).choices[0].message.content for s in (7, 7, 8)]
+    runs = [
+        chat(client, temperature=1.0, max_tokens=16, seed=s).choices[0].message.content
+        for s in (7, 7, 8)
+    ]
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
 
@@ -63,7 +68,9 @@ def test_stream_chunks_share_id_and_created_and_end_with_finish(client):
 
 def test_include_usage_adds_a_last_chunk_with_usage_only(client):
     _, chunks = streamed_text(
-        chat(client, temperature=0, max_tokens=7, stream=True, stream_options={"include_usage": True})
+        chat(
+            client, temperature=0, max_tokens=7, stream=True, stream_options={"include_usage": True}
+        )
     )
     last = chunks[-1]
     assert last.choices == [] and last.usage.completion_tokens == 7
@@ -88,7 +95,9 @@ def test_stop_sequences_cut_the_text_even_across_tokens(client):
     expected = free[: free.index(stop)]
     plain = chat(client, temperature=0, max_tokens=60, stop=stop).choices[0]
     assert plain.message.content == expected and plain.finish_reason == "stop"
-    streamed, chunks = streamed_text(chat(client, temperature=0, max_tokens=60, stop=[stop, "zzzz"], stream=True))
+    streamed, chunks = streamed_text(
+        chat(client, temperature=0, max_tokens=60, stop=[stop, "zzzz"], stream=True)
+    )
     assert streamed == expected and stop not in streamed
     assert chunks[-1].choices[0].finish_reason == "stop"
 
@@ -97,7 +106,9 @@ def test_n_gives_distinct_indexed_choices_plain_and_streamed(client):
     result = chat(client, temperature=1.0, max_tokens=10, n=3, seed=3)
     assert [c.index for c in result.choices] == [0, 1, 2]
     assert len({c.message.content for c in result.choices}) > 1
-    _, chunks = streamed_text(chat(client, temperature=1.0, max_tokens=10, n=3, seed=3, stream=True))
+    _, chunks = streamed_text(
+        chat(client, temperature=1.0, max_tokens=10, n=3, seed=3, stream=True)
+    )
     texts: dict[int, str] = {}
     for chunk in chunks:
         for choice in chunk.choices:
@@ -108,7 +119,10 @@ def test_n_gives_distinct_indexed_choices_plain_and_streamed(client):
 def test_roles_and_text_content_parts(client):
     as_parts = [
         {"role": "system", "content": [{"type": "text", "text": "You are terse."}]},
-        {"role": "user", "content": [{"type": "text", "text": "Name a "}, {"type": "text", "text": "color."}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Name a "}, {"type": "text", "text": "color."}],
+        },
     ]
     as_strings = [
         {"role": "system", "content": "You are terse."},
@@ -133,7 +147,9 @@ def test_penalties_and_sampling_extras_change_the_output(client):
         penalized = chat(client, messages=repeat, temperature=0, max_tokens=40, **penalty)
         assert penalized.choices[0].message.content != plain
     # top_k is not in OpenAI's schema: the SDK sends it as an extra field; user is accepted.
-    extra = chat(client, temperature=0.7, top_p=0.9, max_tokens=5, user="u-1", extra_body={"top_k": 1})
+    extra = chat(
+        client, temperature=0.7, top_p=0.9, max_tokens=5, user="u-1", extra_body={"top_k": 1}
+    )
     greedy = chat(client, temperature=0, max_tokens=5)
     assert extra.choices[0].message.content == greedy.choices[0].message.content
 

@@ -31,10 +31,14 @@ def test_prompt_batch_times_n_gives_one_choice_each(client):
 
 def test_echo_and_token_id_prompts(client):
     plain = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=5, temperature=0)
-    echoed = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=5, temperature=0, echo=True)
+    echoed = client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=5, temperature=0, echo=True
+    )
     assert echoed.choices[0].text == PROMPT + plain.choices[0].text
     tokens = [504, 3575, 282, 4649, 314]  # token ids of PROMPT in SmolLM2's vocabulary
-    by_ids = client.completions.create(model=MODEL, prompt=tokens, max_tokens=5, temperature=0, echo=True)
+    by_ids = client.completions.create(
+        model=MODEL, prompt=tokens, max_tokens=5, temperature=0, echo=True
+    )
     assert by_ids.choices[0].text == echoed.choices[0].text
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=MODEL, prompt=[10**9], max_tokens=5)
@@ -45,15 +49,24 @@ def test_streamed_completion_equals_plain_and_respects_stop(client):
     plain = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=30, temperature=0)
     text = plain.choices[0].text
     stream = client.completions.create(
-        model=MODEL, prompt=PROMPT, max_tokens=30, temperature=0, stream=True,
+        model=MODEL,
+        prompt=PROMPT,
+        max_tokens=30,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks if c.choices) == text
     assert len({c.id for c in chunks}) == 1
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert (
+        chunks[-1].choices == []
+        and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    )
     stop = text[len(text) // 2 : len(text) // 2 + 3]
-    cut = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=30, temperature=0, stop=stop)
+    cut = client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=30, temperature=0, stop=stop
+    )
     assert cut.choices[0].text == text[: text.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 
@@ -67,15 +80,30 @@ def test_empty_prompt_is_a_400(client):
 def test_edit_applies_the_instruction(http):
     response = http.post(
         "/v1/edits",
-        json={"model": "gpt-4", "instruction": "Make it more formal", "input": "Hey, how are you?", "temperature": 0},
+        json={
+            "model": "gpt-4",
+            "instruction": "Make it more formal",
+            "input": "Hey, how are you?",
+            "temperature": 0,
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["object"] == "edit" and isinstance(body["created"], int)
     assert body["choices"][0]["index"] == 0 and body["choices"][0]["text"].strip()
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"]
+        == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
     two = http.post(
-        "/v1/edits", json={"model": "gpt-4", "instruction": "Fix the spelling", "input": "helo wrld", "n": 2, "max_tokens": 8}
+        "/v1/edits",
+        json={
+            "model": "gpt-4",
+            "instruction": "Fix the spelling",
+            "input": "helo wrld",
+            "n": 2,
+            "max_tokens": 8,
+        },
     ).json()
     assert [c["index"] for c in two["choices"]] == [0, 1]
 
@@ -92,10 +120,16 @@ def test_edit_uses_the_registry_template(http):
 
 def test_registry_parameters_are_request_defaults(client):
     # tiny-chat: temperature 0 and max_tokens 12 by default, n_ctx 512.
-    a = client.chat.completions.create(model="my-alias", messages=[{"role": "user", "content": "Hi"}])
-    b = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "Hi"}])
+    a = client.chat.completions.create(
+        model="my-alias", messages=[{"role": "user", "content": "Hi"}]
+    )
+    b = client.chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "Hi"}]
+    )
     assert a.choices[0].message.content == b.choices[0].message.content
     assert a.usage.completion_tokens <= 12
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "x " * 600}])
+        client.chat.completions.create(
+            model="tiny-chat", messages=[{"role": "user", "content": "x " * 600}]
+        )
     assert "512" in caught.value.message

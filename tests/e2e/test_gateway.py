@@ -31,7 +31,9 @@ def assert_envelope(response: httpx.Response, status: int, code=None, param=None
 
 
 def test_raw_sse_framing(http):
-    with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 6}) as response:
+    with http.stream(
+        "POST", "/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 6}
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         raw = response.read().decode()
@@ -56,8 +58,18 @@ def test_unprefixed_paths_work_like_v1(http):
         (b'{"model": "gpt-4", "messages": [', {"content-type": "application/json"}, 400, None),
         (b"\xff\xfe", {"content-type": "application/json"}, 400, None),
         (b"[1, 2]", {"content-type": "application/json"}, 400, None),
-        (b"model=gpt-4", {"content-type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
-        (b"x" * (MAX_BODY_BYTES + 1), {"content-type": "application/json"}, 413, "payload_too_large"),
+        (
+            b"model=gpt-4",
+            {"content-type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            b"x" * (MAX_BODY_BYTES + 1),
+            {"content-type": "application/json"},
+            413,
+            "payload_too_large",
+        ),
     ],
 )
 def test_malformed_bodies_get_the_envelope(http, content, headers, status, code):
@@ -83,13 +95,17 @@ def test_validation_errors_name_the_param(http, body, param):
 
 
 def test_unknown_fields_are_ignored(http):
-    response = http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2, "frobnicate": {"x": 1}})
+    response = http.post(
+        "/v1/chat/completions", json={**CHAT, "max_tokens": 2, "frobnicate": {"x": 1}}
+    )
     assert response.status_code == 200
 
 
 def test_unknown_model_route_and_method(http, client):
     body = {**CHAT, "model": "no-such-model"}
-    assert_envelope(http.post("/v1/chat/completions", json=body), 404, code="model_not_found", param="model")
+    assert_envelope(
+        http.post("/v1/chat/completions", json=body), 404, code="model_not_found", param="model"
+    )
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="no-such-model", prompt="x")
     assert_envelope(http.get("/v1/nothing-here"), 404)
@@ -122,8 +138,12 @@ def test_a_full_queue_gets_429_and_waiting_requests_finish(server, http, wait_id
     results: list[int] = []
 
     def waiting_request() -> None:
-        r = httpx.post(f"{server.v1}/chat/completions", json={**CHAT, "max_tokens": 2},
-                       headers=server.headers(), timeout=60)
+        r = httpx.post(
+            f"{server.v1}/chat/completions",
+            json={**CHAT, "max_tokens": 2},
+            headers=server.headers(),
+            timeout=60,
+        )
         results.append(r.status_code)
 
     with http.stream("POST", "/v1/chat/completions", json=LONG_STREAM) as busy:

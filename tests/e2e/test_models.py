@@ -23,7 +23,13 @@ def test_models_filter_and_exclude_configured(http):
     ids = {m["id"] for m in body["data"]}
     assert "gpt-4" in ids and "gpt-4o" in ids and "gpt-3.5-turbo" not in ids
     assert all(set(m) == {"id", "object", "created", "owned_by"} for m in body["data"])
-    builtin_only = {m["id"] for m in http.get("/v1/models", params={"excludeConfigured": "true"}).json()["data"]}
-    assert "tiny-chat" not in builtin_only and "my-alias" not in builtin_only and "gpt-4" in builtin_only
+    builtin_only = {
+        m["id"] for m in http.get("/v1/models", params={"excludeConfigured": "true"}).json()["data"]
+    }
+    assert (
+        "tiny-chat" not in builtin_only
+        and "my-alias" not in builtin_only
+        and "gpt-4" in builtin_only
+    )
     bad = http.get("/v1/models", params={"filter": "("})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "filter"
