@@ -21,12 +21,20 @@ from common.sources import local_path
 log = logging.getLogger("stratus.store")
 
 Loader = Callable[[ModelConfig, Path], Any]
+PathResolver = Callable[[ModelConfig], Path]
+
+
+def _local_path(config: ModelConfig) -> Path:
+    return local_path(config.name, config.source)
 
 
 class ModelStore:
-    def __init__(self, registry: Registry, loader: Loader) -> None:
+    def __init__(
+        self, registry: Registry, loader: Loader, resolve_path: PathResolver = _local_path
+    ) -> None:
         self.registry = registry
         self._loader = loader
+        self._resolve_path = resolve_path
         self._loaded: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -55,7 +63,7 @@ class ModelStore:
             return self._locks.setdefault(name, threading.Lock())
 
     def _load(self, config: ModelConfig) -> Any:
-        path = local_path(config.name, config.source)
+        path = self._resolve_path(config)
         started = time.perf_counter()
         try:
             model = self._loader(config, path)

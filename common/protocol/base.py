@@ -94,7 +94,10 @@ def parse_request(model: type[Request], data: Any) -> Request:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        # For a union (content: str | list[part]) pydantic reports each member; the deepest
+        # location is the one that tells the client what to fix.
+        first = max(errors, key=lambda e: len(e["loc"]))
         param = _param_path(first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing":

