@@ -158,8 +158,12 @@ class Gateway:
             if len(body) > self.max_body:
                 raise _too_large(self.max_body)
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            data = json.loads(body)
+            # A lone surrogate ("\ud800") parses, but is not text: refuse it here rather
+            # than fail later in a tokenizer or an encoder.
+            json.dumps(data, ensure_ascii=False).encode()
+            return data
+        except (ValueError, RecursionError):  # UnicodeError is a ValueError
             raise InvalidRequest(
                 "We could not parse the JSON body of your request. The body must be a JSON "
                 "object; check its syntax and encoding (UTF-8)."

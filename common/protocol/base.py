@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from common.errors import InvalidRequest
 
 MAX_STOP_SEQUENCES = 4
+MAX_STOP_LENGTH = 1024
 
 
 class OpenAIRequest(BaseModel):
@@ -69,6 +70,8 @@ class SamplingFields(OpenAIRequest):
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
         if any(s == "" for s in stops):
             raise ValueError("stop sequences must not be empty")
+        if any(len(s) > MAX_STOP_LENGTH for s in stops):
+            raise ValueError(f"a stop sequence may have at most {MAX_STOP_LENGTH} characters")
         return value
 
     @property

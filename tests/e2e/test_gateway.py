@@ -58,6 +58,14 @@ def test_unprefixed_paths_work_like_v1(http):
         (b'{"model": "gpt-4", "messages": [', {"content-type": "application/json"}, 400, None),
         (b"\xff\xfe", {"content-type": "application/json"}, 400, None),
         (b"[1, 2]", {"content-type": "application/json"}, 400, None),
+        (b"[" * 100_000, {"content-type": "application/json"}, 413, None),
+        (b"[" * 20_000 + b"]" * 20_000, {"content-type": "application/json"}, 400, None),
+        (
+            b'{"model": "gpt-4", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            {"content-type": "application/json"},
+            400,
+            None,
+        ),
         (
             b"model=gpt-4",
             {"content-type": "application/x-www-form-urlencoded"},
@@ -88,6 +96,11 @@ def test_malformed_bodies_get_the_envelope(http, content, headers, status, code)
         ({**CHAT, "messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
         ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({**CHAT, "stream": "maybe"}, "stream"),
+        ({**CHAT, "stop": "x" * 2000}, "stop"),
+        (
+            {**CHAT, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+            "messages[0].content[0]",
+        ),
     ],
 )
 def test_validation_errors_name_the_param(http, body, param):

