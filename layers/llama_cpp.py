@@ -11,6 +11,7 @@ from typing import Any
 from common.errors import InvalidRequest
 from common.registry import ModelConfig
 from layers import EngineOptions
+from layers.prefix_cache import Block, prompt_blocks, reusable_blocks
 from layers.text import ChatTurn, Sampling
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
@@ -60,6 +61,8 @@ class LlamaCppTextModel:
         self._vocab = self._llm._model.vocab
         self._add_bos: bool = self._llm._model.add_bos_token()
         self._pieces: dict[int, bytes] = {}
+        self._cached_tokens: list[int] = []
+        self._cached_blocks: list[Block] = []
         # llama.cpp contexts are not thread-safe: one generation at a time per model.
         self._lock = threading.Lock()
 
@@ -98,31 +101,46 @@ class LlamaCppTextModel:
 
     def generate(self, prompt: Sequence[int], sampling: Sampling) -> Iterator[bytes]:
         with self._lock:
-            # Evaluate the whole prompt afresh: reusing a cached prefix re-evaluates the last
-            # prompt token alone, whose logits then differ in the last bits from a batched
-            # evaluation, and temperature 0 would stop being reproducible.
-            self._llm.reset()
-            self._llm.set_seed(RANDOM_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF)
-            tokens = self._llm.generate(
-                prompt,
-                temp=sampling.temperature,
-                top_k=sampling.top_k,
-                top_p=sampling.top_p,
-                min_p=sampling.min_p,
-                repeat_penalty=sampling.repeat_penalty,
-                frequency_penalty=sampling.frequency_penalty,
-                presence_penalty=sampling.presence_penalty,
-            )
+            self._evaluate_prompt(prompt)
+            sampler = self._sampler(sampling)
             is_eog = self._llama_cpp.llama_vocab_is_eog
             try:
-                for token in tokens:
-                    if is_eog(self._vocab, token):
-                        if not sampling.ignore_eos:
-                            return
-                        continue
-                    yield self._piece(token)
+                while self._llm.n_tokens < self.context_length:
+                    token = sampler.sample(self._llm._ctx, -1)  # samples and accepts
+                    if not is_eog(self._vocab, token):
+                        yield self._piece(token)
+                    elif not sampling.ignore_eos:
+                        return
+                    self._llm.eval([token])
             finally:
-                tokens.close()
+                sampler.close()
+
+    def _sampler(self, sampling: Sampling) -> Any:
+        self._llm.set_seed(RANDOM_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF)
+        return self._llm._init_sampler(
+            temp=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            presence_penalty=sampling.presence_penalty,
+        )
+
+    def _evaluate_prompt(self, prompt: Sequence[int]) -> None:
+        """Evaluate the prompt in its fixed blocks, reusing those already in the KV cache."""
+        blocks = prompt_blocks(len(prompt))
+        reused = reusable_blocks(self._cached_tokens, self._cached_blocks, prompt)
+        keep = blocks[reused - 1][1] if reused else 0
+        if not self._llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            keep, reused = 0, 0
+            self._llm.reset()
+        self._llm.n_tokens = keep
+        # Until the evaluation succeeds, nothing beyond `keep` may be trusted.
+        self._cached_tokens, self._cached_blocks = list(prompt[:keep]), blocks[:reused]
+        for start, end in blocks[reused:]:
+            self._llm.eval(prompt[start:end])
+        self._cached_tokens, self._cached_blocks = list(prompt), blocks
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)

@@ -47,6 +47,20 @@ def test_temperature_zero_is_reproducible_and_stream_equals_plain(client):
     assert first == second == streamed
 
 
+def test_reproducible_whatever_ran_before_it(client):
+    # The prompt prefix cache must not change results: other prompts sharing a prefix, then
+    # the first again, give the first's text.
+    system = {"role": "system", "content": "You are a poet who writes about the sea. " * 12}
+    first = [system, {"role": "user", "content": "A poem about waves."}]
+    other = [system, {"role": "user", "content": "A poem about ships and storms, please."}]
+    before = chat(client, messages=first, temperature=0, max_tokens=30).choices[0].message.content
+    chat(client, messages=other, temperature=0, max_tokens=30)
+    assistant = {"role": "assistant", "content": before}
+    chat(client, messages=[*first, assistant, {"role": "user", "content": "More."}], max_tokens=5)
+    after = chat(client, messages=first, temperature=0, max_tokens=30).choices[0].message.content
+    assert after == before
+
+
 def test_seed_makes_sampling_reproducible(client):
     runs = [
         chat(client, temperature=1.0, max_tokens=16, seed=s).choices[0].message.content
