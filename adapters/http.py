@@ -109,13 +109,10 @@ class Gateway:
                 parsed = parse_request(request_type, await self._read_json(request))
                 await self.gate.acquire()
                 try:
-                    result = await run_in_threadpool(handler, parsed, self.store)
-                    if isinstance(result, OpenAIResponse):
+                    result, first = await run_in_threadpool(_start, handler, parsed, self.store)
+                    if first is None:
                         self.gate.release()
                         return result
-                    # Pull the first chunk before answering: every error the request can
-                    # cause comes before it, and still gets its status code.
-                    first = await run_in_threadpool(next, result)
                 except BaseException:
                     self.gate.release()
                     raise
@@ -171,6 +168,20 @@ class Gateway:
                 "We could not parse the JSON body of your request. The body must be a JSON "
                 "object; check its syntax and encoding (UTF-8)."
             ) from None
+
+
+def _start(
+    handler: Handler, request: Any, store: ModelStore
+) -> tuple[Any, OpenAIResponse | None]:
+    """Run a handler; for a stream, also pull its first chunk (in the same thread hop).
+
+    Every error a request can cause comes before a stream's first chunk, so it can still be
+    answered with its status code rather than as an event.
+    """
+    result = handler(request, store)
+    if isinstance(result, OpenAIResponse):
+        return result, None
+    return result, next(result)
 
 
 async def _event_stream(
