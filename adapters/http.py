@@ -170,9 +170,7 @@ class Gateway:
             ) from None
 
 
-def _start(
-    handler: Handler, request: Any, store: ModelStore
-) -> tuple[Any, OpenAIResponse | None]:
+def _start(handler: Handler, request: Any, store: ModelStore) -> tuple[Any, OpenAIResponse | None]:
     """Run a handler; for a stream, also pull its first chunk (in the same thread hop).
 
     Every error a request can cause comes before a stream's first chunk, so it can still be

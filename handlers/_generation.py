@@ -33,7 +33,27 @@ def sampling_for(request: Any, defaults: Mapping[str, Any], choice: int = 0) -> 
             values[name] = value
     if values.get("seed") is not None:
         values["seed"] += choice
+    values["logit_bias"] = tuple(_logit_bias(getattr(request, "logit_bias", None) or {}))
     return Sampling(**values)
+
+
+def check_logit_bias(model: TextModel, request: Any) -> None:
+    for token, _ in _logit_bias(getattr(request, "logit_bias", None) or {}):
+        if not 0 <= token < model.vocab_size:
+            raise InvalidRequest(
+                f"logit_bias names token {token}, outside this model's vocabulary "
+                f"(0 to {model.vocab_size - 1}).",
+                param="logit_bias",
+            )
+
+
+def _logit_bias(bias: Mapping[str, float]) -> Iterator[tuple[int, float]]:
+    for key, value in bias.items():
+        if not key.lstrip("-").isdigit():
+            raise InvalidRequest(
+                f"logit_bias keys must be token ids; '{key}' is not.", param="logit_bias"
+            )
+        yield int(key), value
 
 
 def token_budget(requested: int | None, defaults: Mapping[str, Any]) -> int | None:

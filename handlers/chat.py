@@ -22,6 +22,7 @@ from handlers._generation import (
     TextGeneration,
     UsageCounter,
     check_context,
+    check_logit_bias,
     sampling_for,
     token_budget,
 )
@@ -68,6 +69,7 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
         budget = token_budget(request.token_budget, config.parameters)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_context(model, len(prompt), budget, prompt_param="messages", budget_param=param)
+        check_logit_bias(model, request)
 
         chunk_id, created = new_id("chatcmpl"), int(time.time())
         usage = UsageCounter(prompt_tokens=len(prompt))

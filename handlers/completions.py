@@ -13,6 +13,7 @@ from handlers._generation import (
     TextGeneration,
     UsageCounter,
     check_context,
+    check_logit_bias,
     sampling_for,
     token_budget,
 )
@@ -45,6 +46,7 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
     with store.use(request.model) as model:
         config = store.registry.resolve(request.model)
         budget = token_budget(request.max_tokens, config.parameters)
+        check_logit_bias(model, request)
         prompts = request.prompts
         batch = []
         for p, prompt in enumerate(prompts):

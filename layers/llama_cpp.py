@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ ENGINE_PARAMETERS = (
     "rope_freq_scale",
 )
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp draws a fresh seed for this value
+PENALTY_WINDOW = 64  # tokens the repetition penalties look back over (llama.cpp's default)
 _PIECE_BUFFER = 256
 
 
@@ -116,16 +118,32 @@ class LlamaCppTextModel:
                 sampler.close()
 
     def _sampler(self, sampling: Sampling) -> Any:
-        self._llm.set_seed(RANDOM_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF)
-        return self._llm._init_sampler(
-            temp=sampling.temperature,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            presence_penalty=sampling.presence_penalty,
+        """A llama.cpp sampler chain: logit bias, penalties, then greedy or top-k/p/min-p."""
+        from llama_cpp._internals import LlamaSampler
+
+        n_vocab = self.vocab_size
+        sampler = LlamaSampler()
+        if sampling.logit_bias:
+            # OpenAI's -100 means "never": a large finite bias is not always enough.
+            bias = {t: (-math.inf if b <= -100 else b) for t, b in sampling.logit_bias}
+            sampler.add_logit_bias(n_vocab, bias)
+        sampler.add_penalties(
+            n_vocab,
+            penalty_last_n=PENALTY_WINDOW,
+            penalty_repeat=sampling.repeat_penalty,
+            penalty_freq=sampling.frequency_penalty,
+            penalty_present=sampling.presence_penalty,
         )
+        if sampling.temperature == 0:
+            sampler.add_greedy()
+            return sampler
+        seed = RANDOM_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF
+        sampler.add_top_k(sampling.top_k)
+        sampler.add_top_p(sampling.top_p, 1)
+        sampler.add_min_p(sampling.min_p, 1)
+        sampler.add_temp(sampling.temperature)
+        sampler.add_dist(seed)
+        return sampler
 
     def _evaluate_prompt(self, prompt: Sequence[int]) -> None:
         """Evaluate the prompt in its fixed blocks, reusing those already in the KV cache."""

@@ -18,6 +18,7 @@ class Sampling:
     repeat_penalty: float = 1.0
     seed: int | None = None
     ignore_eos: bool = False
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); -100 bans, 100 forces
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class SamplingFields(OpenAIRequest):
     stream_options: StreamOptions | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM's extra: generate exactly max_tokens (benchmarks)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
 
     @field_validator("stop")
     @classmethod

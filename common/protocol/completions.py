@@ -29,7 +29,6 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     best_of: Annotated[int, Field(ge=1, le=20)] | None = None
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
-    logit_bias: dict[str, float] | None = None
 
     @field_validator("prompt")
     @classmethod

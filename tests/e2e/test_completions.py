@@ -5,6 +5,19 @@ from __future__ import annotations
 import openai
 import pytest
 
+from tests.conftest import smollm2_path
+
+
+@pytest.fixture(scope="module")
+def vocabulary():
+    """The embedded model's tokenizer alone (no weights), to name token ids in tests."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(smollm2_path()), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
 MODEL = "gpt-3.5-turbo-instruct"
 PROMPT = "The capital of France is"
 
@@ -133,3 +146,26 @@ def test_registry_parameters_are_request_defaults(client):
             model="tiny-chat", messages=[{"role": "user", "content": "x " * 600}]
         )
     assert "512" in caught.value.message
+
+
+def test_logit_bias_forces_and_bans_tokens(client, vocabulary):
+    is_token = "314"  # " is" in SmolLM2's vocabulary (see test_echo_and_token_id_prompts)
+    forced = client.completions.create(
+        model=MODEL, prompt="Hello", max_tokens=3, temperature=0, logit_bias={is_token: 100}
+    )
+    assert forced.choices[0].text == " is is is"
+    plain = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=3, temperature=0)
+    first_token = str(vocabulary.tokenize(plain.choices[0].text.encode(), add_bos=False)[0])
+    banned = client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=3, temperature=0, logit_bias={first_token: -100}
+    )
+    assert banned.choices[0].text != plain.choices[0].text
+    first_banned = vocabulary.tokenize(banned.choices[0].text.encode(), add_bos=False)[0]
+    assert str(first_banned) != first_token
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="x", logit_bias={"999999999": 5})
+    assert caught.value.param == "logit_bias"
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=MODEL, prompt="x", logit_bias={"a": 5})
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=MODEL, prompt="x", logit_bias={"5": 500})
