@@ -8,6 +8,7 @@ alias of the same id. A bad file fails at start with its file, entry and field n
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -73,7 +74,8 @@ class RegisteredModel:
 class Registry:
     """Resolves a model id (a name or an alias) to its entry."""
 
-    def __init__(self, models: Iterable[RegisteredModel]) -> None:
+    def __init__(self, models: Iterable[RegisteredModel], created: int = 0) -> None:
+        self.created = created  # when the registry was loaded: `created` of entries without one
         self._by_name: dict[str, RegisteredModel] = {}
         self._by_id: dict[str, RegisteredModel] = {}
         for model in models:
@@ -116,7 +118,7 @@ def load_registry(user_path: Path | None = None) -> Registry:
     models = [RegisteredModel(c, user_configured=False) for c in builtin]
     if user_path is not None:
         models += [RegisteredModel(c, user_configured=True) for c in _read_user(user_path)]
-    return Registry(models)
+    return Registry(models, created=int(time.time()))
 
 
 def _read_user(path: Path) -> list[ModelConfig]:

@@ -6,7 +6,7 @@ import re
 
 from common.errors import InvalidRequest, ModelNotFound
 from common.protocol.models import Model, ModelList
-from common.registry import Registry
+from common.registry import RegisteredModel, Registry
 
 
 def list_models(
@@ -23,7 +23,7 @@ def list_models(
                 f"'filter' is not a valid regular expression: {exc}", param="filter"
             ) from None
     data = [
-        Model(id=model_id, created=entry.config.created, owned_by=entry.config.owned_by)
+        _model(registry, model_id, entry)
         for model_id, entry in registry.ids()
         if (pattern is None or pattern.search(model_id))
         and not (exclude_configured and entry.user_configured)
@@ -34,5 +34,10 @@ def list_models(
 def retrieve_model(registry: Registry, model_id: str) -> Model:
     for known_id, entry in registry.ids():
         if known_id == model_id:
-            return Model(id=known_id, created=entry.config.created, owned_by=entry.config.owned_by)
+            return _model(registry, known_id, entry)
     raise ModelNotFound(model_id)
+
+
+def _model(registry: Registry, model_id: str, entry: RegisteredModel) -> Model:
+    created = entry.config.created or registry.created
+    return Model(id=model_id, created=created, owned_by=entry.config.owned_by)

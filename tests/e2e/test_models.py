@@ -13,6 +13,7 @@ def test_models_lists_every_id_a_client_may_send(client):
     assert len(ids) == len(set(ids))
     model = client.models.retrieve("gpt-4")
     assert model.id == "gpt-4" and model.object == "model" and model.owned_by
+    assert model.created > 1_700_000_000
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
 
