@@ -23,6 +23,7 @@ from handlers._generation import (
     UsageCounter,
     check_context,
     check_logit_bias,
+    collect,
     sampling_for,
     token_budget,
 )
@@ -37,7 +38,7 @@ def create_chat_completion(
     stream = _chat(request, store)
     if request.stream:
         return stream
-    return _collect(request, stream)
+    return _collect(stream)
 
 
 def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
@@ -107,29 +108,17 @@ def _generation(
     return TextGeneration(model, prompt, sampling, budget, request.stop_sequences)
 
 
-def _collect(
-    request: ChatCompletionRequest, chunks: Iterator[ChatCompletionChunk]
-) -> ChatCompletion:
-    texts: dict[int, list[str]] = {}
-    finish: dict[int, str] = {}
-    last = None
-    for last in chunks:
-        for choice in last.choices:
-            texts.setdefault(choice.index, []).append(choice.delta.content or "")
-            if choice.finish_reason:
-                finish[choice.index] = choice.finish_reason
-    assert last is not None and last.usage is not None
+def _collect(chunks: Iterator[ChatCompletionChunk]) -> ChatCompletion:
+    whole = collect(chunks, lambda choice: choice.delta.content)
+    choices = [
+        ChatChoice(
+            index=i,
+            message=ResponseMessage(content=text),
+            finish_reason=whole.finish_reasons[i],
+        )
+        for i, text in whole.texts.items()
+    ]
+    last = whole.last
     return ChatCompletion(
-        id=last.id,
-        created=last.created,
-        model=last.model,
-        choices=[
-            ChatChoice(
-                index=i,
-                message=ResponseMessage(content="".join(parts)),
-                finish_reason=finish[i],
-            )
-            for i, parts in sorted(texts.items())
-        ],
-        usage=last.usage,
+        id=last.id, created=last.created, model=last.model, choices=choices, usage=last.usage
     )

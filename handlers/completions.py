@@ -14,6 +14,7 @@ from handlers._generation import (
     UsageCounter,
     check_context,
     check_logit_bias,
+    collect,
     sampling_for,
     token_budget,
 )
@@ -82,19 +83,12 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
 
 
 def _collect(chunks: Iterator[Completion]) -> Completion:
-    texts: dict[int, list[str]] = {}
-    finish: dict[int, str] = {}
-    last = None
-    for last in chunks:
-        for choice in last.choices:
-            texts.setdefault(choice.index, []).append(choice.text)
-            if choice.finish_reason:
-                finish[choice.index] = choice.finish_reason
-    assert last is not None and last.usage is not None
+    whole = collect(chunks, lambda choice: choice.text)
     choices = [
-        CompletionChoice(text="".join(parts), index=i, finish_reason=finish[i])
-        for i, parts in sorted(texts.items())
+        CompletionChoice(text=text, index=i, finish_reason=whole.finish_reasons[i])
+        for i, text in whole.texts.items()
     ]
+    last = whole.last
     return Completion(
         id=last.id, created=last.created, model=last.model, choices=choices, usage=last.usage
     )
