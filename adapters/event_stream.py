@@ -19,8 +19,11 @@ SSE_HEADERS = {
 
 
 class EventStreamResponse:
-    def __init__(self, events: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], headers: Mapping[str, str], head: bytes = b""
+    ) -> None:
         self._events = events
+        self._head = head  # already taken from `events`: sent first
         self._headers = {
             "content-type": "text/event-stream; charset=utf-8",
             **SSE_HEADERS,
@@ -33,6 +36,10 @@ class EventStreamResponse:
             await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
+                if self._head:
+                    await send(
+                        {"type": "http.response.body", "body": self._head, "more_body": True}
+                    )
                 async for data in self._events:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

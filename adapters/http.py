@@ -116,10 +116,13 @@ class Gateway:
                 except BaseException:
                     self.gate.release()
                     raise
-                # From here the stream owns the slot, and releases it when it ends.
+                # From here the stream owns the slot, and releases it when it ends. It is
+                # started at once: a started generator's cleanup runs on aclose() even if
+                # the response is never sent; an unstarted one's never would.
                 rid = request.state.request_id
                 events = _event_stream(first, result, self.gate.release, rid)
-                return EventStreamResponse(events, {"x-request-id": rid})
+                head = await anext(events)
+                return EventStreamResponse(events, {"x-request-id": rid}, head=head)
 
             return await self._answer(request, run)
 
@@ -220,9 +223,10 @@ async def _event_stream(
                 loop.call_soon_threadsafe(release)
             hand_over(None)
 
-    yield encode_event(first.to_json())
-    threading.Thread(target=produce, name=f"stream-{request_id}", daemon=True).start()
+    producer = threading.Thread(target=produce, name=f"stream-{request_id}", daemon=True)
     try:
+        yield encode_event(first.to_json())
+        producer.start()
         finished = False
         while not finished and (data := await events.get()) is not None:
             while not events.empty():  # send whatever else is ready in the same write
@@ -235,6 +239,9 @@ async def _event_stream(
         yield DONE
     finally:
         stopping.set()
+        if producer.ident is None:  # closed before it began: clean up here
+            chunks.close()  # type: ignore[attr-defined]
+            release()
 
 
 def _query_bool(request: Request, name: str) -> bool:
