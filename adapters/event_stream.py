@@ -24,14 +24,15 @@ class EventStreamResponse:
     ) -> None:
         self._events = events
         self._head = head  # already taken from `events`: sent first
-        self._headers = {
-            "content-type": "text/event-stream; charset=utf-8",
-            **SSE_HEADERS,
-            **headers,
-        }
+        self.headers = dict(headers)  # the gateway adds its own before the response starts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw_headers = [(k.encode(), v.encode()) for k, v in self._headers.items()]
+        headers = {
+            "content-type": "text/event-stream; charset=utf-8",
+            **SSE_HEADERS,
+            **self.headers,
+        }
+        raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         try:
             await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
             async with anyio.create_task_group() as group:

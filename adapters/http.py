@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.event_stream import EventStreamResponse
+from adapters.runtime import build_store
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
 from common.errors import (
@@ -38,15 +39,14 @@ from common.protocol import parse_request
 from common.protocol.base import OpenAIResponse
 from common.protocol.chat import ChatCompletionRequest
 from common.protocol.completions import CompletionRequest, EditRequest
-from common.registry import load_registry
 from common.settings import Settings
 from common.sse import DONE, encode_event, error_event
 from common.store import ModelStore
+from common.timing import request_timings
 from handlers.chat import create_chat_completion
 from handlers.completions import create_completion
 from handlers.edits import create_edit
 from handlers.models import list_models, retrieve_model
-from layers import EngineOptions, make_loader
 
 log = logging.getLogger("stratus.http")
 
@@ -54,10 +54,7 @@ Handler = Callable[[Any, ModelStore], OpenAIResponse | Iterator[OpenAIResponse]]
 
 
 def create_app(settings: Settings, store: ModelStore | None = None) -> Starlette:
-    if store is None:
-        registry = load_registry(settings.models)
-        store = ModelStore(registry, make_loader(EngineOptions(threads=settings.threads)))
-    gateway = Gateway(settings, store)
+    gateway = Gateway(settings, store or build_store(settings))
     routes = [Route("/health", gateway.health, methods=["GET"])]
     for path, endpoint, method in gateway.endpoints():
         routes.append(Route(f"/v1{path}", endpoint, methods=[method]))
@@ -87,7 +84,12 @@ class Gateway:
 
     async def health(self, request: Request) -> Response:
         return JSONResponse(
-            {"status": "ok", "active": self.gate.active, "waiting": self.gate.waiting}
+            {
+                "status": "ok",
+                "active": self.gate.active,
+                "waiting": self.gate.waiting,
+                "loaded": self.store.loaded(),
+            }
         )
 
     async def models(self, request: Request) -> Response:
@@ -122,7 +124,7 @@ class Gateway:
                 rid = request.state.request_id
                 events = _event_stream(first, result, self.gate.release, rid)
                 head = await anext(events)
-                return EventStreamResponse(events, {"x-request-id": rid}, head=head)
+                return EventStreamResponse(events, {}, head=head)
 
             return await self._answer(request, run)
 
@@ -130,20 +132,22 @@ class Gateway:
 
     async def _answer(self, request: Request, run: Callable[[], Any]) -> Response:
         request.state.request_id = request_id = secrets.token_hex(8)
-        try:
-            self.auth.check(request.headers.get("authorization"), request.headers.get("x-api-key"))
-            result = await run()
-        except StratusError as error:
-            return _error_response(error, request_id)
-        except Exception:
-            log.exception("request %s failed", request_id)
-            return _error_response(InternalError(request_id), request_id)
+        with request_timings() as timings:
+            try:
+                self.auth.check(
+                    request.headers.get("authorization"), request.headers.get("x-api-key")
+                )
+                result = await run()
+            except StratusError as error:
+                return _error_response(error, request_id)
+            except Exception:
+                log.exception("request %s failed", request_id)
+                return _error_response(InternalError(request_id), request_id)
+        # Where the time went until the answer (or a stream's first chunk) was ready.
+        headers = {"x-request-id": request_id, "server-timing": timings.server_timing()}
         if isinstance(result, OpenAIResponse):
-            return Response(
-                result.to_json(),
-                media_type="application/json",
-                headers={"x-request-id": request_id},
-            )
+            return Response(result.to_json(), media_type="application/json", headers=headers)
+        result.headers.update(headers)
         return result
 
     async def _read_json(self, request: Request) -> Any:

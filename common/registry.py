@@ -48,6 +48,7 @@ class ModelConfig(BaseModel):
     templates: dict[str, str] = Field(default_factory=dict)
     owned_by: str = "stratus"
     created: int = 0
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # checked after an S3 download
 
     @field_validator("source")
     @classmethod

@@ -8,6 +8,15 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+RUNPOD_VOLUME = Path("/runpod-volume")
+
+
+def default_cache_dir() -> Path:
+    """On RunPod the network volume outlives workers: cache there; elsewhere in /tmp."""
+    if RUNPOD_VOLUME.is_dir():
+        return RUNPOD_VOLUME / "stratus-cache"
+    return Path("/tmp/stratus-cache")
+
 
 class Settings(BaseSettings):
     """Every knob, with its environment variable. CLI flags override these at the entry point."""
@@ -50,6 +59,45 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STRATUS_MAX_BODY_BYTES", "max_body_bytes"),
     )
     log_level: str = Field("info", validation_alias=AliasChoices("STRATUS_LOG_LEVEL", "log_level"))
+    cache_dir: Path = Field(
+        default_factory=lambda: default_cache_dir(),
+        validation_alias=AliasChoices("STRATUS_CACHE_DIR", "cache_dir"),
+        description="Where models fetched from S3 are cached on disk.",
+    )
+    cache_max_gb: float = Field(
+        0,
+        ge=0,
+        validation_alias=AliasChoices("STRATUS_CACHE_MAX_GB", "cache_max_gb"),
+        description="Size cap of the disk cache (least recently used entries go); 0: none.",
+    )
+    model_ttl: float = Field(
+        -1,
+        ge=-1,
+        validation_alias=AliasChoices("STRATUS_MODEL_TTL", "model_ttl"),
+        description="Seconds an idle model stays loaded: -1 forever, 0 unload when idle.",
+    )
+    max_loaded_models: int = Field(
+        0,
+        ge=0,
+        validation_alias=AliasChoices("STRATUS_MAX_LOADED_MODELS", "max_loaded_models"),
+        description="Models loaded at once (least recently used idle ones unload); 0: no cap.",
+    )
+    max_model_gb: float = Field(
+        0,
+        ge=0,
+        validation_alias=AliasChoices("STRATUS_MAX_MODEL_GB", "max_model_gb"),
+        description="Model files loaded at once, in GB (an estimate of memory); 0: no cap.",
+    )
+    s3_concurrency: int = Field(
+        10, ge=1, validation_alias=AliasChoices("STRATUS_S3_CONCURRENCY", "s3_concurrency")
+    )
+    s3_chunk_mb: int = Field(
+        8, ge=5, validation_alias=AliasChoices("STRATUS_S3_CHUNK_MB", "s3_chunk_mb")
+    )
+
+    @property
+    def cache_max_bytes(self) -> int | None:
+        return int(self.cache_max_gb * 1e9) or None
 
     @property
     def api_keys(self) -> tuple[str, ...]:

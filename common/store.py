@@ -1,7 +1,12 @@
-"""The model store: one load per model per process, shared by every handler.
+"""The model store: every handler gets its models here, one load per model per process.
 
-`with store.use(model_id) as model:` resolves the id through the registry, loads the model on
-first use under a per-model lock (concurrent cold starts load once), and hands out the engine.
+    with store.use(model_id) as model: ...
+
+resolves the id through the registry, fetches the files (local, or S3 through the disk cache)
+and loads the engine on first use under a per-model lock, so concurrent cold starts fetch and
+load once. Loaded models are reference-counted; an idle one is unloaded after `ttl` seconds
+(-1: never, 0: as soon as it is idle), and when more than `max_loaded` models (or more than
+`max_bytes` of model files) are loaded, the least recently used idle ones go first.
 """
 
 from __future__ import annotations
@@ -11,59 +16,153 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.errors import EngineUnavailable, StratusError
 from common.registry import ModelConfig, Registry
 from common.sources import local_path
+from common.timing import span
 
 log = logging.getLogger("stratus.store")
 
 Loader = Callable[[ModelConfig, Path], Any]
-PathResolver = Callable[[ModelConfig], Path]
+Fetch = Callable[[ModelConfig], Path]
 
 
-def _local_path(config: ModelConfig) -> Path:
+def _local_only(config: ModelConfig) -> Path:
     return local_path(config.name, config.source)
+
+
+@dataclass
+class _Loaded:
+    model: Any
+    size: int  # bytes of model files: the memory cap's estimate
+    refs: int
+    last_used: float
 
 
 class ModelStore:
     def __init__(
-        self, registry: Registry, loader: Loader, resolve_path: PathResolver = _local_path
+        self,
+        registry: Registry,
+        loader: Loader,
+        fetch: Fetch = _local_only,
+        *,
+        ttl: float = -1,
+        max_loaded: int = 0,
+        max_bytes: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self._loader = loader
-        self._resolve_path = resolve_path
-        self._loaded: dict[str, Any] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._fetch = fetch
+        self.ttl = ttl
+        self.max_loaded = max_loaded  # 0: no cap
+        self.max_bytes = max_bytes  # 0: no cap
+        self._clock = clock
+        self._loaded: dict[str, _Loaded] = {}
+        self._guard = threading.Lock()  # guards _loaded and _load_locks, held briefly
+        self._load_locks: dict[str, threading.Lock] = {}
 
     @contextmanager
     def use(self, model_id: str) -> Iterator[Any]:
         config = self.registry.resolve(model_id)
-        yield self._get(config)
+        model = self._acquire(config)
+        try:
+            yield model
+        finally:
+            self._release(config.name)
 
-    def is_loaded(self, model_id: str) -> bool:
-        return self.registry.resolve(model_id).name in self._loaded
+    def loaded(self) -> list[str]:
+        with self._guard:
+            return list(self._loaded)
 
-    def _get(self, config: ModelConfig) -> Any:
-        model = self._loaded.get(config.name)
-        if model is not None:
+    def collect(self) -> list[str]:
+        """Unloads idle models past their TTL, then any beyond the caps. Returns their names."""
+        with self._guard:
+            now = self._clock()
+            expired = [
+                name
+                for name, slot in self._loaded.items()
+                if slot.refs == 0 and self.ttl >= 0 and now - slot.last_used >= self.ttl
+            ]
+            unloaded = [(name, self._loaded.pop(name)) for name in expired]
+            unloaded += self._over_caps(keep=None)
+        return self._close(unloaded, "idle" if expired else "over the cap")
+
+    def close(self) -> None:
+        with self._guard:
+            unloaded = list(self._loaded.items())
+            self._loaded.clear()
+        self._close(unloaded, "shutting down")
+
+    def _acquire(self, config: ModelConfig) -> Any:
+        name = config.name
+        if (model := self._take(name)) is not None:
             return model
-        with self._lock_for(config.name):
-            model = self._loaded.get(config.name)
-            if model is None:
-                model = self._load(config)
-                self._loaded[config.name] = model
+        with self._load_lock(name):
+            if (model := self._take(name)) is not None:
+                return model  # another request loaded it while we waited
+            path = self._fetch(config)
+            with span("load"):
+                model = self._load(config, path)
+            with self._guard:
+                self._loaded[name] = _Loaded(model, _size(path), 1, self._clock())
+                unloaded = self._over_caps(keep=name)
+        self._close(unloaded, "over the cap")
         return model
 
-    def _lock_for(self, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(name, threading.Lock())
+    def _take(self, name: str) -> Any:
+        with self._guard:
+            slot = self._loaded.get(name)
+            if slot is None:
+                return None
+            slot.refs += 1
+            return slot.model
 
-    def _load(self, config: ModelConfig) -> Any:
-        path = self._resolve_path(config)
+    def _release(self, name: str) -> None:
+        with self._guard:
+            slot = self._loaded.get(name)
+            if slot is None:
+                return
+            slot.refs -= 1
+            slot.last_used = self._clock()
+            done = slot.refs == 0 and self.ttl == 0
+            unloaded = [(name, self._loaded.pop(name))] if done else []
+        self._close(unloaded, "idle (ttl 0)")
+
+    def _over_caps(self, keep: str | None) -> list[tuple[str, _Loaded]]:
+        """Idle models to unload, least recently used first, until the caps hold (under guard)."""
+        unloaded = []
+        idle = sorted(
+            (n for n, s in self._loaded.items() if s.refs == 0 and n != keep),
+            key=lambda n: self._loaded[n].last_used,
+        )
+        for name in idle:
+            count = len(self._loaded)
+            size = sum(s.size for s in self._loaded.values())
+            if (not self.max_loaded or count <= self.max_loaded) and (
+                not self.max_bytes or size <= self.max_bytes
+            ):
+                break
+            unloaded.append((name, self._loaded.pop(name)))
+        return unloaded
+
+    def _close(self, unloaded: list[tuple[str, _Loaded]], why: str) -> list[str]:
+        for name, slot in unloaded:
+            closer = getattr(slot.model, "close", None)
+            if closer is not None:
+                closer()
+            log.info("unloaded model %s (%s)", name, why)
+        return [name for name, _ in unloaded]
+
+    def _load_lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._load_locks.setdefault(name, threading.Lock())
+
+    def _load(self, config: ModelConfig, path: Path) -> Any:
         started = time.perf_counter()
         try:
             model = self._loader(config, path)
@@ -80,3 +179,9 @@ class ModelStore:
             time.perf_counter() - started,
         )
         return model
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

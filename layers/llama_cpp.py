@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.errors import InvalidRequest
+from common.errors import EngineUnavailable, InvalidRequest
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.prefix_cache import Block, prompt_blocks, reusable_blocks
@@ -45,7 +45,24 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
 
 
 def load(config: ModelConfig, path: Path, options: EngineOptions) -> LlamaCppTextModel:
-    return LlamaCppTextModel(config, path, options)
+    return LlamaCppTextModel(config, gguf_file(config, path), options)
+
+
+def gguf_file(config: ModelConfig, path: Path) -> Path:
+    """The GGUF file of a model: the path itself, or in a directory model `parameters.file`
+    or its only .gguf file."""
+    if path.is_file():
+        return path
+    if "file" in config.parameters:
+        return path / str(config.parameters["file"])
+    candidates = sorted(path.rglob("*.gguf"))
+    if len(candidates) != 1:
+        found = ", ".join(p.name for p in candidates) or "none"
+        raise EngineUnavailable(
+            f"The model '{config.name}' is a directory with {len(candidates)} .gguf files "
+            f"({found}); name one with `parameters: {{file: NAME}}` in its registry entry."
+        )
+    return candidates[0]
 
 
 class LlamaCppTextModel:
@@ -76,6 +93,10 @@ class LlamaCppTextModel:
                 eos_token=self._token_text(self._llm.token_eos()),
                 bos_token=self._token_text(self._llm.token_bos()),
             )
+
+    def close(self) -> None:
+        with self._lock:  # never under a running generation
+            self._llm.close()
 
     def chat_prompt(self, turns: Sequence[ChatTurn]) -> str:
         messages = [{"role": t.role, "content": t.content} for t in turns]

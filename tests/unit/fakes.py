@@ -44,6 +44,4 @@ def fake_store(model: FakeTextModel, **config: object) -> ModelStore:
         name="fake", backend="llama-cpp", source="/fake", aliases=("gpt-4",), **config
     )
     registry = Registry([RegisteredModel(entry, user_configured=False)])
-    return ModelStore(
-        registry, loader=lambda config, path: model, resolve_path=lambda c: Path("/fake")
-    )
+    return ModelStore(registry, loader=lambda config, path: model, fetch=lambda c: Path("/fake"))

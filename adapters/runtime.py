@@ -1,0 +1,39 @@
+"""The composition root: settings -> registry, disk cache, S3, fetcher, engines, store.
+
+Every adapter (HTTP, CLI, and later Lambda and RunPod) builds its store here, once per process.
+"""
+
+from __future__ import annotations
+
+from common.disk_cache import DiskCache
+from common.fetch import ModelFetcher
+from common.registry import Registry, load_registry
+from common.s3 import S3, S3Settings
+from common.settings import Settings
+from common.store import ModelStore
+from layers import EngineOptions, make_loader
+
+
+def build_fetcher(settings: Settings) -> ModelFetcher:
+    cache = DiskCache(settings.cache_dir, settings.cache_max_bytes)
+    cache.clean_partials()
+    s3 = S3(
+        S3Settings(
+            max_concurrency=settings.s3_concurrency,
+            chunk_bytes=settings.s3_chunk_mb * 1024 * 1024,
+        )
+    )
+    return ModelFetcher(cache, s3)
+
+
+def build_store(settings: Settings, registry: Registry | None = None) -> ModelStore:
+    registry = registry or load_registry(settings.models)
+    fetcher = build_fetcher(settings)
+    return ModelStore(
+        registry,
+        make_loader(EngineOptions(threads=settings.threads)),
+        fetcher.local_path,
+        ttl=settings.model_ttl,
+        max_loaded=settings.max_loaded_models,
+        max_bytes=int(settings.max_model_gb * 1e9),
+    )

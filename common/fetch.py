@@ -1,0 +1,141 @@
+"""Materialises a model's source as local files: local paths as they are, S3 through the cache.
+
+For S3, the object (or every object under a prefix) is described first; the cache key holds
+its ETags and versions, so an updated object is a new entry and a stale one is never served.
+If S3 cannot be reached, the newest cached copy is served, and the log says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common.disk_cache import DiskCache
+from common.errors import StratusError
+from common.registry import ModelConfig
+from common.s3 import S3, RemoteObject, S3Unreachable
+from common.sources import S3Source, local_path, parse_s3
+from common.timing import span
+
+log = logging.getLogger("stratus.fetch")
+
+Progress = Callable[[int], None]
+
+
+class ModelFetcher:
+    def __init__(self, cache: DiskCache, s3: S3) -> None:
+        self.cache = cache
+        self.s3 = s3
+
+    def local_path(self, config: ModelConfig, progress: Progress | None = None) -> Path:
+        source = parse_s3(config.source)
+        if source is None:
+            return local_path(config.name, config.source)
+        with span("fetch"):
+            return self._from_s3(config, source, progress)
+
+    def cached(self, config: ModelConfig) -> bool | None:
+        """Whether a copy is in the disk cache (None: the source is local, nothing to cache)."""
+        if parse_s3(config.source) is None:
+            return None
+        return self.cache.latest(config.source) is not None
+
+    def _from_s3(self, config: ModelConfig, source: S3Source, progress: Progress | None) -> Path:
+        try:
+            objects = self.s3.describe(config.name, source)
+        except S3Unreachable:
+            stale = self.cache.latest(config.source)
+            if stale is None:
+                raise
+            log.warning(
+                "S3 unreachable: serving model %s from its cached copy of %s",
+                config.name,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(stale.meta["created"])),
+            )
+            return self._model_path(stale.data, source)
+        key = _cache_key(config.source, objects)
+        entry = self.cache.get(key)
+        if entry is None:
+            started = time.perf_counter()
+            meta = {
+                "source": config.source,
+                "objects": [o.__dict__ for o in objects],
+                "size": sum(o.size for o in objects),
+            }
+            entry, filled = self.cache.fill(
+                key, meta, lambda data: self._download(config, source, objects, data, progress)
+            )
+            if filled:
+                seconds = time.perf_counter() - started
+                log.info(
+                    "fetched model %s from %s: %.1f MB in %.2fs",
+                    config.name,
+                    config.source,
+                    meta["size"] / 1e6,
+                    seconds,
+                )
+                self.cache.evict(keep={key})
+        self.cache.touch(entry)
+        return self._model_path(entry.data, source)
+
+    def _download(
+        self,
+        config: ModelConfig,
+        source: S3Source,
+        objects: list[RemoteObject],
+        data: Path,
+        progress: Progress | None,
+    ) -> None:
+        for obj in objects:
+            target = data / _relative_name(source, obj)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.s3.download(config.name, source, obj, target, progress)
+            if target.stat().st_size != obj.size:
+                raise S3Unreachable(config.name)  # a short read: never cached
+        if config.sha256 and not source.is_prefix:
+            [obj] = objects
+            _verify_sha256(config, data / _relative_name(source, obj))
+
+    @staticmethod
+    def _model_path(data: Path, source: S3Source) -> Path:
+        if source.is_prefix:
+            return data
+        return data / source.key.rsplit("/", 1)[-1]
+
+
+def _relative_name(source: S3Source, obj: RemoteObject) -> str:
+    if source.is_prefix:
+        return obj.key[len(source.key) :]
+    return obj.key.rsplit("/", 1)[-1]
+
+
+def _cache_key(source: str, objects: list[RemoteObject]) -> str:
+    identity = json.dumps([source, sorted((o.key, o.etag, o.version) for o in objects)])
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def _verify_sha256(config: ModelConfig, path: Path) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    if digest.hexdigest() != config.sha256:
+        log.error(
+            "model %s: sha256 %s, expected %s", config.name, digest.hexdigest(), config.sha256
+        )
+        raise IntegrityError(config.name)
+
+
+class IntegrityError(StratusError):
+    """The download does not match the registry's sha256: a server-side problem, never cached."""
+
+    status = 500
+    type = "server_error"
+    code = "model_integrity_error"
+
+    def __init__(self, model_name: str) -> None:
+        super().__init__(f"The files of model '{model_name}' do not match their registered sha256.")
