@@ -1,15 +1,19 @@
-"""The `stratus` command: `stratus serve`, `stratus models`."""
+"""The `stratus` command: `stratus serve`, `stratus models`, `stratus prefetch`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
+from adapters.runtime import build_fetcher
+from common.errors import StratusError
 from common.registry import RegistryError, load_registry
 from common.settings import Settings
-from common.sources import local_path
+
+REGISTRY_HELP = "registry YAML file or directory (env STRATUS_MODELS)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,25 +23,35 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the OpenAI API over HTTP")
     serve.add_argument("--host", help="address to listen on (env HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (env PORT, default 8080)")
-    serve.add_argument(
-        "--models", type=Path, help="registry YAML file or directory (env STRATUS_MODELS)"
-    )
+    serve.add_argument("--models", type=Path, help=REGISTRY_HELP)
 
-    models = commands.add_parser("models", help="list the registry: ids, backends, sources")
-    models.add_argument(
-        "--models", type=Path, help="registry YAML file or directory (env STRATUS_MODELS)"
+    models = commands.add_parser("models", help="list the registry: sources and cache state")
+    models.add_argument("--models", type=Path, help=REGISTRY_HELP)
+
+    prefetch = commands.add_parser(
+        "prefetch", help="download models into the cache (bake an image, warm a volume)"
     )
+    prefetch.add_argument("names", nargs="*", metavar="MODEL", help="model names or aliases")
+    prefetch.add_argument("--all", action="store_true", help="every model in the registry")
+    prefetch.add_argument("--models", type=Path, help=REGISTRY_HELP)
 
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-    settings = Settings(**overrides)
+    if args.command == "prefetch" and not args.names and not args.all:
+        parser.error("name the models to prefetch, or give --all")
+    flags = {k: getattr(args, k, None) for k in ("host", "port", "models")}
+    settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     try:
         if args.command == "serve":
             return _serve(settings)
+        if args.command == "prefetch":
+            return _prefetch(settings, args.names, args.all)
         return _models(settings)
     except RegistryError as exc:
         print(f"stratus: bad model registry: {exc}", file=sys.stderr)
         return 2
+    except StratusError as exc:
+        print(f"stratus: {exc.message}", file=sys.stderr)
+        return 1
 
 
 def _serve(settings: Settings) -> int:
@@ -55,14 +69,55 @@ def _serve(settings: Settings) -> int:
 
 def _models(settings: Settings) -> int:
     registry = load_registry(settings.models)
+    fetcher = build_fetcher(settings)
     for config in registry.models:
-        try:
-            where = str(local_path(config.name, config.source))
-        except Exception as exc:  # noqa: BLE001 - shown to the operator, not a client
-            where = f"unavailable: {exc}"
+        cached = fetcher.cached(config)
+        state = "local" if cached is None else ("cached" if cached else "not cached")
         aliases = ", ".join(config.aliases) or "-"
-        print(f"{config.name}\t{config.backend}\t{config.source}\t{where}\taliases: {aliases}")
+        print(f"{config.name}\t{config.backend}\t{config.source}\t{state}\taliases: {aliases}")
     return 0
+
+
+def _prefetch(settings: Settings, names: list[str], everything: bool) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    registry = load_registry(settings.models)
+    fetcher = build_fetcher(settings)
+    configs = registry.models if everything else [registry.resolve(n) for n in names]
+    for config in configs:
+        bar = ProgressBar()
+        path = fetcher.local_path(config, progress=bar)
+        bar.finish(config.name, path)
+    return 0
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: share, megabytes and speed."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self.name = ""
+        self.total = self.received = 0
+        self.started = time.perf_counter()
+
+    def start(self, model_name: str, total_bytes: int) -> None:
+        self.name, self.total, self.started = model_name, total_bytes, time.perf_counter()
+
+    def advance(self, received_bytes: int) -> None:
+        self.received += received_bytes
+        share = self.received / self.total if self.total else 1.0
+        speed = self.received / 1e6 / max(time.perf_counter() - self.started, 1e-6)
+        filled = int(share * self.WIDTH)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        mb = f"{self.received / 1e6:.1f}/{self.total / 1e6:.1f} MB"
+        print(f"\r{self.name} [{bar}] {share:6.1%} {mb} {speed:.1f} MB/s", end="", file=sys.stderr)
+
+    def finish(self, model_name: str, path: Path) -> None:
+        if self.total:
+            print(file=sys.stderr)
+            print(f"{model_name}: fetched to {path}")
+        else:
+            print(f"{model_name}: available at {path}")
 
 
 if __name__ == "__main__":

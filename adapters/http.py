@@ -54,7 +54,9 @@ Handler = Callable[[Any, ModelStore], OpenAIResponse | Iterator[OpenAIResponse]]
 
 
 def create_app(settings: Settings, store: ModelStore | None = None) -> Starlette:
-    gateway = Gateway(settings, store or build_store(settings))
+    store = store or build_store(settings)
+    store.start_reaper()
+    gateway = Gateway(settings, store)
     routes = [Route("/health", gateway.health, methods=["GET"])]
     for path, endpoint, method in gateway.endpoints():
         routes.append(Route(f"/v1{path}", endpoint, methods=[method]))

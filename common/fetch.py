@@ -11,8 +11,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from common.disk_cache import DiskCache
 from common.errors import StratusError
@@ -23,7 +23,13 @@ from common.timing import span
 
 log = logging.getLogger("stratus.fetch")
 
-Progress = Callable[[int], None]
+
+class Progress(Protocol):
+    """Told the size of a download once it starts, then the bytes as they arrive."""
+
+    def start(self, model_name: str, total_bytes: int) -> None: ...
+
+    def advance(self, received_bytes: int) -> None: ...
 
 
 class ModelFetcher:
@@ -90,10 +96,12 @@ class ModelFetcher:
         data: Path,
         progress: Progress | None,
     ) -> None:
+        if progress is not None:
+            progress.start(config.name, sum(o.size for o in objects))
         for obj in objects:
             target = data / _relative_name(source, obj)
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.s3.download(config.name, source, obj, target, progress)
+            self.s3.download(config.name, source, obj, target, progress and progress.advance)
             if target.stat().st_size != obj.size:
                 raise S3Unreachable(config.name)  # a short read: never cached
         if config.sha256 and not source.is_prefix:

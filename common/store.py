@@ -92,6 +92,21 @@ class ModelStore:
             unloaded += self._over_caps(keep=None)
         return self._close(unloaded, "idle" if expired else "over the cap")
 
+    def start_reaper(self) -> threading.Thread | None:
+        """A daemon thread that unloads idle models on time (only with a TTL above 0)."""
+        if self.ttl <= 0:
+            return None
+        interval = min(self.ttl / 2, 30.0)
+
+        def reap() -> None:
+            while True:
+                time.sleep(interval)
+                self.collect()
+
+        thread = threading.Thread(target=reap, name="model-reaper", daemon=True)
+        thread.start()
+        return thread
+
     def close(self) -> None:
         with self._guard:
             unloaded = list(self._loaded.items())
