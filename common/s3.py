@@ -128,6 +128,7 @@ class S3:
             max_concurrency=self.settings.max_concurrency,
             multipart_chunksize=self.settings.chunk_bytes,
             multipart_threshold=self.settings.chunk_bytes,
+            num_download_attempts=2,  # per part; then the whole transfer is retried
         )
         extra = {"VersionId": obj.version} if obj.version else {}
         url = f"s3://{source.bucket}/{obj.key}"

