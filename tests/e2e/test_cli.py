@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -25,12 +26,31 @@ def test_serve_refuses_a_bad_registry_naming_file_entry_and_field(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_models_command_lists_sources_and_aliases(server):
+def test_models_command_lists_sources_cache_state_and_aliases(server, tmp_path):
     result = run("models", "--models", str(server.registry))
     assert result.returncode == 0, result.stderr
-    lines = {line.split("\t")[0]: line for line in result.stdout.splitlines()}
-    assert (
-        "gpt-4" in lines["smollm2-135m-instruct"]
-        and "SmolLM2-135M-Instruct.Q4_1.gguf" in lines["smollm2-135m-instruct"]
-    )
-    assert "my-alias" in lines["tiny-chat"]
+    lines = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
+    name, backend, source, state, aliases = lines["smollm2-135m-instruct"]
+    assert source.startswith("pkg://") and state == "local" and "gpt-4" in aliases
+    assert "my-alias" in lines["tiny-chat"][4]
+
+
+def test_prefetch_then_models_shows_cached(server, s3, tmp_path):
+    env = {**os.environ, **s3.env, "STRATUS_CACHE_DIR": str(tmp_path)}
+    registry = ["--models", str(server.registry)]
+
+    def stratus(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "adapters.cli", *args, *registry]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    assert stratus("models").stdout.count("\tnot cached\t") == 4  # the four S3 models
+    fetched = stratus("prefetch", "s3-chat")
+    assert fetched.returncode == 0, fetched.stderr
+    assert "s3-chat: fetched to" in fetched.stdout and "100.0%" in fetched.stderr
+    states = {
+        line.split("\t")[0]: line.split("\t")[3] for line in stratus("models").stdout.splitlines()
+    }
+    assert states["s3-chat"] == "cached" and states["s3-dir-chat"] == "not cached"
+    missing = stratus("prefetch", "s3-missing")
+    assert missing.returncode == 1 and "s3-missing" in missing.stderr
+    assert "Traceback" not in missing.stderr
