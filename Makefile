@@ -44,6 +44,7 @@ lint: setup
 bench: setup
 	$(BIN)/pip install --quiet -e '.[llama,bench]'
 	$(BIN)/python bench/bench_text.py
+	$(BIN)/python bench/bench_store.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
