@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.event_stream import EventStreamResponse
-from adapters.operations import OPERATIONS, Handle, Operation, find
+from adapters.operations import OPERATIONS, Operation, find, start
 from adapters.runtime import build_store
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
@@ -94,7 +94,7 @@ class Gateway:
     ) -> OpenAIResponse | EventStreamResponse:
         await self.gate.acquire()
         try:
-            result, first = await run_in_threadpool(_start, operation.handle, parsed, self.store)
+            result, first = await run_in_threadpool(start, operation.handle, parsed, self.store)
             if first is None:
                 self.gate.release()
                 return result
@@ -153,18 +153,6 @@ class Gateway:
                 "We could not parse the JSON body of your request. The body must be a JSON "
                 "object; check its syntax and encoding (UTF-8)."
             ) from None
-
-
-def _start(handler: Handle, request: Any, store: ModelStore) -> tuple[Any, OpenAIResponse | None]:
-    """Run a handler; for a stream, also pull its first chunk (in the same thread hop).
-
-    Every error a request can cause comes before a stream's first chunk, so it can still be
-    answered with its status code rather than as an event.
-    """
-    result = handler(request, store)
-    if isinstance(result, OpenAIResponse):
-        return result, None
-    return result, next(result)
 
 
 async def _event_stream(

@@ -102,3 +102,15 @@ def find(method: str, path: str) -> tuple[Operation, dict[str, str]]:
     if allowed:
         raise MethodNotAllowed(f"Method {method.upper()} is not allowed on {path}.")
     raise NotFound(f"Unknown request URL: {method.upper()} {path}.", code="unknown_url")
+
+
+def start(handle: Handle, request: Any, store: ModelStore) -> tuple[Result, OpenAIResponse | None]:
+    """Run a handler; for a stream, also pull its first chunk (one thread hop for both).
+
+    Every error a request can cause comes before a stream's first chunk, so an adapter can
+    still answer it with its status rather than as an event in the stream.
+    """
+    result = handle(request, store)
+    if isinstance(result, OpenAIResponse):
+        return result, None
+    return result, next(result)

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         8, ge=5, validation_alias=AliasChoices("STRATUS_S3_CHUNK_MB", "s3_chunk_mb")
     )
 
+    runpod_concurrency: int = Field(
+        1,
+        ge=1,
+        validation_alias=AliasChoices("STRATUS_RUNPOD_CONCURRENCY", "runpod_concurrency"),
+        description="Jobs a RunPod worker takes at once (its concurrency_modifier).",
+    )
+
     @property
     def cache_max_bytes(self) -> int | None:
         return int(self.cache_max_gb * 1e9) or None

@@ -1,0 +1,126 @@
+"""RunPod serverless worker: the same operations, reached through RunPod jobs.
+
+    python -m adapters.runpod_worker                      # on RunPod
+    python -m adapters.runpod_worker --rp_serve_api ...   # the SDK's local test API
+
+Accepted job inputs (one pure function turns each into method, path, body and query):
+    {"openai_route": "/v1/chat/completions", "openai_input": {...}}   RunPod's OpenAI endpoint;
+        an empty openai_input means GET (as for /v1/models)
+    {"route": "/v1/models", "method": "GET", "body": {...}}            a generic request
+
+A streamed chat or completion yields SSE-framed strings ("data: {...}\\n\\n", then
+"data: [DONE]\\n\\n") as they are produced; anything else yields its JSON object once. Errors
+yield OpenAI's envelope with the HTTP status it would have had: {"error": {...}, "status": 404}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from adapters.operations import find, start
+from common.errors import InternalError, InvalidRequest, StratusError
+from common.protocol.base import OpenAIResponse
+from common.settings import Settings
+from common.sse import DONE, encode_event
+from common.store import ModelStore
+
+log = logging.getLogger("stratus.runpod")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    method: str
+    path: str
+    body: Any = None
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+def normalize_job(job_input: Any) -> JobRequest:
+    """Every accepted job shape as one request: method, path, body, query."""
+    if not isinstance(job_input, Mapping):
+        raise InvalidRequest("The job input must be an object.")
+    if "openai_route" in job_input:
+        route, body = job_input["openai_route"], job_input.get("openai_input") or None
+        method = "POST" if body else "GET"
+    elif "route" in job_input:
+        route, body = job_input["route"], job_input.get("body")
+        method = str(job_input.get("method") or ("POST" if body else "GET")).upper()
+    else:
+        raise InvalidRequest(
+            "A job input needs 'openai_route' (with 'openai_input') or 'route' (with 'method' "
+            "and 'body').",
+            param="input",
+        )
+    if not isinstance(route, str) or not route.startswith("/"):
+        raise InvalidRequest(
+            "The route must be a path such as /v1/chat/completions.", param="route"
+        )
+    url = urlsplit(route)
+    return JobRequest(method, url.path, body, dict(parse_qsl(url.query)))
+
+
+class Worker:
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+
+    async def handle(self, job: Mapping[str, Any]) -> AsyncIterator[Any]:
+        """The RunPod handler: an async generator, so the SDK's loop stays free meanwhile."""
+        request_id = str(job.get("id") or secrets.token_hex(8))
+        chunks = None
+        try:
+            request = normalize_job(job.get("input"))
+            operation, path_params = find(request.method, request.path)
+            parsed = operation.parse(request.body, {**request.query, **path_params})
+            result, first = await asyncio.to_thread(start, operation.handle, parsed, self.store)
+            if first is None:
+                yield result.model_dump(mode="json")
+                return
+            chunks = result
+            yield _event(first)
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                yield _event(chunk)
+            yield DONE.decode()
+        except StratusError as error:
+            yield {**error.envelope(), "status": error.status}
+        except Exception:
+            log.exception("job %s failed", request_id)
+            error = InternalError(request_id)
+            yield {**error.envelope(), "status": error.status}
+        finally:
+            if chunks is not None:
+                chunks.close()  # type: ignore[attr-defined]
+
+
+def _event(chunk: OpenAIResponse) -> str:
+    return encode_event(chunk.to_json()).decode()
+
+
+def concurrency_modifier(settings: Settings) -> Callable[[int], int]:
+    return lambda current: settings.runpod_concurrency
+
+
+def main() -> None:
+    import runpod
+
+    from adapters.runtime import build_store
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    worker = Worker(build_store(settings))
+    runpod.serverless.start(
+        {
+            "handler": worker.handle,
+            "return_aggregate_stream": True,
+            "concurrency_modifier": concurrency_modifier(settings),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
