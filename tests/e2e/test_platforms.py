@@ -1,0 +1,302 @@
+"""One test matrix: the same requests through every platform give the same answers.
+
+http        the gateway under uvicorn (the session's live server)
+lambda      Mangum with real API Gateway / Function URL event shapes (tests/events/)
+runpod      the RunPod worker's handler, called with jobs
+runpod-api  the RunPod SDK's local test API (`--rp_serve_api`): /runsync, /run + /stream
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from adapters.aws_lambda import make_handler
+from adapters.runpod_worker import Worker, normalize_job
+from adapters.runtime import build_store
+from common.errors import InvalidRequest
+from common.settings import Settings
+from tests.conftest import API_KEYS
+from tests.processes import free_port, running
+
+EVENTS = Path(__file__).parent.parent / "events"
+PLATFORMS = ["http", "lambda", "runpod", "runpod-api"]
+AUTHENTICATED = ["http", "lambda"]  # RunPod authenticates jobs itself, before the worker
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any = None  # the JSON object of a plain answer
+    events: list[Any] | None = None  # the decoded events of a stream, "[DONE]" included
+
+    @property
+    def stream_text(self) -> str:
+        chunks = [e for e in self.events if e != "[DONE]"]
+        return "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+
+
+def sse(text: str) -> list[Any]:
+    events = []
+    for block in text.split("\n\n"):
+        if block.startswith("data: "):
+            data = block.removeprefix("data: ")
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def from_http(status: int, content_type: str, text: str) -> Answer:
+    if content_type.startswith("text/event-stream"):
+        return Answer(status, events=sse(text))
+    return Answer(status, json.loads(text))
+
+
+def from_job_outputs(outputs: list[Any]) -> Answer:
+    if isinstance(outputs[0], str):
+        return Answer(200, events=sse("".join(outputs)))
+    [output] = outputs
+    return Answer(output.get("status", 200) if "error" in output else 200, output)
+
+
+class Platforms:
+    def __init__(self, server, in_process_settings: Settings, runpod_api: str) -> None:
+        self.server = server
+        store = build_store(in_process_settings)  # shared by the Lambda app and the worker
+        self.lambda_handler = make_handler(in_process_settings, store)
+        self.worker = Worker(store)
+        self.runpod_api_url = runpod_api
+        self.runpod_loop = asyncio.new_event_loop()
+
+    def call(self, platform: str, method: str, path: str, body=None, query=None, key=API_KEYS[0]):
+        return getattr(self, "via_" + platform.replace("-", "_"))(
+            method, path, body, query or {}, key
+        )
+
+    def via_http(self, method, path, body, query, key) -> Answer:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        r = httpx.request(
+            method,
+            f"{self.server.url}{path}",
+            json=body,
+            params=query,
+            headers=headers,
+            timeout=120,
+        )
+        return from_http(r.status_code, r.headers["content-type"], r.text)
+
+    def via_lambda(self, method, path, body, query, key) -> Answer:
+        # A real HTTP API (v2) event, with this request's method, path, query, body and key.
+        event = copy.deepcopy(json.loads((EVENTS / "apigw_http_v2_chat_stream.json").read_text()))
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+        event["requestContext"]["http"]["method"] = method
+        event["rawQueryString"] = urlencode(query)
+        event["headers"].pop("content-length")
+        if key:
+            event["headers"]["authorization"] = f"Bearer {key}"
+        else:
+            event["headers"].pop("authorization")
+        event["body"] = base64.b64encode(json.dumps(body).encode()).decode() if body else None
+        event["isBase64Encoded"] = body is not None
+        response = self.lambda_handler(event, None)
+        text = response["body"]
+        if response.get("isBase64Encoded"):
+            text = base64.b64decode(text).decode()
+        return from_http(response["statusCode"], response["headers"]["content-type"], text)
+
+    def via_runpod(self, method, path, body, query, key) -> Answer:
+        job = {
+            "id": "job-1",
+            "input": {"route": f"{path}?{urlencode(query)}", "method": method, "body": body},
+        }
+
+        async def outputs() -> list[Any]:
+            return [output async for output in self.worker.handle(job)]
+
+        # Its own loop: asyncio.run() would unset the thread's loop, which Mangum relies on.
+        return from_job_outputs(self.runpod_loop.run_until_complete(outputs()))
+
+    def via_runpod_api(self, method, path, body, query, key) -> Answer:
+        job = {
+            "input": {
+                "openai_route": f"{path}?{urlencode(query)}" if query else path,
+                "openai_input": body or {},
+            }
+        }
+        if method == "GET" and body:
+            job = {"input": {"route": path, "method": method, "body": body}}
+        result = httpx.post(f"{self.runpod_api_url}/runsync", json=job, timeout=120).json()
+        assert result["status"] == "COMPLETED", result
+        return from_job_outputs(result["output"])
+
+
+@pytest.fixture(scope="module")
+def platforms(server, s3, tmp_path_factory):
+    env = {
+        **os.environ,
+        **s3.env,
+        "STRATUS_MODELS": str(server.registry),
+        "STRATUS_LOG_LEVEL": "warning",
+        "STRATUS_CACHE_DIR": str(tmp_path_factory.mktemp("runpod-cache")),
+    }
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "adapters.runpod_worker",
+        "--rp_serve_api",
+        "--rp_api_host",
+        "127.0.0.1",
+        "--rp_api_port",
+        str(port),
+    ]
+    settings = Settings(
+        api_key=",".join(API_KEYS),
+        models=server.registry,
+        cache_dir=tmp_path_factory.mktemp("lambda-cache"),
+    )
+    with running(command, f"http://127.0.0.1:{port}/docs", env):
+        platforms = Platforms(server, settings, f"http://127.0.0.1:{port}")
+        yield platforms
+        platforms.runpod_loop.close()
+
+
+CHAT = {
+    "model": "gpt-4",
+    "messages": [{"role": "user", "content": "Hello!"}],
+    "max_tokens": 8,
+    "temperature": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def reference(platforms) -> Answer:
+    return platforms.call("http", "POST", "/v1/chat/completions", CHAT)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_chat_is_the_same_everywhere(platforms, reference, platform):
+    answer = platforms.call(platform, "POST", "/v1/chat/completions", CHAT)
+    assert answer.status == 200, answer.body
+    assert answer.body["object"] == "chat.completion"
+    assert answer.body["choices"] == reference.body["choices"]
+    assert answer.body["usage"] == reference.body["usage"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_streamed_chat_is_the_same_everywhere(platforms, reference, platform):
+    answer = platforms.call(platform, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+    assert answer.status == 200
+    assert answer.events[-1] == "[DONE]"
+    assert answer.stream_text == reference.body["choices"][0]["message"]["content"]
+    assert len({e["id"] for e in answer.events[:-1]}) == 1
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_completions_are_the_same_everywhere(platforms, platform):
+    body = {
+        "model": "gpt-3.5-turbo-instruct",
+        "prompt": "The capital of France is",
+        "max_tokens": 6,
+        "temperature": 0,
+    }
+    answer = platforms.call(platform, "POST", "/v1/completions", body)
+    expected = platforms.call("http", "POST", "/v1/completions", body)
+    assert (
+        answer.status == 200
+        and answer.body["choices"][0]["text"] == expected.body["choices"][0]["text"]
+    )
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_models_are_the_same_everywhere(platforms, platform):
+    answer = platforms.call(platform, "GET", "/v1/models", query={"filter": "^gpt-4"})
+    assert answer.status == 200 and answer.body["object"] == "list"
+    ids = {m["id"] for m in answer.body["data"]}
+    assert ids == {"gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4-turbo"}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_errors_are_the_same_everywhere(platforms, platform):
+    answer = platforms.call(
+        platform, "POST", "/v1/chat/completions", {**CHAT, "model": "no-such-model"}
+    )
+    assert answer.status == 404
+    assert (
+        answer.body["error"]["code"] == "model_not_found"
+        and answer.body["error"]["param"] == "model"
+    )
+    invalid = platforms.call(platform, "POST", "/v1/chat/completions", {**CHAT, "temperature": 9})
+    assert invalid.status == 400 and invalid.body["error"]["param"] == "temperature"
+    unknown = platforms.call(platform, "GET", "/v1/nothing")
+    assert unknown.status == 404 and set(unknown.body["error"]) == {
+        "message",
+        "type",
+        "param",
+        "code",
+    }
+
+
+@pytest.mark.parametrize("platform", AUTHENTICATED)
+def test_auth_is_the_same_everywhere(platforms, platform):
+    assert platforms.call(platform, "GET", "/v1/models", key=None).status == 401
+    assert platforms.call(platform, "GET", "/v1/models", key="wrong").status == 401
+    assert platforms.call(platform, "GET", "/v1/models", key=API_KEYS[1]).status == 200
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EVENTS.glob("*.json")))
+def test_real_lambda_events_as_they_are(platforms, name):
+    response = platforms.lambda_handler(json.loads((EVENTS / f"{name}.json").read_text()), None)
+    assert response["statusCode"] == 200, response["body"]
+    if "stream" in name:
+        assert response["headers"]["content-type"].startswith("text/event-stream")
+        assert response["body"].endswith("data: [DONE]\n\n")  # buffered by Mangum, still SSE
+    else:
+        assert json.loads(response["body"])["object"] in ("chat.completion", "list")
+
+
+def test_runpod_run_then_stream(platforms):
+    job = {
+        "input": {"openai_route": "/v1/chat/completions", "openai_input": {**CHAT, "stream": True}}
+    }
+    started = httpx.post(f"{platforms.runpod_api_url}/run", json=job, timeout=30).json()
+    streamed = httpx.post(f"{platforms.runpod_api_url}/stream/{started['id']}", timeout=120).json()
+    assert streamed["status"] == "COMPLETED"
+    answer = from_job_outputs([part["output"] for part in streamed["stream"]])
+    assert answer.events[-1] == "[DONE]" and answer.stream_text
+
+
+@pytest.mark.parametrize(
+    ("job_input", "expected"),
+    [
+        ({"openai_route": "/v1/models", "openai_input": {}}, ("GET", "/v1/models", None, {})),
+        ({"openai_route": "/v1/models?filter=x"}, ("GET", "/v1/models", None, {"filter": "x"})),
+        (
+            {"openai_route": "/v1/completions", "openai_input": {"a": 1}},
+            ("POST", "/v1/completions", {"a": 1}, {}),
+        ),
+        ({"route": "/v1/models", "method": "get"}, ("GET", "/v1/models", None, {})),
+        ({"route": "/v1/edits", "body": {"b": 2}}, ("POST", "/v1/edits", {"b": 2}, {})),
+    ],
+)
+def test_runpod_job_shapes_normalise(job_input, expected):
+    request = normalize_job(job_input)
+    assert (request.method, request.path, request.body, dict(request.query)) == expected
+
+
+@pytest.mark.parametrize(
+    "job_input", [None, [], {"prompt": "hi"}, {"route": "v1/models"}, {"openai_route": 5}]
+)
+def test_runpod_bad_job_shapes_are_400(job_input):
+    with pytest.raises(InvalidRequest):
+        normalize_job(job_input)
