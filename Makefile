@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[llama,runpod,aws,test,bench]'
 	$(BIN)/python bench/bench_text.py
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_cold_start.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
