@@ -18,12 +18,12 @@ from common.store import ModelStore
 _handler: Any = None
 
 
-def make_handler(settings: Settings, store: ModelStore | None = None) -> Any:
+def make_handler(settings: Settings, store: ModelStore | None = None, **app_options: Any) -> Any:
     from mangum import Mangum
 
     from adapters.http import create_app
 
-    return Mangum(create_app(settings, store), lifespan="off")
+    return Mangum(create_app(settings, store, **app_options), lifespan="off")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

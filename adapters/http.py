@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,7 +36,7 @@ from common.errors import (
     StratusError,
     UnsupportedMediaType,
 )
-from common.protocol.base import OpenAIResponse
+from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.settings import Settings
 from common.sse import DONE, encode_event, error_event
 from common.store import ModelStore
@@ -45,12 +45,16 @@ from common.timing import request_timings
 log = logging.getLogger("stratus.http")
 
 
-def create_app(settings: Settings, store: ModelStore | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    store: ModelStore | None = None,
+    operations: Sequence[Operation] = OPERATIONS,
+) -> Starlette:
     store = store or build_store(settings)
     store.start_reaper()
     gateway = Gateway(settings, store)
     routes = [Route("/health", gateway.health, methods=["GET"])]
-    for operation in OPERATIONS:
+    for operation in operations:
         path = re.sub(r"\{(\w+)\}", r"{\1:path}", operation.path)  # model ids may hold "/"
         endpoint = gateway.endpoint(operation)
         routes.append(Route(f"/v1{path}", endpoint, methods=[operation.method]))
@@ -125,6 +129,8 @@ class Gateway:
         headers = {"x-request-id": request_id, "server-timing": timings.server_timing()}
         if isinstance(result, OpenAIResponse):
             return Response(result.to_json(), media_type="application/json", headers=headers)
+        if isinstance(result, BinaryResponse):
+            return Response(result.content, media_type=result.media_type, headers=headers)
         result.headers.update(headers)
         return result
 

@@ -7,13 +7,13 @@ runs it: body and query in, an OpenAI response object or an iterator of chunks o
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from common.errors import InvalidRequest, NotFound, StratusError
 from common.protocol import parse_request
-from common.protocol.base import OpenAIResponse
+from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.protocol.chat import ChatCompletionRequest
 from common.protocol.completions import CompletionRequest, EditRequest
 from common.store import ModelStore
@@ -22,7 +22,8 @@ from handlers.completions import create_completion
 from handlers.edits import create_edit
 from handlers.models import list_models, retrieve_model
 
-Result = OpenAIResponse | Iterator[OpenAIResponse]
+Whole = OpenAIResponse | BinaryResponse  # answered at once
+Result = Whole | Iterator[OpenAIResponse]  # or a stream of chunks
 # (decoded JSON body or None, path and query parameters) -> the handler's request
 Parse = Callable[[Any, Mapping[str, str]], Any]
 Handle = Callable[[Any, ModelStore], Result]
@@ -87,12 +88,14 @@ OPERATIONS = (
 )
 
 
-def find(method: str, path: str) -> tuple[Operation, dict[str, str]]:
+def find(
+    method: str, path: str, operations: Sequence[Operation] = OPERATIONS
+) -> tuple[Operation, dict[str, str]]:
     """The operation for a path (with or without /v1) and its path parameters."""
     bare = path.removeprefix("/v1") if path.startswith("/v1/") else path
     bare = "/" + bare.strip("/")
     allowed = []
-    for operation in OPERATIONS:
+    for operation in operations:
         match = operation.pattern.match(bare)
         if match is None:
             continue
@@ -111,6 +114,6 @@ def start(handle: Handle, request: Any, store: ModelStore) -> tuple[Result, Open
     still answer it with its status rather than as an event in the stream.
     """
     result = handle(request, store)
-    if isinstance(result, OpenAIResponse):
+    if isinstance(result, Whole):
         return result, None
     return result, next(result)

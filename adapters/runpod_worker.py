@@ -9,23 +9,25 @@ Accepted job inputs (one pure function turns each into method, path, body and qu
     {"route": "/v1/models", "method": "GET", "body": {...}}            a generic request
 
 A streamed chat or completion yields SSE-framed strings ("data: {...}\\n\\n", then
-"data: [DONE]\\n\\n") as they are produced; anything else yields its JSON object once. Errors
+"data: [DONE]\\n\\n") as they are produced; a binary answer (audio) yields
+{"content_type", "data": base64} once; anything else yields its JSON object once. Errors
 yield OpenAI's envelope with the HTTP status it would have had: {"error": {...}, "status": 404}.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from adapters.operations import find, start
+from adapters.operations import OPERATIONS, Operation, find, start
 from common.errors import InternalError, InvalidRequest, StratusError
-from common.protocol.base import OpenAIResponse
+from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.settings import Settings
 from common.sse import DONE, encode_event
 from common.store import ModelStore
@@ -66,8 +68,9 @@ def normalize_job(job_input: Any) -> JobRequest:
 
 
 class Worker:
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, operations: Sequence[Operation] = OPERATIONS) -> None:
         self.store = store
+        self.operations = operations
 
     async def handle(self, job: Mapping[str, Any]) -> AsyncIterator[Any]:
         """The RunPod handler: an async generator, so the SDK's loop stays free meanwhile."""
@@ -75,9 +78,13 @@ class Worker:
         chunks = None
         try:
             request = normalize_job(job.get("input"))
-            operation, path_params = find(request.method, request.path)
+            operation, path_params = find(request.method, request.path, self.operations)
             parsed = operation.parse(request.body, {**request.query, **path_params})
             result, first = await asyncio.to_thread(start, operation.handle, parsed, self.store)
+            if isinstance(result, BinaryResponse):  # audio, say: base64, with its type
+                content = base64.b64encode(result.content).decode()
+                yield {"content_type": result.media_type, "data": content}
+                return
             if first is None:
                 yield result.model_dump(mode="json")
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +25,14 @@ class OpenAIResponse(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+@dataclass(frozen=True)
+class BinaryResponse:
+    """A response that is not JSON: audio from /v1/audio/speech, for instance."""
+
+    content: bytes
+    media_type: str
 
 
 class Usage(OpenAIResponse):
