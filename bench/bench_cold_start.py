@@ -24,7 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.processes import free_port, wait_until_up  # noqa: E402
+from tests.processes import free_port, runpod_local_api, wait_until_up  # noqa: E402
 
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
 ENV = {**os.environ, "STRATUS_LOG_LEVEL": "warning", "API_KEY": "test-key"}
@@ -66,18 +66,7 @@ def http_cold_start() -> float:
 
 def runpod_cold_start() -> float:
     port = free_port()
-    process, started = spawn(
-        [
-            sys.executable,
-            "-m",
-            "adapters.runpod_worker",
-            "--rp_serve_api",
-            "--rp_api_host",
-            "127.0.0.1",
-            "--rp_api_port",
-            str(port),
-        ]
-    )
+    process, started = spawn(runpod_local_api(port))
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{url}/docs", process)

@@ -23,6 +23,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def runpod_local_api(port: int) -> list[str]:
+    """The RunPod worker serving the SDK's local test API (/runsync, /run, /stream)."""
+    return [
+        sys.executable, "-m", "adapters.runpod_worker",
+        "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port),
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ServerProcess:
     url: str

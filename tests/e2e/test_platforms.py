@@ -13,7 +13,6 @@ import base64
 import copy
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from adapters.runtime import build_store
 from common.errors import InvalidRequest
 from common.settings import Settings
 from tests.conftest import API_KEYS
-from tests.processes import free_port, running
+from tests.processes import free_port, running, runpod_local_api
 
 EVENTS = Path(__file__).parent.parent / "events"
 PLATFORMS = ["http", "lambda", "runpod", "runpod-api"]
@@ -150,16 +149,7 @@ def platforms(server, s3, tmp_path_factory):
         "STRATUS_CACHE_DIR": str(tmp_path_factory.mktemp("runpod-cache")),
     }
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "adapters.runpod_worker",
-        "--rp_serve_api",
-        "--rp_api_host",
-        "127.0.0.1",
-        "--rp_api_port",
-        str(port),
-    ]
+    command = runpod_local_api(port)
     settings = Settings(
         api_key=",".join(API_KEYS),
         models=server.registry,
