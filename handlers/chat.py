@@ -25,6 +25,7 @@ from handlers._generation import (
     check_logit_bias,
     collect,
     sampling_for,
+    text_model,
     token_budget,
 )
 from layers.text import ChatTurn, TextModel
@@ -64,7 +65,8 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
 def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCompletionChunk]:
     """Every chat, streamed or not, is this stream of chunks; errors come before the first."""
     turns = chat_turns(request.messages)
-    with store.use(request.model) as model:
+    with store.use(request.model) as loaded:
+        model = text_model(loaded, request.model)
         config = store.registry.resolve(request.model)
         prompt = model.tokenize(model.chat_prompt(turns))
         budget = token_budget(request.token_budget, config.parameters)

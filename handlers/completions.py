@@ -16,6 +16,7 @@ from handlers._generation import (
     check_logit_bias,
     collect,
     sampling_for,
+    text_model,
     token_budget,
 )
 from layers.text import TextModel
@@ -44,7 +45,8 @@ def prompt_tokens(model: TextModel, prompt: str | list[int], param: str) -> list
 
 def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Completion]:
     """Every completion, streamed or not, is this stream of chunks; errors come before the first."""
-    with store.use(request.model) as model:
+    with store.use(request.model) as loaded:
+        model = text_model(loaded, request.model)
         config = store.registry.resolve(request.model)
         budget = token_budget(request.max_tokens, config.parameters)
         check_logit_bias(model, request)

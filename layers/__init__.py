@@ -17,6 +17,7 @@ from common.registry import ModelConfig
 # backend name -> (module, loader function, pip extra that installs it)
 _ENGINES: dict[str, tuple[str, str, str]] = {
     "llama-cpp": ("layers.llama_cpp", "load", "llama"),
+    "sentence-transformers": ("layers.sentence_transformers", "load", "embeddings"),
 }
 
 

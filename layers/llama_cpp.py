@@ -44,7 +44,11 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
     return kwargs
 
 
-def load(config: ModelConfig, path: Path, options: EngineOptions) -> LlamaCppTextModel:
+def load(config: ModelConfig, path: Path, options: EngineOptions) -> Any:
+    if config.parameters.get("embedding"):
+        from layers.llama_cpp_embeddings import LlamaCppEmbeddingModel
+
+        return LlamaCppEmbeddingModel(config, gguf_file(config, path), options)
     return LlamaCppTextModel(config, gguf_file(config, path), options)
 
 

@@ -109,6 +109,10 @@ def write_user_registry(directory: Path) -> Path:
 - name: s3-missing
   backend: llama-cpp
   source: s3://{BUCKET}/no-such-object.gguf
+- name: smollm2-embed
+  backend: llama-cpp
+  source: file://{smollm2_path()}
+  parameters: {{embedding: true, n_ctx: 256}}
 - name: tiny-chat
   backend: llama-cpp
   source: file://{smollm2_path()}

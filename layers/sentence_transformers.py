@@ -1,0 +1,54 @@
+"""sentence-transformers behind the EmbeddingModel interface (CPU, or CUDA when there is one)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from common.registry import ModelConfig
+from layers import EngineOptions
+
+BATCH_SIZE = 32
+
+
+def load(config: ModelConfig, path: Path, options: EngineOptions) -> SentenceTransformerModel:
+    return SentenceTransformerModel(config, path, options)
+
+
+class SentenceTransformerModel:
+    def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(options.threads)
+        device = config.parameters.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self._model.eval()
+        self._torch = torch
+        self.name = config.name
+        dimension = getattr(self._model, "get_embedding_dimension", None) or getattr(
+            self._model, "get_sentence_embedding_dimension"
+        )
+        self.dimensions = int(dimension())
+        self.max_tokens = int(config.parameters.get("max_tokens", self._model.max_seq_length))
+        self._tokenizer = self._model.tokenizer
+        self.vocab_size = int(self._tokenizer.vocab_size)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        with self._torch.inference_mode():
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=BATCH_SIZE,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
