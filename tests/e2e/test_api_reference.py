@@ -1,4 +1,4 @@
-"""Every chat, completions, edits and models request of the API reference we implement
+"""Every chat, completions, edits, embeddings and models request of the API reference we implement
 (shared/API.md, LocalAI's), sent verbatim with curl to the live server."""
 
 from __future__ import annotations
@@ -74,6 +74,22 @@ REFERENCE_REQUESTS = {
     "input": "Hey, how are you?"
   }""",
     ),
+    "embeddings request body": (
+        "POST",
+        "/v1/embeddings",
+        """{
+  "model": "text-embedding-ada-002",
+  "input": "The food was delicious"
+}""",
+    ),
+    "embeddings example": (
+        "POST",
+        "/v1/embeddings",
+        """{
+    "model": "text-embedding-ada-002",
+    "input": "The food was delicious"
+  }""",
+    ),
     "models example": ("GET", "/v1/models", None),
 }
 STREAMING_EXAMPLE = """{
@@ -101,11 +117,16 @@ def test_reference_request_works_verbatim(server, name):
         "/v1/chat/completions": "chat.completion",
         "/v1/completions": "text_completion",
         "/v1/edits": "edit",
+        "/v1/embeddings": "list",
         "/v1/models": "list",
     }[path]
     assert answer["object"] == expected_object
     if path == "/v1/models":
         assert any(m["id"] == "gpt-4" and m["object"] == "model" for m in answer["data"])
+    elif path == "/v1/embeddings":
+        [item] = answer["data"]
+        assert item["object"] == "embedding" and len(item["embedding"]) == 384
+        assert answer["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
     else:
         choice = answer["choices"][0]
         assert (choice.get("message", {}).get("content") or choice.get("text")).strip()

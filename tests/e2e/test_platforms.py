@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import numpy as np
 import pytest
 
 from adapters.aws_lambda import make_handler
@@ -206,6 +207,26 @@ def test_completions_are_the_same_everywhere(platforms, platform):
         answer.status == 200
         and answer.body["choices"][0]["text"] == expected.body["choices"][0]["text"]
     )
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_embeddings_are_the_same_everywhere(platforms, platform):
+    body = {
+        "model": "text-embedding-3-small",
+        "input": ["The food was delicious", "hi"],
+        "encoding_format": "base64",
+        "dimensions": 32,
+    }
+    answer = platforms.call(platform, "POST", "/v1/embeddings", body)
+    expected = platforms.call("http", "POST", "/v1/embeddings", body)
+    assert answer.status == 200 and answer.body["usage"] == expected.body["usage"]
+    import base64
+
+    def decoded(a: Answer):
+        return [np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in a.body["data"]]
+
+    for mine, reference_vector in zip(decoded(answer), decoded(expected), strict=True):
+        np.testing.assert_allclose(mine, reference_vector, atol=1e-6)
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
