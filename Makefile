@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python bench/bench_text.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_cold_start.py
+	$(BIN)/python bench/bench_embeddings.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
