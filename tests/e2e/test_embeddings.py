@@ -137,3 +137,11 @@ def test_langchain_openai_embeddings(server):
     query = embeddings.embed_query(CAT)
     assert len(documents) == 3 and len(query) == 384
     np.testing.assert_allclose(documents[0], query, atol=1e-6)
+
+
+def test_a_sentence_transformers_directory_model_from_s3(client):
+    local = vectors(client.embeddings.create(model=MODEL, input=SENTENCES, encoding_format="float"))
+    from_s3 = vectors(
+        client.embeddings.create(model="s3-minilm", input=SENTENCES, encoding_format="float")
+    )
+    np.testing.assert_allclose(from_s3, local, atol=1e-6)
