@@ -28,8 +28,9 @@ class SentenceTransformerModel:
         self._model.eval()
         self._torch = torch
         self.name = config.name
-        dimension = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
+        dimension = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
         )
         self.dimensions = int(dimension())
         self.max_tokens = int(config.parameters.get("max_tokens", self._model.max_seq_length))
