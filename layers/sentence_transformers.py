@@ -21,6 +21,9 @@ class SentenceTransformerModel:
     def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # no "Loading weights" bars in server logs
 
         torch.set_num_threads(options.threads)
         device = config.parameters.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
