@@ -13,6 +13,7 @@ from typing import Any
 
 from common.errors import InvalidRequest
 from common.protocol.base import Usage
+from handlers._capabilities import require
 from handlers._stop import StopMatcher
 from layers.text import Sampling, TextModel
 
@@ -57,14 +58,7 @@ def _logit_bias(bias: Mapping[str, float]) -> Iterator[tuple[int, float]]:
 
 
 def text_model(model: Any, model_id: str) -> TextModel:
-    if not hasattr(model, "generate"):
-        raise InvalidRequest(
-            f"The model '{model_id}' does not generate text; GET /v1/models lists the models "
-            "served here.",
-            param="model",
-            code="model_not_supported",
-        )
-    return model
+    return require(model, "generate", model_id, "generate text")
 
 
 def token_budget(requested: int | None, defaults: Mapping[str, Any]) -> int | None:

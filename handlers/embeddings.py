@@ -10,6 +10,7 @@ import numpy as np
 from common.errors import InvalidRequest
 from common.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from common.store import ModelStore
+from handlers._capabilities import require
 from layers.embeddings import EmbeddingModel
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
@@ -38,14 +39,7 @@ def create_embeddings(request: EmbeddingRequest, store: ModelStore) -> Embedding
 
 
 def embedding_model(model: Any, model_id: str) -> EmbeddingModel:
-    if not hasattr(model, "embed"):
-        raise InvalidRequest(
-            f"The model '{model_id}' does not create embeddings; GET /v1/models lists the "
-            "models served here.",
-            param="model",
-            code="model_not_supported",
-        )
-    return model
+    return require(model, "embed", model_id, "create embeddings")
 
 
 def _inputs(raw: Any, model: EmbeddingModel) -> tuple[list[str], list[int]]:
