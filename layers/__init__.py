@@ -18,6 +18,7 @@ from common.registry import ModelConfig
 _ENGINES: dict[str, tuple[str, str, str]] = {
     "llama-cpp": ("layers.llama_cpp", "load", "llama"),
     "sentence-transformers": ("layers.sentence_transformers", "load", "embeddings"),
+    "piper": ("layers.piper", "load", "audio"),
 }
 
 
