@@ -40,6 +40,7 @@ class Answer:
     status: int
     body: Any = None  # the JSON object of a plain answer
     events: list[Any] | None = None  # the decoded events of a stream, "[DONE]" included
+    audio: bytes | None = None  # a binary answer
 
     @property
     def stream_text(self) -> str:
@@ -56,16 +57,20 @@ def sse(text: str) -> list[Any]:
     return events
 
 
-def from_http(status: int, content_type: str, text: str) -> Answer:
+def from_http(status: int, content_type: str, content: bytes) -> Answer:
+    if content_type.startswith("audio/"):
+        return Answer(status, audio=content)
     if content_type.startswith("text/event-stream"):
-        return Answer(status, events=sse(text))
-    return Answer(status, json.loads(text))
+        return Answer(status, events=sse(content.decode()))
+    return Answer(status, json.loads(content))
 
 
 def from_job_outputs(outputs: list[Any]) -> Answer:
     if isinstance(outputs[0], str):
         return Answer(200, events=sse("".join(outputs)))
     [output] = outputs
+    if "content_type" in output:
+        return Answer(200, audio=base64.b64decode(output["data"]))
     return Answer(output.get("status", 200) if "error" in output else 200, output)
 
 
@@ -93,7 +98,7 @@ class Platforms:
             headers=headers,
             timeout=120,
         )
-        return from_http(r.status_code, r.headers["content-type"], r.text)
+        return from_http(r.status_code, r.headers["content-type"], r.content)
 
     def via_lambda(self, method, path, body, query, key) -> Answer:
         # A real HTTP API (v2) event, with this request's method, path, query, body and key.
@@ -109,10 +114,10 @@ class Platforms:
         event["body"] = base64.b64encode(json.dumps(body).encode()).decode() if body else None
         event["isBase64Encoded"] = body is not None
         response = self.lambda_handler(event, None)
-        text = response["body"]
+        content = response["body"].encode()
         if response.get("isBase64Encoded"):
-            text = base64.b64decode(text).decode()
-        return from_http(response["statusCode"], response["headers"]["content-type"], text)
+            content = base64.b64decode(content)
+        return from_http(response["statusCode"], response["headers"]["content-type"], content)
 
     def via_runpod(self, method, path, body, query, key) -> Answer:
         job = {
@@ -230,11 +235,26 @@ def test_embeddings_are_the_same_everywhere(platforms, platform):
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
+def test_speech_is_audio_everywhere(platforms, platform):
+    import io
+
+    import av
+
+    body = {"model": "tts-1", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
+    answer = platforms.call(platform, "POST", "/v1/audio/speech", body)
+    assert answer.status == 200
+    with av.open(io.BytesIO(answer.audio)) as container:
+        stream = container.streams.audio[0]
+        seconds = sum(f.samples for f in container.decode(stream)) / stream.rate
+    assert 0.3 < seconds < 3.0
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
 def test_models_are_the_same_everywhere(platforms, platform):
     answer = platforms.call(platform, "GET", "/v1/models", query={"filter": "^gpt-4"})
     assert answer.status == 200 and answer.body["object"] == "list"
     ids = {m["id"] for m in answer.body["data"]}
-    assert ids == {"gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4-turbo"}
+    assert ids == {"gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4-turbo", "gpt-4o-mini-tts"}
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

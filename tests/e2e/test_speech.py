@@ -1,0 +1,97 @@
+"""/v1/audio/speech on the embedded Piper voice, through the openai SDK, curl and raw HTTP."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import av
+import openai
+import pytest
+
+from tests.conftest import API_KEYS
+
+TEXT = "Hello, this is a test of the speech system. It has two sentences."
+
+
+def duration(data: bytes) -> float:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return samples / stream.rate
+
+
+def speak(http, **fields):
+    body = {"model": "tts-1", "input": TEXT, "voice": "alloy", **fields}
+    return http.post("/v1/audio/speech", json=body)
+
+
+@pytest.mark.parametrize(
+    ("response_format", "media_type"),
+    [
+        ("mp3", "audio/mpeg"),
+        ("opus", "audio/ogg"),
+        ("aac", "audio/aac"),
+        ("flac", "audio/flac"),
+        ("wav", "audio/wav"),
+    ],
+)
+def test_each_format_decodes_and_lasts_plausibly(http, response_format, media_type):
+    response = speak(http, response_format=response_format)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == media_type
+    seconds = duration(response.content)
+    assert 2.5 < seconds < 8.0, seconds  # ~12 words
+
+
+def test_pcm_is_raw_24khz_16bit_mono(http):
+    pcm = speak(http, response_format="pcm").content
+    wav = speak(http, response_format="wav").content
+    assert len(pcm) % 2 == 0
+    assert abs(len(pcm) / 2 / 24_000 - duration(wav)) < 0.5  # lengths vary a little per run
+
+
+def test_speed_two_is_shorter(http):
+    normal = duration(speak(http, response_format="wav").content)
+    fast = duration(speak(http, response_format="wav", speed=2.0).content)
+    assert fast < 0.7 * normal
+
+
+def test_the_sdk_gets_mp3_by_default(client):
+    response = client.audio.speech.create(model="tts-1", voice="nova", input="Hello there.")
+    assert 0.3 < duration(response.content) < 3.0
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"voice": "bob"}, "voice"),
+        ({"input": "x" * 4097}, "input"),
+        ({"input": ""}, "input"),
+        ({"speed": 5}, "speed"),
+        ({"response_format": "ogg"}, "response_format"),
+        ({"model": "gpt-4"}, "model"),
+    ],
+)
+def test_bad_requests_are_400(client, fields, param):
+    body = {"model": "tts-1", "input": "Hello.", "voice": "alloy", **fields}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.audio.speech.create(**body)
+    assert caught.value.param == param
+
+
+def test_the_reference_speech_example_verbatim(server, tmp_path):
+    out = tmp_path / "speech.mp3"
+    # The API reference's curl example, with the test server's key.
+    command = [
+        "curl", "-sS", "--fail-with-body", f"{server.url}/v1/audio/speech",
+        "-H", "Content-Type: application/json", "-H", f"Authorization: Bearer {API_KEYS[0]}",
+        "-d", """{
+    "model": "tts-1",
+    "input": "Hello, this is a test",
+    "voice": "alloy"
+  }""",
+        "--output", str(out),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, timeout=60)
+    assert 0.8 < duration(out.read_bytes()) < 4.0
