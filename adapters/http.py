@@ -82,7 +82,11 @@ class Gateway:
     def endpoint(self, operation: Operation) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             async def run() -> OpenAIResponse | EventStreamResponse:
-                body = await self._read_json(request) if operation.method == "POST" else None
+                body = None
+                if operation.form:
+                    body = await self._read_form(request)
+                elif operation.method == "POST":
+                    body = await self._read_json(request)
                 params = {**request.query_params, **request.path_params}
                 parsed = operation.parse(body, params)
                 if not operation.inference:
@@ -133,6 +137,36 @@ class Gateway:
             return Response(result.content, media_type=result.media_type, headers=headers)
         result.headers.update(headers)
         return result
+
+    async def _read_form(self, request: Request) -> dict[str, Any]:
+        """A multipart upload as a dict: text fields, repeated `x[]` fields as lists, `file`
+        as bytes."""
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "multipart/form-data":
+            raise UnsupportedMediaType("Send this request as multipart/form-data, with a 'file'.")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise _too_large(self.max_body)
+        try:
+            form = await request.form(max_files=1, max_fields=64)
+        except Exception:  # starlette's multipart errors: a malformed body
+            raise InvalidRequest("The multipart body could not be parsed.") from None
+        fields: dict[str, Any] = {}
+        try:
+            for name, value in form.multi_items():
+                if isinstance(value, str):
+                    if name.endswith("[]"):
+                        fields.setdefault(name[:-2], []).append(value)
+                    else:
+                        fields[name] = value
+                    continue
+                data = await value.read()
+                if len(data) > self.max_body:
+                    raise _too_large(self.max_body)
+                fields[name] = data
+        finally:
+            await form.close()
+        return fields
 
     async def _read_json(self, request: Request) -> Any:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

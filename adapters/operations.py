@@ -13,7 +13,7 @@ from typing import Any
 
 from common.errors import InvalidRequest, NotFound, StratusError
 from common.protocol import parse_request
-from common.protocol.audio import SpeechRequest
+from common.protocol.audio import SpeechRequest, TranscriptionRequest
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.protocol.chat import ChatCompletionRequest
 from common.protocol.completions import CompletionRequest, EditRequest
@@ -25,6 +25,7 @@ from handlers.edits import create_edit
 from handlers.embeddings import create_embeddings
 from handlers.models import list_models, retrieve_model
 from handlers.speech import create_speech
+from handlers.transcriptions import create_transcription, create_translation
 
 Whole = OpenAIResponse | BinaryResponse  # answered at once
 Result = Whole | Iterator[OpenAIResponse]  # or a stream of chunks
@@ -46,6 +47,7 @@ class Operation:
     parse: Parse  # cheap: runs before the request waits for an inference slot
     handle: Handle
     inference: bool  # runs a model: goes through admission control
+    form: bool = False  # a multipart upload (fields and a `file`), not a JSON body
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -54,6 +56,15 @@ class Operation:
 
 def _body(request_type: type) -> Parse:
     return lambda body, params: parse_request(request_type, body)
+
+
+def _upload(body: Any, params: Mapping[str, str]) -> tuple[TranscriptionRequest, bytes]:
+    if not isinstance(body, Mapping) or not isinstance(body.get("file"), bytes):
+        raise InvalidRequest("'file' (the audio) is a required multipart field.", param="file")
+    if not body["file"]:
+        raise InvalidRequest("'file' is empty.", param="file")
+    fields = {k: v for k, v in body.items() if k != "file"}
+    return parse_request(TranscriptionRequest, fields), body["file"]
 
 
 def query_bool(params: Mapping[str, str], name: str) -> bool:
@@ -77,6 +88,12 @@ OPERATIONS = (
     Operation("POST", "/edits", _body(EditRequest), create_edit, inference=True),
     Operation("POST", "/embeddings", _body(EmbeddingRequest), create_embeddings, inference=True),
     Operation("POST", "/audio/speech", _body(SpeechRequest), create_speech, inference=True),
+    Operation(
+        "POST", "/audio/transcriptions", _upload, create_transcription, inference=True, form=True
+    ),
+    Operation(
+        "POST", "/audio/translations", _upload, create_translation, inference=True, form=True
+    ),
     Operation(
         "GET",
         "/models",

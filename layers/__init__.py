@@ -19,6 +19,7 @@ _ENGINES: dict[str, tuple[str, str, str]] = {
     "llama-cpp": ("layers.llama_cpp", "load", "llama"),
     "sentence-transformers": ("layers.sentence_transformers", "load", "embeddings"),
     "piper": ("layers.piper", "load", "audio"),
+    "faster-whisper": ("layers.faster_whisper", "load", "audio"),
 }
 
 

@@ -1,0 +1,83 @@
+"""faster-whisper (CTranslate2) behind the TranscriptionModel interface. Audio of any container
+PyAV reads (wav, mp3, m4a, ogg, webm, flac) is decoded in memory: no ffmpeg binary needed."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+from common.errors import InvalidRequest
+from common.registry import ModelConfig
+from layers import EngineOptions
+from layers.transcription import Segment, Transcript, Word
+
+
+def load(config: ModelConfig, path: Path, options: EngineOptions) -> FasterWhisperModel:
+    return FasterWhisperModel(config, path, options)
+
+
+class FasterWhisperModel:
+    def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
+        from faster_whisper import WhisperModel
+
+        device = str(config.parameters.get("device", "auto"))
+        compute_type = str(config.parameters.get("compute_type", "default"))
+        self._model = WhisperModel(
+            str(path), device=device, compute_type=compute_type, cpu_threads=options.threads
+        )
+        self.name = config.name
+        self._lock = threading.Lock()
+
+    def transcribe(
+        self,
+        audio: bytes,
+        *,
+        task: str,
+        language: str | None,
+        prompt: str | None,
+        temperature: float,
+        word_timestamps: bool,
+    ) -> Transcript:
+        from faster_whisper.audio import decode_audio
+
+        try:
+            samples = decode_audio(io.BytesIO(audio))
+        except Exception:  # PyAV's many decoding errors: whatever it is, it is not audio
+            raise InvalidRequest(
+                "The file could not be decoded as audio (wav, mp3, m4a, ogg, webm, flac).",
+                param="file",
+            ) from None
+        if samples.size == 0:
+            raise InvalidRequest("The audio file holds no sound.", param="file")
+        with self._lock:
+            segments, info = self._model.transcribe(
+                samples,
+                task=task,
+                language=language,
+                initial_prompt=prompt,
+                temperature=temperature,
+                word_timestamps=word_timestamps,
+                beam_size=5,
+            )
+            segments = list(segments)  # the generator does the work
+        return Transcript(
+            language=info.language,
+            duration=float(info.duration),
+            segments=[
+                Segment(
+                    id=i,
+                    seek=int(s.seek),
+                    start=float(s.start),
+                    end=float(s.end),
+                    text=s.text,
+                    tokens=list(s.tokens),
+                    temperature=float(s.temperature or 0.0),
+                    avg_logprob=float(s.avg_logprob),
+                    compression_ratio=float(s.compression_ratio),
+                    no_speech_prob=float(s.no_speech_prob),
+                    words=[Word(w.word, float(w.start), float(w.end)) for w in (s.words or [])],
+                )
+                for i, s in enumerate(segments)
+            ],
+        )

@@ -1,0 +1,56 @@
+"""The speech-to-text interface (faster-whisper)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: list[Word]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    language: str
+    duration: float
+    segments: list[Segment]
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+
+class TranscriptionModel(Protocol):
+    name: str
+
+    def transcribe(
+        self,
+        audio: bytes,
+        *,
+        task: str,
+        language: str | None,
+        prompt: str | None,
+        temperature: float,
+        word_timestamps: bool,
+    ) -> Transcript:
+        """Raises InvalidRequest for audio that cannot be decoded."""
+        ...

@@ -1,0 +1,174 @@
+"""/v1/audio/transcriptions and /translations on the embedded whisper tiny.en, with speech made
+by the embedded Piper voice: a round trip from text to audio and back."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+
+import av
+import numpy as np
+import pytest
+
+from tests.conftest import API_KEYS, MAX_BODY_BYTES
+
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    ref, hyp = words(reference), words(hypothesis)
+    distance = np.arange(len(hyp) + 1)
+    for i, r in enumerate(ref, start=1):
+        previous, distance[0] = distance.copy(), i
+        for j, h in enumerate(hyp, start=1):
+            distance[j] = min(previous[j] + 1, distance[j - 1] + 1, previous[j - 1] + (r != h))
+    return distance[-1] / len(ref)
+
+
+@pytest.fixture(scope="module")
+def fox_mp3(http) -> bytes:
+    body = {"model": "tts-1", "input": SENTENCE, "voice": "alloy", "response_format": "mp3"}
+    return http.post("/v1/audio/speech", json=body).content
+
+
+def webm(wav: bytes) -> bytes:
+    """The same speech re-encoded as WebM/Opus (what browsers record)."""
+    out = io.BytesIO()
+    with av.open(io.BytesIO(wav)) as source, av.open(out, "w", format="webm") as target:
+        stream = target.add_stream("libopus", rate=48000, layout="mono")
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format.name,
+            layout="mono",
+            rate=48000,
+            frame_size=stream.codec_context.frame_size,
+        )
+        for frame in source.decode(audio=0):
+            for resampled in resampler.resample(frame):
+                for packet in stream.encode(resampled):
+                    target.mux(packet)
+        for packet in stream.encode(None):
+            target.mux(packet)
+    return out.getvalue()
+
+
+def test_round_trip_recovers_the_words(client, fox_mp3):
+    result = client.audio.transcriptions.create(model="whisper-1", file=("fox.mp3", fox_mp3))
+    assert word_error_rate(SENTENCE, result.text) < 0.2, result.text
+
+
+def test_webm_upload_and_language(client, http):
+    body = {"model": "tts-1", "input": SENTENCE, "voice": "echo", "response_format": "wav"}
+    wav = http.post("/v1/audio/speech", json=body).content
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=("fox.webm", webm(wav)), language="en"
+    )
+    assert word_error_rate(SENTENCE, result.text) < 0.2, result.text
+
+
+def test_text_srt_and_vtt(client, fox_mp3):
+    text = client.audio.transcriptions.create(
+        model="whisper-1", file=("f.mp3", fox_mp3), response_format="text"
+    )
+    assert isinstance(text, str) and word_error_rate(SENTENCE, text) < 0.2
+    for fmt, separator in (("srt", ","), ("vtt", ".")):
+        clock = rf"(\d\d):(\d\d):(\d\d){re.escape(separator)}(\d\d\d)"
+        subtitles = client.audio.transcriptions.create(
+            model="whisper-1", file=("f.mp3", fox_mp3), response_format=fmt
+        )
+        if fmt == "vtt":
+            assert subtitles.startswith("WEBVTT")
+        stamps = re.findall(
+            f"{clock} --> {clock}",
+            subtitles,
+        )
+        assert stamps, subtitles
+        previous_end = 0.0
+        for h1, m1, s1, ms1, h2, m2, s2, ms2 in stamps:
+            start = int(h1) * 3600 + int(m1) * 60 + int(s1) + int(ms1) / 1000
+            end = int(h2) * 3600 + int(m2) * 60 + int(s2) + int(ms2) / 1000
+            assert previous_end <= start < end <= 10
+            previous_end = end
+
+
+def test_verbose_json_with_segments_and_words(client, fox_mp3):
+    result = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=("f.mp3", fox_mp3),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    assert result.language == "en" and 1.5 < result.duration < 6
+    assert result.segments and all(s.start < s.end for s in result.segments)
+    segment = result.segments[0].model_dump()
+    for field in (
+        "id",
+        "seek",
+        "start",
+        "end",
+        "text",
+        "tokens",
+        "temperature",
+        "avg_logprob",
+        "compression_ratio",
+        "no_speech_prob",
+    ):
+        assert field in segment
+    assert [w.word.lower().strip(".") for w in result.words][:3] == ["the", "quick", "brown"]
+    assert all(w.start <= w.end for w in result.words)
+    plain = client.audio.transcriptions.create(
+        model="whisper-1", file=("f.mp3", fox_mp3), response_format="verbose_json"
+    )
+    assert plain.words is None and plain.segments
+
+
+def test_translations(client, fox_mp3):
+    result = client.audio.translations.create(model="whisper-1", file=("fox.mp3", fox_mp3))
+    assert word_error_rate(SENTENCE, result.text) < 0.3, result.text
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "status", "param"),
+    [
+        ({"file": ("empty.mp3", b"")}, {"model": "whisper-1"}, 400, "file"),
+        ({"file": ("notes.txt", b"not audio at all " * 50)}, {"model": "whisper-1"}, 400, "file"),
+        ({"file": ("f.mp3", b"ID3" + b"\x00" * 500)}, {"model": "whisper-1"}, 400, "file"),
+        ({"other": ("f.mp3", b"x")}, {"model": "whisper-1"}, 400, "file"),
+        ({"file": ("big.mp3", b"\x00" * (MAX_BODY_BYTES + 1))}, {"model": "whisper-1"}, 413, None),
+        ({"file": ("f.mp3", b"x")}, {}, 400, "model"),
+        (
+            {"file": ("f.mp3", b"x")},
+            {"model": "whisper-1", "response_format": "doc"},
+            400,
+            "response_format",
+        ),
+        ({"file": ("f.mp3", b"x")}, {"model": "gpt-4"}, 400, "model"),
+    ],
+)
+def test_bad_uploads(http, files, data, status, param):
+    response = http.post("/v1/audio/transcriptions", files=files, data=data)
+    assert response.status_code == status, response.text
+    if param:
+        assert response.json()["error"]["param"] == param
+
+
+def test_json_body_is_415(http):
+    response = http.post("/v1/audio/transcriptions", json={"model": "whisper-1"})
+    assert response.status_code == 415
+
+
+def test_the_reference_transcription_example(server, fox_mp3, tmp_path):
+    (tmp_path / "audio.mp3").write_bytes(fox_mp3)
+    # The API reference's curl example (its "not-needed" key swapped for the test server's).
+    command = [
+        "curl", "-sS", "--fail-with-body", f"{server.url}/v1/audio/transcriptions",
+        "-H", f"Authorization: Bearer {API_KEYS[0]}",
+        "-F", "file=@audio.mp3", "-F", "model=whisper-1",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert word_error_rate(SENTENCE, json.loads(result.stdout)["text"]) < 0.2
