@@ -331,3 +331,20 @@ def test_runpod_job_shapes_normalise(job_input, expected):
 def test_runpod_bad_job_shapes_are_400(job_input):
     with pytest.raises(InvalidRequest):
         normalize_job(job_input)
+
+
+def test_a_multipart_upload_through_lambda(platforms, http):
+    speech = {"model": "tts-1", "input": "Hello there.", "voice": "alloy", "response_format": "mp3"}
+    audio = http.post("/v1/audio/speech", json=speech).content
+    upload = httpx.Request(
+        "POST", "http://x/v1/audio/transcriptions", files={"file": ("hello.mp3", audio)},
+        data={"model": "whisper-1"},
+    )  # fmt: skip
+    event = copy.deepcopy(json.loads((EVENTS / "apigw_http_v2_chat_stream.json").read_text()))
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/v1/audio/transcriptions"
+    event["headers"]["content-type"] = upload.headers["content-type"]
+    event["headers"]["content-length"] = str(len(upload.read()))
+    event["body"] = base64.b64encode(upload.read()).decode()  # API Gateway base64-encodes it
+    response = platforms.lambda_handler(event, None)
+    assert response["statusCode"] == 200, response["body"]
+    assert "hello" in json.loads(response["body"])["text"].lower()
