@@ -8,6 +8,7 @@ Accepted job inputs (one pure function turns each into method, path, body and qu
         an empty openai_input means GET (as for /v1/models)
     {"route": "/v1/models", "method": "GET", "body": {...}}            a generic request
 
+An audio upload (transcriptions, translations) carries `file` base64-encoded or as a URL.
 A streamed chat or completion yields SSE-framed strings ("data: {...}\\n\\n", then
 "data: [DONE]\\n\\n") as they are produced; a binary answer (audio) yields
 {"content_type", "data": base64} once; anything else yields its JSON object once. Errors
@@ -26,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from adapters.operations import OPERATIONS, Operation, find, start
-from common.errors import InternalError, InvalidRequest, StratusError
+from common.errors import InternalError, InvalidRequest, PayloadTooLarge, StratusError
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.settings import Settings
 from common.sse import DONE, encode_event
@@ -67,6 +68,43 @@ def normalize_job(job_input: Any) -> JobRequest:
     return JobRequest(method, url.path, body, dict(parse_qsl(url.query)))
 
 
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+
+
+def uploaded_file(body: Any) -> Any:
+    """A job's upload as the form fields the operation expects: `file` arrives base64-encoded
+    (optionally as a data: URL) or as an http(s) URL to fetch."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("file"), str):
+        return body  # the operation says what is missing
+    value = body["file"]
+    if value.startswith(("http://", "https://")):
+        data = _download(value)
+    else:
+        try:
+            data = base64.b64decode(value.split(",", 1)[-1], validate=True)
+        except ValueError:
+            raise InvalidRequest(
+                "'file' must be base64-encoded audio or an http(s) URL.", param="file"
+            ) from None
+    return {**body, "file": data}
+
+
+def _download(url: str) -> bytes:
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=30) as response:
+            response.raise_for_status()
+            data = bytearray()
+            for part in response.iter_bytes():
+                data += part
+                if len(data) > MAX_UPLOAD_BYTES:
+                    raise PayloadTooLarge(f"The file at '{url}' is over {MAX_UPLOAD_BYTES} bytes.")
+            return bytes(data)
+    except httpx.HTTPError:
+        raise InvalidRequest(f"The file could not be fetched from '{url}'.", param="file") from None
+
+
 class Worker:
     def __init__(self, store: ModelStore, operations: Sequence[Operation] = OPERATIONS) -> None:
         self.store = store
@@ -79,7 +117,10 @@ class Worker:
         try:
             request = normalize_job(job.get("input"))
             operation, path_params = find(request.method, request.path, self.operations)
-            parsed = operation.parse(request.body, {**request.query, **path_params})
+            body = request.body
+            if operation.form:
+                body = await asyncio.to_thread(uploaded_file, body)
+            parsed = operation.parse(body, {**request.query, **path_params})
             result, first = await asyncio.to_thread(start, operation.handle, parsed, self.store)
             if isinstance(result, BinaryResponse):  # audio, say: base64, with its type
                 content = base64.b64encode(result.content).decode()

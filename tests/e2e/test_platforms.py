@@ -348,3 +348,28 @@ def test_a_multipart_upload_through_lambda(platforms, http):
     response = platforms.lambda_handler(event, None)
     assert response["statusCode"] == 200, response["body"]
     assert "hello" in json.loads(response["body"])["text"].lower()
+
+
+def test_audio_in_runpod_jobs_as_base64_or_url(platforms, http, tmp_path):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    speech = {"model": "tts-1", "input": "Hello there.", "voice": "alloy", "response_format": "mp3"}
+    audio = http.post("/v1/audio/speech", json=speech).content
+    (tmp_path / "hello.mp3").write_bytes(audio)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    files = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{files.server_address[1]}"
+    try:
+        for file in (base64.b64encode(audio).decode(), f"{url}/hello.mp3"):
+            body = {"model": "whisper-1", "file": file}
+            answer = platforms.call("runpod", "POST", "/v1/audio/transcriptions", body)
+            assert answer.status == 200 and "hello" in answer.body["text"].lower(), answer.body
+        for file, status in (("not base64!", 400), (f"{url}/missing.mp3", 400)):
+            body = {"model": "whisper-1", "file": file}
+            answer = platforms.call("runpod", "POST", "/v1/audio/transcriptions", body)
+            assert answer.status == status and answer.body["error"]["param"] == "file"
+    finally:
+        files.shutdown()
