@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python bench/bench_cold_start.py
 	$(BIN)/python bench/bench_embeddings.py
 	$(BIN)/python bench/bench_speech.py
+	$(BIN)/python bench/bench_transcription.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
