@@ -12,6 +12,7 @@ from adapters.runtime import build_fetcher
 from common.errors import StratusError
 from common.registry import RegistryError, load_registry
 from common.settings import Settings
+from common.sources import GENERATED
 
 REGISTRY_HELP = "registry YAML file or directory (env STRATUS_MODELS)"
 
@@ -73,6 +74,8 @@ def _models(settings: Settings) -> int:
     for config in registry.models:
         cached = fetcher.cached(config)
         state = "local" if cached is None else ("cached" if cached else "not cached")
+        if config.source.startswith(GENERATED):  # written by Stratus on first use
+            state = "generated" if cached else "not generated yet"
         aliases = ", ".join(config.aliases) or "-"
         print(f"{config.name}\t{config.backend}\t{config.source}\t{state}\taliases: {aliases}")
     return 0

@@ -11,7 +11,7 @@ from common.registry import Registry, load_registry
 from common.s3 import S3, S3Settings
 from common.settings import Settings
 from common.store import ModelStore
-from layers import EngineOptions, make_loader
+from layers import EngineOptions, ModelGenerators, make_loader
 
 
 def build_fetcher(settings: Settings) -> ModelFetcher:
@@ -23,7 +23,7 @@ def build_fetcher(settings: Settings) -> ModelFetcher:
             chunk_bytes=settings.s3_chunk_mb * 1024 * 1024,
         )
     )
-    return ModelFetcher(cache, s3)
+    return ModelFetcher(cache, s3, ModelGenerators())
 
 
 def build_store(settings: Settings, registry: Registry | None = None) -> ModelStore:
@@ -37,3 +37,4 @@ def build_store(settings: Settings, registry: Registry | None = None) -> ModelSt
         max_loaded=settings.max_loaded_models,
         max_bytes=int(settings.max_model_gb * 1e9),
     )
+

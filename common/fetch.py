@@ -1,5 +1,9 @@
 """Materialises a model's source as local files: local paths as they are, S3 through the cache.
 
+A generated:// model (one Stratus writes itself, such as tiny-sd) is written into the disk cache
+on first use, in the cache's temporary directory, renamed into place when whole, under the
+cache's file lock: concurrent first uses, threads or processes, generate it once.
+
 For S3, the object (or every object under a prefix) is described first; the cache key holds
 its ETags and versions, so an updated object is a new entry and a stale one is never served.
 If S3 cannot be reached, the newest cached copy is served, and the log says so.
@@ -11,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -18,7 +23,7 @@ from common.disk_cache import DiskCache
 from common.errors import StratusError
 from common.registry import ModelConfig
 from common.s3 import S3, RemoteObject, S3Unreachable
-from common.sources import S3Source, local_path, parse_s3
+from common.sources import S3Source, local_path, not_available, parse_generated, parse_s3
 from common.timing import span
 
 log = logging.getLogger("stratus.fetch")
@@ -32,12 +37,26 @@ class Progress(Protocol):
     def advance(self, received_bytes: int) -> None: ...
 
 
+class Generators(Protocol):
+    """The models Stratus writes itself, by the name in generated://NAME."""
+
+    def version(self, name: str) -> str | None:
+        """The generator's version (part of the cache key); None if there is no such model."""
+        ...
+
+    def write(self, name: str, directory: Path) -> None: ...
+
+
 class ModelFetcher:
-    def __init__(self, cache: DiskCache, s3: S3) -> None:
+    def __init__(self, cache: DiskCache, s3: S3, generators: Generators | None = None) -> None:
         self.cache = cache
         self.s3 = s3
+        self.generators = generators
 
     def local_path(self, config: ModelConfig, progress: Progress | None = None) -> Path:
+        if (generated := parse_generated(config.source)) is not None:
+            with span("fetch"):
+                return self._generated(config, generated)
         source = parse_s3(config.source)
         if source is None:
             return local_path(config.name, config.source)
@@ -46,9 +65,46 @@ class ModelFetcher:
 
     def cached(self, config: ModelConfig) -> bool | None:
         """Whether a copy is in the disk cache (None: the source is local, nothing to cache)."""
+        if (generated := parse_generated(config.source)) is not None:
+            key = self._generated_key(config, generated)
+            return key is not None and self.cache.get(key) is not None
         if parse_s3(config.source) is None:
             return None
         return self.cache.latest(config.source) is not None
+
+    def _generated_key(self, config: ModelConfig, name: str) -> str | None:
+        version = self.generators.version(name) if self.generators else None
+        if version is None:
+            return None
+        return hashlib.sha256(f"{config.source}@{version}".encode()).hexdigest()[:32]
+
+    def _generated(self, config: ModelConfig, name: str) -> Path:
+        key = self._generated_key(config, name)
+        if key is None or self.generators is None:
+            raise not_available(config.name, f"would be generated, but '{name}' is unknown here")
+        entry = self.cache.get(key)
+        if entry is None:
+            started = time.perf_counter()
+            meta = {"source": config.source, "size": 0}
+            entry, filled = self.cache.fill(key, meta, self._writer(name, meta))
+            if filled:
+                log.info(
+                    "generated model %s (%s) in %.2fs",
+                    config.name,
+                    config.source,
+                    time.perf_counter() - started,
+                )
+                self.cache.evict(keep={key})
+        self.cache.touch(entry)
+        return entry.data
+
+    def _writer(self, name: str, meta: dict) -> Callable[[Path], None]:
+        def write(data: Path) -> None:
+            assert self.generators is not None
+            self.generators.write(name, data)
+            meta["size"] = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+
+        return write
 
     def _from_s3(self, config: ModelConfig, source: S3Source, progress: Progress | None) -> Path:
         try:

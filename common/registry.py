@@ -29,7 +29,7 @@ Backend = Literal[
     "coqui-tts",
     "diffusers",
 ]
-SOURCE_SCHEMES = ("pkg://", "file://", "s3://", "hf://", "/")
+SOURCE_SCHEMES = ("pkg://", "file://", "s3://", "hf://", "generated://", "/")
 MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
 
 
@@ -54,7 +54,9 @@ class ModelConfig(BaseModel):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(SOURCE_SCHEMES):
-            raise ValueError("must be an absolute path, file://, pkg://, s3:// or hf:// address")
+            raise ValueError(
+                "must be an absolute path, file://, pkg://, s3://, hf:// or generated:// address"
+            )
         return value
 
     @field_validator("aliases")

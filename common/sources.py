@@ -4,6 +4,7 @@
 pkg://package/relative/path     inside an installed Python package (embedded models)
 s3://bucket/key                 one object;  s3://bucket/prefix/  a directory model
 hf://org/name[@revision]        a Hugging Face cache on a volume (never a hub download)
+generated://name                a model Stratus writes itself into the disk cache (tiny-sd)
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def parse_s3(source: str) -> S3Source | None:
         return None
     bucket, _, key = source.removeprefix("s3://").partition("/")
     return S3Source(bucket, key)
+
+
+GENERATED = "generated://"
+
+
+def parse_generated(source: str) -> str | None:
+    """The name of a model Stratus generates itself (generated://tiny-sd), or None."""
+    if not source.startswith(GENERATED):
+        return None
+    return source.removeprefix(GENERATED)
 
 
 def not_available(model_name: str, why: str = "were not found") -> NotFound:

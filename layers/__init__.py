@@ -20,6 +20,11 @@ _ENGINES: dict[str, tuple[str, str, str]] = {
     "sentence-transformers": ("layers.sentence_transformers", "load", "embeddings"),
     "piper": ("layers.piper", "load", "audio"),
     "faster-whisper": ("layers.faster_whisper", "load", "audio"),
+    "diffusers": ("layers.diffusers", "load", "images"),
+}
+# generated://NAME -> (module with VERSION and generate(directory), pip extra it needs)
+_GENERATED: dict[str, tuple[str, str]] = {
+    "tiny-sd": ("layers.tiny_sd", "images"),
 }
 
 
@@ -51,3 +56,23 @@ def make_loader(options: EngineOptions):
         return getattr(module, function)(config, path, options)
 
     return load
+
+
+class ModelGenerators:
+    """The models Stratus writes itself (the fetcher's Generators): modules in this package,
+    imported when one is first needed."""
+
+    def version(self, name: str) -> str | None:
+        if name not in _GENERATED:
+            return None
+        return str(importlib.import_module(_GENERATED[name][0]).VERSION)
+
+    def write(self, name: str, directory: Path) -> None:
+        module_name, extra = _GENERATED[name]
+        try:
+            importlib.import_module(module_name).generate(directory)
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"Generating the model '{name}' needs `pip install stratus[{extra}]` "
+                f"({exc.name} is missing)."
+            ) from None
