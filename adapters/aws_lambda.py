@@ -22,7 +22,10 @@ def make_handler(settings: Settings, store: ModelStore | None = None, **app_opti
     from mangum import Mangum
 
     from adapters.http import create_app
+    from adapters.runtime import build_image_urls
 
+    # Lambda containers come and go: no file they keep outlives them, so image URLs need a bucket.
+    app_options.setdefault("image_urls", build_image_urls(settings, "AWS Lambda", False))
     return Mangum(create_app(settings, store, **app_options), lifespan="off")
 
 

@@ -24,8 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.event_stream import EventStreamResponse
-from adapters.operations import OPERATIONS, Operation, find, start
-from adapters.runtime import build_store
+from adapters.operations import OPERATIONS, Operation, Publishing, find, start
+from adapters.runtime import build_image_urls, build_store
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
 from common.errors import (
@@ -36,6 +36,8 @@ from common.errors import (
     StratusError,
     UnsupportedMediaType,
 )
+from common.image_urls import ROUTE as IMAGES_ROUTE
+from common.image_urls import ImageUrls, ServedImages
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.settings import Settings
 from common.sse import DONE, encode_event, error_event
@@ -49,11 +51,15 @@ def create_app(
     settings: Settings,
     store: ModelStore | None = None,
     operations: Sequence[Operation] = OPERATIONS,
+    image_urls: ImageUrls | None = None,
 ) -> Starlette:
     store = store or build_store(settings)
     store.start_reaper()
-    gateway = Gateway(settings, store)
+    image_urls = image_urls or build_image_urls(settings, "this server", serves_files=True)
+    gateway = Gateway(settings, store, image_urls)
     routes = [Route("/health", gateway.health, methods=["GET"])]
+    if isinstance(image_urls, ServedImages):  # open, as S3 URLs are: the name is the secret
+        routes.append(Route(IMAGES_ROUTE + "/{name}", gateway.image, methods=["GET"]))
     for operation in operations:
         path = re.sub(r"\{(\w+)\}", r"{\1:path}", operation.path)  # model ids may hold "/"
         endpoint = gateway.endpoint(operation)
@@ -63,8 +69,9 @@ def create_app(
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(self, settings: Settings, store: ModelStore, image_urls: ImageUrls) -> None:
         self.store = store
+        self.image_urls = image_urls
         self.auth = ApiKeyAuth(settings.api_keys)
         self.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
         self.max_body = settings.max_body_bytes
@@ -79,6 +86,19 @@ class Gateway:
             }
         )
 
+    async def image(self, request: Request) -> Response:
+        """A generated image this gateway serves, until it expires."""
+        assert isinstance(self.image_urls, ServedImages)
+        path = self.image_urls.path(request.path_params["name"])
+        try:
+            content = await run_in_threadpool(path.read_bytes) if path else None
+        except OSError:
+            content = None
+        if content is None:
+            error = NotFound("This image does not exist, or its URL has expired.")
+            return JSONResponse(error.envelope(), status_code=error.status)
+        return Response(content, media_type="image/png", headers={"cache-control": "private"})
+
     def endpoint(self, operation: Operation) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             async def run() -> OpenAIResponse | EventStreamResponse:
@@ -89,6 +109,9 @@ class Gateway:
                     body = await self._read_json(request)
                 params = {**request.query_params, **request.path_params}
                 parsed = operation.parse(body, params)
+                if operation.publishes:
+                    base_url = str(request.base_url).rstrip("/")
+                    parsed = Publishing(parsed, self.image_urls, base_url)
                 if not operation.inference:
                     return operation.handle(parsed, self.store)
                 return await self._infer(operation, parsed, request.state.request_id)

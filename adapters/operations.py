@@ -12,17 +12,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import InvalidRequest, NotFound, StratusError
+from common.image_urls import ImageUrls
 from common.protocol import parse_request
 from common.protocol.audio import SpeechRequest, TranscriptionRequest
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.protocol.chat import ChatCompletionRequest
 from common.protocol.completions import CompletionRequest, EditRequest
 from common.protocol.embeddings import EmbeddingRequest
+from common.protocol.images import ImageGenerationRequest
 from common.store import ModelStore
 from handlers.chat import create_chat_completion
 from handlers.completions import create_completion
 from handlers.edits import create_edit
 from handlers.embeddings import create_embeddings
+from handlers.images import create_images
 from handlers.models import list_models, retrieve_model
 from handlers.speech import create_speech
 from handlers.transcriptions import create_transcription, create_translation
@@ -48,6 +51,7 @@ class Operation:
     handle: Handle
     inference: bool  # runs a model: goes through admission control
     form: bool = False  # a multipart upload (fields and a `file`), not a JSON body
+    publishes: bool = False  # may answer with URLs of files: the adapter says where they go
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -65,6 +69,20 @@ def _upload(body: Any, params: Mapping[str, str]) -> tuple[TranscriptionRequest,
         raise InvalidRequest("'file' is empty.", param="file")
     fields = {k: v for k, v in body.items() if k != "file"}
     return parse_request(TranscriptionRequest, fields), body["file"]
+
+
+@dataclass(frozen=True)
+class Publishing:
+    """A parsed request of an operation that publishes, with where its files go (the adapter's
+    ImageUrls) and the request's own base URL (scheme://host[:port]; None off HTTP)."""
+
+    request: Any
+    urls: ImageUrls
+    base_url: str | None = None
+
+
+def _images(job: Publishing, store: ModelStore) -> Result:
+    return create_images(job.request, store, job.urls, job.base_url)
 
 
 def query_bool(params: Mapping[str, str], name: str) -> bool:
@@ -93,6 +111,14 @@ OPERATIONS = (
     ),
     Operation(
         "POST", "/audio/translations", _upload, create_translation, inference=True, form=True
+    ),
+    Operation(
+        "POST",
+        "/images/generations",
+        _body(ImageGenerationRequest),
+        _images,
+        inference=True,
+        publishes=True,
     ),
     Operation(
         "GET",

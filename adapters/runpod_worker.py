@@ -9,6 +9,7 @@ Accepted job inputs (one pure function turns each into method, path, body and qu
     {"route": "/v1/models", "method": "GET", "body": {...}}            a generic request
 
 An audio upload (transcriptions, translations) carries `file` base64-encoded or as a URL.
+Images asked for as `url` need STRATUS_IMAGE_BUCKET (presigned S3 URLs); without it, a 400.
 A streamed chat or completion yields SSE-framed strings ("data: {...}\\n\\n", then
 "data: [DONE]\\n\\n") as they are produced; a binary answer (audio) yields
 {"content_type", "data": base64} once; anything else yields its JSON object once. Errors
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from adapters.operations import OPERATIONS, Operation, find, start
+from adapters.operations import OPERATIONS, Operation, Publishing, find, start
 from common.errors import InternalError, InvalidRequest, PayloadTooLarge, StratusError
+from common.image_urls import ImageUrls, NoImageUrls
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.settings import Settings
 from common.sse import DONE, encode_event
@@ -106,9 +108,15 @@ def _download(url: str) -> bytes:
 
 
 class Worker:
-    def __init__(self, store: ModelStore, operations: Sequence[Operation] = OPERATIONS) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        operations: Sequence[Operation] = OPERATIONS,
+        image_urls: ImageUrls | None = None,
+    ) -> None:
         self.store = store
         self.operations = operations
+        self.image_urls = image_urls or NoImageUrls("RunPod")
 
     async def handle(self, job: Mapping[str, Any]) -> AsyncIterator[Any]:
         """The RunPod handler: an async generator, so the SDK's loop stays free meanwhile."""
@@ -121,6 +129,8 @@ class Worker:
             if operation.form:
                 body = await asyncio.to_thread(uploaded_file, body)
             parsed = operation.parse(body, {**request.query, **path_params})
+            if operation.publishes:
+                parsed = Publishing(parsed, self.image_urls)
             result, first = await asyncio.to_thread(start, operation.handle, parsed, self.store)
             if isinstance(result, BinaryResponse):  # audio, say: base64, with its type
                 content = base64.b64encode(result.content).decode()
@@ -156,11 +166,12 @@ def concurrency_modifier(settings: Settings) -> Callable[[int], int]:
 def main() -> None:
     import runpod
 
-    from adapters.runtime import build_store
+    from adapters.runtime import build_image_urls, build_store
 
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper())
-    worker = Worker(build_store(settings))
+    image_urls = build_image_urls(settings, "RunPod", serves_files=False)
+    worker = Worker(build_store(settings), image_urls=image_urls)
     runpod.serverless.start(
         {
             "handler": worker.handle,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from common.disk_cache import DiskCache
 from common.fetch import ModelFetcher
+from common.image_urls import ImageUrls, NoImageUrls, S3ImageUrls, ServedImages
 from common.registry import Registry, load_registry
 from common.s3 import S3, S3Settings
 from common.settings import Settings
@@ -38,3 +39,17 @@ def build_store(settings: Settings, registry: Registry | None = None) -> ModelSt
         max_bytes=int(settings.max_model_gb * 1e9),
     )
 
+
+def build_image_urls(settings: Settings, platform: str, serves_files: bool) -> ImageUrls:
+    """Where images asked for as `url` go: the bucket if there is one; else the gateway's own
+    directory where this platform serves files (HTTP), else nowhere (a clear 400)."""
+    if settings.image_bucket:
+        s3 = S3(S3Settings(max_concurrency=settings.s3_concurrency))
+        return S3ImageUrls.from_setting(
+            lambda: s3.client, settings.image_bucket, settings.image_url_ttl
+        )
+    if serves_files:
+        return ServedImages(
+            settings.generated_images_dir, settings.image_url_ttl, settings.public_url
+        )
+    return NoImageUrls(platform)

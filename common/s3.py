@@ -74,6 +74,7 @@ class S3:
                     max_pool_connections=max(10, self.settings.max_concurrency + 2),
                     connect_timeout=5,
                     read_timeout=30,
+                    signature_version="s3v4",  # presigned image URLs too (SigV2 is retired)
                 )
                 self._client = boto3.session.Session().client("s3", config=config)
             return self._client

@@ -95,6 +95,33 @@ class Settings(BaseSettings):
         8, ge=5, validation_alias=AliasChoices("STRATUS_S3_CHUNK_MB", "s3_chunk_mb")
     )
 
+    image_bucket: str = Field(
+        "",
+        validation_alias=AliasChoices("STRATUS_IMAGE_BUCKET", "image_bucket"),
+        description="BUCKET or BUCKET/PREFIX: images asked for as `url` are uploaded there and "
+        "answered with presigned URLs (every platform). Empty: the HTTP gateway serves them.",
+    )
+    image_url_ttl: int = Field(
+        3600,
+        ge=60,
+        le=604800,  # the longest a SigV4 presigned URL may live
+        validation_alias=AliasChoices("STRATUS_IMAGE_URL_TTL", "image_url_ttl"),
+        description="Seconds an image URL works: the presigned URL's expiry, or how long the "
+        "gateway keeps the file.",
+    )
+    image_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("STRATUS_IMAGE_DIR", "image_dir"),
+        description="Where the HTTP gateway keeps the images it serves (default: "
+        "<cache dir>/generated-images).",
+    )
+    public_url: str = Field(
+        "",
+        validation_alias=AliasChoices("STRATUS_PUBLIC_URL", "public_url"),
+        description="The server's public base URL (https://host), for the image URLs it "
+        "serves; empty: taken from each request.",
+    )
+
     runpod_concurrency: int = Field(
         1,
         ge=1,
@@ -105,6 +132,10 @@ class Settings(BaseSettings):
     @property
     def cache_max_bytes(self) -> int | None:
         return int(self.cache_max_gb * 1e9) or None
+
+    @property
+    def generated_images_dir(self) -> Path:
+        return self.image_dir or self.cache_dir / "generated-images"
 
     @property
     def api_keys(self) -> tuple[str, ...]:

@@ -41,6 +41,7 @@ def smollm2_path() -> Path:
 
 
 BUCKET = "models"
+IMAGE_BUCKET = "images"  # where images asked for as `url` go, when a bucket is configured
 
 
 @dataclass
@@ -54,6 +55,7 @@ class S3World:
     def client(self, direct: bool = True):
         """A boto3 client, to moto directly (no counting, no faults) or through the proxy."""
         import boto3
+        from botocore.config import Config
 
         url = self.moto.url if direct else self.proxy.url
         return boto3.client(
@@ -62,6 +64,7 @@ class S3World:
             aws_access_key_id="test",
             aws_secret_access_key="test",
             region_name="us-east-1",
+            config=Config(signature_version="s3v4"),
         )
 
 
@@ -81,6 +84,7 @@ def s3() -> Iterator[S3World]:
     )
     client = world.client()
     client.create_bucket(Bucket=BUCKET)
+    client.create_bucket(Bucket=IMAGE_BUCKET)
     client.upload_file(str(smollm2_path()), BUCKET, "smollm2.gguf")
     for key in ("dir-model/model.gguf", "flaky.gguf"):
         client.copy_object(

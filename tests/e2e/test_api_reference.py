@@ -1,12 +1,15 @@
-"""Every chat, completions, edits, embeddings and models request of the API reference we implement
-(shared/API.md, LocalAI's), sent verbatim with curl to the live server."""
+"""Every chat, completions, edits, embeddings, images and models request of the API reference we
+implement (shared/API.md, LocalAI's), sent verbatim with curl to the live server."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 
+import httpx
 import pytest
+from PIL import Image
 
 from tests.conftest import API_KEYS
 
@@ -92,6 +95,18 @@ REFERENCE_REQUESTS = {
     ),
     "models example": ("GET", "/v1/models", None),
 }
+IMAGE_REQUESTS = {
+    "images request body": """{
+  "prompt": "A cute baby sea otter",
+  "n": 1,
+  "size": "256x256",
+  "response_format": "url"
+}""",
+    "images example": """{
+    "prompt": "A cute baby sea otter",
+    "size": "256x256"
+  }""",
+}
 STREAMING_EXAMPLE = """{
     "model": "gpt-4",
     "messages": [{"role": "user", "content": "Hello!"}],
@@ -140,3 +155,13 @@ def test_reference_streaming_example(server):
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks).strip()
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_REQUESTS))
+def test_reference_image_request_works_verbatim(server, name):
+    answer = json.loads(curl(server, "POST", "/v1/images/generations", IMAGE_REQUESTS[name]))
+    assert answer["created"] > 0
+    [item] = answer["data"]
+    assert set(item) == {"url"}  # the reference's default, and its request body's choice
+    image = Image.open(io.BytesIO(httpx.get(item["url"]).content))
+    assert image.format == "PNG" and image.size == (256, 256)

@@ -26,8 +26,9 @@ from adapters.aws_lambda import make_handler
 from adapters.runpod_worker import Worker, normalize_job
 from adapters.runtime import build_store
 from common.errors import InvalidRequest
+from common.image_urls import S3ImageUrls
 from common.settings import Settings
-from tests.conftest import API_KEYS
+from tests.conftest import API_KEYS, IMAGE_BUCKET
 from tests.processes import free_port, running, runpod_local_api
 
 EVENTS = Path(__file__).parent.parent / "events"
@@ -75,11 +76,15 @@ def from_job_outputs(outputs: list[Any]) -> Answer:
 
 
 class Platforms:
-    def __init__(self, server, in_process_settings: Settings, runpod_api: str) -> None:
+    def __init__(
+        self, server, in_process_settings: Settings, runpod_api: str, image_urls: S3ImageUrls
+    ) -> None:
         self.server = server
-        store = build_store(in_process_settings)  # shared by the Lambda app and the worker
-        self.lambda_handler = make_handler(in_process_settings, store)
-        self.worker = Worker(store)
+        self.settings = in_process_settings
+        self.store = store = build_store(in_process_settings)  # the Lambda app's and the worker's
+        # Off HTTP, image URLs are presigned S3 URLs (moto's, through the proxy).
+        self.lambda_handler = make_handler(in_process_settings, store, image_urls=image_urls)
+        self.worker = Worker(store, image_urls=image_urls)
         self.runpod_api_url = runpod_api
         self.runpod_loop = asyncio.new_event_loop()
 
@@ -153,6 +158,7 @@ def platforms(server, s3, tmp_path_factory):
         "STRATUS_MODELS": str(server.registry),
         "STRATUS_LOG_LEVEL": "warning",
         "STRATUS_CACHE_DIR": str(tmp_path_factory.mktemp("runpod-cache")),
+        "STRATUS_IMAGE_BUCKET": f"{IMAGE_BUCKET}/runpod",
     }
     port = free_port()
     command = runpod_local_api(port)
@@ -161,8 +167,10 @@ def platforms(server, s3, tmp_path_factory):
         models=server.registry,
         cache_dir=tmp_path_factory.mktemp("lambda-cache"),
     )
+    s3_client = s3.client(direct=False)
+    image_urls = S3ImageUrls(lambda: s3_client, IMAGE_BUCKET, "in-process/", ttl=600)
     with running(command, f"http://127.0.0.1:{port}/docs", env):
-        platforms = Platforms(server, settings, f"http://127.0.0.1:{port}")
+        platforms = Platforms(server, settings, f"http://127.0.0.1:{port}", image_urls)
         yield platforms
         platforms.runpod_loop.close()
 
@@ -247,6 +255,48 @@ def test_speech_is_audio_everywhere(platforms, platform):
         stream = container.streams.audio[0]
         seconds = sum(f.samples for f in container.decode(stream)) / stream.rate
     assert 0.3 < seconds < 3.0
+
+
+IMAGE = {"prompt": "A cute baby sea otter", "size": "64x64", "seed": 11}
+
+
+@pytest.fixture(scope="module")
+def reference_images(platforms) -> Answer:
+    return platforms.call("http", "POST", "/v1/images/generations", {**IMAGE, "n": 2,
+                          "response_format": "b64_json"})  # fmt: skip
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_images_are_the_same_everywhere(platforms, reference_images, platform):
+    body = {**IMAGE, "n": 2, "response_format": "b64_json"}
+    answer = platforms.call(platform, "POST", "/v1/images/generations", body)
+    assert answer.status == 200, answer.body
+    assert answer.body["data"] == reference_images.body["data"]  # the same PNG bytes
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_image_urls_work_everywhere(platforms, reference_images, platform):
+    """The gateway serves its own; Lambda and RunPod answer presigned S3 URLs."""
+    answer = platforms.call(platform, "POST", "/v1/images/generations", {**IMAGE, "n": 2})
+    assert answer.status == 200, answer.body
+    for item, reference in zip(answer.body["data"], reference_images.body["data"], strict=True):
+        if platform == "http":
+            assert item["url"].startswith(f"{platforms.server.url}/generated-images/")
+        else:
+            assert f"/{IMAGE_BUCKET}/" in item["url"] and "X-Amz-Signature=" in item["url"]
+        png = httpx.get(item["url"], timeout=30).content
+        assert png == base64.b64decode(reference["b64_json"])
+
+
+def test_image_urls_off_http_without_a_bucket_are_a_clear_400(platforms):
+    bare = copy.copy(platforms)  # the same store, adapters as they are built with no bucket
+    bare.lambda_handler = make_handler(platforms.settings, platforms.store)
+    bare.worker = Worker(platforms.store)
+    for platform in ("lambda", "runpod"):
+        answer = bare.call(platform, "POST", "/v1/images/generations", IMAGE)
+        assert answer.status == 400, (platform, answer.body)
+        assert answer.body["error"]["param"] == "response_format"
+        assert "b64_json" in answer.body["error"]["message"]
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
