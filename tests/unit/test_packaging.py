@@ -96,3 +96,12 @@ def test_copied_sources_exist():
 
 def test_images_run_as_non_root_with_a_health_check():
     assert "USER stratus" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
+
+
+def test_setup_installs_the_engine_of_every_built_in_model():
+    from common.registry import load_registry
+    from layers import _ENGINES
+
+    installed = re.search(r"pip install --quiet -e '\.\[([^\]]+)\]'", MAKEFILE)[1].split(",")
+    for config in load_registry().models:
+        assert _ENGINES[config.backend][2] in installed, config.name
