@@ -19,11 +19,11 @@ Registry parameters (all optional):
     cpu_offload                 move each component to the GPU only while it runs (big models
                                 on small GPUs; needs accelerate)
     safety_checker              false: do not load the SD 1.x safety checker
+    png_compress_level          zlib level of the PNG files, 0-9 (1: fast; see layers/png.py)
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from collections.abc import Mapping
@@ -31,10 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.errors import EngineUnavailable
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.images import Drawing, SizeLimits
+from layers.png import encode_png
 
 log = logging.getLogger("stratus.diffusers")
 
@@ -64,6 +67,7 @@ class PipelineOptions:
     max_batch: int
     cpu_offload: bool
     safety_checker: bool
+    png_compress_level: int
 
 
 def pipeline_options(config: ModelConfig) -> PipelineOptions:
@@ -107,7 +111,15 @@ def pipeline_options(config: ModelConfig) -> PipelineOptions:
         max_batch=integer("max_batch", 4),
         cpu_offload=bool(p.get("cpu_offload", False)),
         safety_checker=bool(p.get("safety_checker", True)),
+        png_compress_level=_png_level(config),
     )
+
+
+def _png_level(config: ModelConfig) -> int:
+    level = config.parameters.get("png_compress_level", 1)
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
+        raise _bad(config, "png_compress_level", "a whole number from 0 to 9")
+    return level
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -186,7 +198,7 @@ class DiffusersImageModel:
             "prompt": drawing.prompt,
             "width": drawing.width,
             "height": drawing.height,
-            "output_type": "pil",
+            "output_type": "np",  # floats in [0, 1], encoded below
         }
         if drawing.negative_prompt is not None:
             call["negative_prompt"] = drawing.negative_prompt
@@ -194,7 +206,7 @@ class DiffusersImageModel:
             call["num_inference_steps"] = steps
         if guidance is not None:
             call["guidance_scale"] = guidance
-        images = []
+        images: list[Any] = []
         for start in range(0, drawing.n, settings.max_batch):
             count = min(settings.max_batch, drawing.n - start)
             # One CPU generator per image: image i depends only on seed + i, on any device.
@@ -203,7 +215,11 @@ class DiffusersImageModel:
                 for i in range(start, start + count)
             ]
             images += self._run({**call, "num_images_per_prompt": count, "generator": generators})
-        return [_png(image) for image in images]
+        # As diffusers makes PIL images: x 255, rounded. The PNG is encoded outside the lock.
+        pixels = [
+            (np.nan_to_num(image) * 255).round().clip(0, 255).astype(np.uint8) for image in images
+        ]
+        return [encode_png(rgb, settings.png_compress_level) for rgb in pixels]
 
     def _run(self, call: dict[str, Any]) -> list[Any]:
         torch = self._torch
@@ -235,12 +251,6 @@ def _native_size(pipeline: Any) -> tuple[int, int]:
     scale = int(getattr(pipeline, "vae_scale_factor", 8))
     height, width = (sample, sample) if isinstance(sample, int) else tuple(sample)
     return int(width) * scale, int(height) * scale
-
-
-def _png(image: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _describe(call: dict[str, Any]) -> str:

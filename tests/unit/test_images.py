@@ -97,7 +97,14 @@ def test_registry_parameters_are_checked_at_load():
     options = pipeline_options(config(steps=1, guidance_scale=0, size="512x512", max_batch=2))
     assert (options.steps, options.guidance_scale, options.size) == (1, 0.0, (512, 512))
     assert (options.min_size, options.max_size, options.size_multiple) == (64, 2048, 8)
-    for bad in ({"steps": "many"}, {"dtype": "float8"}, {"size": "big"}, {"max_batch": 0}):
+    bad_values = (
+        {"steps": "many"},
+        {"dtype": "float8"},
+        {"size": "big"},
+        {"max_batch": 0},
+        {"png_compress_level": 10},
+    )
+    for bad in bad_values:
         with pytest.raises(EngineUnavailable, match=next(iter(bad))):
             pipeline_options(config(**bad))
 
@@ -142,3 +149,21 @@ def test_no_urls_off_http_without_a_bucket_is_a_clear_400():
 def test_bucket_setting(setting, bucket, prefix):
     urls = S3ImageUrls.from_setting(lambda: None, setting, 60)
     assert (urls.bucket, urls.prefix) == (bucket, prefix)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (64, 64), (7, 13), (136, 64)])
+def test_png_files_decode_to_the_same_pixels(shape):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from layers.png import encode_png
+
+    rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    for level in (0, 1, 9):
+        image = Image.open(io.BytesIO(encode_png(rgb, level)))
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert np.array_equal(np.asarray(image), rgb)
+    with pytest.raises(ValueError):
+        encode_png(rgb.astype(np.float32))
