@@ -54,3 +54,25 @@ def test_prefetch_then_models_shows_cached(server, s3, tmp_path):
     missing = stratus("prefetch", "s3-missing")
     assert missing.returncode == 1 and "s3-missing" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_prefetch_generates_tiny_sd_into_the_cache(tmp_path):
+    """What BAKE_MODELS does for an image: tiny-sd written into the cache, ready to load."""
+    env = {**os.environ, "STRATUS_CACHE_DIR": str(tmp_path)}
+
+    def stratus(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "adapters.cli", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    def state() -> str:
+        lines = [line.split("\t") for line in stratus("models").stdout.splitlines()]
+        return next(line[3] for line in lines if line[0] == "tiny-sd")
+
+    assert state() == "not generated yet"
+    generated = stratus("prefetch", "dall-e-2")
+    assert generated.returncode == 0, generated.stderr
+    assert "tiny-sd: available at" in generated.stdout
+    assert state() == "generated"
+    [entry] = (tmp_path / "entries").iterdir()
+    assert (entry / "data" / "model_index.json").is_file()
+    assert not any((tmp_path / "partial").iterdir())

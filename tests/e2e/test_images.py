@@ -3,6 +3,7 @@ tiny-sd (real diffusers on the CPU); a real model too, when STRATUS_TEST_SD_MODE
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -14,7 +15,9 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import API_KEYS
+from adapters.http import create_app
+from common.settings import Settings
+from tests.conftest import API_KEYS, IMAGE_BUCKET
 from tests.processes import stratus_serve
 
 PROMPT = "A cute baby sea otter"
@@ -106,6 +109,34 @@ def test_url_is_fetchable_from_the_gateway_without_a_key(client, server):
     body = {"prompt": PROMPT, "size": "64x64"}
     reply = httpx.post(f"{server.v1}/images/generations", json=body, headers=headers, timeout=60)
     assert reply.json()["data"][0]["url"].startswith("http://localhost:")
+
+
+def test_url_as_an_s3_presigned_url_when_a_bucket_is_set(s3, tmp_path, monkeypatch):
+    """The gateway built from settings with STRATUS_IMAGE_BUCKET (in-process, moto's S3 through
+    the proxy), driven by the SDK's async client."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    app = create_app(Settings(image_bucket=f"{IMAGE_BUCKET}/sdk", cache_dir=tmp_path))
+
+    async def urls() -> list[str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            client = openai.AsyncOpenAI(base_url="http://gateway/v1", api_key="-", http_client=http)
+            answer = await client.images.generate(
+                prompt=PROMPT, size="64x64", n=2, response_format="url"
+            )
+        return [image.url for image in answer.data]
+
+    loop = asyncio.new_event_loop()  # its own: the thread's loop is Mangum's (test_platforms)
+    try:
+        presigned = loop.run_until_complete(urls())
+    finally:
+        loop.close()
+    for url in presigned:
+        assert url.startswith(f"{s3.proxy.url}/{IMAGE_BUCKET}/sdk/") and "X-Amz-Signature=" in url
+        assert decoded(httpx.get(url).content).size == (64, 64)
+    listed = s3.client().list_objects_v2(Bucket=IMAGE_BUCKET, Prefix="sdk/")["Contents"]
+    assert len(listed) == 2
 
 
 def test_the_default_is_a_url_to_a_256x256_png(http):
