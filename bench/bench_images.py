@@ -6,7 +6,9 @@ registry entry's steps and guidance, float32 on the CPU or float16 on CUDA, one 
 Raw = `pipeline(...)` returning PIL images; Stratus = a b64_json request (PNG encoding, base64,
 JSON and HTTP included). Calls alternate in blocks of 10, with a pause between blocks so that
 the other process's idle OpenMP threads have stopped spinning on the cores (on 2 vCPUs, calls
-alternating one by one cost both sides 3-5%); medians of all blocks.
+alternating one by one cost both sides 3-5%). The ratio is the median over block pairs of
+(raw block median / Stratus block median): the machine's speed drifts over seconds, a pair
+of neighbouring blocks sees the same machine.
 
     .venv/bin/python bench/bench_images.py --rounds 20
 """
@@ -100,23 +102,28 @@ def main() -> None:
             for size in args.sizes.split(","):
                 width, height = (int(side) for side in size.split("x"))
                 times: dict[str, list[float]] = {"raw": [], "stratus": []}
+                pair_ratios = []
                 for call in (raw, http):  # warm up: first use, kernels, caches
                     for seed in range(3):
                         call(width, height, seed)
                 seed = 0
                 while len(times["stratus"]) < args.rounds:
+                    block = {}
                     for name, call in (("raw", raw), ("stratus", http)):
                         time.sleep(PAUSE)
+                        block[name] = []
                         for _ in range(BLOCK):
                             seed += 1
                             started = time.perf_counter()
                             call(width, height, seed)
-                            times[name].append(time.perf_counter() - started)
-                raw_rate = 1 / statistics.median(times["raw"])
-                http_rate = 1 / statistics.median(times["stratus"])
-                report[f"{size}_raw_images_per_s"] = raw_rate
-                report[f"{size}_stratus_images_per_s"] = http_rate
-                report[f"{size}_ratio"] = http_rate / raw_rate
+                            block[name].append(time.perf_counter() - started)
+                        times[name] += block[name]
+                    pair_ratios.append(
+                        statistics.median(block["raw"]) / statistics.median(block["stratus"])
+                    )
+                report[f"{size}_raw_images_per_s"] = 1 / statistics.median(times["raw"])
+                report[f"{size}_stratus_images_per_s"] = 1 / statistics.median(times["stratus"])
+                report[f"{size}_ratio"] = statistics.median(pair_ratios)
     print(f"device {device}, {dtype}, {steps} steps, guidance {guidance}, threads {args.threads}")
     for key, value in report.items():
         print(f"{key:32} {value:.3f}")
