@@ -11,7 +11,9 @@ Accepted job inputs (one pure function turns each into method, path, body and qu
 An audio upload (transcriptions, translations) carries `file` base64-encoded or as a URL.
 A streamed chat or completion yields SSE-framed strings ("data: {...}\\n\\n", then
 "data: [DONE]\\n\\n") as they are produced; a binary answer (audio) yields
-{"content_type", "data": base64} once; anything else yields its JSON object once. Errors
+{"content_type", "data": base64} — streamed speech one such part per sentence, as it is
+synthesized: the audio is the decoded parts joined in order; anything else yields its JSON
+object once. Errors
 yield OpenAI's envelope with the HTTP status it would have had: {"error": {...}, "status": 404}.
 """
 
@@ -28,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from adapters.operations import OPERATIONS, Operation, find, start
 from common.errors import InternalError, InvalidRequest, PayloadTooLarge, StratusError
-from common.protocol.base import BinaryResponse, OpenAIResponse
+from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
 from common.settings import Settings
 from common.sse import DONE, encode_event
 from common.store import ModelStore
@@ -123,8 +125,14 @@ class Worker:
             parsed = operation.parse(body, {**request.query, **path_params})
             result, first = await asyncio.to_thread(start, operation.handle, parsed, self.store)
             if isinstance(result, BinaryResponse):  # audio, say: base64, with its type
-                content = base64.b64encode(result.content).decode()
-                yield {"content_type": result.media_type, "data": content}
+                yield _binary(result.media_type, result.content)
+                return
+            if isinstance(result, BinaryStream):
+                chunks = result.chunks
+                yield _binary(result.media_type, first)  # type: ignore[arg-type]
+                while (data := await asyncio.to_thread(next, chunks, None)) is not None:
+                    if data:
+                        yield _binary(result.media_type, data)
                 return
             if first is None:
                 yield result.model_dump(mode="json")
@@ -143,6 +151,10 @@ class Worker:
         finally:
             if chunks is not None:
                 chunks.close()  # type: ignore[attr-defined]
+
+
+def _binary(media_type: str, data: bytes) -> dict[str, str]:
+    return {"content_type": media_type, "data": base64.b64encode(data).decode()}
 
 
 def _event(chunk: OpenAIResponse) -> str:
