@@ -55,6 +55,8 @@ def test_template_functions_build_from_real_targets_and_families(name):
     assert metadata["Dockerfile"] == "Dockerfile.gpu" and metadata["DockerBuildTarget"] in STAGES
     family = metadata["DockerBuildArgs"]["FAMILY"]
     assert re.search(rf"^\s+{family}\) extras=", DOCKERFILE, re.M), family
+    assert set(metadata["DockerBuildArgs"]) <= {"FAMILY", "COQUI"}
+    assert metadata["DockerBuildArgs"].get("COQUI", "yes") in ("yes", "no")
     assert FUNCTIONS[name]["Properties"]["PackageType"] == "Image"
 
 
