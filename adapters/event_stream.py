@@ -1,4 +1,5 @@
-"""An ASGI response for Server-Sent Events that stops generation when the client goes away.
+"""An ASGI response for a stream (Server-Sent Events, or audio as it is encoded) that stops
+generation when the client goes away.
 
 Starlette's StreamingResponse notices a lost client only at the next write on newer ASGI
 servers and leaves the body iterator to the garbage collector; generation would run on and
@@ -20,15 +21,20 @@ SSE_HEADERS = {
 
 class EventStreamResponse:
     def __init__(
-        self, events: AsyncGenerator[bytes, None], headers: Mapping[str, str], head: bytes = b""
+        self,
+        events: AsyncGenerator[bytes, None],
+        headers: Mapping[str, str],
+        head: bytes = b"",
+        media_type: str = "text/event-stream; charset=utf-8",
     ) -> None:
         self._events = events
+        self._media_type = media_type
         self._head = head  # already taken from `events`: sent first
         self.headers = dict(headers)  # the gateway adds its own before the response starts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {
-            "content-type": "text/event-stream; charset=utf-8",
+            "content-type": self._media_type,
             **SSE_HEADERS,
             **self.headers,
         }

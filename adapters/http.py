@@ -14,6 +14,7 @@ import re
 import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -38,7 +39,7 @@ from common.errors import (
 )
 from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.image_urls import ImageUrls, ServedImages
-from common.protocol.base import BinaryResponse, OpenAIResponse
+from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
 from common.settings import Settings
 from common.sse import DONE, encode_event, error_event
 from common.store import ModelStore
@@ -135,9 +136,11 @@ class Gateway:
         # From here the stream owns the slot, and releases it when it ends. It is started at
         # once: a started generator's cleanup runs on aclose() even if the response is never
         # sent; an unstarted one's never would.
+        if isinstance(result, BinaryStream):
+            data = _event_stream(first, result.chunks, self.gate.release, request_id, RAW)
+            return EventStreamResponse(data, {}, await anext(data), media_type=result.media_type)
         events = _event_stream(first, result, self.gate.release, request_id)
-        head = await anext(events)
-        return EventStreamResponse(events, {}, head=head)
+        return EventStreamResponse(events, {}, head=await anext(events))
 
     async def _answer(self, request: Request, run: Callable[[], Any]) -> Response:
         request.state.request_id = request_id = secrets.token_hex(8)
@@ -218,13 +221,29 @@ class Gateway:
             ) from None
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How a stream's chunks go on the wire."""
+
+    encode: Callable[[Any], bytes]
+    error: Callable[[StratusError], bytes]  # an error after the status was sent
+    end: bytes
+
+
+SSE = Framing(lambda chunk: encode_event(chunk.to_json()), error_event, DONE)
+# Audio goes as it is; an error after its first bytes can only cut it short (and is logged).
+RAW = Framing(lambda chunk: chunk, lambda error: b"", b"")
+
+
 async def _event_stream(
-    first: OpenAIResponse,
-    chunks: Iterator[OpenAIResponse],
+    first: Any,
+    chunks: Iterator[Any],
     release: Callable[[], None],
     request_id: str,
+    framing: Framing = SSE,
 ) -> AsyncGenerator[bytes, None]:
-    """SSE bytes of a handler's chunks; the chunks are produced and encoded on one thread.
+    """The wire bytes of a handler's chunks (SSE events by default), produced and encoded on
+    one thread.
 
     One producer thread per stream, handing finished events to the event loop, costs far less
     per token than a thread-pool round trip for each chunk: on two cores every wake-up is
@@ -244,12 +263,13 @@ async def _event_stream(
             for chunk in chunks:
                 if stopping.is_set():
                     break
-                hand_over(encode_event(chunk.to_json()))
+                hand_over(framing.encode(chunk))
         except StratusError as error:
-            hand_over(error_event(error))
+            log.info("stream %s ended early: %s", request_id, error.message)
+            hand_over(framing.error(error))
         except Exception:
             log.exception("stream %s failed", request_id)
-            hand_over(error_event(InternalError(request_id)))
+            hand_over(framing.error(InternalError(request_id)))
         finally:
             chunks.close()  # type: ignore[attr-defined]
             with contextlib.suppress(RuntimeError):
@@ -258,7 +278,7 @@ async def _event_stream(
 
     producer = threading.Thread(target=produce, name=f"stream-{request_id}", daemon=True)
     try:
-        yield encode_event(first.to_json())
+        yield framing.encode(first)
         producer.start()
         finished = False
         while not finished and (data := await events.get()) is not None:
@@ -269,7 +289,8 @@ async def _event_stream(
                     break
                 data += more
             yield data
-        yield DONE
+        if framing.end:
+            yield framing.end
     finally:
         stopping.set()
         if producer.ident is None:  # closed before it began: clean up here

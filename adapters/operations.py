@@ -15,7 +15,7 @@ from common.errors import InvalidRequest, NotFound, StratusError
 from common.image_urls import ImageUrls
 from common.protocol import parse_request
 from common.protocol.audio import SpeechRequest, TranscriptionRequest
-from common.protocol.base import BinaryResponse, OpenAIResponse
+from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
 from common.protocol.chat import ChatCompletionRequest
 from common.protocol.completions import CompletionRequest, EditRequest
 from common.protocol.embeddings import EmbeddingRequest
@@ -31,7 +31,7 @@ from handlers.speech import create_speech
 from handlers.transcriptions import create_transcription, create_translation
 
 Whole = OpenAIResponse | BinaryResponse  # answered at once
-Result = Whole | Iterator[OpenAIResponse]  # or a stream of chunks
+Result = Whole | BinaryStream | Iterator[OpenAIResponse]  # or a stream of bytes or of chunks
 # (decoded JSON body or None, path and query parameters) -> the handler's request
 Parse = Callable[[Any, Mapping[str, str]], Any]
 Handle = Callable[[Any, ModelStore], Result]
@@ -156,7 +156,9 @@ def find(
     raise NotFound(f"Unknown request URL: {method.upper()} {path}.", code="unknown_url")
 
 
-def start(handle: Handle, request: Any, store: ModelStore) -> tuple[Result, OpenAIResponse | None]:
+def start(
+    handle: Handle, request: Any, store: ModelStore
+) -> tuple[Result, OpenAIResponse | bytes | None]:
     """Run a handler; for a stream, also pull its first chunk (one thread hop for both).
 
     Every error a request can cause comes before a stream's first chunk, so an adapter can
@@ -165,4 +167,6 @@ def start(handle: Handle, request: Any, store: ModelStore) -> tuple[Result, Open
     result = handle(request, store)
     if isinstance(result, Whole):
         return result, None
+    if isinstance(result, BinaryStream):
+        return result, next(result.chunks, b"")
     return result, next(result)

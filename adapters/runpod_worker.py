@@ -12,7 +12,9 @@ An audio upload (transcriptions, translations) carries `file` base64-encoded or 
 Images asked for as `url` need STRATUS_IMAGE_BUCKET (presigned S3 URLs); without it, a 400.
 A streamed chat or completion yields SSE-framed strings ("data: {...}\\n\\n", then
 "data: [DONE]\\n\\n") as they are produced; a binary answer (audio) yields
-{"content_type", "data": base64} once; anything else yields its JSON object once. Errors
+{"content_type", "data": base64} — streamed speech one such part per sentence, as it is
+synthesized: the audio is the decoded parts joined in order; anything else yields its JSON
+object once. Errors
 yield OpenAI's envelope with the HTTP status it would have had: {"error": {...}, "status": 404}.
 """
 
@@ -30,7 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 from adapters.operations import OPERATIONS, Operation, Publishing, find, start
 from common.errors import InternalError, InvalidRequest, PayloadTooLarge, StratusError
 from common.image_urls import ImageUrls, NoImageUrls
-from common.protocol.base import BinaryResponse, OpenAIResponse
+from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
 from common.settings import Settings
 from common.sse import DONE, encode_event
 from common.store import ModelStore
@@ -133,8 +135,14 @@ class Worker:
                 parsed = Publishing(parsed, self.image_urls)
             result, first = await asyncio.to_thread(start, operation.handle, parsed, self.store)
             if isinstance(result, BinaryResponse):  # audio, say: base64, with its type
-                content = base64.b64encode(result.content).decode()
-                yield {"content_type": result.media_type, "data": content}
+                yield _binary(result.media_type, result.content)
+                return
+            if isinstance(result, BinaryStream):
+                chunks = result.chunks
+                yield _binary(result.media_type, first)  # type: ignore[arg-type]
+                while (data := await asyncio.to_thread(next, chunks, None)) is not None:
+                    if data:
+                        yield _binary(result.media_type, data)
                 return
             if first is None:
                 yield result.model_dump(mode="json")
@@ -153,6 +161,10 @@ class Worker:
         finally:
             if chunks is not None:
                 chunks.close()  # type: ignore[attr-defined]
+
+
+def _binary(media_type: str, data: bytes) -> dict[str, str]:
+    return {"content_type": media_type, "data": base64.b64encode(data).decode()}
 
 
 def _event(chunk: OpenAIResponse) -> str:

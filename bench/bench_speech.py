@@ -1,5 +1,6 @@
-"""Speech benchmark: real-time factor of raw Piper in-process vs /v1/audio/speech over HTTP,
-in one run (RTF = synthesis seconds / audio seconds; lower is faster).
+"""Speech benchmark, raw Piper in-process vs /v1/audio/speech over HTTP, in one run:
+real-time factor (RTF = synthesis seconds / audio seconds; lower is faster), and time to the
+first audio (raw: the first sentence's samples; Stratus: the first streamed byte, mp3).
 
     .venv/bin/python bench/bench_speech.py --rounds 5
 """
@@ -7,7 +8,6 @@ in one run (RTF = synthesis seconds / audio seconds; lower is faster).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -28,11 +28,9 @@ TEXT = (
 )
 
 
-def wav_seconds(data: bytes) -> float:
-    import wave
-
-    with wave.open(io.BytesIO(data)) as audio:
-        return audio.getnframes() / audio.getframerate()
+def wav_seconds(data: bytes, rate: int) -> float:
+    # A streamed wav's header gives its length as unknown: count the 16-bit mono samples.
+    return (len(data) - 44) / 2 / rate
 
 
 def main() -> None:
@@ -52,6 +50,15 @@ def main() -> None:
         samples = sum(len(chunk.audio_int16_array) for chunk in voice.synthesize(TEXT))
         return (time.perf_counter() - started) / (samples / rate)
 
+    def raw_first_audio() -> float:
+        started = time.perf_counter()
+        chunks = voice.synthesize(TEXT)
+        next(iter(chunks))
+        elapsed = time.perf_counter() - started
+        for _ in chunks:  # finish, as a client would wait for
+            pass
+        return elapsed
+
     env = {**os.environ, "STRATUS_LOG_LEVEL": "warning"}
     with stratus_serve(env=env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         body = {"model": "tts-1", "input": TEXT, "voice": "alloy", "response_format": "wav"}
@@ -60,14 +67,28 @@ def main() -> None:
             started = time.perf_counter()
             response = client.post("/v1/audio/speech", json=body)
             response.raise_for_status()
-            return (time.perf_counter() - started) / wav_seconds(response.content)
+            return (time.perf_counter() - started) / wav_seconds(response.content, rate)
+
+        def http_first_byte() -> float:
+            started, first = time.perf_counter(), None
+            streamed = {**body, "response_format": "mp3"}
+            with client.stream("POST", "/v1/audio/speech", json=streamed) as response:
+                response.raise_for_status()
+                for part in response.iter_raw():
+                    if part and first is None:
+                        first = time.perf_counter() - started
+            return first or float("nan")
 
         raw(), http()  # warm up: load the voice on both sides
         raw_rtf = statistics.median(raw() for _ in range(args.rounds))
         http_rtf = statistics.median(http() for _ in range(args.rounds))
+        raw_first = statistics.median(raw_first_audio() for _ in range(args.rounds))
+        http_first = statistics.median(http_first_byte() for _ in range(args.rounds))
     print(f"raw_piper_rtf            {raw_rtf:.4f}")
     print(f"stratus_http_rtf         {http_rtf:.4f}")
     print(f"speed_ratio              {raw_rtf / http_rtf:.3f}   (stratus speed / raw speed)")
+    print(f"raw_first_audio_ms       {raw_first * 1000:.0f}")
+    print(f"stratus_first_byte_ms    {http_first * 1000:.0f}   (goal <= 300)")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,36 @@
-"""POST /v1/audio/speech: text in, audio out in the asked format."""
+"""POST /v1/audio/speech: text in, audio out in the asked format, sent sentence by sentence."""
 
 from __future__ import annotations
 
-import numpy as np
+import base64
+import re
+from collections.abc import Iterator
 
 from common.errors import InvalidRequest
-from common.protocol.audio import SpeechRequest
-from common.protocol.base import BinaryResponse
+from common.protocol.audio import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, TokenUsage
+from common.protocol.base import BinaryStream
 from common.store import ModelStore
 from handlers._capabilities import require
-from layers.audio_codec import MEDIA_TYPES, encode
+from layers.audio_codec import MEDIA_TYPES, AudioEncoder
 from layers.speech import SpeechModel
 
+# Speech engines have no text tokenizer of OpenAI's: words and punctuation marks stand in.
+_TEXT_TOKEN = re.compile(r"\w+|[^\w\s]")
+AUDIO_TOKENS_PER_SECOND = 50  # one output token per 20 ms of audio
 
-def create_speech(request: SpeechRequest, store: ModelStore) -> BinaryResponse:
+
+def create_speech(
+    request: SpeechRequest, store: ModelStore
+) -> BinaryStream | Iterator[SpeechAudioDelta | SpeechAudioDone]:
+    if request.stream_format == "sse":
+        return _events(request, store)
+    return BinaryStream(_audio(request, store), MEDIA_TYPES[request.response_format])
+
+
+def _audio(
+    request: SpeechRequest, store: ModelStore, seconds: list[float] | None = None
+) -> Iterator[bytes]:
+    """The encoded bytes ready after each sentence; `seconds` (if given) gets the duration."""
     with store.use(request.model) as loaded:
         model: SpeechModel = require(loaded, "synthesize", request.model, "speak")
         voices = model.voices()
@@ -23,8 +40,34 @@ def create_speech(request: SpeechRequest, store: ModelStore) -> BinaryResponse:
                 f"{', '.join(voices)}.",
                 param="voice",
             )
-        chunks = list(model.synthesize(request.input, request.voice, request.speed))
-        rate = model.sample_rate
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-    audio = encode(samples, rate, request.response_format)
-    return BinaryResponse(audio, MEDIA_TYPES[request.response_format])
+        encoder = AudioEncoder(model.sample_rate, request.response_format)
+        samples = 0
+        piece = model.sample_rate // 2
+        for sentence in model.synthesize(request.input, request.voice, request.speed):
+            samples += len(sentence)
+            # Encoded in half-second pieces, each sent when ready: the first bytes leave after
+            # encoding half a second of audio, not a whole sentence (~30 ms less for mp3).
+            for start in range(0, len(sentence), piece):
+                if data := encoder.add(sentence[start : start + piece]):
+                    yield data
+        if seconds is not None:
+            seconds.append(samples / model.sample_rate)
+    yield encoder.finish()
+
+
+def _events(
+    request: SpeechRequest, store: ModelStore
+) -> Iterator[SpeechAudioDelta | SpeechAudioDone]:
+    seconds: list[float] = []
+    for data in _audio(request, store, seconds):
+        if data:
+            yield SpeechAudioDelta(audio=base64.b64encode(data).decode())
+    input_tokens = len(_TEXT_TOKEN.findall(request.input))
+    output_tokens = round(seconds[0] * AUDIO_TOKENS_PER_SECOND)
+    yield SpeechAudioDone(
+        usage=TokenUsage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=input_tokens + output_tokens,
+        )
+    )

@@ -2,46 +2,85 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from common.protocol.audio import (
     Transcription,
     TranscriptionRequest,
     TranscriptionSegment,
     TranscriptionVerbose,
     TranscriptionWord,
+    TranscriptTextDelta,
+    TranscriptTextDone,
+    TranscriptUsage,
 )
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.store import ModelStore
 from handlers._capabilities import require
-from layers.transcription import Transcript, TranscriptionModel
+from layers.transcription import Transcript, TranscriptionModel, TranscriptStream
+
+Upload = tuple[TranscriptionRequest, bytes]  # the form fields, and the audio file
+Answer = OpenAIResponse | BinaryResponse | Iterator[OpenAIResponse]
 
 
-def create_transcription(
-    upload: tuple[TranscriptionRequest, bytes], store: ModelStore
-) -> OpenAIResponse | BinaryResponse:
+def create_transcription(upload: Upload, store: ModelStore) -> Answer:
     return _run(upload, store, task="transcribe")
 
 
-def create_translation(
-    upload: tuple[TranscriptionRequest, bytes], store: ModelStore
-) -> OpenAIResponse | BinaryResponse:
+def create_translation(upload: Upload, store: ModelStore) -> Answer:
     return _run(upload, store, task="translate")
 
 
-def _run(
-    upload: tuple[TranscriptionRequest, bytes], store: ModelStore, task: str
-) -> OpenAIResponse | BinaryResponse:
+def _run(upload: Upload, store: ModelStore, task: str) -> Answer:
     request, audio = upload
+    if request.stream:
+        return _streamed(request, audio, store, task)
     with store.use(request.model) as loaded:
-        model: TranscriptionModel = require(loaded, "transcribe", request.model, "transcribe")
-        transcript = model.transcribe(
-            audio,
-            task=task,
-            language=request.language if task == "transcribe" else None,
-            prompt=request.prompt,
-            temperature=request.temperature,
-            word_timestamps="word" in request.timestamp_granularities,
-        )
+        transcript = _transcribe(loaded, request, audio, task).collect()
     return shape(transcript, request, task)
+
+
+def _streamed(
+    request: TranscriptionRequest, audio: bytes, store: ModelStore, task: str
+) -> Iterator[OpenAIResponse]:
+    """transcript.text.delta as each segment is decoded, then transcript.text.done."""
+    with store.use(request.model) as loaded:
+        transcript = _transcribe(loaded, request, audio, task)
+        texts: list[str] = []
+        tokens = 0
+        try:
+            for segment in transcript.segments:
+                text = segment.text if texts else segment.text.lstrip()
+                texts.append(text)
+                tokens += len(segment.tokens)
+                yield TranscriptTextDelta(delta=text)
+        finally:
+            transcript.segments.close()  # type: ignore[attr-defined]  # frees the engine
+    # Whisper's encoder sees 50 audio positions a second: its input tokens.
+    audio_tokens = round(transcript.duration * 50)
+    yield TranscriptTextDone(
+        text="".join(texts).strip(),
+        usage=TranscriptUsage(
+            input_tokens=audio_tokens,
+            output_tokens=tokens,
+            total_tokens=audio_tokens + tokens,
+            input_token_details={"audio_tokens": audio_tokens},
+        ),
+    )
+
+
+def _transcribe(
+    loaded: object, request: TranscriptionRequest, audio: bytes, task: str
+) -> TranscriptStream:
+    model: TranscriptionModel = require(loaded, "transcribe", request.model, "transcribe")
+    return model.transcribe(
+        audio,
+        task=task,
+        language=request.language if task == "transcribe" else None,
+        prompt=request.prompt,
+        temperature=request.temperature,
+        word_timestamps="word" in request.timestamp_granularities,
+    )
 
 
 def shape(

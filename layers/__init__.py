@@ -20,6 +20,7 @@ _ENGINES: dict[str, tuple[str, str, str]] = {
     "sentence-transformers": ("layers.sentence_transformers", "load", "embeddings"),
     "piper": ("layers.piper", "load", "audio"),
     "faster-whisper": ("layers.faster_whisper", "load", "audio"),
+    "coqui-tts": ("layers.coqui_tts", "load", "coqui"),
     "diffusers": ("layers.diffusers", "load", "images"),
 }
 # generated://NAME -> (module with VERSION and generate(directory), pip extra it needs)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import InvalidRequest
 from common.registry import ModelConfig
 from layers import EngineOptions
-from layers.transcription import Segment, Transcript, Word
+from layers.transcription import Segment, TranscriptStream, Word
 
 
 def load(config: ModelConfig, path: Path, options: EngineOptions) -> FasterWhisperModel:
@@ -38,7 +39,7 @@ class FasterWhisperModel:
         prompt: str | None,
         temperature: float,
         word_timestamps: bool,
-    ) -> Transcript:
+    ) -> TranscriptStream:
         from faster_whisper.audio import decode_audio
 
         try:
@@ -50,34 +51,38 @@ class FasterWhisperModel:
             ) from None
         if samples.size == 0:
             raise InvalidRequest("The audio file holds no sound.", param="file")
-        with self._lock:
-            segments, info = self._model.transcribe(
-                samples,
-                task=task,
-                language=language,
-                initial_prompt=prompt,
-                temperature=temperature,
-                word_timestamps=word_timestamps,
-                beam_size=5,
-            )
-            segments = list(segments)  # the generator does the work
-        return Transcript(
-            language=info.language,
-            duration=float(info.duration),
-            segments=[
-                Segment(
-                    id=i,
-                    seek=int(s.seek),
-                    start=float(s.start),
-                    end=float(s.end),
-                    text=s.text,
-                    tokens=list(s.tokens),
-                    temperature=float(s.temperature or 0.0),
-                    avg_logprob=float(s.avg_logprob),
-                    compression_ratio=float(s.compression_ratio),
-                    no_speech_prob=float(s.no_speech_prob),
-                    words=[Word(w.word, float(w.start), float(w.end)) for w in (s.words or [])],
-                )
-                for i, s in enumerate(segments)
-            ],
+        stream = self._segments(
+            samples,
+            task=task,
+            language=language,
+            initial_prompt=prompt,
+            temperature=temperature,
+            word_timestamps=word_timestamps,
+            beam_size=5,
         )
+        info = next(stream)  # started: from here closing the stream releases the engine
+        return TranscriptStream(info.language, float(info.duration), stream)  # type: ignore[arg-type]
+
+    def _segments(self, samples, **options) -> Iterator:
+        """Yields the transcription's info, then each segment as faster-whisper decodes it."""
+        with self._lock:
+            segments, info = self._model.transcribe(samples, **options)
+            yield info
+            for index, segment in enumerate(segments):
+                yield _segment(index, segment)
+
+
+def _segment(index: int, s) -> Segment:
+    return Segment(
+        id=index,
+        seek=int(s.seek),
+        start=float(s.start),
+        end=float(s.end),
+        text=s.text,
+        tokens=list(s.tokens),
+        temperature=float(s.temperature or 0.0),
+        avg_logprob=float(s.avg_logprob),
+        compression_ratio=float(s.compression_ratio),
+        no_speech_prob=float(s.no_speech_prob),
+        words=[Word(w.word, float(w.start), float(w.end)) for w in (s.words or [])],
+    )

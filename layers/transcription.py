@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +40,21 @@ class Transcript:
         return "".join(s.text for s in self.segments).strip()
 
 
+@dataclass(frozen=True)
+class TranscriptStream:
+    """A transcription under way: what is known at once, and segments as they are decoded.
+
+    `segments` holds the engine until it is exhausted or closed.
+    """
+
+    language: str
+    duration: float
+    segments: Iterator[Segment]
+
+    def collect(self) -> Transcript:
+        return Transcript(self.language, self.duration, list(self.segments))
+
+
 class TranscriptionModel(Protocol):
     name: str
 
@@ -51,6 +67,6 @@ class TranscriptionModel(Protocol):
         prompt: str | None,
         temperature: float,
         word_timestamps: bool,
-    ) -> Transcript:
+    ) -> TranscriptStream:
         """Raises InvalidRequest for audio that cannot be decoded."""
         ...

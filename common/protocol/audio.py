@@ -21,6 +21,7 @@ class TranscriptionRequest(OpenAIRequest):
     response_format: TranscriptionFormat = "json"
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     timestamp_granularities: list[Literal["word", "segment"]] = ["segment"]
+    stream: bool = False  # SSE: transcript.text.delta per segment, then transcript.text.done
 
 
 class Transcription(OpenAIResponse):
@@ -62,3 +63,38 @@ class SpeechRequest(OpenAIRequest):
     instructions: str | None = None
     response_format: SpeechFormat = "mp3"
     speed: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0
+    # "audio": the bytes of `response_format`, sent as each sentence is synthesized;
+    # "sse": the same bytes base64-encoded in speech.audio.delta events.
+    stream_format: Literal["audio", "sse"] = "audio"
+
+
+class TokenUsage(OpenAIResponse):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class TranscriptTextDelta(OpenAIResponse):
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class TranscriptUsage(TokenUsage):
+    type: Literal["tokens"] = "tokens"
+    input_token_details: dict[str, int] | None = None
+
+
+class TranscriptTextDone(OpenAIResponse):
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: TranscriptUsage | None = None
+
+
+class SpeechAudioDelta(OpenAIResponse):
+    type: Literal["speech.audio.delta"] = "speech.audio.delta"
+    audio: str  # base64 of the next bytes of the response_format's audio
+
+
+class SpeechAudioDone(OpenAIResponse):
+    type: Literal["speech.audio.done"] = "speech.audio.done"
+    usage: TokenUsage

