@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import json
 import logging
 import re
 import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +78,11 @@ class Gateway:
         self.image_urls = image_urls
         self.auth = ApiKeyAuth(settings.api_keys)
         self.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
+        # Inference runs on threads of its own, as many as may infer at once: the same thread
+        # for every request when there is one slot, so a torch engine keeps one OpenMP team.
+        self.inference_threads = ThreadPoolExecutor(
+            settings.max_concurrency, thread_name_prefix="inference"
+        )
         self.max_body = settings.max_body_bytes
 
     async def health(self, request: Request) -> Response:
@@ -126,7 +134,11 @@ class Gateway:
     ) -> OpenAIResponse | EventStreamResponse:
         await self.gate.acquire()
         try:
-            result, first = await run_in_threadpool(start, operation.handle, parsed, self.store)
+            run = functools.partial(start, operation.handle, parsed, self.store)
+            context = contextvars.copy_context()  # the request's timings go along
+            result, first = await asyncio.get_running_loop().run_in_executor(
+                self.inference_threads, context.run, run
+            )
             if first is None:
                 self.gate.release()
                 return result
