@@ -147,3 +147,14 @@ def test_a_bad_voice_in_a_stream_is_still_a_400(http):
     response = speak(http, voice="bob", stream_format="sse")
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "voice"
+
+
+def test_a_client_that_leaves_stops_synthesis(http, wait_idle):
+    long_text = " ".join(f"This is sentence {n} of a long text." for n in range(60))  # ~2.5 min
+    body = {"model": "tts-1", "input": long_text, "voice": "alloy", "response_format": "pcm"}
+    with http.stream("POST", "/v1/audio/speech", json=body) as response:
+        assert response.status_code == 200
+        next(response.iter_raw())
+        assert http.get("/health").json()["active"] == 1
+    # Synthesizing all of it takes ~6 s; a stopped stream frees the slot within a sentence.
+    assert wait_idle(timeout=2.0) < 2.0
