@@ -12,8 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.image_urls import S3ImageUrls
+from common.settings import Settings
 from common.sources import local_path
-from tests.processes import stratus_serve
+from tests.platforms import Platforms
+from tests.processes import free_port, running, runpod_local_api, stratus_serve
 from tests.s3_server import MotoServer, TcpProxy
 
 API_KEYS = ("test-key", "second-key")
@@ -190,3 +193,29 @@ def wait_idle(http: httpx.Client):
         raise AssertionError(f"the server stayed busy for {timeout}s: {health}")
 
     return wait
+
+
+@pytest.fixture(scope="session")
+def platforms(server: LiveServer, s3: S3World, tmp_path_factory) -> Iterator[Platforms]:
+    """Every platform of the matrix (tests/platforms.py), over the session's registry."""
+    env = {
+        **os.environ,
+        **s3.env,
+        "STRATUS_MODELS": str(server.registry),
+        "STRATUS_LOG_LEVEL": "warning",
+        "STRATUS_CACHE_DIR": str(tmp_path_factory.mktemp("runpod-cache")),
+        "STRATUS_IMAGE_BUCKET": f"{IMAGE_BUCKET}/runpod",
+    }
+    port = free_port()
+    command = runpod_local_api(port)
+    settings = Settings(
+        api_key=",".join(API_KEYS),
+        models=server.registry,
+        cache_dir=tmp_path_factory.mktemp("lambda-cache"),
+    )
+    s3_client = s3.client(direct=False)
+    image_urls = S3ImageUrls(lambda: s3_client, IMAGE_BUCKET, "in-process/", ttl=600)
+    with running(command, f"http://127.0.0.1:{port}/docs", env):
+        platforms = Platforms(server, settings, f"http://127.0.0.1:{port}", image_urls, API_KEYS[0])
+        yield platforms
+        platforms.runpod_loop.close()
