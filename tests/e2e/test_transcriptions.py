@@ -37,24 +37,31 @@ def fox_mp3(http) -> bytes:
     return http.post("/v1/audio/speech", json=body).content
 
 
-def webm(wav: bytes) -> bytes:
-    """The same speech re-encoded as WebM/Opus (what browsers record)."""
+def reencode(wav: bytes, container: str, codec: str, rate: int) -> bytes:
+    """The same speech in another container and codec (what browsers and phones record)."""
     out = io.BytesIO()
-    with av.open(io.BytesIO(wav)) as source, av.open(out, "w", format="webm") as target:
-        stream = target.add_stream("libopus", rate=48000, layout="mono")
+    with av.open(io.BytesIO(wav)) as source, av.open(out, "w", format=container) as target:
+        stream = target.add_stream(codec, rate=rate, layout="mono")
         resampler = av.AudioResampler(
             format=stream.codec_context.format.name,
             layout="mono",
-            rate=48000,
-            frame_size=stream.codec_context.frame_size,
+            rate=rate,
+            frame_size=stream.codec_context.frame_size or None,
         )
         for frame in source.decode(audio=0):
             for resampled in resampler.resample(frame):
                 for packet in stream.encode(resampled):
                     target.mux(packet)
+        for resampled in resampler.resample(None):
+            for packet in stream.encode(resampled):
+                target.mux(packet)
         for packet in stream.encode(None):
             target.mux(packet)
     return out.getvalue()
+
+
+def webm(wav: bytes) -> bytes:
+    return reencode(wav, "webm", "libopus", 48000)
 
 
 def test_round_trip_recovers_the_words(client, fox_mp3):
@@ -69,6 +76,22 @@ def test_webm_upload_and_language(client, http):
         model="whisper-1", file=("fox.webm", webm(wav)), language="en"
     )
     assert word_error_rate(SENTENCE, result.text) < 0.2, result.text
+
+
+@pytest.mark.parametrize(
+    ("name", "container", "codec", "rate"),
+    [
+        ("fox.m4a", "mp4", "aac", 22050),
+        ("fox.ogg", "ogg", "libopus", 48000),
+        ("fox.flac", "flac", "flac", 8000),  # small: the test server takes 64 KiB
+        ("fox.wav", "wav", "pcm_s16le", 8000),
+    ],
+)
+def test_every_upload_format(client, http, name, container, codec, rate):
+    body = {"model": "tts-1", "input": SENTENCE, "voice": "alloy", "response_format": "wav"}
+    audio = reencode(http.post("/v1/audio/speech", json=body).content, container, codec, rate)
+    result = client.audio.transcriptions.create(model="whisper-1", file=(name, audio))
+    assert word_error_rate(SENTENCE, result.text) < 0.2, (name, result.text)
 
 
 def test_text_srt_and_vtt(client, fox_mp3):
