@@ -114,3 +114,15 @@ def test_audio_in_runpod_jobs_as_base64_or_url(platforms, http, tmp_path):
             assert answer.status == status and answer.body["error"]["param"] == "file"
     finally:
         files.shutdown()
+
+
+@pytest.mark.parametrize("platform", ["runpod", "runpod-api"])
+def test_streamed_transcription_through_runpod(platforms, http, platform):
+    speech = {"model": "tts-1", "input": "Hello there.", "voice": "alloy", "response_format": "mp3"}
+    audio = base64.b64encode(http.post("/v1/audio/speech", json=speech).content).decode()
+    body = {"model": "whisper-1", "file": audio, "stream": True}
+    answer = platforms.call(platform, "POST", "/v1/audio/transcriptions", body)
+    assert answer.status == 200 and answer.events[-1] == "[DONE]", answer
+    *deltas, done = answer.events[:-1]
+    assert deltas and {e["type"] for e in deltas} == {"transcript.text.delta"}
+    assert done["type"] == "transcript.text.done" and "hello" in done["text"].lower()
