@@ -6,6 +6,8 @@ import base64
 import re
 from collections.abc import Iterator
 
+import numpy as np
+
 from common.errors import InvalidRequest
 from common.protocol.audio import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, TokenUsage
 from common.protocol.base import BinaryStream
@@ -50,6 +52,11 @@ def _audio(
             for start in range(0, len(sentence), piece):
                 if data := encoder.add(sentence[start : start + piece]):
                     yield data
+        if not samples:
+            # Nothing speakable (only punctuation, say): a moment of silence is still a file
+            # every player opens, where zero bytes of mp3 are not.
+            samples = model.sample_rate // 10
+            yield encoder.add(np.zeros(samples, dtype=np.int16))
         if seconds is not None:
             seconds.append(samples / model.sample_rate)
     yield encoder.finish()

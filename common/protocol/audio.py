@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from common.protocol.base import OpenAIRequest, OpenAIResponse
 
 TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class TranscriptionRequest(OpenAIRequest):
@@ -63,9 +65,19 @@ class SpeechRequest(OpenAIRequest):
     instructions: str | None = None
     response_format: SpeechFormat = "mp3"
     speed: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0
+
     # "audio": the bytes of `response_format`, sent as each sentence is synthesized;
     # "sse": the same bytes base64-encoded in speech.audio.delta events.
     stream_format: Literal["audio", "sse"] = "audio"
+
+    @field_validator("input")
+    @classmethod
+    def _speakable(cls, value: str) -> str:
+        # Control characters (a NUL, say) crash phonemizers and are never spoken: spaces.
+        value = _CONTROL.sub(" ", value)
+        if not value.strip():
+            raise ValueError("the input has nothing to speak")
+        return value
 
 
 class TokenUsage(OpenAIResponse):

@@ -75,6 +75,7 @@ def test_the_sdk_gets_mp3_by_default(client):
         ({"voice": "bob"}, "voice"),
         ({"input": "x" * 4097}, "input"),
         ({"input": ""}, "input"),
+        ({"input": " \t\n "}, "input"),
         ({"speed": 5}, "speed"),
         ({"response_format": "ogg"}, "response_format"),
         ({"stream_format": "chunks"}, "stream_format"),
@@ -158,3 +159,10 @@ def test_a_client_that_leaves_stops_synthesis(http, wait_idle):
         assert http.get("/health").json()["active"] == 1
     # Synthesizing all of it takes ~6 s; a stopped stream frees the slot within a sentence.
     assert wait_idle(timeout=2.0) < 2.0
+
+
+@pytest.mark.parametrize("text", ["...", "\u0000Hello\u0001 there\u007f", "🙂 !"])
+def test_odd_inputs_still_give_a_playable_file(http, text):
+    response = speak(http, input=text)
+    assert response.status_code == 200, response.text
+    assert 0.05 <= duration(response.content) < 3.0
