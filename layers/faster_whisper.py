@@ -54,7 +54,7 @@ class FasterWhisperModel:
         stream = self._segments(
             samples,
             task=task,
-            language=language,
+            language=whisper_language(language),
             initial_prompt=prompt,
             temperature=temperature,
             word_timestamps=word_timestamps,
@@ -70,6 +70,24 @@ class FasterWhisperModel:
             yield info
             for index, segment in enumerate(segments):
                 yield _segment(index, segment)
+
+
+def whisper_language(code: str | None) -> str | None:
+    """An ISO-639-1 code Whisper knows, lower-cased; an unknown one is the client's error
+    (a multilingual model would fail on it; an English-only one would quietly ignore it)."""
+    if not code or not code.strip():
+        return None
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    code = code.strip().lower()
+    if code not in _LANGUAGE_CODES:
+        raise InvalidRequest(
+            f"Invalid value for 'language': '{code}' is not a language Whisper knows; give an "
+            "ISO-639-1 code such as en, de, fr or ja.",
+            param="language",
+            code="invalid_value",
+        )
+    return code
 
 
 def _segment(index: int, s) -> Segment:

@@ -216,3 +216,14 @@ def test_the_reference_transcription_example(server, fox_mp3, tmp_path):
     ]  # fmt: skip
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert word_error_rate(SENTENCE, json.loads(result.stdout)["text"]) < 0.2
+
+
+def test_language_codes_are_checked(http, fox_mp3):
+    def transcribe(language: str):
+        files = {"file": ("fox.mp3", fox_mp3)}
+        fields = {"model": "whisper-1", "language": language}
+        return http.post("/v1/audio/transcriptions", files=files, data=fields)
+
+    unknown = transcribe("xx")
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "language"
+    assert transcribe("EN").status_code == 200  # any case, as clients send it
