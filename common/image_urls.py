@@ -78,20 +78,24 @@ class ServedImages:
         return None
 
     def publish(self, pngs: Sequence[bytes], base_url: str | None) -> list[str]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.sweep()
         base = self.public_url or (base_url or "").rstrip("/")
-        urls = []
-        for png in pngs:
-            name = _new_name()
-            partial = self.directory / f".{name}.{os.getpid()}.partial"
-            try:
-                partial.write_bytes(png)
-                os.rename(partial, self.directory / name)  # whole, or not there at all
-            finally:
-                partial.unlink(missing_ok=True)
-            urls.append(f"{base}{ROUTE}/{name}")
-        return urls
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.sweep()
+            return [f"{base}{ROUTE}/{self._store(png)}" for png in pngs]
+        except OSError as exc:  # a full or read-only disk: the server's trouble, said clearly
+            log.error("storing images in %s failed: %s", self.directory, exc)
+            raise ImageStorageUnavailable() from None
+
+    def _store(self, png: bytes) -> str:
+        name = _new_name()
+        partial = self.directory / f".{name}.{os.getpid()}.partial"
+        try:
+            partial.write_bytes(png)
+            os.rename(partial, self.directory / name)  # whole, or not there at all
+        finally:
+            partial.unlink(missing_ok=True)
+        return name
 
     def path(self, name: str) -> Path | None:
         """The file to serve for /generated-images/<name>, if it is there and not expired."""

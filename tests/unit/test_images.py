@@ -7,7 +7,13 @@ import time
 import pytest
 
 from common.errors import EngineUnavailable, InvalidRequest
-from common.image_urls import NAME, NoImageUrls, S3ImageUrls, ServedImages
+from common.image_urls import (
+    NAME,
+    ImageStorageUnavailable,
+    NoImageUrls,
+    S3ImageUrls,
+    ServedImages,
+)
 from common.protocol import parse_request
 from common.protocol.images import ImageGenerationRequest
 from common.registry import ModelConfig
@@ -167,3 +173,11 @@ def test_png_files_decode_to_the_same_pixels(shape):
         assert np.array_equal(np.asarray(image), rgb)
     with pytest.raises(ValueError):
         encode_png(rgb.astype(np.float32))
+
+
+def test_an_unwritable_image_directory_is_a_clear_503(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    served = ServedImages(tmp_path / "file" / "images", ttl=60)  # a path under a file
+    with pytest.raises(ImageStorageUnavailable) as caught:
+        served.publish([b"png"], "http://host")
+    assert caught.value.status == 503 and caught.value.code == "image_storage_unavailable"
