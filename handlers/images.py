@@ -8,7 +8,7 @@ import time
 
 from common.errors import InvalidRequest
 from common.image_urls import ImageUrls
-from common.protocol.images import Image, ImageGenerationRequest, ImagesResponse
+from common.protocol.images import Image, ImageGenerationRequest, ImagesResponse, parse_size
 from common.store import ModelStore
 from handlers._capabilities import require
 from layers.images import Drawing, ImageModel, SizeLimits
@@ -53,8 +53,7 @@ def image_size(size: str | None, limits: SizeLimits) -> tuple[int, int]:
     side a multiple of the model's step (8) within its limits, or a 400 that names them."""
     if size in (None, "auto"):
         return limits.default
-    width, _, height = size.partition("x")
-    w, h = int(width), int(height)
+    w, h = parse_size(size) or (0, 0)  # the request's validator let only that shape through
     if not all(
         limits.smallest <= side <= limits.largest and side % limits.multiple == 0 for side in (w, h)
     ):

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import EngineUnavailable
+from common.protocol.images import parse_size
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.images import Drawing, SizeLimits
@@ -120,13 +121,6 @@ def _png_level(config: ModelConfig) -> int:
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
         raise _bad(config, "png_compress_level", "a whole number from 0 to 9")
     return level
-
-
-def parse_size(text: str) -> tuple[int, int] | None:
-    width, _, height = text.partition("x")
-    if not (width.isdigit() and height.isdigit()):
-        return None
-    return int(width), int(height)
 
 
 def _bad(config: ModelConfig, name: str, what: str) -> EngineUnavailable:

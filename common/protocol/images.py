@@ -12,6 +12,14 @@ MAX_PROMPT_CHARACTERS = 1000  # OpenAI's limit for dall-e-2
 MAX_STEPS = 500  # a model's own limit (registry max_steps, 150 by default) is checked later
 
 
+def parse_size(text: str) -> tuple[int, int] | None:
+    """(width, height) of "WIDTHxHEIGHT", or None if it is not that shape."""
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit() and len(text) <= 16):
+        return None
+    return int(width), int(height)
+
+
 class ImageGenerationRequest(OpenAIRequest):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARACTERS)
     model: str | None = None  # OpenAI's examples omit it: dall-e-2, as OpenAI does
@@ -30,12 +38,9 @@ class ImageGenerationRequest(OpenAIRequest):
     @field_validator("size")
     @classmethod
     def _size_shape(cls, value: str | None) -> str | None:
-        if value in (None, "auto"):
+        if value in (None, "auto") or parse_size(value) is not None:
             return value
-        width, _, height = value.partition("x")
-        if not (width.isdigit() and height.isdigit() and len(value) <= 16):
-            raise ValueError("size must be WIDTHxHEIGHT, e.g. 256x256, or auto")
-        return value
+        raise ValueError("size must be WIDTHxHEIGHT, e.g. 256x256, or auto")
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
