@@ -6,6 +6,7 @@ runs it: body and query in, an OpenAI response object or an iterator of chunks o
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from handlers.images import create_images
 from handlers.models import list_models, retrieve_model
 from handlers.speech import create_speech
 from handlers.transcriptions import create_transcription, create_translation
+
+log = logging.getLogger("stratus.requests")
 
 Whole = OpenAIResponse | BinaryResponse  # answered at once
 Result = Whole | BinaryStream | Iterator[OpenAIResponse]  # or a stream of bytes or of chunks
@@ -164,6 +167,9 @@ def start(
     Every error a request can cause comes before a stream's first chunk, so an adapter can
     still answer it with its status rather than as an event in the stream.
     """
+    user = getattr(request, "user", None)
+    if user:  # OpenAI's end-user id: recorded for abuse tracing, nothing else
+        log.info("%s for model %s by user %r", type(request).__name__, request.model, user)
     result = handle(request, store)
     if isinstance(result, Whole):
         return result, None

@@ -15,7 +15,7 @@ from common.errors import InvalidRequest
 from common.protocol.base import Usage
 from handlers._capabilities import require
 from handlers._stop import StopMatcher
-from layers.text import Sampling, TextModel
+from layers.text import Sampling, TextModel, TokenLogprob
 
 _SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
 
@@ -93,8 +93,16 @@ def check_context(
         )
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Generated text, and the tokens it came from when log probabilities were asked for."""
+
+    text: str
+    tokens: tuple[TokenLogprob, ...] = ()
+
+
 class TextGeneration:
-    """One choice being generated: iterate for text pieces; then read finish_reason."""
+    """One choice being generated: iterate for pieces of text; then read finish_reason."""
 
     def __init__(
         self,
@@ -103,6 +111,8 @@ class TextGeneration:
         sampling: Sampling,
         budget: int | None,
         stops: Sequence[str],
+        grammar: str | None = None,
+        logprobs: int | None = None,
     ) -> None:
         self._model = model
         self._prompt = prompt
@@ -110,20 +120,29 @@ class TextGeneration:
         room = model.context_length - len(prompt)
         self._budget = room if budget is None else min(budget, room)
         self._stops = stops
+        self._grammar = grammar
+        self._logprobs = logprobs
         self.finish_reason: str | None = None
         self.completion_tokens = 0
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Piece]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         matcher = StopMatcher(self._stops)
-        tokens = self._model.generate(self._prompt, self._sampling)
+        tokens = self._model.generate(
+            self._prompt, self._sampling, grammar=self._grammar, logprobs=self._logprobs
+        )
+        # Tokens whose text is held back (a possible stop sequence) go out with that text.
+        scored: list[TokenLogprob] = []
         try:
-            finish = "stop"  # the engine ran out: end of sequence
-            for piece in tokens:
+            finish = "stop"  # the engine ran out: end of sequence (or the grammar's end)
+            for token in tokens:
                 self.completion_tokens += 1
-                text, stopped = matcher.feed(decoder.decode(piece))
+                if token.logprob is not None:
+                    scored.append(token.logprob)
+                text, stopped = matcher.feed(decoder.decode(token.piece))
                 if text:
-                    yield text
+                    yield Piece(text, tuple(scored))
+                    scored.clear()
                 if stopped:
                     self.finish_reason = "stop"
                     return
@@ -133,13 +152,13 @@ class TextGeneration:
             text, stopped = matcher.feed(decoder.decode(b"", final=True))
             text += "" if stopped else matcher.flush()
             if text:
-                yield text
+                yield Piece(text, tuple(scored))
             self.finish_reason = "stop" if stopped else finish
         finally:
             tokens.close()  # type: ignore[attr-defined]
 
     def text(self) -> str:
-        return "".join(self)
+        return "".join(piece.text for piece in self)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from common.errors import InvalidRequest
 from common.protocol.base import new_id
 from common.protocol.chat import (
     ChatChoice,
@@ -13,24 +12,29 @@ from common.protocol.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatMessage,
     ChoiceDelta,
+    ChoiceLogprobs,
+    FunctionCall,
+    FunctionCallDelta,
     ResponseMessage,
+    ToolCall,
+    ToolCallDelta,
 )
 from common.store import ModelStore
+from handlers._chat_plan import ChatPlan, chat_plan
 from handlers._generation import (
+    Piece,
     TextGeneration,
     UsageCounter,
     check_context,
     check_logit_bias,
-    collect,
     sampling_for,
     text_model,
     token_budget,
 )
-from layers.text import ChatTurn, TextModel
-
-_ROLE_ALIASES = {"developer": "system", "function": "tool"}
+from handlers._logprobs import chat_logprobs
+from handlers._stop import StopMatcher
+from layers import tool_calls
 
 
 def create_chat_completion(
@@ -42,33 +46,13 @@ def create_chat_completion(
     return _collect(stream)
 
 
-def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
-    """Messages as plain text turns; a part a text model cannot read is a 400."""
-    turns = []
-    for i, message in enumerate(messages):
-        content = message.content
-        if isinstance(content, list):
-            texts = []
-            for j, part in enumerate(content):
-                if part.type not in ("text", "input_text"):
-                    raise InvalidRequest(
-                        f"This model reads text only; content parts of type '{part.type}' "
-                        "are not supported.",
-                        param=f"messages[{i}].content[{j}].type",
-                    )
-                texts.append(part.text or "")
-            content = "".join(texts)
-        turns.append(ChatTurn(_ROLE_ALIASES.get(message.role, message.role), content or ""))
-    return turns
-
-
 def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCompletionChunk]:
     """Every chat, streamed or not, is this stream of chunks; errors come before the first."""
-    turns = chat_turns(request.messages)
+    plan = chat_plan(request)
     with store.use(request.model) as loaded:
         model = text_model(loaded, request.model)
         config = store.registry.resolve(request.model)
-        prompt = model.tokenize(model.chat_prompt(turns))
+        prompt = model.tokenize(model.chat_prompt(plan.turns, plan.tools))
         budget = token_budget(request.token_budget, config.parameters)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_context(model, len(prompt), budget, prompt_param="messages", budget_param=param)
@@ -79,48 +63,163 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
 
         def chunk(choices: list[ChatChunkChoice], **extra: object) -> ChatCompletionChunk:
             return ChatCompletionChunk(
-                id=chunk_id, created=created, model=request.model, choices=choices, **extra
+                id=chunk_id,
+                created=created,
+                model=request.model,
+                choices=choices,
+                system_fingerprint=model.fingerprint,
+                **extra,
             )
 
+        top = (request.top_logprobs or 0) if request.logprobs else None
         for index in range(request.n):
-            generation = _generation(model, prompt, request, config.parameters, budget, index)
+            sampling = sampling_for(request, config.parameters, choice=index)
+            stops = request.stop_sequences
+            generation = TextGeneration(
+                model,
+                prompt,
+                sampling,
+                budget,
+                () if plan.mode != "none" else stops,
+                grammar=plan.grammar,
+                logprobs=top,
+            )
             yield chunk(
                 [ChatChunkChoice(index=index, delta=ChoiceDelta(role="assistant", content=""))]
             )
-            for text in generation:
-                yield chunk([ChatChunkChoice(index=index, delta=ChoiceDelta(content=text))])
+            answer = _Answer(plan, stops) if plan.mode != "none" else None
+            for piece in generation:
+                deltas = (
+                    answer.deltas(piece) if answer else [(ChoiceDelta(content=piece.text), piece)]
+                )
+                for delta, scored in deltas:
+                    logprobs = chat_logprobs(scored.tokens) if top is not None else None
+                    yield chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
+                if answer and answer.stopped:
+                    break
+            if answer:
+                for delta, _ in answer.finish():
+                    yield chunk([ChatChunkChoice(index=index, delta=delta)])
             usage.completion_tokens += generation.completion_tokens
-            finish = ChatChunkChoice(
-                index=index, delta=ChoiceDelta(), finish_reason=generation.finish_reason
-            )
+            reason = generation.finish_reason or "stop"
+            if answer and answer.calls and reason != "length":
+                reason = "function_call" if plan.legacy_functions else "tool_calls"
+            finish = ChatChunkChoice(index=index, delta=ChoiceDelta(), finish_reason=reason)
             yield chunk([finish])
         if request.include_usage or not request.stream:
             yield chunk([], usage=usage.usage())
 
 
-def _generation(
-    model: TextModel,
-    prompt: list[int],
-    request: ChatCompletionRequest,
-    defaults: dict,
-    budget: int | None,
-    index: int,
-) -> TextGeneration:
-    sampling = sampling_for(request, defaults, choice=index)
-    return TextGeneration(model, prompt, sampling, budget, request.stop_sequences)
+class _Answer:
+    """Generated text split into content and tool calls, as OpenAI's deltas: a call's first
+    delta carries its index, id, type and name; the ones after it only argument text."""
+
+    def __init__(self, plan: ChatPlan, stops: list[str]) -> None:
+        self._parser = tool_calls.ToolCallParser()
+        self._legacy = plan.legacy_functions
+        self._stops = StopMatcher(stops)  # they end text answers; calls end by the grammar
+        self.stopped = False
+        self.calls = 0
+
+    def deltas(self, piece: Piece) -> list[tuple[ChoiceDelta, Piece]]:
+        return self._deltas(self._parser.feed(piece.text), piece)
+
+    def finish(self) -> list[tuple[ChoiceDelta, Piece]]:
+        out = self._deltas(self._parser.finish(), Piece(""))
+        if not self.stopped and (held := self._stops.flush()):
+            out.append((ChoiceDelta(content=held), Piece(held)))
+        return out
+
+    def _deltas(self, events, piece: Piece) -> list[tuple[ChoiceDelta, Piece]]:
+        out: list[tuple[ChoiceDelta, Piece]] = []
+        for event in events:
+            if self.stopped:
+                break
+            if isinstance(event, tool_calls.Text):
+                text, self.stopped = self._stops.feed(event.text)
+                if text:
+                    out.append((ChoiceDelta(content=text), piece))
+            elif isinstance(event, tool_calls.CallStarted):
+                self.calls += 1
+                out.append((self._call_delta(event.index, event.name), Piece("")))
+            else:
+                out.append((self._arguments_delta(event.index, event.text), Piece("")))
+        return out
+
+    def _call_delta(self, index: int, name: str) -> ChoiceDelta:
+        function = FunctionCallDelta(name=name, arguments="")
+        if self._legacy:
+            return ChoiceDelta(function_call=function)
+        call_id = new_id("call").replace("-", "_")
+        return ChoiceDelta(
+            tool_calls=[ToolCallDelta(index=index, id=call_id, type="function", function=function)]
+        )
+
+    def _arguments_delta(self, index: int, text: str) -> ChoiceDelta:
+        function = FunctionCallDelta(arguments=text)
+        if self._legacy:
+            return ChoiceDelta(function_call=function)
+        return ChoiceDelta(tool_calls=[ToolCallDelta(index=index, function=function)])
 
 
 def _collect(chunks: Iterator[ChatCompletionChunk]) -> ChatCompletion:
-    whole = collect(chunks, lambda choice: choice.delta.content)
-    choices = [
-        ChatChoice(
-            index=i,
-            message=ResponseMessage(content=text),
-            finish_reason=whole.finish_reasons[i],
-        )
-        for i, text in whole.texts.items()
-    ]
-    last = whole.last
+    """The stream gathered back into one response: content joined, calls assembled."""
+    messages: dict[int, _Message] = {}
+    last = None
+    for last in chunks:
+        for choice in last.choices:
+            messages.setdefault(choice.index, _Message()).add(choice)
+    assert last is not None and last.usage is not None
     return ChatCompletion(
-        id=last.id, created=last.created, model=last.model, choices=choices, usage=last.usage
+        id=last.id,
+        created=last.created,
+        model=last.model,
+        choices=[m.choice(i) for i, m in sorted(messages.items())],
+        usage=last.usage,
+        system_fingerprint=last.system_fingerprint,
     )
+
+
+class _Message:
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.calls: dict[int, ToolCall] = {}
+        self.function_call: FunctionCall | None = None
+        self.logprobs: ChoiceLogprobs | None = None
+        self.finish_reason = "stop"
+
+    def add(self, choice: ChatChunkChoice) -> None:
+        delta = choice.delta
+        if delta.content:
+            self.content.append(delta.content)
+        for call in delta.tool_calls or []:
+            if call.id is not None:
+                self.calls[call.index] = ToolCall(
+                    id=call.id, function=FunctionCall(name=call.function.name or "", arguments="")
+                )
+            else:
+                self.calls[call.index].function.arguments += call.function.arguments or ""
+        if delta.function_call is not None:
+            if self.function_call is None:
+                self.function_call = FunctionCall(name=delta.function_call.name or "", arguments="")
+            else:
+                self.function_call.arguments += delta.function_call.arguments or ""
+        if choice.logprobs is not None:
+            if self.logprobs is None:
+                self.logprobs = ChoiceLogprobs(content=[])
+            assert self.logprobs.content is not None
+            self.logprobs.content.extend(choice.logprobs.content or [])
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+
+    def choice(self, index: int) -> ChatChoice:
+        called = bool(self.calls) or self.function_call is not None
+        content = "".join(self.content)
+        message = ResponseMessage(
+            content=content if content or not called else None,
+            tool_calls=[self.calls[i] for i in sorted(self.calls)] or None,
+            function_call=self.function_call,
+        )
+        return ChatChoice(
+            index=index, message=message, logprobs=self.logprobs, finish_reason=self.finish_reason
+        )

@@ -1,34 +1,57 @@
-"""POST /v1/completions: one choice per prompt, times n; `echo` repeats the prompt."""
+"""POST /v1/completions: one choice per prompt, times n; `echo` repeats the prompt, `suffix`
+fills in the middle, `best_of` keeps the most likely of several, `logprobs` scores tokens."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from common.errors import InvalidRequest
 from common.protocol.base import new_id
-from common.protocol.completions import Completion, CompletionChoice, CompletionRequest
+from common.protocol.completions import (
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
 from common.store import ModelStore
 from handlers._generation import (
     TextGeneration,
     UsageCounter,
     check_context,
     check_logit_bias,
-    collect,
     sampling_for,
     text_model,
     token_budget,
 )
+from handlers._logprobs import CompletionLogprobsBuilder
 from layers.text import TextModel
 
 
 def create_completion(
     request: CompletionRequest, store: ModelStore
 ) -> Completion | Iterator[Completion]:
+    check_request(request)
     stream = _complete(request, store)
     if request.stream:
         return stream
-    return _collect(stream)
+    return _collect(stream, request)
+
+
+def check_request(request: CompletionRequest) -> None:
+    best_of = request.best_of
+    if best_of is not None and best_of < request.n:
+        raise InvalidRequest(
+            f"best_of ({best_of}) must be at least n ({request.n}).", param="best_of"
+        )
+    if best_of is not None and best_of > request.n and request.stream:
+        raise InvalidRequest(
+            "best_of cannot be streamed: the best completions are known only at the end.",
+            param="best_of",
+        )
+    if request.suffix is not None and request.echo:
+        raise InvalidRequest("echo cannot be combined with suffix.", param="suffix")
 
 
 def prompt_tokens(model: TextModel, prompt: str | list[int], param: str) -> list[int]:
@@ -43,8 +66,24 @@ def prompt_tokens(model: TextModel, prompt: str | list[int], param: str) -> list
     return list(prompt)
 
 
+def _infill_tokens(model: TextModel, prompt: str | list[int], suffix: str, param: str) -> list[int]:
+    prefix = prompt if isinstance(prompt, str) else model.detokenize(prompt)
+    tokens = model.infill_prompt(prefix, suffix)
+    if tokens is None:
+        raise InvalidRequest(
+            f"The model '{model.name}' has no fill-in-the-middle tokens, so it cannot complete "
+            "text before a suffix.",
+            param="suffix",
+        )
+    return tokens
+
+
 def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Completion]:
-    """Every completion, streamed or not, is this stream of chunks; errors come before the first."""
+    """Every completion, streamed or not, is this stream of chunks; errors come before the first.
+
+    With best_of, each prompt's best_of candidates come out as choices numbered past the
+    others; _collect keeps the n best.
+    """
     with store.use(request.model) as loaded:
         model = text_model(loaded, request.model)
         config = store.registry.resolve(request.model)
@@ -54,43 +93,139 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
         batch = []
         for p, prompt in enumerate(prompts):
             param = "prompt" if len(prompts) == 1 else f"prompt[{p}]"
-            tokens = prompt_tokens(model, prompt, param)
+            if request.suffix is not None:
+                tokens = _infill_tokens(model, prompt, request.suffix, param)
+            else:
+                tokens = prompt_tokens(model, prompt, param)
             check_context(model, len(tokens), budget, prompt_param=param)
             batch.append((prompt, tokens))
 
         chunk_id, created = new_id("cmpl"), int(time.time())
         usage = UsageCounter(prompt_tokens=sum(len(tokens) for _, tokens in batch))
+        tries = request.best_of or request.n
+        # best_of ranks candidates by their tokens' log probabilities: score them even when
+        # the client did not ask to see them.
+        scoring = (
+            request.logprobs if request.logprobs is not None else (0 if tries > request.n else None)
+        )
 
-        def chunk(index: int, text: str, finish_reason: str | None = None) -> Completion:
-            choice = CompletionChoice(text=text, index=index, finish_reason=finish_reason)
-            return Completion(id=chunk_id, created=created, model=request.model, choices=[choice])
+        def chunk(
+            index: int,
+            text: str,
+            logprobs: CompletionLogprobs | None = None,
+            finish: str | None = None,
+        ) -> Completion:
+            choice = CompletionChoice(
+                text=text, index=index, logprobs=logprobs, finish_reason=finish
+            )
+            return Completion(
+                id=chunk_id,
+                created=created,
+                model=request.model,
+                choices=[choice],
+                system_fingerprint=model.fingerprint,
+            )
 
         for p, (prompt, tokens) in enumerate(batch):
-            for i in range(request.n):
-                index = p * request.n + i
+            for i in range(tries):
+                index = p * tries + i
                 sampling = sampling_for(request, config.parameters, choice=i)
-                generation = TextGeneration(model, tokens, sampling, budget, request.stop_sequences)
+                generation = TextGeneration(
+                    model, tokens, sampling, budget, request.stop_sequences, logprobs=scoring
+                )
+                scores = CompletionLogprobsBuilder()
                 if request.echo:
-                    yield chunk(
-                        index, prompt if isinstance(prompt, str) else model.detokenize(tokens)
-                    )
-                for text in generation:
-                    yield chunk(index, text)
+                    text = prompt if isinstance(prompt, str) else model.detokenize(tokens)
+                    yield chunk(index, text, _echo_logprobs(model, tokens, request, scores))
+                for piece in generation:
+                    logprobs = None
+                    if scoring is not None:
+                        logprobs = scores.add(piece.tokens, [t.piece for t in piece.tokens])
+                    yield chunk(index, piece.text, logprobs)
                 usage.completion_tokens += generation.completion_tokens
-                yield chunk(index, "", generation.finish_reason)
+                yield chunk(index, "", None, generation.finish_reason)
         if request.include_usage or not request.stream:
             yield Completion(
-                id=chunk_id, created=created, model=request.model, choices=[], usage=usage.usage()
+                id=chunk_id,
+                created=created,
+                model=request.model,
+                choices=[],
+                usage=usage.usage(),
+                system_fingerprint=model.fingerprint,
             )
 
 
-def _collect(chunks: Iterator[Completion]) -> Completion:
-    whole = collect(chunks, lambda choice: choice.text)
-    choices = [
-        CompletionChoice(text=text, index=i, finish_reason=whole.finish_reasons[i])
-        for i, text in whole.texts.items()
-    ]
-    last = whole.last
+def _echo_logprobs(
+    model: TextModel,
+    tokens: list[int],
+    request: CompletionRequest,
+    scores: CompletionLogprobsBuilder,
+) -> CompletionLogprobs | None:
+    if request.logprobs is None:
+        return None
+    scored = model.prompt_logprobs(tokens, request.logprobs)
+    first = model.detokenize(tokens[:1]).encode()
+    pieces = [first] + [s.piece for s in scored[1:] if s is not None]
+    return scores.add(scored, pieces)
+
+
+@dataclass
+class _Choice:
+    text: str = ""
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None = None
+
+
+def _collect(chunks: Iterator[Completion], request: CompletionRequest) -> Completion:
+    choices: dict[int, _Choice] = {}
+    last = None
+    for last in chunks:
+        for c in last.choices:
+            choice = choices.setdefault(c.index, _Choice())
+            choice.text += c.text
+            if c.logprobs is not None:
+                choice.logprobs = _joined(choice.logprobs, c.logprobs)
+            choice.finish_reason = c.finish_reason or choice.finish_reason
+    assert last is not None and last.usage is not None
+    tries = request.best_of or request.n
+    kept = []
+    for p in range(len(request.prompts)):
+        candidates = [choices[p * tries + i] for i in range(tries)]
+        if tries > request.n:
+            candidates.sort(key=_mean_logprob, reverse=True)
+        kept.extend(candidates[: request.n])
     return Completion(
-        id=last.id, created=last.created, model=last.model, choices=choices, usage=last.usage
+        id=last.id,
+        created=last.created,
+        model=last.model,
+        choices=[
+            CompletionChoice(
+                text=c.text,
+                index=i,
+                logprobs=c.logprobs if request.logprobs is not None else None,
+                finish_reason=c.finish_reason,
+            )
+            for i, c in enumerate(kept)
+        ],
+        usage=last.usage,
+        system_fingerprint=last.system_fingerprint,
     )
+
+
+def _joined(a: CompletionLogprobs | None, b: CompletionLogprobs) -> CompletionLogprobs:
+    if a is None:
+        return b
+    return CompletionLogprobs(
+        tokens=a.tokens + b.tokens,
+        token_logprobs=a.token_logprobs + b.token_logprobs,
+        top_logprobs=a.top_logprobs + b.top_logprobs,
+        text_offset=a.text_offset + b.text_offset,
+    )
+
+
+def _mean_logprob(choice: _Choice) -> float:
+    """OpenAI's best_of criterion: the highest log probability per generated token."""
+    values = [
+        v for v in (choice.logprobs.token_logprobs if choice.logprobs else []) if v is not None
+    ]
+    return sum(values) / len(values) if values else float("-inf")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from common.errors import EngineUnavailable, InvalidRequest
 from common.registry import ModelConfig
-from layers import EngineOptions
+from layers import EngineOptions, tool_calls
+from layers.logprobs import TokenLogprobs
 from layers.prefix_cache import Block, prompt_blocks, reusable_blocks
-from layers.text import ChatTurn, Sampling
+from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
 ENGINE_PARAMETERS = (
@@ -44,6 +46,25 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
     return kwargs
 
 
+def fingerprint(path: Path, kwargs: Mapping[str, Any], engine_version: str) -> str:
+    """OpenAI's `system_fingerprint`: the same for two requests only when the engine, its
+    version, the model file and the settings that shape its numbers are the same.
+
+    The file is identified by its size and a hash of its first and last MiB (the GGUF header,
+    metadata and the tail of the tensors): hashing a multi-GB file at every cold start would
+    cost seconds.
+    """
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        digest.update(file.read(1 << 20))
+        file.seek(max(size - (1 << 20), 0))
+        digest.update(file.read(1 << 20))
+    shaping = {k: kwargs[k] for k in sorted(kwargs) if k not in ("verbose", "n_threads_batch")}
+    digest.update(f"llama-cpp-python {engine_version} {size} {shaping}".encode())
+    return "fp_" + digest.hexdigest()[:12]
+
+
 def load(config: ModelConfig, path: Path, options: EngineOptions) -> Any:
     if config.parameters.get("embedding"):
         from layers.llama_cpp_embeddings import LlamaCppEmbeddingModel
@@ -72,25 +93,30 @@ def gguf_file(config: ModelConfig, path: Path) -> Path:
 class LlamaCppTextModel:
     def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
         import llama_cpp
+        import numpy as np
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.name = config.name
         self._llama_cpp = llama_cpp
-        self._llm = llama_cpp.Llama(
-            model_path=str(path), **llama_kwargs(config.parameters, options)
-        )
+        self._np = np
+        kwargs = llama_kwargs(config.parameters, options)
+        self._llm = llama_cpp.Llama(model_path=str(path), **kwargs)
         self.context_length: int = self._llm.n_ctx()
         self.vocab_size: int = self._llm.n_vocab()
+        self.fingerprint = fingerprint(path, kwargs, llama_cpp.__version__)
         self._vocab = self._llm._model.vocab
         self._add_bos: bool = self._llm._model.add_bos_token()
         self._pieces: dict[int, bytes] = {}
         self._cached_tokens: list[int] = []
         self._cached_blocks: list[Block] = []
+        self._grammar_tokenizer: Any = None  # llguidance's view of the vocabulary, on first use
         # llama.cpp contexts are not thread-safe: one generation at a time per model.
         self._lock = threading.Lock()
 
         template = config.templates.get("chat") or self._llm.metadata.get("tokenizer.chat_template")
         self._formatter = None
+        # A template that reads `tools` describes them itself (Qwen, Hermes, Llama 3.1...).
+        self._template_takes_tools = bool(template) and "tools" in template
         if template:
             self._formatter = Jinja2ChatFormatter(
                 template=template,
@@ -102,14 +128,23 @@ class LlamaCppTextModel:
         with self._lock:  # never under a running generation
             self._llm.close()
 
-    def chat_prompt(self, turns: Sequence[ChatTurn]) -> str:
-        messages = [{"role": t.role, "content": t.content} for t in turns]
+    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
+        if tools and self._template_takes_tools:
+            messages = [_template_message(t) for t in turns]
+            return self._render(messages, [tool.openai() for tool in tools])
+        if tools or any(t.tool_calls or t.role == "tool" for t in turns):
+            turns = tool_calls.as_plain_turns(turns)
+        if tools:
+            turns = _with_system_text(turns, tool_calls.system_prompt(tools, required=False))
+        return self._render([{"role": t.role, "content": t.content} for t in turns], None)
+
+    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
         if self._formatter is None:
             # No chat template in the file: a plain transcript the model can continue.
             lines = [f"{m['role']}: {m['content']}" for m in messages]
             return "\n".join(lines) + "\nassistant:"
         try:
-            prompt = self._formatter(messages=messages).prompt
+            prompt = self._formatter(messages=messages, tools=tools).prompt
         except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
             raise InvalidRequest(
                 f"The messages do not fit this model's chat template: {exc}", param="messages"
@@ -126,21 +161,88 @@ class LlamaCppTextModel:
         pieces = b"".join(self._piece(t) for t in tokens if t != self._llm.token_bos())
         return pieces.decode(errors="replace")
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling) -> Iterator[bytes]:
+    def infill_prompt(self, prefix: str, suffix: str) -> list[int] | None:
+        lib, vocab = self._llama_cpp, self._vocab
+        pre, suf, mid = (
+            lib.llama_vocab_fim_pre(vocab),
+            lib.llama_vocab_fim_suf(vocab),
+            lib.llama_vocab_fim_mid(vocab),
+        )
+        if min(pre, suf, mid) < 0:
+            return None
+        bos = [self._llm.token_bos()] if self._add_bos else []
+        text = self._llm.tokenize
+        return (
+            bos
+            + [pre]
+            + text(prefix.encode(), add_bos=False, special=False)
+            + [suf]
+            + text(suffix.encode(), add_bos=False, special=False)
+            + [mid]
+        )
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        sampling: Sampling,
+        grammar: str | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GeneratedToken]:
         with self._lock:
+            mask = self._token_mask(grammar) if grammar else None
             self._evaluate_prompt(prompt)
             sampler = self._sampler(sampling)
             is_eog = self._llama_cpp.llama_vocab_is_eog
+            scorer = TokenLogprobs(self._piece) if logprobs is not None else None
             try:
                 while self._llm.n_tokens < self.context_length:
+                    logits = self._logits() if mask or scorer else None
+                    if mask:
+                        mask.apply(logits)
                     token = sampler.sample(self._llm._ctx, -1)  # samples and accepts
+                    if mask and not mask.accept(token):
+                        return  # nothing the grammar allows could be sampled (logit_bias)
                     if not is_eog(self._vocab, token):
-                        yield self._piece(token)
-                    elif not sampling.ignore_eos:
+                        scored = scorer.score(logits, token, logprobs) if scorer else None
+                        yield GeneratedToken(self._piece(token), scored)
+                    elif not sampling.ignore_eos or mask:
+                        return
+                    if mask and mask.complete:
                         return
                     self._llm.eval([token])
             finally:
                 sampler.close()
+
+    def prompt_logprobs(self, prompt: Sequence[int], top: int) -> list[TokenLogprob | None]:
+        scorer = TokenLogprobs(self._piece)
+        scored: list[TokenLogprob | None] = [None]
+
+        def score(position: int, logits: Any) -> None:
+            if position + 1 < len(prompt):
+                scored.append(scorer.score(logits, prompt[position + 1], top))
+
+        with self._lock:
+            self._evaluate_prompt(prompt, on_logits=score)
+        return scored
+
+    def _logits(self) -> Any:
+        """The last position's logits, as a writable numpy view of llama.cpp's own buffer."""
+        pointer = self._llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        return self._np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
+
+    def _token_mask(self, grammar: str) -> Any:
+        from layers.structured import TokenMask
+
+        if self._grammar_tokenizer is None:
+            from llguidance.llamacpp import lltokenizer_from_vocab
+
+            ends = [
+                t
+                for t in range(self.vocab_size)
+                if self._llama_cpp.llama_vocab_is_eog(self._vocab, t)
+            ]
+            self._grammar_tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=ends)
+        return TokenMask(self._grammar_tokenizer, grammar, self.vocab_size)
 
     def _sampler(self, sampling: Sampling) -> Any:
         """A llama.cpp sampler chain: logit bias, penalties, then greedy or top-k/p/min-p."""
@@ -170,10 +272,20 @@ class LlamaCppTextModel:
         sampler.add_dist(seed)
         return sampler
 
-    def _evaluate_prompt(self, prompt: Sequence[int]) -> None:
-        """Evaluate the prompt in its fixed blocks, reusing those already in the KV cache."""
+    def _evaluate_prompt(
+        self,
+        prompt: Sequence[int],
+        on_logits: Callable[[int, Any], None] | None = None,
+    ) -> None:
+        """Evaluate the prompt in its fixed blocks, reusing those already in the KV cache.
+
+        `on_logits(position, logits)` sees every position's logits as it is evaluated (the
+        prompt's log probabilities), so no block is reused then, and none are kept.
+        """
         blocks = prompt_blocks(len(prompt))
-        reused = reusable_blocks(self._cached_tokens, self._cached_blocks, prompt)
+        reused = (
+            0 if on_logits else reusable_blocks(self._cached_tokens, self._cached_blocks, prompt)
+        )
         keep = blocks[reused - 1][1] if reused else 0
         if not self._llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             keep, reused = 0, 0
@@ -182,8 +294,28 @@ class LlamaCppTextModel:
         # Until the evaluation succeeds, nothing beyond `keep` may be trusted.
         self._cached_tokens, self._cached_blocks = list(prompt[:keep]), blocks[:reused]
         for start, end in blocks[reused:]:
-            self._llm.eval(prompt[start:end])
+            if on_logits:
+                self._eval_scoring(prompt[start:end], on_logits)
+            else:
+                self._llm.eval(prompt[start:end])
         self._cached_tokens, self._cached_blocks = list(prompt), blocks
+
+    def _eval_scoring(self, tokens: Sequence[int], on_logits: Callable[[int, Any], None]) -> None:
+        """Llama.eval, with logits for every position, each handed on before the next batch
+        overwrites them (llama-cpp-python's logits_all would keep n_ctx x n_vocab floats)."""
+        llm = self._llm
+        for i in range(0, len(tokens), llm.n_batch):
+            batch = tokens[i : i + llm.n_batch]
+            n_past = llm.n_tokens
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past : n_past + len(batch)] = batch
+            llm.n_tokens += len(batch)
+            for j in range(len(batch)):
+                pointer = self._llama_cpp.llama_get_logits_ith(llm._ctx.ctx, j)
+                on_logits(
+                    n_past + j, self._np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
+                )
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
@@ -204,3 +336,43 @@ class LlamaCppTextModel:
             self._vocab, token, buffer, _PIECE_BUFFER, 0, True
         )
         return bytes(buffer[: max(size, 0)]).decode(errors="replace")
+
+
+def _template_message(turn: ChatTurn) -> dict[str, Any]:
+    """A turn as the message dict Jinja chat templates with tool support read (Hugging Face's
+    convention: a call's arguments as an object, a tool result with its call's id and name)."""
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": _json_or_text(call.arguments)},
+            }
+            for call in turn.tool_calls
+        ]
+    if turn.tool_call_id is not None:
+        message["tool_call_id"] = turn.tool_call_id
+    if turn.name is not None:
+        message["name"] = turn.name
+    return message
+
+
+def _json_or_text(arguments: str) -> Any:
+    import json
+
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def _with_system_text(turns: Sequence[ChatTurn], text: str) -> list[ChatTurn]:
+    """The conversation with `text` at the end of its system message (a new one if none)."""
+    if turns and turns[0].role == "system":
+        first = turns[0]
+        return [
+            ChatTurn("system", f"{first.content}\n\n{text}" if first.content else text),
+            *turns[1:],
+        ]
+    return [ChatTurn("system", text), *turns]

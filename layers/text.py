@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -22,18 +22,62 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A call an assistant made earlier in the conversation."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as the client sent it back
+
+
+@dataclass(frozen=True)
 class ChatTurn:
-    role: str
+    role: str  # system, user, assistant or tool
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str | None = None  # the call a tool turn answers
+    name: str | None = None  # the function a tool turn answers
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, its parameters' JSON schema."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def openai(self) -> dict[str, Any]:
+        """The tool as OpenAI's API (and chat templates that take `tools`) write it."""
+        function: dict[str, Any] = {"name": self.name}
+        if self.description:
+            function["description"] = self.description
+        function["parameters"] = dict(self.parameters)
+        return {"type": "function", "function": function}
+
+
+class TokenLogprob(NamedTuple):
+    """A token's bytes and log probability, with the most likely alternatives at its step."""
+
+    piece: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+class GeneratedToken(NamedTuple):
+    piece: bytes
+    logprob: TokenLogprob | None = None  # only when asked for
 
 
 class TextModel(Protocol):
     name: str
     context_length: int
     vocab_size: int
+    fingerprint: str  # changes whenever the same request could give a different answer
 
-    def chat_prompt(self, turns: Sequence[ChatTurn]) -> str:
-        """The conversation rendered with the model's chat template, ready to generate."""
+    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
+        """The conversation rendered with the model's chat template, ready to generate; the
+        tools, when there are any, described the way the template or layers/tool_calls asks."""
         ...
 
     def tokenize(self, text: str) -> list[int]:
@@ -42,9 +86,29 @@ class TextModel(Protocol):
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling) -> Iterator[bytes]:
-        """Bytes of each generated token, until end of sequence or the caller stops iterating.
+    def infill_prompt(self, prefix: str, suffix: str) -> list[int] | None:
+        """A fill-in-the-middle prompt (the text between prefix and suffix), or None when the
+        model has no fill-in-the-middle tokens."""
+        ...
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        sampling: Sampling,
+        grammar: str | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GeneratedToken]:
+        """Each generated token, until end of sequence or the caller stops iterating.
+
+        `grammar` (layers/structured) constrains every token; the generation ends when it is
+        complete. `logprobs`: None, or how many alternatives to report with each token's own
+        log probability (0 for none).
 
         Bytes, not text: a multi-byte character may span tokens; the caller decodes.
         """
+        ...
+
+    def prompt_logprobs(self, prompt: Sequence[int], top: int) -> list[TokenLogprob | None]:
+        """Each prompt token's log probability given the tokens before it (None for the
+        first, which has nothing before it)."""
         ...

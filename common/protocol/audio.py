@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer
 
 from common.protocol.base import OpenAIRequest, OpenAIResponse
 
@@ -56,6 +56,13 @@ class TranscriptionVerbose(OpenAIResponse):
     text: str
     segments: list[TranscriptionSegment] | None = None
     words: list[TranscriptionWord] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: Any) -> dict[str, Any]:
+        # OpenAI's spec types both as arrays: absent when not asked for, never null.
+        return {
+            k: v for k, v in handler(self).items() if not (k in ("segments", "words") and v is None)
+        }
 
 
 class SpeechRequest(OpenAIRequest):

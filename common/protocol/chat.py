@@ -16,6 +16,8 @@ from common.protocol.base import (
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+# OpenAI's rule for function names; it also keeps them literal inside a grammar and JSON.
+FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
 
 class ContentPart(OpenAIRequest):
@@ -31,12 +33,26 @@ class ContentPart(OpenAIRequest):
         return self
 
 
+class FunctionCallArguments(OpenAIRequest):
+    name: str
+    arguments: str
+
+
+class MessageToolCall(OpenAIRequest):
+    """A call an assistant message made, as the client sends the conversation back."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallArguments
+
+
 class ChatMessage(OpenAIRequest):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[MessageToolCall] | None = None
     tool_call_id: str | None = None
+    function_call: FunctionCallArguments | None = None  # legacy: an assistant's one call
 
     @field_validator("content", mode="before")
     @classmethod
@@ -46,16 +62,65 @@ class ChatMessage(OpenAIRequest):
         return value
 
 
+class FunctionDefinition(OpenAIRequest):
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(OpenAIRequest):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(OpenAIRequest):
+    name: str
+
+
+class NamedToolChoice(OpenAIRequest):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(OpenAIRequest):
+    name: FunctionName
+    description: str | None = None
+    # `schema` would shadow pydantic's BaseModel.schema.
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(OpenAIRequest):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("a response_format of type 'json_schema' needs 'json_schema'")
+        return self
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: TokenBudget | None = None
     max_completion_tokens: TokenBudget | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # The deprecated forms of tools and tool_choice.
+    functions: list[FunctionDefinition] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs set to true")
+        return self
 
     @property
     def token_budget(self) -> int | None:
@@ -63,16 +128,52 @@ class ChatCompletionRequest(SamplingFields):
         return self.max_completion_tokens or self.max_tokens
 
 
+def _without(handler: Any, value: Any, *names: str) -> dict[str, Any]:
+    return {k: v for k, v in handler(value).items() if not (k in names and v is None)}
+
+
+class FunctionCall(OpenAIResponse):
+    name: str
+    arguments: str
+
+
+class ToolCall(OpenAIResponse):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ResponseMessage(OpenAIResponse):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None  # legacy `functions` requests
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_calls(self, handler: Any) -> dict[str, Any]:
+        return _without(handler, self, "tool_calls", "function_call")
+
+
+class TopLogprob(OpenAIResponse):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(OpenAIResponse):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
 
 
 class ChatChoice(OpenAIResponse):
     index: int
     message: ResponseMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason
 
 
@@ -83,23 +184,48 @@ class ChatCompletion(OpenAIResponse):
     model: str
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str
+
+
+class FunctionCallDelta(OpenAIResponse):
+    name: str | None = None
+    arguments: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: Any) -> dict[str, Any]:
+        return _without(handler, self, "name", "arguments")
+
+
+class ToolCallDelta(OpenAIResponse):
+    """A call's first delta has index, id, type and name; the rest only argument text (the SDK
+    concatenates every string it receives, so nothing may repeat)."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: Any) -> dict[str, Any]:
+        return _without(handler, self, "id", "type")
 
 
 class ChoiceDelta(OpenAIResponse):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    function_call: FunctionCallDelta | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: Any) -> dict[str, Any]:
         # A delta carries only what changed: {"role": ...} first, then {"content": ...}, then {}.
-        return {k: v for k, v in handler(self).items() if v is not None}
+        return _without(handler, self, "role", "content", "tool_calls", "function_call")
 
 
 class ChatChunkChoice(OpenAIResponse):
     index: int
     delta: ChoiceDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 
@@ -109,5 +235,5 @@ class ChatCompletionChunk(OpenAIResponse):
     created: int
     model: str
     choices: list[ChatChunkChoice]
-    system_fingerprint: str | None = None
+    system_fingerprint: str
     usage: Usage | None = None

@@ -49,10 +49,19 @@ class CompletionRequest(SamplingFields):
         return list(self.prompt)  # type: ignore[arg-type]
 
 
+class CompletionLogprobs(OpenAIResponse):
+    """Legacy completions' log probabilities: parallel lists, one entry per token."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
 class CompletionChoice(OpenAIResponse):
     text: str
     index: int
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None
 
 
@@ -64,7 +73,7 @@ class Completion(OpenAIResponse):
     created: int
     model: str
     choices: list[CompletionChoice]
-    system_fingerprint: str | None = None
+    system_fingerprint: str
     usage: Usage | None = None
 
 

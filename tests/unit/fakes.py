@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common.registry import ModelConfig, RegisteredModel, Registry
 from common.store import ModelStore
-from layers.text import ChatTurn, Sampling
+from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
 
 
 class FakeTextModel:
@@ -15,15 +15,18 @@ class FakeTextModel:
 
     name = "fake"
     vocab_size = 256
+    fingerprint = "fp_fake"
 
     def __init__(self, pieces: Sequence[bytes], context_length: int = 64) -> None:
         self.pieces = list(pieces)
         self.context_length = context_length
         self.samplings: list[Sampling] = []
+        self.grammars: list[str | None] = []
         self.closed = 0
 
-    def chat_prompt(self, turns: Sequence[ChatTurn]) -> str:
-        return "".join(f"<{t.role}>{t.content}" for t in turns) + "<assistant>"
+    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
+        described = "".join(f"<tool>{t.name}" for t in tools)
+        return described + "".join(f"<{t.role}>{t.content}" for t in turns) + "<assistant>"
 
     def tokenize(self, text: str) -> list[int]:
         return list(text.encode())
@@ -31,12 +34,32 @@ class FakeTextModel:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return bytes(tokens).decode(errors="replace")
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling) -> Iterator[bytes]:
+    def infill_prompt(self, prefix: str, suffix: str) -> list[int] | None:
+        return None
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        sampling: Sampling,
+        grammar: str | None = None,
+        logprobs: int | None = None,
+    ) -> Iterator[GeneratedToken]:
+        """Replays `pieces`; with logprobs each token has log probability -1 and one
+        alternative (its next byte value)."""
         self.samplings.append(sampling)
+        self.grammars.append(grammar)
         try:
-            yield from self.pieces
+            for piece in self.pieces:
+                scored = None
+                if logprobs is not None:
+                    top = ((piece, -1.0), (b"?", -2.0))[:logprobs]
+                    scored = TokenLogprob(piece, -1.0, top)
+                yield GeneratedToken(piece, scored)
         finally:
             self.closed += 1
+
+    def prompt_logprobs(self, prompt: Sequence[int], top: int) -> list[TokenLogprob | None]:
+        return [None] + [TokenLogprob(bytes([t]), -0.5) for t in prompt[1:]]
 
 
 def fake_store(model: FakeTextModel, **config: object) -> ModelStore:

@@ -84,7 +84,11 @@ def test_completion_prompt_shapes(prompt, prompts):
 def test_chunk_deltas_carry_only_what_changed():
     def dumped(delta: ChoiceDelta) -> dict:
         chunk = ChatCompletionChunk(
-            id="c", created=1, model="m", choices=[ChatChunkChoice(index=0, delta=delta)]
+            id="c",
+            created=1,
+            model="m",
+            choices=[ChatChunkChoice(index=0, delta=delta)],
+            system_fingerprint="fp_test",
         )
         return json.loads(chunk.to_json())["choices"][0]
 
