@@ -84,22 +84,9 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
                 grammar=plan.grammar,
                 logprobs=top,
             )
-            yield chunk(
-                [ChatChunkChoice(index=index, delta=ChoiceDelta(role="assistant", content=""))]
-            )
             answer = _Answer(plan, stops) if plan.mode != "none" else None
-            for piece in generation:
-                deltas = (
-                    answer.deltas(piece) if answer else [(ChoiceDelta(content=piece.text), piece)]
-                )
-                for delta, scored in deltas:
-                    logprobs = chat_logprobs(scored.tokens) if top is not None else None
-                    yield chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
-                if answer and answer.stopped:
-                    break
-            if answer:
-                for delta, _ in answer.finish():
-                    yield chunk([ChatChunkChoice(index=index, delta=delta)])
+            for delta, logprobs in _deltas(generation, answer, top):
+                yield chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
             usage.completion_tokens += generation.completion_tokens
             reason = generation.finish_reason or "stop"
             if answer and answer.calls and reason != "length":
@@ -108,6 +95,37 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
             yield chunk([finish])
         if request.include_usage or not request.stream:
             yield chunk([], usage=usage.usage())
+
+
+def _deltas(
+    generation: TextGeneration, answer: _Answer | None, top: int | None
+) -> Iterator[tuple[ChoiceDelta, ChoiceLogprobs | None]]:
+    """One choice's deltas. The first carries the role: with content "" at once for a text
+    answer; with tools, together with the first content or call, so that a call's message
+    has no content at all (`null`, as OpenAI's)."""
+    if answer is None:
+        yield ChoiceDelta(role="assistant", content=""), None
+        for piece in generation:
+            yield ChoiceDelta(content=piece.text), _logprobs(piece, top)
+        return
+    first = True
+    for piece in generation:
+        for delta, scored in answer.deltas(piece):
+            if first:
+                delta, first = delta.model_copy(update={"role": "assistant"}), False
+            yield delta, _logprobs(scored, top)
+        if answer.stopped:
+            break
+    for delta, _ in answer.finish():
+        if first:
+            delta, first = delta.model_copy(update={"role": "assistant"}), False
+        yield delta, None
+    if first:
+        yield ChoiceDelta(role="assistant", content=""), None
+
+
+def _logprobs(piece: Piece, top: int | None) -> ChoiceLogprobs | None:
+    return chat_logprobs(piece.tokens) if top is not None else None
 
 
 class _Answer:
