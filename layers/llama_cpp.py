@@ -234,15 +234,36 @@ class LlamaCppTextModel:
         from layers.structured import TokenMask
 
         if self._grammar_tokenizer is None:
-            from llguidance.llamacpp import lltokenizer_from_vocab
-
-            ends = [
-                t
-                for t in range(self.vocab_size)
-                if self._llama_cpp.llama_vocab_is_eog(self._vocab, t)
-            ]
-            self._grammar_tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=ends)
+            self._grammar_tokenizer = self._llguidance_tokenizer()
         return TokenMask(self._grammar_tokenizer, grammar, self.vocab_size)
+
+    def _llguidance_tokenizer(self) -> Any:
+        """llguidance's view of this vocabulary (about a second for 50k tokens: built on the
+        first constrained request, then kept with the model).
+
+        As llguidance.llamacpp builds it, with llama.cpp's current attribute call: control
+        tokens are marked with a leading 0xFF so that text can never spell them.
+        """
+        from llguidance import LLTokenizer
+
+        lib, vocab = self._llama_cpp, self._vocab
+        special = lib.LLAMA_TOKEN_ATTR_CONTROL
+        user = lib.LLAMA_TOKEN_ATTR_USER_DEFINED
+        pieces, ends = [], []
+        for token in range(self.vocab_size):
+            piece = self._token_bytes(token)
+            attributes = lib.llama_vocab_get_attr(vocab, token)
+            if attributes & special or (
+                attributes & user and piece.startswith(b"<") and piece.endswith(b">")
+            ):
+                piece = b"\xff" + piece
+            pieces.append(piece)
+            if lib.llama_vocab_is_eog(vocab, token):
+                ends.append(token)
+        tokenize = ctypes.cast(lib.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+        return LLTokenizer.from_llamacpp(
+            tokens=pieces, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=ends, slices=None
+        )
 
     def _sampler(self, sampling: Sampling) -> Any:
         """A llama.cpp sampler chain: logit bias, penalties, then greedy or top-k/p/min-p."""
@@ -320,22 +341,26 @@ class LlamaCppTextModel:
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
-            buffer = (ctypes.c_char * _PIECE_BUFFER)()
-            size = self._llama_cpp.llama_token_to_piece(
-                self._vocab, token, buffer, _PIECE_BUFFER, 0, False
-            )
-            piece = bytes(buffer[: max(size, 0)])
-            self._pieces[token] = piece
+            piece = self._pieces[token] = self._to_piece(token, special=False)
         return piece
 
     def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        buffer = (ctypes.c_char * _PIECE_BUFFER)()
-        size = self._llama_cpp.llama_token_to_piece(
-            self._vocab, token, buffer, _PIECE_BUFFER, 0, True
-        )
-        return bytes(buffer[: max(size, 0)]).decode(errors="replace")
+        return self._token_bytes(token).decode(errors="replace") if token >= 0 else ""
+
+    def _token_bytes(self, token: int) -> bytes:
+        """A token's text with special tokens spelled out (`<|im_end|>`), unlike _piece."""
+        return self._to_piece(token, special=True)
+
+    def _to_piece(self, token: int, special: bool) -> bytes:
+        size = _PIECE_BUFFER
+        while True:
+            buffer = (ctypes.c_char * size)()
+            written = self._llama_cpp.llama_token_to_piece(
+                self._vocab, token, buffer, size, 0, special
+            )
+            if written >= 0:
+                return bytes(buffer[:written])
+            size = -written  # too small: llama.cpp says how much it needs
 
 
 def _template_message(turn: ChatTurn) -> dict[str, Any]:

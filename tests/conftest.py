@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from common.image_urls import S3ImageUrls
 from common.settings import Settings
@@ -20,6 +21,7 @@ from tests.processes import free_port, running, runpod_local_api, stratus_serve
 from tests.s3_server import MotoServer, TcpProxy
 
 API_KEYS = ("test-key", "second-key")
+TOOLS_TEMPLATE = Path(__file__).parent / "templates" / "hermes_tools.jinja"
 MAX_QUEUE = 2
 MAX_BODY_BYTES = 64 * 1024
 
@@ -138,6 +140,20 @@ def write_user_registry(directory: Path) -> Path:
       The request is: {{instruction}}. The text to rewrite is: {{input}}
 """
     )
+    # The embedded model with a chat template that renders `tools` itself (Hermes style).
+    with registry.open("a") as file:
+        yaml.safe_dump(
+            [
+                {
+                    "name": "tools-template-chat",
+                    "backend": "llama-cpp",
+                    "source": f"file://{smollm2_path()}",
+                    "parameters": {"n_ctx": 1024},
+                    "templates": {"chat": TOOLS_TEMPLATE.read_text()},
+                }
+            ],
+            file,
+        )
     return registry
 
 

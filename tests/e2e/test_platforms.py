@@ -46,6 +46,61 @@ def test_streamed_chat_is_the_same_everywhere(platforms, reference, platform):
     assert len({e["id"] for e in answer.events[:-1]}) == 1
 
 
+TOOLS_CHAT = {
+    **CHAT,
+    "messages": [{"role": "user", "content": "What is the weather in Oslo?"}],
+    "max_tokens": 60,
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 30}},
+                    "required": ["city"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ],
+    "tool_choice": "required",
+    "parallel_tool_calls": False,
+    "logprobs": True,
+}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_tools_and_structured_output_are_the_same_everywhere(platforms, platform):
+    expected = platforms.call("http", "POST", "/v1/chat/completions", TOOLS_CHAT)
+    answer = platforms.call(platform, "POST", "/v1/chat/completions", TOOLS_CHAT)
+    assert answer.status == 200, answer.body
+    [call] = answer.body["choices"][0]["message"]["tool_calls"]
+    [reference] = expected.body["choices"][0]["message"]["tool_calls"]
+    assert call["function"] == reference["function"]
+    assert json.loads(call["function"]["arguments"])["city"]
+    assert answer.body["choices"][0]["finish_reason"] == "tool_calls"
+    assert answer.body["system_fingerprint"] == expected.body["system_fingerprint"]
+
+    streamed = platforms.call(
+        platform, "POST", "/v1/chat/completions", {**TOOLS_CHAT, "stream": True}
+    )
+    deltas = [e["choices"][0]["delta"] for e in streamed.events[:-1] if e["choices"]]
+    calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert calls[0]["function"]["name"] == "get_weather"
+    arguments = "".join(c["function"]["arguments"] for c in calls)
+    assert arguments == reference["function"]["arguments"]
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    body = {
+        **CHAT,
+        "max_tokens": 30,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    }
+    structured = platforms.call(platform, "POST", "/v1/chat/completions", body)
+    assert isinstance(json.loads(structured.body["choices"][0]["message"]["content"])["ok"], bool)
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_completions_are_the_same_everywhere(platforms, platform):
     body = {

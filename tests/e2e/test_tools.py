@@ -300,3 +300,27 @@ def test_tools_stay_out_of_the_way_of_a_plain_httpx_client(server):
             {"role": "tool", "tool_call_id": "c1", "content": "Rain"},
         ], "tools": [WEATHER], "max_tokens": 10}
         assert raw.post("/chat/completions", json=body).status_code == 200
+
+
+def test_a_template_that_takes_tools_renders_them_itself(client):
+    # tools-template-chat: the same model file with a template that reads `tools`.
+    answer = chat(
+        client, model="tools-template-chat", tools=[WEATHER], tool_choice="required",
+        parallel_tool_calls=False,
+    )
+    assert_valid_calls(answer.choices[0].message)
+    default = chat(client, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False)
+    assert answer.usage.prompt_tokens != default.usage.prompt_tokens
+    call = answer.choices[0].message.tool_calls[0]
+    follow = chat(
+        client,
+        model="tools-template-chat",
+        messages=[
+            *ASK,
+            answer.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "Sunny"},
+        ],
+        tools=[WEATHER],
+        max_tokens=30,
+    )
+    assert follow.choices[0].finish_reason in ("stop", "length", "tool_calls")
