@@ -50,8 +50,15 @@ def test_no_logprobs_unless_asked(client):
 
 
 def test_streamed_chunks_carry_their_own_tokens(http):
-    body = {"model": "gpt-4o", "messages": ASK, "logprobs": True, "top_logprobs": 2,
-            "temperature": 0, "max_tokens": 20, "stream": True}
+    body = {
+        "model": "gpt-4o",
+        "messages": ASK,
+        "logprobs": True,
+        "top_logprobs": 2,
+        "temperature": 0,
+        "max_tokens": 20,
+        "stream": True,
+    }
     events = sse(http.post("/v1/chat/completions", json=body).text)[:-1]
     for chunk in events:
         check("CreateChatCompletionStreamResponse", chunk)
@@ -65,8 +72,11 @@ def test_streamed_chunks_carry_their_own_tokens(http):
 
 @pytest.mark.parametrize(
     "fields,param",
-    [({"top_logprobs": 2}, "top_logprobs"), ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-     ({"logprobs": True, "top_logprobs": -1}, "top_logprobs")],
+    [
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": -1}, "top_logprobs"),
+    ],
 )
 def test_bad_logprob_requests_are_400s(http, fields, param):
     body = {"model": "gpt-4o", "messages": ASK, "max_tokens": 2, **fields}
@@ -77,8 +87,11 @@ def test_bad_logprob_requests_are_400s(http, fields, param):
 
 def test_completion_logprobs_are_parallel_lists_with_offsets(client):
     answer = client.completions.create(
-        model="gpt-3.5-turbo-instruct", prompt="The capital of France is", max_tokens=8,
-        temperature=0, logprobs=3,
+        model="gpt-3.5-turbo-instruct",
+        prompt="The capital of France is",
+        max_tokens=8,
+        temperature=0,
+        logprobs=3,
     )
     check("CreateCompletionResponse", answer.model_dump(exclude_unset=True))
     choice = answer.choices[0]
@@ -96,7 +109,11 @@ def test_completion_logprobs_are_parallel_lists_with_offsets(client):
 def test_echo_scores_the_prompt_too(client):
     prompt = "The capital of France is"
     answer = client.completions.create(
-        model="gpt-3.5-turbo-instruct", prompt=prompt, max_tokens=4, temperature=0, logprobs=2,
+        model="gpt-3.5-turbo-instruct",
+        prompt=prompt,
+        max_tokens=4,
+        temperature=0,
+        logprobs=2,
         echo=True,
     )
     choice = answer.choices[0]
@@ -117,8 +134,13 @@ def test_completion_logprobs_over_5_are_400(http):
 
 
 def test_best_of_keeps_the_most_likely(client):
-    body = dict(model="gpt-3.5-turbo-instruct", prompt="Once upon a time", max_tokens=8,
-                temperature=1.0, seed=11)
+    body = dict(
+        model="gpt-3.5-turbo-instruct",
+        prompt="Once upon a time",
+        max_tokens=8,
+        temperature=1.0,
+        seed=11,
+    )
     best = client.completions.create(best_of=4, logprobs=0, **body)
     assert len(best.choices) == 1 and best.choices[0].index == 0
     assert best.usage.completion_tokens > len(best.choices[0].logprobs.tokens)  # 4 were made
@@ -132,8 +154,12 @@ def test_best_of_keeps_the_most_likely(client):
 
 @pytest.mark.parametrize(
     "fields,param",
-    [({"best_of": 1, "n": 2}, "best_of"), ({"best_of": 3, "stream": True}, "best_of"),
-     ({"suffix": " is the capital."}, "suffix"), ({"best_of": 21}, "best_of")],
+    [
+        ({"best_of": 1, "n": 2}, "best_of"),
+        ({"best_of": 3, "stream": True}, "best_of"),
+        ({"suffix": " is the capital."}, "suffix"),
+        ({"best_of": 21}, "best_of"),
+    ],
 )
 def test_completion_fields_that_cannot_be_honoured_are_400s(http, fields, param):
     body = {"model": "gpt-3.5-turbo-instruct", "prompt": "Paris", "max_tokens": 2, **fields}
@@ -143,8 +169,9 @@ def test_completion_fields_that_cannot_be_honoured_are_400s(http, fields, param)
 
 
 def test_system_fingerprint_is_a_stable_string(client, http):
-    chats = [client.chat.completions.create(model="gpt-4o", messages=ASK, max_tokens=2)
-             for _ in range(2)]
+    chats = [
+        client.chat.completions.create(model="gpt-4o", messages=ASK, max_tokens=2) for _ in range(2)
+    ]
     completion = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="a", max_tokens=1)
     prints = {c.system_fingerprint for c in chats} | {completion.system_fingerprint}
     assert len(prints) == 1 and next(iter(prints)).startswith("fp_")

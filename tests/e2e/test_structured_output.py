@@ -33,8 +33,10 @@ PERSON = {
     "$defs": {
         "address": {
             "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}, "zip": {"type": "string",
-                           "pattern": "^[0-9]{5}$"}},
+            "properties": {
+                "city": {"type": "string", "maxLength": 20},
+                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+            },
             "required": ["city", "zip"],
             "additionalProperties": False,
         }
@@ -43,12 +45,18 @@ PERSON = {
 
 
 def schema_format(schema, name="answer", strict=True):
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": strict}}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": schema, "strict": strict},
+    }
 
 
 def test_json_mode_answers_a_json_object(client):
     answer = client.chat.completions.create(
-        model="gpt-4o", messages=ASK, response_format={"type": "json_object"}, max_tokens=200,
+        model="gpt-4o",
+        messages=ASK,
+        response_format={"type": "json_object"},
+        max_tokens=200,
         temperature=0,
     )
     assert answer.choices[0].finish_reason == "stop"
@@ -58,14 +66,24 @@ def test_json_mode_answers_a_json_object(client):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_json_schema_is_followed(http, stream):
-    body = {"model": "gpt-4o", "messages": ASK, "response_format": schema_format(PERSON),
-            "max_tokens": 300, "temperature": 0, "stream": stream}
+    body = {
+        "model": "gpt-4o",
+        "messages": ASK,
+        "response_format": schema_format(PERSON),
+        "max_tokens": 300,
+        "temperature": 0,
+        "stream": stream,
+    }
     response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     if stream:
         events = sse(response.text)[:-1]
-        content = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
-        assert sum(1 for e in events if e["choices"] and e["choices"][0]["delta"].get("content")) > 3
+        content = "".join(
+            e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]
+        )
+        assert (
+            sum(1 for e in events if e["choices"] and e["choices"][0]["delta"].get("content")) > 3
+        )
     else:
         content = response.json()["choices"][0]["message"]["content"]
     jsonschema.validate(json.loads(content), PERSON, format_checker=jsonschema.FormatChecker())
@@ -105,8 +123,10 @@ BAD = [
     (schema_format({"type": "strnig"}), "response_format.json_schema.schema"),
     (schema_format({"$ref": "#/$defs/missing"}), "response_format.json_schema.schema"),
     (schema_format({"type": "array", "uniqueItems": True}), "response_format.json_schema.schema"),
-    ({"type": "json_schema", "json_schema": {"name": "bad name!", "schema": {}}},
-     "response_format.json_schema.name"),
+    (
+        {"type": "json_schema", "json_schema": {"name": "bad name!", "schema": {}}},
+        "response_format.json_schema.name",
+    ),
 ]
 
 
@@ -119,8 +139,11 @@ def test_schemas_that_cannot_be_enforced_are_400s(http, response_format, param):
 
 
 def test_the_refusal_names_the_keyword(http):
-    body = {"model": "gpt-4o", "messages": ASK,
-            "response_format": schema_format({"type": "object", "if": {}, "then": {}})}
+    body = {
+        "model": "gpt-4o",
+        "messages": ASK,
+        "response_format": schema_format({"type": "object", "if": {}, "then": {}}),
+    }
     message = http.post("/v1/chat/completions", json=body).json()["error"]["message"]
     assert '"if"' in message and '"then"' in message
 
@@ -130,33 +153,51 @@ def test_the_refusal_names_the_keyword(http):
 leaves = st.one_of(
     st.just({"type": "boolean"}),
     st.just({"type": "null"}),
-    st.builds(lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span},
-              st.integers(-50, 50), st.integers(0, 100)),
-    st.builds(lambda lo: {"type": "number", "minimum": lo, "maximum": lo + 10},
-              st.integers(-10, 10)),
+    st.builds(
+        lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span},
+        st.integers(-50, 50),
+        st.integers(0, 100),
+    ),
+    st.builds(
+        lambda lo: {"type": "number", "minimum": lo, "maximum": lo + 10}, st.integers(-10, 10)
+    ),
     st.builds(lambda n: {"type": "string", "maxLength": n}, st.integers(0, 12)),
-    st.builds(lambda p: {"type": "string", "pattern": p},
-              st.sampled_from(["^[a-z]{1,5}$", "^[0-9]{3}-[0-9]{2}$", "^(yes|no)$"])),
-    st.builds(lambda values: {"enum": values},
-              st.lists(st.text("abcxyz", min_size=1, max_size=4), min_size=1, max_size=4,
-                       unique=True)),
+    st.builds(
+        lambda p: {"type": "string", "pattern": p},
+        st.sampled_from(["^[a-z]{1,5}$", "^[0-9]{3}-[0-9]{2}$", "^(yes|no)$"]),
+    ),
+    st.builds(
+        lambda values: {"enum": values},
+        st.lists(st.text("abcxyz", min_size=1, max_size=4), min_size=1, max_size=4, unique=True),
+    ),
     st.builds(lambda v: {"const": v}, st.integers(0, 9)),
 )
 
 
 def _object(properties: dict) -> dict:
     names = sorted(properties)
-    return {"type": "object", "properties": properties, "required": names[: len(names) // 2 + 1],
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": names[: len(names) // 2 + 1],
+        "additionalProperties": False,
+    }
 
 
 schemas = st.recursive(
     leaves,
     lambda inner: st.one_of(
-        st.builds(lambda item, n: {"type": "array", "items": item, "maxItems": n}, inner,
-                  st.integers(0, 3)),
-        st.builds(_object, st.dictionaries(st.text("abcdefgh", min_size=1, max_size=5), inner,
-                                           min_size=1, max_size=3)),
+        st.builds(
+            lambda item, n: {"type": "array", "items": item, "maxItems": n},
+            inner,
+            st.integers(0, 3),
+        ),
+        st.builds(
+            _object,
+            st.dictionaries(
+                st.text("abcdefgh", min_size=1, max_size=5), inner, min_size=1, max_size=3
+            ),
+        ),
         st.builds(lambda options: {"anyOf": options}, st.lists(inner, min_size=2, max_size=3)),
     ),
     max_leaves=6,

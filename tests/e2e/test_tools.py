@@ -235,25 +235,64 @@ def test_langchain_bind_tools_and_structured_output(server):
 
 
 BAD = [
-    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
-     "tool_choice"),
+    (
+        {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+        "tool_choice",
+    ),
     ({"tool_choice": "required"}, "tool_choice"),
     ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice"),
     ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
-    ({"tools": [{"type": "function", "function": {"name": "has space"}}]},
-     "tools[0].function.name"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
-     "tools[0].function.parameters"),
-    ({"tools": [TIME, {"type": "function", "function": {"name": "g", "parameters": {
-        "type": "object", "properties": {"a": {"type": "nonsense"}}}}}]},
-     "tools[1].function.parameters"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
-        "type": "object", "if": {"required": ["a"]}, "then": {"required": ["b"]}}}}]},
-     "tools[0].function.parameters"),
+    (
+        {"tools": [{"type": "function", "function": {"name": "has space"}}]},
+        "tools[0].function.name",
+    ),
+    (
+        {
+            "tools": [
+                {"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}
+            ]
+        },
+        "tools[0].function.parameters",
+    ),
+    (
+        {
+            "tools": [
+                TIME,
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "g",
+                        "parameters": {"type": "object", "properties": {"a": {"type": "nonsense"}}},
+                    },
+                },
+            ]
+        },
+        "tools[1].function.parameters",
+    ),
+    (
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {
+                            "type": "object",
+                            "if": {"required": ["a"]},
+                            "then": {"required": ["b"]},
+                        },
+                    },
+                }
+            ]
+        },
+        "tools[0].function.parameters",
+    ),
     ({"tools": [TIME, TIME]}, "tools[1].function.name"),
     ({"tools": [TIME], "functions": [TIME["function"]]}, "functions"),
-    ({"messages": [*ASK, {"role": "tool", "tool_call_id": "call_x", "content": "hi"}]},
-     "messages[1].tool_call_id"),
+    (
+        {"messages": [*ASK, {"role": "tool", "tool_call_id": "call_x", "content": "hi"}]},
+        "messages[1].tool_call_id",
+    ),
     ({"messages": [*ASK, {"role": "tool", "content": "hi"}]}, "messages[1].tool_call_id"),
 ]
 
@@ -269,8 +308,13 @@ def test_bad_tool_requests_are_400s_naming_the_param(http, fields, param):
 
 
 def test_unsupported_schema_keywords_are_named(http):
-    tool = {"type": "function", "function": {"name": "f", "parameters": {
-        "type": "object", "dependentRequired": {"a": ["b"]}}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {"type": "object", "dependentRequired": {"a": ["b"]}},
+        },
+    }
     body = {"model": "gpt-4", "messages": ASK, "tools": [tool]}
     error = http.post("/v1/chat/completions", json=body).json()["error"]
     assert "dependentRequired" in error["message"]
@@ -283,8 +327,14 @@ def test_sdk_raises_bad_request_for_unknown_tool_choice(client):
 
 
 def test_cut_by_max_tokens_inside_a_call_is_length(http):
-    body = {"model": "gpt-4", "messages": ASK, "tools": [WEATHER], "tool_choice": "required",
-            "max_tokens": 6, "temperature": 0}
+    body = {
+        "model": "gpt-4",
+        "messages": ASK,
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "max_tokens": 6,
+        "temperature": 0,
+    }
     response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["finish_reason"] == "length"
@@ -293,19 +343,36 @@ def test_cut_by_max_tokens_inside_a_call_is_length(http):
 def test_tools_stay_out_of_the_way_of_a_plain_httpx_client(server):
     # A tool conversation sent by a client that is not the SDK (plain JSON, arguments as text).
     with httpx.Client(base_url=server.v1, headers=server.headers(), timeout=120) as raw:
-        body = {"model": "gpt-4", "messages": [
-            *ASK,
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-            {"role": "tool", "tool_call_id": "c1", "content": "Rain"},
-        ], "tools": [WEATHER], "max_tokens": 10}
+        body = {
+            "model": "gpt-4",
+            "messages": [
+                *ASK,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "Rain"},
+            ],
+            "tools": [WEATHER],
+            "max_tokens": 10,
+        }
         assert raw.post("/chat/completions", json=body).status_code == 200
 
 
 def test_a_template_that_takes_tools_renders_them_itself(client):
     # tools-template-chat: the same model file with a template that reads `tools`.
     answer = chat(
-        client, model="tools-template-chat", tools=[WEATHER], tool_choice="required",
+        client,
+        model="tools-template-chat",
+        tools=[WEATHER],
+        tool_choice="required",
         parallel_tool_calls=False,
     )
     assert_valid_calls(answer.choices[0].message)

@@ -19,7 +19,8 @@ TIME = ToolSpec("get_time", None, {"type": "object", "properties": {}})
 
 TEXT_THEN_TWO_CALLS = (
     "Let me look.\n"
-    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris {x} \\"y\\""}}\n</tool_call>\n'
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris {x} \\"y\\""}}'
+    "\n</tool_call>\n"
     '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
 )
 
