@@ -15,6 +15,7 @@ be enforced is refused before any model is loaded; the engine turns a grammar in
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,12 +68,15 @@ def check_grammar(grammar: str, param: str) -> None:
 
 
 def _schema_error(message: str) -> str:
-    # llguidance's messages name the schema's keywords and pointers; drop its internal context.
-    first = message.strip().splitlines()[0] if message.strip() else "invalid schema"
-    if first.startswith("Unimplemented keys"):
-        keys = first.split(":", 1)[1].strip()
-        return f"these keywords are not supported: {keys}."
-    return first
+    """llguidance's message without its position and grammar excerpt: what the client wrote
+    that cannot be enforced (keywords, formats, regex features)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    first = re.sub(r"^at \d+\(\d+\): ", "", lines[0] if lines else "invalid schema")
+    first = first.removeprefix("failed to compile JSON schema: ")
+    if first.startswith("Unimplemented keys:"):
+        return f"these keywords are not supported: {first.split(':', 1)[1].strip()}."
+    details = [line.removeprefix("error: ") for line in lines[1:] if line.startswith("error:")]
+    return first.rstrip(":") + (f": {details[0]}" if details else "")
 
 
 class TokenMask:

@@ -6,6 +6,8 @@ import openai
 import pytest
 
 from tests.conftest import smollm2_path
+from tests.openai_spec import check
+from tests.platforms import sse
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,27 @@ def test_completion_shape_and_default_budget(client):
     # OpenAI's default max_tokens for this endpoint is 16.
     assert result.usage.completion_tokens <= 16
     assert result.usage.prompt_tokens == 5
+    check("CreateCompletionResponse", result.model_dump(exclude_unset=True))
+
+
+def test_streamed_completion_chunks_match_openais_spec(http):
+    body = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": 4,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    events = sse(http.post("/v1/completions", json=body).text)
+    assert events[-1] == "[DONE]"
+    for chunk in events[:-1]:
+        # The spec has no chunk schema for this endpoint; OpenAI's own streams send
+        # finish_reason and usage as null until they are known, and so does Stratus.
+        if chunk["usage"] is None:
+            del chunk["usage"]
+        for choice in chunk["choices"]:
+            choice["finish_reason"] = choice["finish_reason"] or "stop"
+        check("CreateCompletionResponse", chunk)
 
 
 def test_prompt_batch_times_n_gives_one_choice_each(client):
@@ -119,6 +142,7 @@ def test_edit_applies_the_instruction(http):
         },
     ).json()
     assert [c["index"] for c in two["choices"]] == [0, 1]
+    check("CreateEditResponse", body, file="openapi-2023-12-22-edits.yaml")
 
 
 def test_edit_uses_the_registry_template(http):

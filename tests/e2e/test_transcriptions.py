@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import API_KEYS, MAX_BODY_BYTES
+from tests.openai_spec import check
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
@@ -148,6 +149,22 @@ def test_verbose_json_with_segments_and_words(client, fox_mp3):
         model="whisper-1", file=("f.mp3", fox_mp3), response_format="verbose_json"
     )
     assert plain.words is None and plain.segments
+
+
+def test_verbose_json_matches_openais_spec(http, fox_mp3):
+    for granularity in ("segment", "word"):
+        response = http.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("f.mp3", fox_mp3)},
+            data={
+                "model": "whisper-1",
+                "response_format": "verbose_json",
+                "timestamp_granularities[]": granularity,
+            },
+        )
+        body = response.json()
+        check("CreateTranscriptionResponseVerboseJson", body)
+        assert ("words" in body) == (granularity == "word")  # absent, never null
 
 
 def test_streamed_transcription_sends_each_segment(client, http):
