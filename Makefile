@@ -22,7 +22,7 @@ COQUI_TORCHAUDIO_VERSION := 2.9.*
 COQUI_TORCHCODEC_VERSION := 0.8.*
 COQUI_STAMP := $(COQUI_VENV)/.stratus-coqui-setup
 
-.PHONY: setup serve test test-coqui lint bench clean
+.PHONY: setup serve test test-coqui lint bench llama-server clean
 
 setup: $(SETUP_STAMP)
 
@@ -85,6 +85,23 @@ bench: setup
 	$(BIN)/python bench/bench_speech.py
 	$(BIN)/python bench/bench_transcription.py
 	$(BIN)/python bench/bench_images.py
+	$(BIN)/python bench/bench_structured.py  # with its peer once `make llama-server` was run
+
+# llama.cpp's own C++ server, the peer of bench/bench_structured.py: built from the llama.cpp
+# vendored in the same llama-cpp-python release, with the same portable flags (~15 min on 2 cores;
+# its web UI is left out: building it would download it).
+LLAMA_SERVER := build/llama-server/bin/llama-server
+llama-server: $(LLAMA_SERVER)
+
+$(LLAMA_SERVER): | $(BIN)/python
+	mkdir -p build/src
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d build/src \
+		llama-cpp-python==$(LLAMA_CPP_VERSION)
+	tar -xzf build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C build/src
+	cmake -S build/src/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp -B build/llama-server \
+		$(LLAMA_CMAKE_ARGS) -DLLAMA_CURL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+		-DCMAKE_BUILD_TYPE=Release
+	cmake --build build/llama-server --target llama-server -j2
 
 clean:
 	rm -rf $(VENV) $(COQUI_VENV) build *.egg-info
