@@ -174,11 +174,16 @@ def main() -> None:
             str(args.llama_server), "-m", str(path), "-c", str(N_CTX), "-t", str(args.threads),
             "-tb", str(args.threads), "--jinja", "-np", "1", "--port", str(port),
         ]  # fmt: skip
+        # A connection per request: llama-server (cpp-httplib) drops kept-alive connections
+        # after a few streamed answers, under the client's next request.
         with (
             running(peer, f"http://127.0.0.1:{port}/health", os.environ),
-            httpx.Client(timeout=600) as client,
+            httpx.Client(timeout=600, headers={"Connection": "close"}) as client,
         ):
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            # llama-server answers /health with 503 until its model is loaded.
+            while httpx.get(f"http://127.0.0.1:{port}/health").status_code != 200:
+                time.sleep(0.05)
             http_run(client, url, request(16, "smollm2", True))
             for _ in range(args.rounds):
                 runs["peer"].append(http_run(client, url, request(args.tokens, "smollm2", True))[0])

@@ -209,7 +209,16 @@ class LlamaCppTextModel:
                         return
                     if mask and mask.complete:
                         return
-                    self._llm.eval([token])
+                    forced = mask.forced() if mask and scorer is None else []
+                    room = self.context_length - self._llm.n_tokens - 1
+                    for next_token in forced[:room]:
+                        # The grammar allows nothing else: no need to ask the model (jump-forward
+                        # decoding); they are evaluated in one batch with the sampled token.
+                        sampler.accept(next_token)
+                        yield GeneratedToken(self._piece(next_token))
+                    self._llm.eval([token, *forced[:room]])
+                    if mask and mask.complete:
+                        return
             finally:
                 sampler.close()
 

@@ -105,6 +105,14 @@ class TokenMask:
         """Advances over a sampled token; False if the grammar did not allow it."""
         return self._matcher.consume_token(token) and not self._matcher.is_error()
 
+    def forced(self) -> list[int]:
+        """The tokens the grammar forces next (a key, a closing bracket...), already accepted;
+        the engine evaluates them in one batch instead of sampling each."""
+        tokens = self._matcher.compute_ff_tokens()
+        if tokens and not self._matcher.consume_tokens(tokens):
+            return []
+        return tokens
+
     @property
     def complete(self) -> bool:
         """Nothing more may follow: the engine should stop here."""
