@@ -18,11 +18,13 @@ The schema forces a long answer (at least 40 items), so every run is cut at --to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -98,7 +100,7 @@ def in_process(path: Path, threads: int, tokens: int, rounds: int) -> dict[str, 
     from common.registry import ModelConfig
     from layers import EngineOptions
     from layers.llama_cpp import LlamaCppTextModel
-    from layers.structured import json_schema_grammar
+    from layers.structured import TokenMask, json_schema_grammar
     from layers.text import ChatTurn, Sampling
 
     config = ModelConfig(
@@ -134,14 +136,58 @@ def in_process(path: Path, threads: int, tokens: int, rounds: int) -> dict[str, 
     def unconstrained():
         return model.generate(prompt, Sampling(temperature=0, ignore_eos=True))
 
-    runs: dict[str, list[float]] = {"mask": [], "gbnf": [], "free": []}
+    def stratus_mask_token_by_token():
+        # The mechanism alone, against GBNF: every token sampled, none jumped forward.
+        forced, TokenMask.forced = TokenMask.forced, lambda self: []
+        try:
+            yield from model.generate(prompt, Sampling(temperature=0), grammar=grammar)
+        finally:
+            TokenMask.forced = forced
+
+    runs: dict[str, list[float]] = {"mask": [], "mask_no_ff": [], "gbnf": [], "free": []}
     timed(stratus_mask)  # builds llguidance's tokenizer once, as a server's first request does
     for _ in range(rounds):
         runs["mask"].append(timed(stratus_mask))
+        runs["mask_no_ff"].append(timed(stratus_mask_token_by_token))
         runs["gbnf"].append(timed(llama_gbnf))
         runs["free"].append(timed(unconstrained))
     model.close()
     return {name: statistics.median(values) for name, values in runs.items()}
+
+
+@contextlib.contextmanager
+def stratus_server(threads: int) -> Iterator[tuple[httpx.Client, str]]:
+    port = free_port()
+    command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
+    env = {"STRATUS_THREADS": str(threads), "STRATUS_LOG_LEVEL": "warning"}
+    with (
+        running(command, f"http://127.0.0.1:{port}/health", {**os.environ, **env}),
+        httpx.Client(timeout=600) as client,
+    ):
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        http_run(client, url, request(16, "gpt-4", True))  # load model and grammar tokenizer
+        yield client, url
+
+
+@contextlib.contextmanager
+def llama_server(binary: Path, path: Path, threads: int) -> Iterator[tuple[httpx.Client, str]]:
+    port = free_port()
+    command = [
+        str(binary), "-m", str(path), "-c", str(N_CTX), "-t", str(threads), "-tb", str(threads),
+        "--jinja", "-np", "1", "--port", str(port),
+    ]  # fmt: skip
+    # A connection per request: llama-server (cpp-httplib) drops kept-alive connections after
+    # a few streamed answers, under the client's next request.
+    with (
+        running(command, f"http://127.0.0.1:{port}/health", os.environ),
+        httpx.Client(timeout=600, headers={"Connection": "close"}) as client,
+    ):
+        # llama-server answers /health with 503 until its model is loaded.
+        while client.get(f"http://127.0.0.1:{port}/health").status_code != 200:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        http_run(client, url, request(16, "smollm2", True))
+        yield client, url
 
 
 def main() -> None:
@@ -154,55 +200,36 @@ def main() -> None:
     path = local_path("smollm2", MODEL_SOURCE)
     report: dict[str, float] = {}
 
-    port = free_port()
-    stratus = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
-    env = {"STRATUS_THREADS": str(args.threads), "STRATUS_LOG_LEVEL": "warning"}
     runs: dict[str, list[float]] = {"json": [], "free": [], "peer": []}
-    with (
-        running(stratus, f"http://127.0.0.1:{port}/health", {**os.environ, **env}),
-        httpx.Client(timeout=600) as client,
-    ):
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        http_run(client, url, request(16, "gpt-4", True))  # load model and grammar tokenizer
-        for _ in range(args.rounds):
+    peer = args.llama_server if args.llama_server.exists() else None
+    if peer is None:
+        print(f"llama-server not found at {args.llama_server} (make llama-server): peer skipped")
+    # The servers take turns, a round each, so that every ratio compares neighbours in time:
+    # this machine's speed drifts by tens of percent over minutes.
+    for _ in range(args.rounds):
+        with stratus_server(args.threads) as (client, url):
             runs["json"].append(http_run(client, url, request(args.tokens, "gpt-4", True))[0])
             runs["free"].append(http_run(client, url, request(args.tokens, "gpt-4", False))[0])
-
-    if args.llama_server.exists():
-        port = free_port()
-        peer = [
-            str(args.llama_server), "-m", str(path), "-c", str(N_CTX), "-t", str(args.threads),
-            "-tb", str(args.threads), "--jinja", "-np", "1", "--port", str(port),
-        ]  # fmt: skip
-        # A connection per request: llama-server (cpp-httplib) drops kept-alive connections
-        # after a few streamed answers, under the client's next request.
-        with (
-            running(peer, f"http://127.0.0.1:{port}/health", os.environ),
-            httpx.Client(timeout=600, headers={"Connection": "close"}) as client,
-        ):
-            url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            # llama-server answers /health with 503 until its model is loaded.
-            while httpx.get(f"http://127.0.0.1:{port}/health").status_code != 200:
-                time.sleep(0.05)
-            http_run(client, url, request(16, "smollm2", True))
-            for _ in range(args.rounds):
+        if peer:
+            with llama_server(peer, path, args.threads) as (client, url):
                 runs["peer"].append(http_run(client, url, request(args.tokens, "smollm2", True))[0])
-    else:
-        print(f"llama-server not found at {args.llama_server} (make llama-server): peer skipped")
+
+    def median_ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
 
     report["stratus_json_tps"] = statistics.median(runs["json"])
     report["stratus_free_tps"] = statistics.median(runs["free"])
-    report["json_vs_free"] = report["stratus_json_tps"] / report["stratus_free_tps"]
+    report["json_vs_free"] = median_ratio("json", "free")
     if runs["peer"]:
         report["llama_server_json_tps"] = statistics.median(runs["peer"])
-        report["stratus_vs_llama_server_json"] = (
-            report["stratus_json_tps"] / report["llama_server_json_tps"]
-        )
+        report["stratus_vs_llama_server_json"] = median_ratio("json", "peer")
     raw = in_process(path, args.threads, args.tokens, args.rounds)
     report["raw_llguidance_mask_tps"] = raw["mask"]
+    report["raw_llguidance_mask_no_jump_forward_tps"] = raw["mask_no_ff"]
     report["raw_llama_gbnf_tps"] = raw["gbnf"]
     report["raw_unconstrained_tps"] = raw["free"]
     report["mask_vs_gbnf"] = raw["mask"] / raw["gbnf"]
+    report["mask_no_jump_forward_vs_gbnf"] = raw["mask_no_ff"] / raw["gbnf"]
     report["stratus_json_vs_raw_mask"] = report["stratus_json_tps"] / raw["mask"]
     for key, value in report.items():
         print(f"{key:32} {value:.3f}")
