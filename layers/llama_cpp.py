@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.errors import EngineUnavailable, InvalidRequest
+from common.errors import EngineUnavailable
 from common.registry import ModelConfig
-from layers import EngineOptions, tool_calls
+from layers import EngineOptions
+from layers.chat_template import ChatTemplate
 from layers.logprobs import TokenLogprobs
 from layers.prefix_cache import Block, prompt_blocks, reusable_blocks
 from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
@@ -94,7 +95,6 @@ class LlamaCppTextModel:
     def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
         import llama_cpp
         import numpy as np
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.name = config.name
         self._llama_cpp = llama_cpp
@@ -113,46 +113,19 @@ class LlamaCppTextModel:
         # llama.cpp contexts are not thread-safe: one generation at a time per model.
         self._lock = threading.Lock()
 
-        template = config.templates.get("chat") or self._llm.metadata.get("tokenizer.chat_template")
-        self._formatter = None
-        # A template that reads `tools` describes them itself (Qwen, Hermes, Llama 3.1...).
-        self._template_takes_tools = bool(template) and "tools" in template
-        if template:
-            self._formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=self._token_text(self._llm.token_eos()),
-                bos_token=self._token_text(self._llm.token_bos()),
-            )
+        self._template = ChatTemplate(
+            config.templates.get("chat") or self._llm.metadata.get("tokenizer.chat_template"),
+            bos_token=self._token_text(self._llm.token_bos()),
+            eos_token=self._token_text(self._llm.token_eos()),
+            add_bos=self._add_bos,
+        )
 
     def close(self) -> None:
         with self._lock:  # never under a running generation
             self._llm.close()
 
     def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
-        if tools and self._template_takes_tools:
-            messages = [_template_message(t) for t in turns]
-            return self._render(messages, [tool.openai() for tool in tools])
-        if tools or any(t.tool_calls or t.role == "tool" for t in turns):
-            turns = tool_calls.as_plain_turns(turns)
-        if tools:
-            turns = _with_system_text(turns, tool_calls.system_prompt(tools, required=False))
-        return self._render([{"role": t.role, "content": t.content} for t in turns], None)
-
-    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
-        if self._formatter is None:
-            # No chat template in the file: a plain transcript the model can continue.
-            lines = [f"{m['role']}: {m['content']}" for m in messages]
-            return "\n".join(lines) + "\nassistant:"
-        try:
-            prompt = self._formatter(messages=messages, tools=tools).prompt
-        except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
-            raise InvalidRequest(
-                f"The messages do not fit this model's chat template: {exc}", param="messages"
-            ) from None
-        bos = self._token_text(self._llm.token_bos())
-        if self._add_bos and bos and prompt.startswith(bos):
-            prompt = prompt[len(bos) :]  # tokenize() adds it; do not send it twice
-        return prompt
+        return self._template.render(turns, tools)
 
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode(), add_bos=self._add_bos, special=True)
@@ -370,43 +343,3 @@ class LlamaCppTextModel:
             if written >= 0:
                 return bytes(buffer[:written])
             size = -written  # too small: llama.cpp says how much it needs
-
-
-def _template_message(turn: ChatTurn) -> dict[str, Any]:
-    """A turn as the message dict Jinja chat templates with tool support read (Hugging Face's
-    convention: a call's arguments as an object, a tool result with its call's id and name)."""
-    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
-    if turn.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": _json_or_text(call.arguments)},
-            }
-            for call in turn.tool_calls
-        ]
-    if turn.tool_call_id is not None:
-        message["tool_call_id"] = turn.tool_call_id
-    if turn.name is not None:
-        message["name"] = turn.name
-    return message
-
-
-def _json_or_text(arguments: str) -> Any:
-    import json
-
-    try:
-        return json.loads(arguments)
-    except ValueError:
-        return arguments
-
-
-def _with_system_text(turns: Sequence[ChatTurn], text: str) -> list[ChatTurn]:
-    """The conversation with `text` at the end of its system message (a new one if none)."""
-    if turns and turns[0].role == "system":
-        first = turns[0]
-        return [
-            ChatTurn("system", f"{first.content}\n\n{text}" if first.content else text),
-            *turns[1:],
-        ]
-    return [ChatTurn("system", text), *turns]

@@ -1,0 +1,90 @@
+"""A model's Jinja chat template: a conversation, with its tools, rendered as a prompt.
+
+A template that reads `tools` (Qwen's, Hermes', Llama 3.1's...) gets them in OpenAI's form and
+earlier calls and results as message fields (Hugging Face's convention); any other template
+gets them as text: layers/tool_calls' system prompt, calls as assistant text, results as user
+turns. No template at all: a plain transcript the model can continue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from common.errors import InvalidRequest
+from layers import tool_calls
+from layers.text import ChatTurn, ToolSpec
+
+
+class ChatTemplate:
+    def __init__(self, template: str | None, bos_token: str, eos_token: str, add_bos: bool):
+        self._formatter = None
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(
+                template=template, eos_token=eos_token, bos_token=bos_token
+            )
+        self.takes_tools = bool(template) and "tools" in template
+        # The tokenizer adds the BOS token itself: a template that writes it would double it.
+        self._strip = bos_token if add_bos else ""
+
+    def render(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
+        if tools and self.takes_tools:
+            messages = [_template_message(t) for t in turns]
+            return self._render(messages, [tool.openai() for tool in tools])
+        if tools or any(t.tool_calls or t.role == "tool" for t in turns):
+            turns = tool_calls.as_plain_turns(turns)
+        if tools:
+            turns = _with_system_text(turns, tool_calls.system_prompt(tools, required=False))
+        return self._render([{"role": t.role, "content": t.content} for t in turns], None)
+
+    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        if self._formatter is None:
+            lines = [f"{m['role']}: {m['content']}" for m in messages]
+            return "\n".join(lines) + "\nassistant:"
+        try:
+            prompt = self._formatter(messages=messages, tools=tools).prompt
+        except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
+            raise InvalidRequest(
+                f"The messages do not fit this model's chat template: {exc}", param="messages"
+            ) from None
+        if self._strip and prompt.startswith(self._strip):
+            prompt = prompt[len(self._strip) :]
+        return prompt
+
+
+def _template_message(turn: ChatTurn) -> dict[str, Any]:
+    """A turn as the message dict templates with tool support read: a call's arguments as an
+    object, a tool result with its call's id and function name."""
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": _json_or_text(call.arguments)},
+            }
+            for call in turn.tool_calls
+        ]
+    if turn.tool_call_id is not None:
+        message["tool_call_id"] = turn.tool_call_id
+    if turn.name is not None:
+        message["name"] = turn.name
+    return message
+
+
+def _json_or_text(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def _with_system_text(turns: Sequence[ChatTurn], text: str) -> list[ChatTurn]:
+    """The conversation with `text` at the end of its system message (a new one if none)."""
+    if turns and turns[0].role == "system":
+        first = turns[0].content
+        return [ChatTurn("system", f"{first}\n\n{text}" if first else text), *turns[1:]]
+    return [ChatTurn("system", text), *turns]

@@ -1,0 +1,56 @@
+"""Chat templates with and without tool support, rendered without a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import InvalidRequest
+from layers.chat_template import ChatTemplate
+from layers.text import ChatTurn, ToolCall, ToolSpec
+
+CHATML = (
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+HERMES = (Path(__file__).parents[1] / "templates" / "hermes_tools.jinja").read_text()
+TOOL = ToolSpec("get_weather", "Weather", {"type": "object", "properties": {}})
+CONVERSATION = [
+    ChatTurn("system", "Be brief."),
+    ChatTurn("user", "Weather?"),
+    ChatTurn("assistant", "", (ToolCall("c1", "get_weather", '{"city": "Oslo"}'),)),
+    ChatTurn("tool", "Rain", tool_call_id="c1", name="get_weather"),
+]
+
+
+def test_a_template_without_tools_gets_them_in_its_system_message():
+    prompt = ChatTemplate(CHATML, "<s>", "</s>", add_bos=True).render(CONVERSATION, [TOOL])
+    assert not prompt.startswith("<s>")  # the tokenizer adds it
+    system = prompt.split("<|im_end|>")[0]
+    assert system.startswith("<|im_start|>system\nBe brief.\n\nYou can call functions.")
+    assert '"name": "get_weather"' in system
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}' in prompt
+    assert "<|im_start|>user\n<tool_response>\nRain\n</tool_response>" in prompt
+    assert prompt.count("<|im_start|>system") == 1
+
+
+def test_a_template_with_tools_renders_them_itself():
+    template = ChatTemplate(HERMES, "", "", add_bos=False)
+    assert template.takes_tools
+    prompt = template.render(CONVERSATION, [TOOL])
+    assert "# Tools (rendered by the template)" in prompt and "You can call functions" not in prompt
+    # Arguments reach the template as an object, as Hugging Face's templates expect.
+    assert '"arguments": {"city": "Oslo"}' in prompt
+
+
+def test_no_template_is_a_transcript():
+    prompt = ChatTemplate(None, "", "", add_bos=False).render([ChatTurn("user", "hi")])
+    assert prompt == "user: hi\nassistant:"
+
+
+def test_a_template_that_refuses_the_messages_is_a_400():
+    strict = "{{ raise_exception('roles must alternate') }}"
+    with pytest.raises(InvalidRequest) as caught:
+        ChatTemplate(strict, "", "", add_bos=False).render([ChatTurn("user", "hi")])
+    assert caught.value.param == "messages" and "alternate" in caught.value.message
