@@ -122,3 +122,12 @@ def test_edit_renders_the_template_and_reshapes_the_chat():
     assert result.object == "edit" and result.choices[0].text == "café ok"
     expected_prompt = len("<system>S<user>DO fix TO txt<assistant>")
     assert result.usage.prompt_tokens == expected_prompt
+
+
+def test_user_is_written_to_the_request_log(caplog):
+    from adapters.operations import start
+
+    request = ChatCompletionRequest(model="gpt-4", messages=HELLO, user="customer-7")
+    with caplog.at_level("INFO", logger="stratus.requests"):
+        start(create_chat_completion, request, fake_store(FakeTextModel(PIECES)))
+    assert "customer-7" in caplog.text
