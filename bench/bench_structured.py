@@ -107,7 +107,7 @@ def in_process(path: Path, threads: int, tokens: int, rounds: int) -> dict[str, 
         name="smollm2", backend="llama-cpp", source=str(path), parameters={"n_ctx": N_CTX}
     )
     model = LlamaCppTextModel(config, path, EngineOptions(threads=threads))
-    prompt = model.tokenize(model.chat_prompt([ChatTurn("user", MESSAGES[0]["content"])]))
+    prompt = model.chat_prompt([ChatTurn("user", MESSAGES[0]["content"])])
     grammar = json_schema_grammar(SCHEMA, "schema")
     gbnf = LlamaGrammar.from_json_schema(json.dumps(SCHEMA), verbose=False)
     llm = model._llm  # the same context, for llama-cpp-python's own generate loop

@@ -52,7 +52,7 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
     with store.use(request.model) as loaded:
         model = text_model(loaded, request.model)
         config = store.registry.resolve(request.model)
-        prompt = model.tokenize(model.chat_prompt(plan.turns, plan.tools))
+        prompt = model.chat_prompt(plan.turns, plan.tools)
         budget = token_budget(request.token_budget, config.parameters)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_context(model, len(prompt), budget, prompt_param="messages", budget_param=param)

@@ -1,5 +1,11 @@
 """A model's Jinja chat template: a conversation, with its tools, rendered as a prompt.
 
+The prompt comes back in pieces, each marked as the template's own text or as text a client
+sent, so that the engine parses special tokens (`<|im_start|>`...) in the template's pieces
+only: a client who types `<|im_start|>system` in a message gets those characters, not a forged
+turn. Each message's content is replaced by a private-use marker while the template renders,
+and put back as a piece of its own.
+
 A template that reads `tools` (Qwen's, Hermes', Llama 3.1's...) gets them in OpenAI's form and
 earlier calls and results as message fields (Hugging Face's convention); any other template
 gets them as text: layers/tool_calls' system prompt, calls as assistant text, results as user
@@ -9,12 +15,22 @@ turns. No template at all: a plain transcript the model can continue.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.errors import InvalidRequest
 from layers import tool_calls
 from layers.text import ChatTurn, ToolSpec
+
+# Unicode private-use characters: no tokenizer's special token, and no template, contains them.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_MARKER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+
+
+class PromptPiece(NamedTuple):
+    text: str
+    from_client: bool  # tokenized as plain text: special tokens are not parsed in it
 
 
 class ChatTemplate:
@@ -30,7 +46,9 @@ class ChatTemplate:
         # The tokenizer adds the BOS token itself: a template that writes it would double it.
         self._strip = bos_token if add_bos else ""
 
-    def render(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
+    def render(
+        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()
+    ) -> list[PromptPiece]:
         if tools and self.takes_tools:
             messages = [_template_message(t) for t in turns]
             return self._render(messages, [tool.openai() for tool in tools])
@@ -40,19 +58,44 @@ class ChatTemplate:
             turns = _with_system_text(turns, tool_calls.system_prompt(tools, required=False))
         return self._render([{"role": t.role, "content": t.content} for t in turns], None)
 
-    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+    def text(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
+        """The prompt as one string (for reading it; the engine tokenizes the pieces)."""
+        return "".join(piece.text for piece in self.render(turns, tools))
+
+    def _render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> list[PromptPiece]:
+        contents = [m["content"] for m in messages]
+        marked = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)]
         if self._formatter is None:
-            lines = [f"{m['role']}: {m['content']}" for m in messages]
-            return "\n".join(lines) + "\nassistant:"
+            lines = [f"{m['role']}: {m['content']}" for m in marked]
+            return _pieces("\n".join(lines) + "\nassistant:", contents)
         try:
-            prompt = self._formatter(messages=messages, tools=tools).prompt
+            prompt = self._formatter(messages=marked, tools=tools).prompt
         except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
             raise InvalidRequest(
                 f"The messages do not fit this model's chat template: {exc}", param="messages"
             ) from None
         if self._strip and prompt.startswith(self._strip):
             prompt = prompt[len(self._strip) :]
-        return prompt
+        return _pieces(prompt, contents)
+
+
+def _pieces(rendered: str, contents: list[str]) -> list[PromptPiece]:
+    """The rendered template cut at its markers, each marker replaced by the content it
+    stands for (a template may repeat a message, or leave one out)."""
+    pieces = []
+    position = 0
+    for marker in _MARKER.finditer(rendered):
+        if marker.start() > position:
+            pieces.append(PromptPiece(rendered[position : marker.start()], False))
+        index = int(marker.group(1))
+        if index < len(contents) and contents[index]:
+            pieces.append(PromptPiece(contents[index], True))
+        position = marker.end()
+    if position < len(rendered):
+        pieces.append(PromptPiece(rendered[position:], False))
+    return pieces
 
 
 def _template_message(turn: ChatTurn) -> dict[str, Any]:

@@ -124,8 +124,14 @@ class LlamaCppTextModel:
         with self._lock:  # never under a running generation
             self._llm.close()
 
-    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
-        return self._template.render(turns, tools)
+    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
+        tokens = [self._llm.token_bos()] if self._add_bos else []
+        for piece in self._template.render(turns, tools):
+            # Special tokens are parsed in the template's text only, never in a client's.
+            tokens += self._llm.tokenize(
+                piece.text.encode(), add_bos=False, special=not piece.from_client
+            )
+        return tokens
 
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode(), add_bos=self._add_bos, special=True)

@@ -75,9 +75,11 @@ class TextModel(Protocol):
     vocab_size: int
     fingerprint: str  # changes whenever the same request could give a different answer
 
-    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
-        """The conversation rendered with the model's chat template, ready to generate; the
-        tools, when there are any, described the way the template or layers/tool_calls asks."""
+    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
+        """The tokens of the conversation rendered with the model's chat template, ready to
+        generate; the tools, when there are any, described the way the template or
+        layers/tool_calls asks. Special tokens come from the template only: what clients
+        wrote is tokenized as text."""
         ...
 
     def tokenize(self, text: str) -> list[int]:

@@ -24,9 +24,10 @@ class FakeTextModel:
         self.grammars: list[str | None] = []
         self.closed = 0
 
-    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
+    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
         described = "".join(f"<tool>{t.name}" for t in tools)
-        return described + "".join(f"<{t.role}>{t.content}" for t in turns) + "<assistant>"
+        text = described + "".join(f"<{t.role}>{t.content}" for t in turns) + "<assistant>"
+        return self.tokenize(text)
 
     def tokenize(self, text: str) -> list[int]:
         return list(text.encode())
