@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
@@ -34,3 +35,15 @@ def test_models_filter_and_exclude_configured(http):
     )
     bad = http.get("/v1/models", params={"filter": "("})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "filter"
+
+
+def test_a_catastrophic_filter_cannot_stall_the_server(server):
+    # With a backtracking engine this pattern runs for minutes against one 22-character id,
+    # on the event loop; RE2 answers at once. The client's timeout only bounds the test.
+    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=15) as quick:
+        answer = quick.get("/v1/models", params={"filter": "(.*.*.*.*.*.*.*.*.*.*.*.*)!"})
+        assert answer.status_code == 200 and answer.json()["data"] == []
+        assert quick.get("/health").status_code == 200
+        for bad in ("(?=a)", "(a)\\1", "x" * 300):
+            refused = quick.get("/v1/models", params={"filter": bad})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "filter"
