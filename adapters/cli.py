@@ -55,6 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
 
@@ -64,6 +75,12 @@ def _serve(settings: Settings) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)  # loads the registry: a bad file fails here, before listening
+    if not settings.api_keys and not is_loopback(settings.host):
+        logging.getLogger("stratus").warning(
+            "API_KEY is not set and the server listens on %s: anyone who can reach it may use "
+            "it. Set API_KEY=key1,key2 (README: Deploy says how on each platform).",
+            settings.host,
+        )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
 

@@ -38,6 +38,7 @@ from common.errors import (
     NotFound,
     PayloadTooLarge,
     StratusError,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from common.image_urls import ROUTE as IMAGES_ROUTE
@@ -86,6 +87,12 @@ class Gateway:
         self.max_body = settings.max_body_bytes
 
     async def health(self, request: Request) -> Response:
+        """Open, for load balancers; what is loaded and running only with a key (when keys
+        are set): model names tell an outsider what a deployment serves."""
+        try:
+            self.auth.check(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        except Unauthorized:
+            return JSONResponse({"status": "ok"})
         return JSONResponse(
             {
                 "status": "ok",

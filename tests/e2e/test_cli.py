@@ -76,3 +76,14 @@ def test_prefetch_generates_tiny_sd_into_the_cache(tmp_path):
     [entry] = (tmp_path / "entries").iterdir()
     assert (entry / "data" / "model_index.json").is_file()
     assert not any((tmp_path / "partial").iterdir())
+
+
+def test_serving_beyond_loopback_without_a_key_warns(tmp_path):
+    from tests.processes import stratus_serve
+
+    env = {k: v for k, v in os.environ.items() if k != "API_KEY"}
+    log = tmp_path / "serve.log"
+    for host, warned in (("0.0.0.0", True), ("127.0.0.1", False)):
+        with open(log, "wb") as file, stratus_serve("--host", host, env=env, log=file):
+            pass
+        assert ("API_KEY is not set" in log.read_text()) is warned, log.read_text()

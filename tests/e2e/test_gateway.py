@@ -132,7 +132,12 @@ def test_auth(server):
     assert_envelope(httpx.post(f"{server.v1}/chat/completions", json=CHAT), 401)
     assert httpx.get(url, headers={"Authorization": f"Bearer {API_KEYS[1]}"}).status_code == 200
     assert httpx.get(url, headers={"x-api-key": API_KEYS[0]}).status_code == 200
-    assert httpx.get(f"{server.url}/health").status_code == 200  # open, for load balancers
+    # Open, for load balancers; what runs and what is loaded only with a key.
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    wrong = httpx.get(f"{server.url}/health", headers={"Authorization": "Bearer wrong"})
+    assert wrong.json() == {"status": "ok"}
+    detailed = httpx.get(f"{server.url}/health", headers=server.headers()).json()
+    assert set(detailed) == {"status", "active", "waiting", "loaded"}
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server.v1, api_key="wrong", max_retries=0).models.list()
 

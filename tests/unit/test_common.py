@@ -84,3 +84,22 @@ def test_sources(tmp_path):
         local_path("m", "pkg://no_such_package_here/x")
     with pytest.raises(NotFound, match="'m'"):
         local_path("m", str(tmp_path / "missing.gguf"))
+
+
+@pytest.mark.parametrize(
+    "host,loopback",
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("10.0.0.5", False),
+        ("example.com", False),
+        ("::", False),
+    ],
+)
+def test_only_loopback_hosts_serve_without_a_warning(host, loopback):
+    from adapters.cli import is_loopback
+
+    assert is_loopback(host) is loopback
