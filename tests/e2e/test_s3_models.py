@@ -80,3 +80,14 @@ def test_a_cut_transfer_leaves_nothing_and_a_later_request_succeeds(http, s3, se
     retried = chat(http, "s3-flaky")
     assert retried.status_code == 200, retried.text
     assert timings(retried)["fetch"] > 0
+
+
+def test_object_keys_cannot_write_outside_the_cache(http, server):
+    response = chat(http, "s3-escaping")
+    assert response.status_code == 503, response.text
+    message = response.json()["error"]["message"]
+    assert "s3-escaping" in message and "not allowed" in message
+    assert "evil-model" not in message and "escaped" not in message
+    # Nothing was written: not the file outside, not a partial download.
+    assert not any(server.cache_dir.parent.rglob("escaped.txt"))
+    assert not any((server.cache_dir / "partial").iterdir())
