@@ -70,7 +70,11 @@ def create_app(
         endpoint = gateway.endpoint(operation)
         routes.append(Route(f"/v1{path}", endpoint, methods=[operation.method]))
         routes.append(Route(path, endpoint, methods=[operation.method]))  # as LocalAI does
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    # Starlette would answer a trailing slash with a 307 whose Location copies the client's
+    # Host header; an unknown spelling is a 404 in the envelope instead.
+    app.router.redirect_slashes = False
+    return app
 
 
 class Gateway:

@@ -185,3 +185,13 @@ def test_error_during_stream_setup_is_a_status_not_an_event(http):
     body = {**CHAT, "stream": True, "messages": [{"role": "user", "content": "word " * 2500}]}
     response = http.post("/v1/chat/completions", json=body)
     assert_envelope(response, 400, code="context_length_exceeded")
+
+
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_clients_host(server):
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions/",
+        json=CHAT,
+        headers={**server.headers(), "Host": "attacker.example"},
+    )
+    assert response.status_code == 404 and "location" not in response.headers
+    assert_envelope(response, 404)
