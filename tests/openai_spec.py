@@ -1,4 +1,8 @@
-"""Responses checked against OpenAI's own OpenAPI document (../shared/openai-spec)."""
+"""Responses checked against OpenAI's own OpenAPI document.
+
+tests/openai-spec/ is a copy of the workspace's ../shared/openai-spec (MIT, see SOURCE.md there),
+kept in the repository so that a fresh clone anywhere validates against the same document.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "openai-spec"
+SPEC_DIR = Path(__file__).resolve().parent / "openai-spec"
 
 
 @functools.cache
