@@ -43,7 +43,7 @@ def test_prefetch_then_models_shows_cached(server, s3, tmp_path):
         command = [sys.executable, "-m", "adapters.cli", *args, *registry]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
-    assert stratus("models").stdout.count("\tnot cached\t") == 5  # the five S3 models
+    assert stratus("models").stdout.count("\tnot cached\t") == 6  # the six S3 models
     fetched = stratus("prefetch", "s3-chat")
     assert fetched.returncode == 0, fetched.stderr
     assert "s3-chat: fetched to" in fetched.stdout and "100.0%" in fetched.stderr
