@@ -30,9 +30,11 @@ from starlette.routing import Route
 from adapters.event_stream import EventStreamResponse
 from adapters.operations import OPERATIONS, Operation, Publishing, find, start
 from adapters.runtime import build_image_urls, build_store
+from common import cancellation
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
 from common.errors import (
+    ClientGone,
     InternalError,
     InvalidRequest,
     NotFound,
@@ -134,28 +136,37 @@ class Gateway:
                     parsed = Publishing(parsed, self.image_urls, base_url)
                 if not operation.inference:
                     return operation.handle(parsed, self.store)
-                return await self._infer(operation, parsed, request.state.request_id)
+                return await self._infer(operation, parsed, request)
 
             return await self._answer(request, run)
 
         return endpoint
 
     async def _infer(
-        self, operation: Operation, parsed: Any, request_id: str
+        self, operation: Operation, parsed: Any, request: Request
     ) -> OpenAIResponse | EventStreamResponse:
-        await self.gate.acquire()
+        request_id = request.state.request_id
+        # Until the answer (or a stream's first chunk) is ready, a client that goes away
+        # cancels its request: taken out of the queue, or stopped between tokens.
+        gone = threading.Event()
+        watcher = asyncio.create_task(_watch_disconnect(request, gone))
         try:
-            run = functools.partial(start, operation.handle, parsed, self.store)
-            context = contextvars.copy_context()  # the request's timings go along
-            result, first = await asyncio.get_running_loop().run_in_executor(
-                self.inference_threads, context.run, run
-            )
-            if first is None:
+            await self._acquire_unless_gone(watcher)
+            try:
+                run = functools.partial(start, operation.handle, parsed, self.store)
+                context = contextvars.copy_context()  # the request's timings go along
+                context.run(cancellation.bind, gone)
+                result, first = await asyncio.get_running_loop().run_in_executor(
+                    self.inference_threads, context.run, run
+                )
+                if first is None:
+                    self.gate.release()
+                    return result
+            except BaseException:
                 self.gate.release()
-                return result
-        except BaseException:
-            self.gate.release()
-            raise
+                raise
+        finally:
+            watcher.cancel()
         # From here the stream owns the slot, and releases it when it ends. It is started at
         # once: a started generator's cleanup runs on aclose() even if the response is never
         # sent; an unstarted one's never would.
@@ -164,6 +175,22 @@ class Gateway:
             return EventStreamResponse(data, {}, await anext(data), media_type=result.media_type)
         events = _event_stream(first, result, self.gate.release, request_id)
         return EventStreamResponse(events, {}, head=await anext(events))
+
+    async def _acquire_unless_gone(self, watcher: asyncio.Task) -> None:
+        """A slot, or ClientGone if the client leaves while the request waits for one."""
+        acquiring = asyncio.ensure_future(self.gate.acquire())
+        done, _ = await asyncio.wait({acquiring, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if acquiring in done:
+            acquiring.result()  # Overloaded: the queue is full
+            return
+        acquiring.cancel()
+        try:
+            await acquiring
+        except asyncio.CancelledError:
+            pass
+        else:  # it got the slot at the very moment the client left
+            self.gate.release()
+        raise ClientGone("The client closed the connection before its request ran.")
 
     async def _answer(self, request: Request, run: Callable[[], Any]) -> Response:
         request.state.request_id = request_id = secrets.token_hex(8)
@@ -319,6 +346,16 @@ async def _event_stream(
         if producer.ident is None:  # closed before it began: clean up here
             chunks.close()  # type: ignore[attr-defined]
             release()
+
+
+async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
+    """Sets `gone` when the client disconnects (its body has been read: the next message the
+    server gets from it is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

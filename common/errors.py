@@ -84,6 +84,14 @@ class Overloaded(StratusError):
     code = "rate_limit_exceeded"
 
 
+class ClientGone(StratusError):
+    """The client left before its answer was ready: nobody reads this (nginx's 499)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class EngineUnavailable(StratusError):
     status = 503
     type = "server_error"

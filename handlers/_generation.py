@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from common.cancellation import cancelled
 from common.errors import InvalidRequest
 from common.protocol.base import Usage
 from handlers._capabilities import require
@@ -136,6 +137,9 @@ class TextGeneration:
         try:
             finish = "stop"  # the engine ran out: end of sequence (or the grammar's end)
             for token in tokens:
+                if cancelled():  # nobody will read the rest: free the engine now
+                    self.finish_reason = "stop"
+                    return
                 self.completion_tokens += 1
                 if token.logprob is not None:
                     scored.append(token.logprob)

@@ -195,3 +195,25 @@ def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_clients_host(server):
     )
     assert response.status_code == 404 and "location" not in response.headers
     assert_envelope(response, 404)
+
+
+def test_a_client_that_leaves_a_plain_request_stops_it(server, http, wait_idle):
+    long_plain = {**LONG_STREAM, "stream": False}
+    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=2) as impatient:
+        with pytest.raises(httpx.TimeoutException):
+            impatient.post("/v1/chat/completions", json=long_plain)
+    # 1500 tokens take ~15 s or more; a generation nobody waits for stops within a token.
+    assert wait_idle(timeout=4.0) < 4.0
+
+
+def test_a_client_that_leaves_the_queue_is_never_run(server, http, wait_idle):
+    with http.stream("POST", "/v1/chat/completions", json=LONG_STREAM) as busy:
+        next(busy.iter_lines())
+        with httpx.Client(base_url=server.url, headers=server.headers(), timeout=1) as queued:
+            with pytest.raises(httpx.TimeoutException):
+                queued.post("/v1/chat/completions", json={**LONG_STREAM, "stream": False})
+        deadline = time.monotonic() + 3
+        while http.get("/health").json()["waiting"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert http.get("/health").json()["waiting"] == 0  # out of the queue at once
+    assert wait_idle(timeout=4.0) < 4.0  # and not run after the stream above
