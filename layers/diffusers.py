@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import EngineUnavailable
+from common.cancellation import cancelled
+from common.errors import ClientGone, EngineUnavailable
 from common.protocol.images import parse_size
 from common.registry import ModelConfig
 from layers import EngineOptions
@@ -200,6 +201,8 @@ class DiffusersImageModel:
             call["num_inference_steps"] = steps
         if guidance is not None:
             call["guidance_scale"] = guidance
+        if self._takes_step_callback:
+            call["callback_on_step_end"] = _stop_when_cancelled
         images: list[Any] = []
         for start in range(0, drawing.n, settings.max_batch):
             count = min(settings.max_batch, drawing.n - start)
@@ -214,6 +217,12 @@ class DiffusersImageModel:
             (np.nan_to_num(image) * 255).round().clip(0, 255).astype(np.uint8) for image in images
         ]
         return [encode_png(rgb, settings.png_compress_level) for rgb in pixels]
+
+    @property
+    def _takes_step_callback(self) -> bool:
+        import inspect
+
+        return "callback_on_step_end" in inspect.signature(self._pipeline.__call__).parameters
 
     def _run(self, call: dict[str, Any]) -> list[Any]:
         torch = self._torch
@@ -260,3 +269,10 @@ def quiet_libraries() -> None:
     diffusers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
+
+
+def _stop_when_cancelled(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
+    """diffusers' per-step callback: a request whose client has gone stops drawing here."""
+    if cancelled():
+        raise ClientGone("The client left while its images were drawn.")
+    return tensors

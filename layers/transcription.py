@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from common.cancellation import cancelled
+from common.errors import ClientGone
+
 
 @dataclass(frozen=True)
 class Word:
@@ -52,7 +55,16 @@ class TranscriptStream:
     segments: Iterator[Segment]
 
     def collect(self) -> Transcript:
-        return Transcript(self.language, self.duration, list(self.segments))
+        """Every segment; stops early, freeing the engine, if the request is cancelled."""
+        segments = []
+        try:
+            for segment in self.segments:
+                if cancelled():
+                    raise ClientGone("The client left during the transcription.")
+                segments.append(segment)
+        finally:
+            self.segments.close()  # type: ignore[attr-defined]
+        return Transcript(self.language, self.duration, segments)
 
 
 class TranscriptionModel(Protocol):

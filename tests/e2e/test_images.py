@@ -232,3 +232,13 @@ def test_a_real_model_from_a_local_directory(tmp_path):
         assert difference < 1.0
         [url] = [i.url for i in client.images.generate(prompt="a cat", size=size).data]
         assert decoded(httpx.get(url).content).size == images[0].size
+
+
+def test_a_client_that_leaves_stops_the_drawing(server, client, wait_idle):
+    generate(client, seed=1)  # loaded first: a model load is not interrupted
+    body = {"prompt": "a long drawing", "size": "256x256", "n": 4, "steps": 150, "seed": 1}
+    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=2) as impatient:
+        with pytest.raises(httpx.TimeoutException):
+            impatient.post("/v1/images/generations", json=body)
+    # Four images of 150 steps take about 20 s here; the drawing stops at the next step.
+    assert wait_idle(timeout=5.0) < 5.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import pytest
 
@@ -103,3 +104,28 @@ def test_only_loopback_hosts_serve_without_a_warning(host, loopback):
     from adapters.cli import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+def test_a_cancelled_transcription_stops_reading_segments():
+    import threading
+
+    from common import cancellation
+    from common.errors import ClientGone
+    from layers.transcription import TranscriptStream
+
+    read = []
+
+    def segments():
+        for i in range(100):
+            read.append(i)
+            if i == 2:
+                gone.set()
+            yield i
+
+    gone = threading.Event()
+    context = contextvars.copy_context()
+    context.run(cancellation.bind, gone)
+    stream = TranscriptStream("en", 1.0, segments())
+    with pytest.raises(ClientGone):
+        context.run(stream.collect)
+    assert read == [0, 1, 2]  # stopped at the segment decoded after the client left
