@@ -81,7 +81,17 @@ def _serve(settings: Settings) -> int:
             "it. Set API_KEY=key1,key2 (README: Deploy says how on each platform).",
             settings.host,
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    # SIGTERM (how every platform scales a worker down): uvicorn stops accepting, lets requests
+    # in flight finish for the grace period, then cancels them; cancellation.shut_down() (in
+    # the app's lifespan) then stops the generations still running on inference threads, which
+    # would otherwise keep the process alive until they end.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_grace,
+    )
     return 0
 
 

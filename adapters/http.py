@@ -72,7 +72,11 @@ def create_app(
         endpoint = gateway.endpoint(operation)
         routes.append(Route(f"/v1{path}", endpoint, methods=[operation.method]))
         routes.append(Route(path, endpoint, methods=[operation.method]))  # as LocalAI does
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_exception},
+        lifespan=_lifespan,
+    )
     # Starlette would answer a trailing slash with a 307 whose Location copies the client's
     # Host header; an unknown spelling is a 404 in the envelope instead.
     app.router.redirect_slashes = False
@@ -346,6 +350,13 @@ async def _event_stream(
         if producer.ident is None:  # closed before it began: clean up here
             chunks.close()  # type: ignore[attr-defined]
             release()
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncGenerator[None, None]:
+    """Nothing at start (models load on first use); at shutdown, whatever still runs stops."""
+    yield
+    cancellation.shut_down()
 
 
 async def _watch_disconnect(request: Request, gone: threading.Event) -> None:

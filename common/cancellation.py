@@ -12,6 +12,8 @@ import threading
 from contextvars import ContextVar
 
 _event: ContextVar[threading.Event | None] = ContextVar("stratus_cancellation", default=None)
+# Set once the process is shutting down and its grace period is over: all work stops.
+_shutdown = threading.Event()
 
 
 def bind(event: threading.Event) -> None:
@@ -19,6 +21,12 @@ def bind(event: threading.Event) -> None:
     _event.set(event)
 
 
+def shut_down() -> None:
+    _shutdown.set()
+
+
 def cancelled() -> bool:
+    if _shutdown.is_set():
+        return True
     event = _event.get()
     return event is not None and event.is_set()

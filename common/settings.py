@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STRATUS_MAX_CONCURRENCY", "max_concurrency"),
         description="Inferences run at once; on a CPU, one (more collapses throughput).",
     )
+    shutdown_grace: float = Field(
+        10.0,
+        ge=0,
+        validation_alias=AliasChoices("STRATUS_SHUTDOWN_GRACE", "shutdown_grace"),
+        description="Seconds in-flight requests may finish after SIGTERM before their work is "
+        "stopped and the process exits.",
+    )
     max_queue: int = Field(
         16,
         ge=0,

@@ -87,3 +87,37 @@ def test_serving_beyond_loopback_without_a_key_warns(tmp_path):
         with open(log, "wb") as file, stratus_serve("--host", host, env=env, log=file):
             pass
         assert ("API_KEY is not set" in log.read_text()) is warned, log.read_text()
+
+
+def test_sigterm_ends_work_in_flight_within_the_grace_period(tmp_path):
+    import signal
+    import threading
+    import time
+
+    import httpx
+
+    from tests.processes import stratus_serve
+
+    env = {**os.environ, "STRATUS_SHUTDOWN_GRACE": "1", "STRATUS_LOG_LEVEL": "warning"}
+    env.pop("API_KEY", None)
+    body = {
+        "model": "gpt-4",
+        "messages": [{"role": "user", "content": "Count."}],
+        "max_tokens": 1500,
+        "ignore_eos": True,
+    }
+    with open(tmp_path / "serve.log", "wb") as log, stratus_serve(env=env, log=log) as server:
+        client = threading.Thread(
+            target=lambda: httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60),
+            daemon=True,
+        )
+        client.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{server.url}/health").json()["active"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        # 1500 tokens take 15 s or more; the grace is 1 s, then the generation is stopped.
+        server.process.wait(timeout=10)
+    # uvicorn re-raises the signal it shut down for: the parent sees a SIGTERM exit.
+    assert server.process.returncode in (0, -signal.SIGTERM)
