@@ -82,9 +82,9 @@ def _serve(settings: Settings) -> int:
             settings.host,
         )
     # SIGTERM (how every platform scales a worker down): uvicorn stops accepting, lets requests
-    # in flight finish for the grace period, then cancels them; cancellation.shut_down() (in
-    # the app's lifespan) then stops the generations still running on inference threads, which
-    # would otherwise keep the process alive until they end.
+    # in flight finish for the grace period, then cancels them; the app's lifespan shutdown then
+    # stops the generations still running on inference threads, which would otherwise keep the
+    # process alive until they end.
     uvicorn.run(
         app,
         host=settings.host,

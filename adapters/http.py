@@ -72,10 +72,17 @@ def create_app(
         endpoint = gateway.endpoint(operation)
         routes.append(Route(f"/v1{path}", endpoint, methods=[operation.method]))
         routes.append(Route(path, endpoint, methods=[operation.method]))  # as LocalAI does
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncGenerator[None, None]:
+        """Nothing at start (models load on first use). At shutdown (after uvicorn's grace
+        for requests in flight) the work still running stops: inference threads would
+        otherwise keep the process alive until their generations end."""
+        yield
+        gateway.stopping.set()
+
     app = Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: _http_exception},
-        lifespan=_lifespan,
+        routes=routes, exception_handlers={HTTPException: _http_exception}, lifespan=lifespan
     )
     # Starlette would answer a trailing slash with a 307 whose Location copies the client's
     # Host header; an unknown spelling is a 404 in the envelope instead.
@@ -95,6 +102,7 @@ class Gateway:
             settings.max_concurrency, thread_name_prefix="inference"
         )
         self.max_body = settings.max_body_bytes
+        self.stopping = threading.Event()  # set at shutdown: every request's work stops
 
     async def health(self, request: Request) -> Response:
         """Open, for load balancers; what is loaded and running only with a key (when keys
@@ -159,7 +167,7 @@ class Gateway:
             try:
                 run = functools.partial(start, operation.handle, parsed, self.store)
                 context = contextvars.copy_context()  # the request's timings go along
-                context.run(cancellation.bind, gone)
+                context.run(cancellation.bind, gone, self.stopping)
                 result, first = await asyncio.get_running_loop().run_in_executor(
                     self.inference_threads, context.run, run
                 )
@@ -350,13 +358,6 @@ async def _event_stream(
         if producer.ident is None:  # closed before it began: clean up here
             chunks.close()  # type: ignore[attr-defined]
             release()
-
-
-@contextlib.asynccontextmanager
-async def _lifespan(app: Starlette) -> AsyncGenerator[None, None]:
-    """Nothing at start (models load on first use); at shutdown, whatever still runs stops."""
-    yield
-    cancellation.shut_down()
 
 
 async def _watch_disconnect(request: Request, gone: threading.Event) -> None:

@@ -28,6 +28,7 @@ from handlers._generation import (
     UsageCounter,
     check_context,
     check_logit_bias,
+    check_prompt_size,
     sampling_for,
     text_model,
     token_budget,
@@ -52,6 +53,8 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
     with store.use(request.model) as loaded:
         model = text_model(loaded, request.model)
         config = store.registry.resolve(request.model)
+        sent = sum(len(turn.content.encode()) for turn in plan.turns)
+        check_prompt_size(model, sent, "messages")
         prompt = model.chat_prompt(plan.turns, plan.tools)
         budget = token_budget(request.token_budget, config.parameters)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"

@@ -21,6 +21,7 @@ from handlers._generation import (
     UsageCounter,
     check_context,
     check_logit_bias,
+    check_prompt_size,
     sampling_for,
     text_model,
     token_budget,
@@ -39,6 +40,10 @@ def create_completion(
     return _collect(stream, request)
 
 
+# Choices per request (prompts x n, or x best_of): the slot is held until all are generated.
+MAX_CHOICES = 128
+
+
 def check_request(request: CompletionRequest) -> None:
     best_of = request.best_of
     if best_of is not None and best_of < request.n:
@@ -52,10 +57,18 @@ def check_request(request: CompletionRequest) -> None:
         )
     if request.suffix is not None and request.echo:
         raise InvalidRequest("echo cannot be combined with suffix.", param="suffix")
+    choices = len(request.prompts) * (best_of or request.n)
+    if choices > MAX_CHOICES:
+        raise InvalidRequest(
+            f"This request asks for {choices} completions ({len(request.prompts)} prompts x "
+            f"{best_of or request.n}); at most {MAX_CHOICES} are allowed per request.",
+            param="prompt" if len(request.prompts) > 1 else "n",
+        )
 
 
 def prompt_tokens(model: TextModel, prompt: str | list[int], param: str) -> list[int]:
     if isinstance(prompt, str):
+        check_prompt_size(model, len(prompt.encode()), param)
         return model.tokenize(prompt)
     bad = next((t for t in prompt if not 0 <= t < model.vocab_size), None)
     if bad is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 import threading
@@ -132,6 +133,10 @@ class LlamaCppTextModel:
                 piece.text.encode(), add_bos=False, special=not piece.from_client
             )
         return tokens
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        return max(len(self._to_piece(t, special=True)) for t in range(self.vocab_size))
 
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode(), add_bos=self._add_bos, special=True)

@@ -75,6 +75,12 @@ class TextModel(Protocol):
     vocab_size: int
     fingerprint: str  # changes whenever the same request could give a different answer
 
+    @property
+    def max_token_bytes(self) -> int:
+        """The longest token's length in bytes: a text of more than context_length times this
+        cannot fit, whatever its tokens (known without tokenizing it)."""
+        ...
+
     def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
         """The tokens of the conversation rendered with the model's chat template, ready to
         generate; the tools, when there are any, described the way the template or

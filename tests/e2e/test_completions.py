@@ -193,3 +193,28 @@ def test_logit_bias_forces_and_bans_tokens(client, vocabulary):
         client.completions.create(model=MODEL, prompt="x", logit_bias={"a": 5})
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=MODEL, prompt="x", logit_bias={"5": 500})
+
+
+def test_a_request_for_too_many_choices_is_refused_before_any_work(http):
+    body = {"model": MODEL, "prompt": ["a"] * 10_000, "n": 128, "max_tokens": 1}
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code in (400, 413), response.text
+    body = {"model": MODEL, "prompt": ["a"] * 65, "n": 2, "max_tokens": 1}
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
+    body = {"model": MODEL, "prompt": "a", "n": 100, "best_of": 129, "max_tokens": 1}
+    assert http.post("/v1/completions", json=body).status_code == 400
+
+
+def test_a_prompt_too_long_for_any_tokenization_is_refused_untokenized(http):
+    # tiny-chat has 512 tokens of context; SmolLM2's longest token is 81 bytes.
+    huge = "word " * 10_000  # 50 kB
+    for path, body in (
+        ("/v1/completions", {"model": "tiny-chat", "prompt": huge}),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny-chat", "messages": [{"role": "user", "content": huge}]},
+        ),
+    ):
+        error = http.post(path, json=body).json()["error"]
+        assert error["code"] == "context_length_exceeded" and "bytes" in error["message"], error

@@ -16,6 +16,7 @@ class FakeTextModel:
     name = "fake"
     vocab_size = 256
     fingerprint = "fp_fake"
+    max_token_bytes = 1
 
     def __init__(self, pieces: Sequence[bytes], context_length: int = 64) -> None:
         self.pieces = list(pieces)
