@@ -96,7 +96,7 @@ def _serve(settings: Settings) -> int:
 
 
 def _models(settings: Settings) -> int:
-    registry = load_registry(settings.models)
+    registry = load_registry(settings.models, settings.max_tokens)
     fetcher = build_fetcher(settings)
     for config in registry.models:
         cached = fetcher.cached(config)
@@ -110,7 +110,7 @@ def _models(settings: Settings) -> int:
 
 def _prefetch(settings: Settings, names: list[str], everything: bool) -> int:
     logging.basicConfig(level=logging.WARNING)
-    registry = load_registry(settings.models)
+    registry = load_registry(settings.models, settings.max_tokens)
     fetcher = build_fetcher(settings)
     configs = registry.models if everything else [registry.resolve(n) for n in names]
     for config in configs:

@@ -28,7 +28,7 @@ def build_fetcher(settings: Settings) -> ModelFetcher:
 
 
 def build_store(settings: Settings, registry: Registry | None = None) -> ModelStore:
-    registry = registry or load_registry(settings.models)
+    registry = registry or load_registry(settings.models, settings.max_tokens)
     fetcher = build_fetcher(settings)
     return ModelStore(
         registry,

@@ -114,14 +114,35 @@ class Registry:
         return [m.config for m in self._by_name.values()]
 
 
-def load_registry(user_path: Path | None = None) -> Registry:
-    """The built-in registry with the user's registry (a file or a directory) merged over it."""
+def load_registry(user_path: Path | None = None, max_tokens: int | None = None) -> Registry:
+    """The built-in registry with the user's registry (a file or a directory) merged over it.
+
+    `max_tokens` (the operator's STRATUS_MAX_TOKENS) becomes every model's default token budget
+    where its entry sets none: a request that names no max_tokens then stops there.
+    """
     default_file = resources.files("common") / "default_models.yaml"
     builtin = _parse_entries(default_file.read_text(), "<built-in registry>")
     models = [RegisteredModel(c, user_configured=False) for c in builtin]
     if user_path is not None:
         models += [RegisteredModel(c, user_configured=True) for c in _read_user(user_path)]
+    if max_tokens is not None:
+        models = [
+            RegisteredModel(_with_default(m.config, "max_tokens", max_tokens), m.user_configured)
+            if _generates_text(m.config)
+            else m
+            for m in models
+        ]
     return Registry(models, created=int(time.time()))
+
+
+def _generates_text(config: ModelConfig) -> bool:
+    return config.backend == "llama-cpp" and not config.parameters.get("embedding")
+
+
+def _with_default(config: ModelConfig, name: str, value: Any) -> ModelConfig:
+    if name in config.parameters:
+        return config
+    return config.model_copy(update={"parameters": {**config.parameters, name: value}})
 
 
 def _read_user(path: Path) -> list[ModelConfig]:

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STRATUS_MAX_CONCURRENCY", "max_concurrency"),
         description="Inferences run at once; on a CPU, one (more collapses throughput).",
     )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        validation_alias=AliasChoices("STRATUS_MAX_TOKENS", "max_tokens"),
+        description="Tokens a text generation may produce when the request names no max_tokens "
+        "and the model's registry entry sets none (default: until the context is full).",
+    )
     shutdown_grace: float = Field(
         10.0,
         ge=0,

@@ -121,3 +121,21 @@ def test_sigterm_ends_work_in_flight_within_the_grace_period(tmp_path):
         server.process.wait(timeout=10)
     # uvicorn re-raises the signal it shut down for: the parent sees a SIGTERM exit.
     assert server.process.returncode in (0, -signal.SIGTERM)
+
+
+def test_stratus_max_tokens_caps_a_request_that_names_none(tmp_path):
+    import httpx
+
+    from tests.processes import stratus_serve
+
+    env = {**os.environ, "STRATUS_MAX_TOKENS": "3", "STRATUS_LOG_LEVEL": "warning"}
+    env.pop("API_KEY", None)
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "Tell me a story."}]}
+    with open(tmp_path / "serve.log", "wb") as log, stratus_serve(env=env, log=log) as server:
+        answer = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60).json()
+        assert answer["usage"]["completion_tokens"] == 3
+        assert answer["choices"][0]["finish_reason"] == "length"
+        named = httpx.post(
+            f"{server.url}/v1/chat/completions", json={**body, "max_tokens": 6}, timeout=60
+        ).json()
+        assert named["usage"]["completion_tokens"] == 6  # a request's own budget wins

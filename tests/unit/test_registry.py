@@ -87,3 +87,26 @@ def test_bad_files_name_file_entry_and_field(tmp_path, text, expected):
 def test_missing_registry_path(tmp_path):
     with pytest.raises(RegistryError, match="no such registry"):
         load_registry(tmp_path / "nope.yaml")
+
+
+def test_the_operators_max_tokens_is_the_default_budget_of_text_models(tmp_path):
+    user = tmp_path / "models.yaml"
+    user.write_text(
+        "- name: capped\n  backend: llama-cpp\n  source: /m.gguf\n  parameters: {max_tokens: 7}\n"
+    )
+    registry = load_registry(user, max_tokens=300)
+    assert registry.resolve("gpt-4").parameters["max_tokens"] == 300
+    assert registry.resolve("capped").parameters["max_tokens"] == 7  # its own entry wins
+    assert "max_tokens" not in registry.resolve("text-embedding-3-small").parameters
+    assert "max_tokens" not in load_registry().resolve("gpt-4").parameters
+
+
+def test_a_chat_without_max_tokens_stops_at_the_models_default_budget():
+    from common.protocol.chat import ChatCompletionRequest
+    from handlers.chat import create_chat_completion
+    from tests.unit.fakes import FakeTextModel, fake_store
+
+    model = FakeTextModel([b"a"] * 50, context_length=1024)
+    request = ChatCompletionRequest(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    answer = create_chat_completion(request, fake_store(model, parameters={"max_tokens": 5}))
+    assert answer.usage.completion_tokens == 5 and answer.choices[0].finish_reason == "length"
