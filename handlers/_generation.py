@@ -7,7 +7,7 @@ drives the engine: UTF-8 decoding across tokens, stop sequences, token budgets, 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -197,25 +197,3 @@ class UsageCounter:
             completion_tokens=self.completion_tokens,
             total_tokens=self.prompt_tokens + self.completion_tokens,
         )
-
-
-@dataclass
-class Collected:
-    """A stream of chunks gathered back into whole choices (for non-streamed responses)."""
-
-    last: Any  # the final chunk: it carries the usage
-    texts: dict[int, str]
-    finish_reasons: dict[int, str]
-
-
-def collect(chunks: Iterator[Any], text_of: Callable[[Any], str | None]) -> Collected:
-    parts: dict[int, list[str]] = {}
-    finish: dict[int, str] = {}
-    last = None
-    for last in chunks:
-        for choice in last.choices:
-            parts.setdefault(choice.index, []).append(text_of(choice) or "")
-            if choice.finish_reason:
-                finish[choice.index] = choice.finish_reason
-    assert last is not None and last.usage is not None
-    return Collected(last, {i: "".join(p) for i, p in sorted(parts.items())}, finish)

@@ -24,6 +24,7 @@ Registry parameters (all optional):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Mapping
@@ -169,6 +170,10 @@ class DiffusersImageModel:
         if hasattr(vae, "enable_slicing"):
             vae.enable_slicing()  # decode one image at a time: n images cost no more memory
         self._pipeline = pipeline
+        # Per-step callbacks let a request whose client has gone stop between steps.
+        self._takes_step_callback = (
+            "callback_on_step_end" in inspect.signature(pipeline.__call__).parameters
+        )
         self._torch = torch
         self._settings = settings
         self._lock = threading.Lock()  # a pipeline's scheduler holds per-call state
@@ -217,12 +222,6 @@ class DiffusersImageModel:
             (np.nan_to_num(image) * 255).round().clip(0, 255).astype(np.uint8) for image in images
         ]
         return [encode_png(rgb, settings.png_compress_level) for rgb in pixels]
-
-    @property
-    def _takes_step_callback(self) -> bool:
-        import inspect
-
-        return "callback_on_step_end" in inspect.signature(self._pipeline.__call__).parameters
 
     def _run(self, call: dict[str, Any]) -> list[Any]:
         torch = self._torch
