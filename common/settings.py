@@ -55,6 +55,19 @@ class Settings(BaseSettings):
         description="Seconds in-flight requests may finish after SIGTERM before their work is "
         "stopped and the process exits.",
     )
+    request_timeout: float = Field(
+        600.0,
+        ge=0,
+        validation_alias=AliasChoices("STRATUS_REQUEST_TIMEOUT", "request_timeout"),
+        description="Seconds a request may take, queue included, before its work is stopped "
+        "and it is answered with a timeout error; 0: no deadline.",
+    )
+    max_audio_seconds: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=AliasChoices("STRATUS_MAX_AUDIO_SECONDS", "max_audio_seconds"),
+        description="Longest audio a transcription or translation accepts.",
+    )
     max_queue: int = Field(
         16,
         ge=0,
@@ -136,6 +149,12 @@ class Settings(BaseSettings):
         "serves; empty: taken from each request.",
     )
 
+    fetch_allow: str = Field(
+        "",
+        validation_alias=AliasChoices("STRATUS_FETCH_ALLOW", "fetch_allow"),
+        description="Comma-separated hosts and networks (CIDR) that URLs in requests may reach "
+        "even though they are private, loopback or link-local; empty: public addresses only.",
+    )
     runpod_concurrency: int = Field(
         1,
         ge=1,
