@@ -70,6 +70,7 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from adapters.http import create_app
+    from adapters.uvicorn_protocol import MAX_HEAD_BYTES, protocol_class
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -85,10 +86,16 @@ def _serve(settings: Settings) -> int:
     # in flight finish for the grace period, then cancels them; the app's lifespan shutdown then
     # stops the generations still running on inference threads, which would otherwise keep the
     # process alive until they end.
+    # What uvicorn answers by itself (a request it cannot parse, an oversized head) is in the
+    # envelope too. No WebSocket protocol: nothing here speaks it, and an upgrade request is
+    # then an ordinary request, answered by the app (behind the key) like any other.
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
+        http=protocol_class(),
+        ws="none",
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace,
     )

@@ -53,6 +53,11 @@ from common.timing import request_timings
 
 log = logging.getLogger("stratus.http")
 
+# The only routes answered without an API key (the image route only where this gateway serves
+# images itself); every other route, method and spelling of a path is behind the key, as
+# tests/e2e/test_hardening_http.py checks against the app's own route table.
+OPEN_PATHS = ("/health", IMAGES_ROUTE + "/{name}")
+
 
 def create_app(
     settings: Settings,

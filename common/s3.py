@@ -6,6 +6,7 @@ from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (MinIO, R2, moto) is honoured by bot
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Any
 
 from common.errors import EngineUnavailable, StratusError
 from common.sources import S3Source, not_available
+
+log = logging.getLogger("stratus.s3")
 
 RETRY_AFTER_SECONDS = 5
 
@@ -48,10 +51,13 @@ class S3Unreachable(EngineUnavailable):
 
 
 class S3AccessDenied(EngineUnavailable):
-    def __init__(self, model_name: str, permission: str, url: str) -> None:
+    """The store refused the server's credentials. The client learns the model and the missing
+    permission; the bucket and key are in the server's log only."""
+
+    def __init__(self, model_name: str, permission: str) -> None:
         super().__init__(
-            f"The server may not read model '{model_name}': its credentials lack "
-            f"{permission} on {url}.",
+            f"The server may not read model '{model_name}': its storage credentials lack "
+            f"{permission}. Ask the operator (the server log names the object).",
             code="model_access_denied",
         )
 
@@ -152,7 +158,8 @@ class S3:
 
 
 class _errors:
-    """Maps boto3's exceptions to the store's errors, naming the model, not the bucket."""
+    """Maps boto3's exceptions to the store's errors, naming the model, not the bucket: the
+    client sees the model's name; the log has the bucket, the key and what S3 answered."""
 
     def __init__(self, model_name: str, source: S3Source, permission: str, url: str = "") -> None:
         self.model_name, self.permission = model_name, permission
@@ -164,23 +171,37 @@ class _errors:
     def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> bool:
         if error is None or isinstance(error, StratusError):
             return False
+        mapped = self._map(error)
+        if mapped is None:
+            return False
+        log.warning(
+            "model %s: %s on %s failed: %s: %s",
+            self.model_name,
+            self.permission,
+            self.url,
+            type(error).__name__,
+            error,
+        )
+        raise mapped from None
+
+    def _map(self, error: BaseException) -> StratusError | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         if isinstance(error, ClientError):
             code = str(error.response.get("Error", {}).get("Code", ""))
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound") or status == 404:
-                raise not_available(self.model_name) from None
+                return not_available(self.model_name)
             if code in ("403", "AccessDenied", "Forbidden") or status == 403:
-                raise S3AccessDenied(self.model_name, self.permission, self.url) from None
+                return S3AccessDenied(self.model_name, self.permission)
             if code in ("412", "PreconditionFailed"):  # the object changed mid-download
-                raise S3Unreachable(self.model_name) from None
+                return S3Unreachable(self.model_name)
             if status is not None and status >= 500:
-                raise S3Unreachable(self.model_name) from None
-            return False
+                return S3Unreachable(self.model_name)
+            return None
         if isinstance(error, BotoCoreError | ConnectionError | OSError):
-            raise S3Unreachable(self.model_name) from None
+            return S3Unreachable(self.model_name)
         # s3transfer wraps a broken stream in its own exception types
         if type(error).__module__.startswith("s3transfer"):
-            raise S3Unreachable(self.model_name) from None
-        return False
+            return S3Unreachable(self.model_name)
+        return None

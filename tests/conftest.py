@@ -144,6 +144,9 @@ def write_user_registry(directory: Path) -> Path:
     edit: >-
       You will now rewrite a piece of text for me, please.
       The request is: {{instruction}}. The text to rewrite is: {{input}}
+- name: file-missing
+  backend: llama-cpp
+  source: file://{directory}/no-such-dir/no-such-model.gguf
 """
     )
     # The embedded model with a chat template that renders `tools` itself (Hermes style).
