@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -33,12 +35,14 @@ from adapters.runtime import build_image_urls, build_store
 from common import cancellation
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
+from common.cancellation import Cancellation
 from common.errors import (
     ClientGone,
     InternalError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     StratusError,
     Unauthorized,
     UnsupportedMediaType,
@@ -107,6 +111,7 @@ class Gateway:
             settings.max_concurrency, thread_name_prefix="inference"
         )
         self.max_body = settings.max_body_bytes
+        self.request_timeout = settings.request_timeout
         self.stopping = threading.Event()  # set at shutdown: every request's work stops
 
     async def health(self, request: Request) -> Response:
@@ -164,15 +169,17 @@ class Gateway:
     ) -> OpenAIResponse | EventStreamResponse:
         request_id = request.state.request_id
         # Until the answer (or a stream's first chunk) is ready, a client that goes away
-        # cancels its request: taken out of the queue, or stopped between tokens.
+        # cancels its request: taken out of the queue, or stopped between tokens. The deadline
+        # counts from here, the queue included.
+        deadline = cancellation.deadline_after(self.request_timeout)
         gone = threading.Event()
         watcher = asyncio.create_task(_watch_disconnect(request, gone))
         try:
-            await self._acquire_unless_gone(watcher)
+            await self._acquire_in_time(watcher, deadline)
             try:
                 run = functools.partial(start, operation.handle, parsed, self.store)
                 context = contextvars.copy_context()  # the request's timings go along
-                context.run(cancellation.bind, gone, self.stopping)
+                context.run(cancellation.bind, Cancellation(gone, self.stopping, deadline))
                 result, first = await asyncio.get_running_loop().run_in_executor(
                     self.inference_threads, context.run, run
                 )
@@ -186,17 +193,24 @@ class Gateway:
             watcher.cancel()
         # From here the stream owns the slot, and releases it when it ends. It is started at
         # once: a started generator's cleanup runs on aclose() even if the response is never
-        # sent; an unstarted one's never would.
+        # sent; an unstarted one's never would. Its chunks are produced in the request's
+        # context: the deadline and shutdown still stop it (a client that leaves now is seen
+        # by the response, which closes the stream).
+        framing = RAW if isinstance(result, BinaryStream) else SSE
+        chunks = result.chunks if isinstance(result, BinaryStream) else result
+        data = _event_stream(first, chunks, self.gate.release, request_id, framing, context)
         if isinstance(result, BinaryStream):
-            data = _event_stream(first, result.chunks, self.gate.release, request_id, RAW)
             return EventStreamResponse(data, {}, await anext(data), media_type=result.media_type)
-        events = _event_stream(first, result, self.gate.release, request_id)
-        return EventStreamResponse(events, {}, head=await anext(events))
+        return EventStreamResponse(data, {}, head=await anext(data))
 
-    async def _acquire_unless_gone(self, watcher: asyncio.Task) -> None:
-        """A slot, or ClientGone if the client leaves while the request waits for one."""
+    async def _acquire_in_time(self, watcher: asyncio.Task, deadline: float | None) -> None:
+        """A slot; ClientGone if the client leaves while the request waits for one,
+        RequestTimeout if the deadline passes first."""
         acquiring = asyncio.ensure_future(self.gate.acquire())
-        done, _ = await asyncio.wait({acquiring, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait(
+            {acquiring, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if acquiring in done:
             acquiring.result()  # Overloaded: the queue is full
             return
@@ -207,7 +221,13 @@ class Gateway:
             pass
         else:  # it got the slot at the very moment the client left
             self.gate.release()
-        raise ClientGone("The client closed the connection before its request ran.")
+        if watcher in done:
+            raise ClientGone("The client closed the connection before its request ran.")
+        raise RequestTimeout(
+            "The request waited for a free slot longer than this server allows "
+            "(STRATUS_REQUEST_TIMEOUT); please retry shortly.",
+            headers={"Retry-After": "1"},
+        )
 
     async def _answer(self, request: Request, run: Callable[[], Any]) -> Response:
         request.state.request_id = request_id = secrets.token_hex(8)
@@ -237,12 +257,15 @@ class Gateway:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "multipart/form-data":
             raise UnsupportedMediaType("Send this request as multipart/form-data, with a 'file'.")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            raise _too_large(self.max_body)
+        self._refuse_declared_excess(request)
+        parser = MultiPartParser(
+            request.headers, self._capped_body(request), max_files=1, max_fields=64
+        )
         try:
-            form = await request.form(max_files=1, max_fields=64)
-        except Exception:  # starlette's multipart errors: a malformed body
+            form = await parser.parse()
+        except StratusError:
+            raise  # over the cap, while it arrived
+        except Exception:  # python-multipart's errors: a malformed body
             raise InvalidRequest("The multipart body could not be parsed.") from None
         fields: dict[str, Any] = {}
         try:
@@ -253,13 +276,25 @@ class Gateway:
                     else:
                         fields[name] = value
                     continue
-                data = await value.read()
-                if len(data) > self.max_body:
-                    raise _too_large(self.max_body)
-                fields[name] = data
+                fields[name] = await value.read()  # within the cap: it was counted arriving
         finally:
             await form.close()
         return fields
+
+    def _refuse_declared_excess(self, request: Request) -> None:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise _too_large(self.max_body)
+
+    async def _capped_body(self, request: Request) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives, refused (413) once it passes the cap: a chunked upload,
+        which declares no length, is never buffered or spooled beyond it."""
+        received = 0
+        async for part in request.stream():
+            received += len(part)
+            if received > self.max_body:
+                raise _too_large(self.max_body)
+            yield part
 
     async def _read_json(self, request: Request) -> Any:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -267,14 +302,10 @@ class Gateway:
             raise UnsupportedMediaType(
                 f"Unsupported content type '{media_type}': send the body as application/json."
             )
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            raise _too_large(self.max_body)
+        self._refuse_declared_excess(request)
         body = bytearray()
-        async for part in request.stream():
+        async for part in self._capped_body(request):
             body += part
-            if len(body) > self.max_body:
-                raise _too_large(self.max_body)
         try:
             data = json.loads(body)
             # A lone surrogate ("\ud800") parses, but is not text: refuse it here rather
@@ -308,6 +339,7 @@ async def _event_stream(
     release: Callable[[], None],
     request_id: str,
     framing: Framing = SSE,
+    context: contextvars.Context | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The wire bytes of a handler's chunks (SSE events by default), produced and encoded on
     one thread.
@@ -343,7 +375,12 @@ async def _event_stream(
                 loop.call_soon_threadsafe(release)
             hand_over(None)
 
-    producer = threading.Thread(target=produce, name=f"stream-{request_id}", daemon=True)
+    producer = threading.Thread(
+        target=(context or contextvars.copy_context()).run,
+        args=(produce,),
+        name=f"stream-{request_id}",
+        daemon=True,
+    )
     try:
         yield framing.encode(first)
         producer.start()

@@ -32,7 +32,9 @@ def build_store(settings: Settings, registry: Registry | None = None) -> ModelSt
     fetcher = build_fetcher(settings)
     return ModelStore(
         registry,
-        make_loader(EngineOptions(threads=settings.threads)),
+        make_loader(
+            EngineOptions(threads=settings.threads, max_audio_seconds=settings.max_audio_seconds)
+        ),
         fetcher.local_path,
         ttl=settings.model_ttl,
         max_loaded=settings.max_loaded_models,

@@ -92,6 +92,21 @@ class ClientGone(StratusError):
     code = "client_closed_request"
 
 
+class RequestTimeout(StratusError):
+    """The request ran past the operator's deadline (STRATUS_REQUEST_TIMEOUT): its work was
+    stopped. A 504, as a proxy's deadline would answer."""
+
+    status = 504
+    type = "server_error"
+    code = "request_timeout"
+
+
+class ServerStopping(StratusError):
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
+
+
 class EngineUnavailable(StratusError):
     status = 503
     type = "server_error"

@@ -65,6 +65,7 @@ class ModelStore:
         self._loaded: dict[str, _Loaded] = {}
         self._guard = threading.Lock()  # guards _loaded and _load_locks, held briefly
         self._load_locks: dict[str, threading.Lock] = {}
+        self._reaper: threading.Thread | None = None
 
     @contextmanager
     def use(self, model_id: str) -> Iterator[Any]:
@@ -93,9 +94,10 @@ class ModelStore:
         return self._close(unloaded, "idle" if expired else "over the cap")
 
     def start_reaper(self) -> threading.Thread | None:
-        """A daemon thread that unloads idle models on time (only with a TTL above 0)."""
-        if self.ttl <= 0:
-            return None
+        """A daemon thread that unloads idle models on time (only with a TTL above 0); one per
+        store, however many applications share it."""
+        if self.ttl <= 0 or self._reaper is not None:
+            return self._reaper
         interval = min(self.ttl / 2, 30.0)
 
         def reap() -> None:
@@ -105,6 +107,7 @@ class ModelStore:
 
         thread = threading.Thread(target=reap, name="model-reaper", daemon=True)
         thread.start()
+        self._reaper = thread
         return thread
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from common.cancellation import cancelled
+from common import cancellation
 from common.errors import InvalidRequest
 from common.protocol.base import Usage
 from handlers._capabilities import require
@@ -115,6 +115,38 @@ def check_context(
         )
 
 
+# Tokens one request may have the engine process in all, in contexts' worth: every choice
+# evaluates its prompt and may generate up to its budget (to the end of the context when it has
+# none), all while the request holds the slot.
+MAX_CONTEXTS_PER_REQUEST = 32
+
+
+def check_total_work(
+    model: TextModel,
+    prompts: Sequence[int],
+    choices_per_prompt: int,
+    budget: int | None,
+    budget_param: str,
+    choices_param: str,
+) -> None:
+    """Refuses a request whose choices x (prompt + completion budget) is more than the engine
+    should give one request (10,000 prompts x n 128 was accepted and ran for hours)."""
+    limit = model.context_length
+    work = choices_per_prompt * sum(
+        tokens + (limit - tokens if budget is None else budget) for tokens in prompts
+    )
+    most = MAX_CONTEXTS_PER_REQUEST * limit
+    if work <= most:
+        return
+    ask = f"Lower '{budget_param}'" if budget is not None else f"Set '{budget_param}'"
+    raise InvalidRequest(
+        f"This request asks for too much work: {work} tokens to process and generate in all "
+        f"(prompts and each choice's completion budget), over the {most} allowed per request. "
+        f"{ask}, or ask for fewer choices.",
+        param=budget_param if budget is not None else choices_param,
+    )
+
+
 @dataclass(frozen=True)
 class Piece:
     """Generated text, and the tokens it came from when log probabilities were asked for."""
@@ -158,9 +190,7 @@ class TextGeneration:
         try:
             finish = "stop"  # the engine ran out: end of sequence (or the grammar's end)
             for token in tokens:
-                if cancelled():  # nobody will read the rest: free the engine now
-                    self.finish_reason = "stop"
-                    return
+                cancellation.check()  # the client left, or the deadline passed: stop here
                 self.completion_tokens += 1
                 if token.logprob is not None:
                     scored.append(token.logprob)

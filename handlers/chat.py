@@ -29,6 +29,7 @@ from handlers._generation import (
     check_context,
     check_logit_bias,
     check_prompt_size,
+    check_total_work,
     sampling_for,
     text_model,
     token_budget,
@@ -59,6 +60,7 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
         budget = token_budget(request.token_budget, config.parameters)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         check_context(model, len(prompt), budget, prompt_param="messages", budget_param=param)
+        check_total_work(model, [len(prompt)], request.n, budget, param, choices_param="n")
         check_logit_bias(model, request)
 
         chunk_id, created = new_id("chatcmpl"), int(time.time())

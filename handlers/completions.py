@@ -22,6 +22,7 @@ from handlers._generation import (
     check_context,
     check_logit_bias,
     check_prompt_size,
+    check_total_work,
     sampling_for,
     text_model,
     token_budget,
@@ -113,9 +114,17 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
             check_context(model, len(tokens), budget, prompt_param=param)
             batch.append((prompt, tokens))
 
+        tries = request.best_of or request.n
+        check_total_work(
+            model,
+            [len(tokens) for _, tokens in batch],
+            tries,
+            budget,
+            "max_tokens",
+            choices_param="best_of" if request.best_of else "n",
+        )
         chunk_id, created = new_id("cmpl"), int(time.time())
         usage = UsageCounter(prompt_tokens=sum(len(tokens) for _, tokens in batch))
-        tries = request.best_of or request.n
         # best_of ranks candidates by their tokens' log probabilities: score them even when
         # the client did not ask to see them.
         scoring = (

@@ -30,6 +30,7 @@ def create_images(
             raise InvalidRequest(
                 f"'steps' may be at most {model.max_steps} for model '{model_id}'.", param="steps"
             )
+        check_work(request, model, width, height)
         drawing = Drawing(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -46,6 +47,22 @@ def create_images(
     else:
         data = [Image(url=url) for url in urls.publish(pngs, base_url)]
     return ImagesResponse(created=int(time.time()), data=data)
+
+
+def check_work(request: ImageGenerationRequest, model: ImageModel, width: int, height: int) -> None:
+    """Every image, step and pixel costs time: a request for more than the model's share of
+    work in all is refused before it holds the engine for hours."""
+    steps = request.steps or model.default_steps
+    if request.n * steps * width * height <= model.max_work:
+        return
+    param = "n" if request.n > 1 else "steps" if request.steps else "size"
+    raise InvalidRequest(
+        f"This request asks for too much work: {request.n} image(s) x {steps} steps x "
+        f"{width}x{height} pixels is over the {model.max_work:,} pixel-steps model "
+        f"'{request.model or DEFAULT_MODEL}' draws per request. Ask for fewer images, fewer "
+        "steps or a smaller size.",
+        param=param,
+    )
 
 
 def image_size(size: str | None, limits: SizeLimits) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from common import cancellation
 from common.errors import InvalidRequest
 from common.protocol.audio import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, TokenUsage
 from common.protocol.base import BinaryStream
@@ -46,6 +47,7 @@ def _audio(
         samples = 0
         piece = model.sample_rate // 2
         for sentence in model.synthesize(request.input, request.voice, request.speed):
+            cancellation.check()  # between sentences: the client left, or the deadline passed
             samples += len(sentence)
             # Encoded in half-second pieces, each sent when ready: the first bytes leave after
             # encoding half a second of audio, not a whole sentence (~30 ms less for mp3).

@@ -34,6 +34,7 @@ class EngineOptions:
     """Process-wide engine settings, from Settings at the entry point."""
 
     threads: int
+    max_audio_seconds: float = 3600.0  # the longest audio a transcription decodes
 
 
 def make_loader(options: EngineOptions):

@@ -14,6 +14,8 @@ Registry parameters (all optional):
     min_size, max_size          the smallest and largest side accepted (64, 2048)
     size_multiple               each side a multiple of it (8)
     max_steps                   the most steps a request may ask for (150)
+    max_work                    the most a request may ask for in all, in pixel-steps: images x
+                                steps x width x height (4 images of 1024x1024 at 50 steps)
     max_batch                   images per pipeline call; more are drawn in turns (4)
     device, dtype, variant      cuda/cpu; float16/bfloat16/float32; e.g. fp16 weight files
     cpu_offload                 move each component to the GPU only while it runs (big models
@@ -34,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from common.cancellation import cancelled
-from common.errors import ClientGone, EngineUnavailable
+from common import cancellation
+from common.errors import EngineUnavailable
 from common.protocol.images import parse_size
 from common.registry import ModelConfig
 from layers import EngineOptions
@@ -67,10 +69,14 @@ class PipelineOptions:
     max_size: int
     size_multiple: int
     max_steps: int
+    max_work: int
     max_batch: int
     cpu_offload: bool
     safety_checker: bool
     png_compress_level: int
+
+
+MAX_WORK = 4 * 50 * 1024 * 1024  # pixel-steps: a few minutes of a mid-range GPU for SD 1.5
 
 
 def pipeline_options(config: ModelConfig) -> PipelineOptions:
@@ -111,6 +117,7 @@ def pipeline_options(config: ModelConfig) -> PipelineOptions:
         max_size=integer("max_size", 2048, low=8),
         size_multiple=integer("size_multiple", 8),
         max_steps=integer("max_steps", 150),
+        max_work=integer("max_work", MAX_WORK),
         max_batch=integer("max_batch", 4),
         cpu_offload=bool(p.get("cpu_offload", False)),
         safety_checker=bool(p.get("safety_checker", True)),
@@ -181,6 +188,8 @@ class DiffusersImageModel:
         self.device = device
         self.dtype = dtype_name
         self.max_steps = settings.max_steps
+        self.max_work = settings.max_work
+        self.default_steps = settings.steps or _default_steps(pipeline)
         self.sizes = SizeLimits(
             default=settings.size or _native_size(pipeline),
             smallest=settings.min_size,
@@ -244,6 +253,13 @@ class DiffusersImageModel:
             self._torch.cuda.empty_cache()
 
 
+def _default_steps(pipeline: Any) -> int:
+    """The steps the pipeline takes when a call names none (its __call__ default)."""
+    parameter = inspect.signature(pipeline.__call__).parameters.get("num_inference_steps")
+    default = getattr(parameter, "default", None)
+    return default if isinstance(default, int) else 50
+
+
 def _native_size(pipeline: Any) -> tuple[int, int]:
     """The size the model was trained at: its denoiser's sample size times the VAE's scale."""
     denoiser = getattr(pipeline, "unet", None) or getattr(pipeline, "transformer", None)
@@ -271,7 +287,7 @@ def quiet_libraries() -> None:
 
 
 def _stop_when_cancelled(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
-    """diffusers' per-step callback: a request whose client has gone stops drawing here."""
-    if cancelled():
-        raise ClientGone("The client left while its images were drawn.")
+    """diffusers' per-step callback: a cancelled request (client gone, deadline passed) stops
+    drawing here."""
+    cancellation.check()
     return tensors

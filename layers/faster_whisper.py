@@ -1,16 +1,16 @@
 """faster-whisper (CTranslate2) behind the TranscriptionModel interface. Audio of any container
-PyAV reads (wav, mp3, m4a, ogg, webm, flac) is decoded in memory: no ffmpeg binary needed."""
+PyAV reads (wav, mp3, m4a, ogg, webm, flac) is decoded in memory (layers/audio_decode.py, with
+the duration cap): no ffmpeg binary needed."""
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import InvalidRequest
 from common.registry import ModelConfig
-from layers import EngineOptions
+from layers import EngineOptions, audio_decode
 from layers.transcription import Segment, TranscriptStream, Word
 
 
@@ -28,6 +28,7 @@ class FasterWhisperModel:
             str(path), device=device, compute_type=compute_type, cpu_threads=options.threads
         )
         self.name = config.name
+        self._max_audio_seconds = options.max_audio_seconds
         self._lock = threading.Lock()
 
     def transcribe(
@@ -40,15 +41,7 @@ class FasterWhisperModel:
         temperature: float,
         word_timestamps: bool,
     ) -> TranscriptStream:
-        from faster_whisper.audio import decode_audio
-
-        try:
-            samples = decode_audio(io.BytesIO(audio))
-        except Exception:  # PyAV's many decoding errors: whatever it is, it is not audio
-            raise InvalidRequest(
-                "The file could not be decoded as audio (wav, mp3, m4a, ogg, webm, flac).",
-                param="file",
-            ) from None
+        samples = audio_decode.decode(audio, self._max_audio_seconds)
         if samples.size == 0:
             raise InvalidRequest("The audio file holds no sound.", param="file")
         stream = self._segments(

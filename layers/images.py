@@ -35,6 +35,8 @@ class ImageModel(Protocol):
     name: str
     sizes: SizeLimits
     max_steps: int
+    default_steps: int  # when a request names none
+    max_work: int  # pixel-steps a request may ask for: n x steps x width x height
 
     def draw(self, drawing: Drawing) -> list[bytes]:
         """`drawing.n` PNG files of `width` x `height` pixels, in order."""

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from common.cancellation import cancelled
-from common.errors import ClientGone
+from common import cancellation
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,7 @@ class TranscriptStream:
         segments = []
         try:
             for segment in self.segments:
-                if cancelled():
-                    raise ClientGone("The client left during the transcription.")
+                cancellation.check()
                 segments.append(segment)
         finally:
             self.segments.close()  # type: ignore[attr-defined]

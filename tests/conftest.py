@@ -24,6 +24,7 @@ API_KEYS = ("test-key", "second-key")
 TOOLS_TEMPLATE = Path(__file__).parent / "templates" / "hermes_tools.jinja"
 MAX_QUEUE = 2
 MAX_BODY_BYTES = 64 * 1024
+MAX_AUDIO_SECONDS = 120  # the longest upload the test servers transcribe
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, s3: S3World) -> Iterator[Li
         "API_KEY": ",".join(API_KEYS),
         "STRATUS_MAX_QUEUE": str(MAX_QUEUE),
         "STRATUS_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "STRATUS_MAX_AUDIO_SECONDS": str(MAX_AUDIO_SECONDS),
         "STRATUS_LOG_LEVEL": "warning",
     }
     log = tmp_path_factory.mktemp("logs") / "server.log"
@@ -237,6 +239,7 @@ def platforms(server: LiveServer, s3: S3World, tmp_path_factory) -> Iterator[Pla
         api_key=",".join(API_KEYS),
         models=server.registry,
         cache_dir=tmp_path_factory.mktemp("lambda-cache"),
+        max_audio_seconds=MAX_AUDIO_SECONDS,
     )
     s3_client = s3.client(direct=False)
     image_urls = S3ImageUrls(lambda: s3_client, IMAGE_BUCKET, "in-process/", ttl=600)

@@ -124,8 +124,28 @@ def test_a_cancelled_transcription_stops_reading_segments():
 
     gone = threading.Event()
     context = contextvars.copy_context()
-    context.run(cancellation.bind, gone)
+    context.run(cancellation.bind, cancellation.Cancellation(gone, threading.Event()))
     stream = TranscriptStream("en", 1.0, segments())
     with pytest.raises(ClientGone):
         context.run(stream.collect)
     assert read == [0, 1, 2]  # stopped at the segment decoded after the client left
+
+
+def test_cancellation_says_why_work_stops():
+    import threading
+    import time
+
+    from common import cancellation
+    from common.errors import ClientGone, RequestTimeout, ServerStopping
+
+    gone, stopping = threading.Event(), threading.Event()
+    cancellation.Cancellation(gone, stopping, deadline=time.monotonic() + 60).check()  # runs on
+    with pytest.raises(RequestTimeout):
+        cancellation.Cancellation(gone, stopping, deadline=time.monotonic() - 1).check()
+    stopping.set()
+    with pytest.raises(ServerStopping):
+        cancellation.Cancellation(gone, stopping).check()
+    gone.set()
+    with pytest.raises(ClientGone):  # a client that left needs no other reason
+        cancellation.Cancellation(gone, stopping).check()
+    assert cancellation.deadline_after(0) is None
