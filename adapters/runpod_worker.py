@@ -1,4 +1,7 @@
-"""RunPod serverless worker: the same operations, reached through RunPod jobs.
+"""RunPod serverless worker: each job becomes a request to the same ASGI application that serves
+HTTP (and Lambda, through Mangum), translated here the way Mangum translates API Gateway events.
+Admission (a bounded queue, 429 beyond it), body caps, deadlines, cancellation, error mapping
+and SSE framing therefore exist once, in the application.
 
     python -m adapters.runpod_worker                      # on RunPod
     python -m adapters.runpod_worker --rp_serve_api ...   # the SDK's local test API
@@ -8,36 +11,44 @@ Accepted job inputs (one pure function turns each into method, path, body and qu
         an empty openai_input means GET (as for /v1/models)
     {"route": "/v1/models", "method": "GET", "body": {...}}            a generic request
 
-An audio upload (transcriptions, translations) carries `file` base64-encoded or as a URL.
+An audio upload (transcriptions, translations) carries `file` base64-encoded or as an http(s)
+URL, which is fetched under the fetch policy (public addresses only, unless
+STRATUS_FETCH_ALLOW names more) and sent on as a multipart body. RunPod authenticates jobs
+before they reach the worker, so the application here checks no API key.
 Images asked for as `url` need STRATUS_IMAGE_BUCKET (presigned S3 URLs); without it, a 400.
-A streamed chat or completion yields SSE-framed strings ("data: {...}\\n\\n", then
-"data: [DONE]\\n\\n") as they are produced; a binary answer (audio) yields
-{"content_type", "data": base64} — streamed speech one such part per sentence, as it is
+
+Outputs: a streamed chat or completion yields SSE-framed strings ("data: {...}\\n\\n", ending
+with "data: [DONE]\\n\\n") as they are produced; a binary answer (audio) yields
+{"content_type", "data": base64} — streamed speech one such part per piece of audio, as it is
 synthesized: the audio is the decoded parts joined in order; anything else yields its JSON
-object once. Errors
-yield OpenAI's envelope with the HTTP status it would have had: {"error": {...}, "status": 404}.
+object once. Errors yield OpenAI's envelope with the HTTP status it would have had:
+{"error": {...}, "status": 404}. A job RunPod cancels is a client that disconnects: its work
+stops, and its slot is freed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from adapters.operations import OPERATIONS, Operation, Publishing, find, start
-from common.errors import InternalError, InvalidRequest, PayloadTooLarge, StratusError
-from common.image_urls import ImageUrls, NoImageUrls
-from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
+from starlette.types import ASGIApp, Message
+
+from common.errors import InvalidRequest, StratusError
 from common.settings import Settings
-from common.sse import DONE, encode_event
 from common.store import ModelStore
+from common.url_fetch import FetchPolicy, fetch_url
 
 log = logging.getLogger("stratus.runpod")
+
+JSON = "application/json"
+UPLOAD_ROUTES = ("/audio/transcriptions", "/audio/translations")
 
 
 @dataclass(frozen=True)
@@ -72,103 +83,199 @@ def normalize_job(job_input: Any) -> JobRequest:
     return JobRequest(method, url.path, body, dict(parse_qsl(url.query)))
 
 
-MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+@dataclass(frozen=True)
+class WireRequest:
+    """A job as the bytes an HTTP client would have sent."""
+
+    method: str
+    path: str
+    query: str
+    content_type: str | None
+    body: bytes
 
 
-def uploaded_file(body: Any) -> Any:
-    """A job's upload as the form fields the operation expects: `file` arrives base64-encoded
-    (optionally as a data: URL) or as an http(s) URL to fetch."""
-    if not isinstance(body, Mapping) or not isinstance(body.get("file"), str):
-        return body  # the operation says what is missing
-    value = body["file"]
-    if value.startswith(("http://", "https://")):
-        data = _download(value)
-    else:
+class Uploads:
+    """A job's audio `file` (base64, a data: URL, or an http(s) URL) as bytes."""
+
+    def __init__(self, policy: FetchPolicy, max_bytes: int) -> None:
+        self.policy = policy
+        self.max_bytes = max_bytes
+
+    def read(self, value: str) -> bytes:
+        if value.startswith(("http://", "https://")):
+            return fetch_url(value, max_bytes=self.max_bytes, policy=self.policy, param="file")
         try:
-            data = base64.b64decode(value.split(",", 1)[-1], validate=True)
+            return base64.b64decode(value.split(",", 1)[-1], validate=True)
         except ValueError:
             raise InvalidRequest(
                 "'file' must be base64-encoded audio or an http(s) URL.", param="file"
             ) from None
-    return {**body, "file": data}
 
 
-def _download(url: str) -> bytes:
-    import httpx
+def wire_request(request: JobRequest, uploads: Uploads) -> WireRequest:
+    """The job's request as an HTTP body: JSON, or multipart for an upload (blocking: an
+    upload's URL is fetched here)."""
+    query = urlencode(request.query)
+    body = request.body
+    is_upload = request.path.removeprefix("/v1") in UPLOAD_ROUTES
+    if is_upload and isinstance(body, Mapping) and isinstance(body.get("file"), str):
+        boundary = secrets.token_hex(16)
+        data = _multipart(body, uploads.read(body["file"]), boundary)
+        return WireRequest(
+            request.method, request.path, query, f"multipart/form-data; boundary={boundary}", data
+        )
+    if body is None:
+        return WireRequest(request.method, request.path, query, None, b"")
+    # Whatever else (a missing file included) goes as JSON: the application says what is wrong.
+    return WireRequest(request.method, request.path, query, JSON, json.dumps(body).encode())
 
-    try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=30) as response:
-            response.raise_for_status()
-            data = bytearray()
-            for part in response.iter_bytes():
-                data += part
-                if len(data) > MAX_UPLOAD_BYTES:
-                    raise PayloadTooLarge(f"The file at '{url}' is over {MAX_UPLOAD_BYTES} bytes.")
-            return bytes(data)
-    except httpx.HTTPError:
-        raise InvalidRequest(f"The file could not be fetched from '{url}'.", param="file") from None
+
+def _multipart(fields: Mapping[str, Any], audio: bytes, boundary: str) -> bytes:
+    """Form fields as a client's SDK sends them: lists as repeated `name[]`, booleans as
+    true/false, objects as JSON; the audio as the `file` part."""
+    parts = []
+    for name, value in fields.items():
+        if name == "file":
+            continue
+        values = value if isinstance(value, list) else [value]
+        key = f"{name}[]" if isinstance(value, list) else name
+        for item in values:
+            parts.append(_part(key, _form_value(item).encode()))
+    parts.append(_part("file", audio, filename="audio"))
+    return b"".join(f"--{boundary}\r\n".encode() + part for part in parts) + (
+        f"--{boundary}--\r\n".encode()
+    )
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _part(name: str, data: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"'
+    if filename:
+        disposition += f'; filename="{filename}"'
+    return f"Content-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
 
 
 class Worker:
-    def __init__(
-        self,
-        store: ModelStore,
-        operations: Sequence[Operation] = OPERATIONS,
-        image_urls: ImageUrls | None = None,
-    ) -> None:
-        self.store = store
-        self.operations = operations
-        self.image_urls = image_urls or NoImageUrls("RunPod")
+    """RunPod's handler over an ASGI application."""
+
+    def __init__(self, app: ASGIApp, uploads: Uploads) -> None:
+        self.app = app
+        self.uploads = uploads
+        self._running: set[asyncio.Task] = set()  # the event loop keeps only weak references
 
     async def handle(self, job: Mapping[str, Any]) -> AsyncIterator[Any]:
         """The RunPod handler: an async generator, so the SDK's loop stays free meanwhile."""
-        request_id = str(job.get("id") or secrets.token_hex(8))
-        chunks = None
         try:
             request = normalize_job(job.get("input"))
-            operation, path_params = find(request.method, request.path, self.operations)
-            body = request.body
-            if operation.form:
-                body = await asyncio.to_thread(uploaded_file, body)
-            parsed = operation.parse(body, {**request.query, **path_params})
-            if operation.publishes:
-                parsed = Publishing(parsed, self.image_urls)
-            result, first = await asyncio.to_thread(start, operation.handle, parsed, self.store)
-            if isinstance(result, BinaryResponse):  # audio, say: base64, with its type
-                yield _binary(result.media_type, result.content)
-                return
-            if isinstance(result, BinaryStream):
-                chunks = result.chunks
-                yield _binary(result.media_type, first)  # type: ignore[arg-type]
-                while (data := await asyncio.to_thread(next, chunks, None)) is not None:
-                    if data:
-                        yield _binary(result.media_type, data)
-                return
-            if first is None:
-                yield result.model_dump(mode="json")
-                return
-            chunks = result
-            yield _event(first)
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-                yield _event(chunk)
-            yield DONE.decode()
+            wire = await asyncio.to_thread(wire_request, request, self.uploads)
         except StratusError as error:
             yield {**error.envelope(), "status": error.status}
-        except Exception:
-            log.exception("job %s failed", request_id)
-            error = InternalError(request_id)
-            yield {**error.envelope(), "status": error.status}
+            return
+        async for output in self._exchange(wire):
+            yield output
+
+    async def _exchange(self, wire: WireRequest) -> AsyncIterator[Any]:
+        """Runs the application on one request; yields the job outputs of its response."""
+        messages: asyncio.Queue[Message | None] = asyncio.Queue()
+        disconnected = asyncio.Event()
+        body_sent = False
+
+        async def receive() -> Message:
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
+                return {"type": "http.request", "body": wire.body, "more_body": False}
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if disconnected.is_set():
+                raise OSError("the job was cancelled")  # as a server's closed socket would
+            await messages.put(message)
+
+        async def run() -> None:
+            try:
+                await self.app(_scope(wire), receive, send)
+            except Exception:  # the application answers its own errors: this is a bug
+                if not disconnected.is_set():
+                    log.exception("the application failed on %s %s", wire.method, wire.path)
+            finally:
+                await messages.put(None)
+
+        task = asyncio.create_task(run())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        try:
+            async for output in _outputs(messages):
+                yield output
         finally:
-            if chunks is not None:
-                chunks.close()  # type: ignore[attr-defined]
+            # Finished, or cancelled by RunPod (the generator closed): either way the
+            # application sees its client go, and stops whatever work is left.
+            disconnected.set()
 
 
-def _binary(media_type: str, data: bytes) -> dict[str, str]:
-    return {"content_type": media_type, "data": base64.b64encode(data).decode()}
+def _scope(wire: WireRequest) -> dict[str, Any]:
+    headers = [(b"host", b"runpod-worker"), (b"content-length", str(len(wire.body)).encode())]
+    if wire.content_type:
+        headers.append((b"content-type", wire.content_type.encode()))
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": wire.method,
+        "scheme": "http",
+        "path": wire.path,
+        "raw_path": wire.path.encode(),
+        "query_string": wire.query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": None,
+        "server": None,
+    }
 
 
-def _event(chunk: OpenAIResponse) -> str:
-    return encode_event(chunk.to_json()).decode()
+async def _outputs(messages: asyncio.Queue[Message | None]) -> AsyncIterator[Any]:
+    """A response's messages as job outputs: SSE text as it comes, audio as base64 parts as
+    they come, JSON once (an error with its status)."""
+    status, content_type = 500, JSON
+    buffered = bytearray()
+    while (message := await messages.get()) is not None:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
+            content_type = headers.get("content-type", JSON)
+            continue
+        data = message.get("body", b"")
+        if content_type.startswith("text/event-stream"):
+            if data:
+                yield data.decode()
+        elif not content_type.startswith(JSON):
+            if data:
+                yield {"content_type": content_type, "data": base64.b64encode(data).decode()}
+        else:
+            buffered += data
+    if content_type.startswith(JSON):
+        answer = json.loads(buffered) if buffered else {}
+        yield {**answer, "status": status} if status >= 400 else answer
+
+
+def make_worker(settings: Settings, store: ModelStore | None = None, **app_options: Any) -> Worker:
+    """The worker over the HTTP gateway's application, built from settings. No API key: RunPod
+    authenticates jobs itself (its endpoint key) before they reach the worker."""
+    from adapters.http import create_app
+    from adapters.runtime import build_image_urls
+
+    app_options.setdefault("image_urls", build_image_urls(settings, "RunPod", serves_files=False))
+    app = create_app(settings.model_copy(update={"api_key": ""}), store, **app_options)
+    uploads = Uploads(FetchPolicy.from_setting(settings.fetch_allow), settings.max_body_bytes)
+    return Worker(app, uploads)
 
 
 def concurrency_modifier(settings: Settings) -> Callable[[int], int]:
@@ -178,12 +285,9 @@ def concurrency_modifier(settings: Settings) -> Callable[[int], int]:
 def main() -> None:
     import runpod
 
-    from adapters.runtime import build_image_urls, build_store
-
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper())
-    image_urls = build_image_urls(settings, "RunPod", serves_files=False)
-    worker = Worker(build_store(settings), image_urls=image_urls)
+    worker = make_worker(settings)
     runpod.serverless.start(
         {
             "handler": worker.handle,

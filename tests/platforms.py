@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import httpx
 
 from adapters.aws_lambda import make_handler
-from adapters.runpod_worker import Worker
+from adapters.runpod_worker import make_worker
 from adapters.runtime import build_store
 from common.image_urls import ImageUrls
 from common.settings import Settings
@@ -86,7 +86,7 @@ class Platforms:
         self.store = store = build_store(in_process_settings)  # the Lambda app's and the worker's
         # Off HTTP, image URLs are presigned S3 URLs (moto's, through the proxy).
         self.lambda_handler = make_handler(in_process_settings, store, image_urls=image_urls)
-        self.worker = Worker(store, image_urls=image_urls)
+        self.worker = make_worker(in_process_settings, store, image_urls=image_urls)
         self.runpod_api_url = runpod_api
         self.runpod_loop = asyncio.new_event_loop()
 

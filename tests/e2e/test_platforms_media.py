@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from adapters.aws_lambda import make_handler
-from adapters.runpod_worker import Worker
+from adapters.runpod_worker import make_worker
 from tests.conftest import IMAGE_BUCKET
 from tests.platforms import EVENTS, PLATFORMS, Answer
 
@@ -66,7 +66,7 @@ def test_image_urls_work_everywhere(platforms, reference_images, platform):
 def test_image_urls_off_http_without_a_bucket_are_a_clear_400(platforms):
     bare = copy.copy(platforms)  # the same store, adapters as they are built with no bucket
     bare.lambda_handler = make_handler(platforms.settings, platforms.store)
-    bare.worker = Worker(platforms.store)
+    bare.worker = make_worker(platforms.settings, platforms.store)
     for platform in ("lambda", "runpod"):
         answer = bare.call(platform, "POST", "/v1/images/generations", IMAGE)
         assert answer.status == 400, (platform, answer.body)
@@ -103,15 +103,26 @@ def test_audio_in_runpod_jobs_as_base64_or_url(platforms, http, tmp_path):
     files = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=files.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{files.server_address[1]}"
+    # The worker as an operator who allows a loopback host configures it.
+    allowing = copy.copy(platforms)
+    allowed = platforms.settings.model_copy(update={"fetch_allow": "127.0.0.1"})
+    allowing.worker = make_worker(allowed, platforms.store)
     try:
         for file in (base64.b64encode(audio).decode(), f"{url}/hello.mp3"):
             body = {"model": "whisper-1", "file": file}
-            answer = platforms.call("runpod", "POST", "/v1/audio/transcriptions", body)
+            answer = allowing.call("runpod", "POST", "/v1/audio/transcriptions", body)
             assert answer.status == 200 and "hello" in answer.body["text"].lower(), answer.body
         for file, status in (("not base64!", 400), (f"{url}/missing.mp3", 400)):
             body = {"model": "whisper-1", "file": file}
-            answer = platforms.call("runpod", "POST", "/v1/audio/transcriptions", body)
+            answer = allowing.call("runpod", "POST", "/v1/audio/transcriptions", body)
             assert answer.status == status and answer.body["error"]["param"] == "file"
+        # By default a worker fetches from public addresses only: loopback is refused, in the
+        # same words as a file that is not there (no port scanning through the worker).
+        body = {"model": "whisper-1", "file": f"{url}/hello.mp3"}
+        refused = platforms.call("runpod", "POST", "/v1/audio/transcriptions", body)
+        assert refused.status == 400 and refused.body["error"]["param"] == "file"
+        assert refused.body["error"]["message"] == answer.body["error"]["message"]
+        assert "127.0.0.1" not in refused.body["error"]["message"]
     finally:
         files.shutdown()
 

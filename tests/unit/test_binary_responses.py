@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from adapters.aws_lambda import make_handler
 from adapters.http import create_app
 from adapters.operations import OPERATIONS, Operation
-from adapters.runpod_worker import Worker
+from adapters.runpod_worker import make_worker
 from common.protocol.base import BinaryResponse
 from common.settings import Settings
 from tests.unit.fakes import FakeTextModel, fake_store
@@ -55,8 +55,8 @@ def test_lambda_returns_base64(tmp_path):
     assert base64.b64decode(response["body"]) == WAV
 
 
-def test_runpod_returns_base64_with_the_content_type():
-    worker = Worker(store(), OPERATIONS_WITH_AUDIO)
+def test_runpod_returns_base64_with_the_content_type(tmp_path):
+    worker = make_worker(Settings(cache_dir=tmp_path), store(), operations=OPERATIONS_WITH_AUDIO)
     job = {"id": "j", "input": {"openai_route": "/v1/test/speech", "openai_input": {"input": "hi"}}}
 
     async def outputs():
