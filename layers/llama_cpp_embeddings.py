@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import cancellation
 from common.registry import ModelConfig
 from layers import EngineOptions
 
@@ -51,8 +52,11 @@ class LlamaCppEmbeddingModel:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         # One text per decode: llama.cpp's batched embedding packs several sequences into one
         # batch, and a vector would then depend (in its last bits) on its neighbours.
+        vectors = []
         with self._lock:
-            vectors = [self._llm.embed(text, normalize=True) for text in texts]
+            for text in texts:
+                cancellation.check()  # between texts: the client left, or the deadline passed
+                vectors.append(self._llm.embed(text, normalize=True))
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimensions)
 
     def close(self) -> None:
