@@ -96,6 +96,7 @@ def create_app(
     # Starlette would answer a trailing slash with a 307 whose Location copies the client's
     # Host header; an unknown spelling is a 404 in the envelope instead.
     app.router.redirect_slashes = False
+    app.state.stopping = gateway.stopping  # for adapters that see the shutdown themselves
     return app
 
 

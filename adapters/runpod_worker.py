@@ -33,6 +33,8 @@ import base64
 import json
 import logging
 import secrets
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,10 +167,39 @@ def _part(name: str, data: bytes, filename: str | None = None) -> bytes:
 class Worker:
     """RunPod's handler over an ASGI application."""
 
-    def __init__(self, app: ASGIApp, uploads: Uploads) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        uploads: Uploads,
+        stopping: threading.Event | None = None,
+        shutdown_grace: float = 10.0,
+    ) -> None:
         self.app = app
         self.uploads = uploads
+        self.stopping = stopping or threading.Event()  # set: the application's work stops
+        self.shutdown_grace = shutdown_grace
         self._running: set[asyncio.Task] = set()  # the event loop keeps only weak references
+        self._watching_sigterm = False
+
+    def watch_sigterm(self) -> None:
+        """On SIGTERM, the RunPod SDK stops taking jobs and waits for those in flight, however
+        long they run; this bounds the wait: after the grace, their work stops (the SDK's own
+        handler still runs first). Installed from the event loop's (main) thread, after the SDK
+        has installed its handler."""
+        if self._watching_sigterm or threading.current_thread() is not threading.main_thread():
+            return
+        self._watching_sigterm = True
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            log.info("SIGTERM: work still running stops in %.0f s", self.shutdown_grace)
+            timer = threading.Timer(self.shutdown_grace, self.stopping.set)
+            timer.daemon = True
+            timer.start()
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     async def handle(self, job: Mapping[str, Any]) -> AsyncIterator[Any]:
         """The RunPod handler: an async generator, so the SDK's loop stays free meanwhile."""
@@ -275,7 +306,7 @@ def make_worker(settings: Settings, store: ModelStore | None = None, **app_optio
     app_options.setdefault("image_urls", build_image_urls(settings, "RunPod", serves_files=False))
     app = create_app(settings.model_copy(update={"api_key": ""}), store, **app_options)
     uploads = Uploads(FetchPolicy.from_setting(settings.fetch_allow), settings.max_body_bytes)
-    return Worker(app, uploads)
+    return Worker(app, uploads, app.state.stopping, settings.shutdown_grace)
 
 
 def concurrency_modifier(settings: Settings) -> Callable[[int], int]:
@@ -288,9 +319,15 @@ def main() -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper())
     worker = make_worker(settings)
+
+    async def handler(job: Mapping[str, Any]) -> AsyncIterator[Any]:
+        worker.watch_sigterm()  # the SDK's own SIGTERM handler is in place by now
+        async for output in worker.handle(job):
+            yield output
+
     runpod.serverless.start(
         {
-            "handler": worker.handle,
+            "handler": handler,
             "return_aggregate_stream": True,
             "concurrency_modifier": concurrency_modifier(settings),
         }

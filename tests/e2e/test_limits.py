@@ -360,3 +360,33 @@ def test_audio_longer_than_the_cap_is_refused(http, platforms):
     body = {"model": "whisper-1", "file": base64.b64encode(flac).decode()}
     answer = platforms.call("runpod", "POST", "/v1/audio/transcriptions", body)
     assert answer.status == 400 and answer.body["error"]["code"] == "audio_too_long"
+
+
+def test_sigterm_bounds_a_runpod_workers_jobs_in_flight(platforms, tmp_path):
+    """The SDK stops taking jobs on SIGTERM and waits for those in flight; after the grace,
+    their work stops. (The handler is called directly: this test process keeps its own.)"""
+    import signal
+
+    settings = platforms.settings.model_copy(update={"shutdown_grace": 0.5})
+    worker = make_worker(settings, platforms.store)
+    sdk_handler_calls = []
+    previous = signal.signal(signal.SIGTERM, lambda *args: sdk_handler_calls.append(args))
+    try:
+        worker.watch_sigterm()
+        on_sigterm = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    job = {"id": "t", "input": {"route": "/v1/chat/completions", "body": LONG_STREAM}}
+
+    async def run() -> list[Any]:
+        outputs = worker.handle(job)
+        first = await anext(outputs)
+        on_sigterm(signal.SIGTERM, None)
+        return [first] + [output async for output in outputs]
+
+    started = time.monotonic()
+    answer = from_job_outputs(platforms.runpod_loop.run_until_complete(run()))
+    assert time.monotonic() - started < 5  # 1500 tokens take 15 s or more
+    assert len(sdk_handler_calls) == 1  # the SDK still stopped taking jobs
+    assert answer.events[-1] == "[DONE]"
+    assert answer.events[-2]["error"]["code"] == "server_shutting_down"
