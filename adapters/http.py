@@ -153,7 +153,9 @@ class Gateway:
                 elif operation.method == "POST":
                     body = await self._read_json(request)
                 params = {**request.query_params, **request.path_params}
-                parsed = operation.parse(body, params)
+                # Validating megabytes of messages is slow too: off the event loop.
+                parse = functools.partial(operation.parse, body, params)
+                parsed = parse() if body is None else await run_in_threadpool(parse)
                 if operation.publishes:
                     base_url = str(request.base_url).rstrip("/")
                     parsed = Publishing(parsed, self.image_urls, base_url)
@@ -308,16 +310,27 @@ class Gateway:
         async for part in self._capped_body(request):
             body += part
         try:
-            data = json.loads(body)
-            # A lone surrogate ("\ud800") parses, but is not text: refuse it here rather
-            # than fail later in a tokenizer or an encoder.
-            json.dumps(data, ensure_ascii=False).encode()
-            return data
+            if len(body) <= _PARSE_ON_LOOP_BYTES:
+                return _parse_json(body)
+            # Megabytes of JSON take the event loop for a while: every other client (and
+            # /health) would wait.
+            return await run_in_threadpool(_parse_json, body)
         except (ValueError, RecursionError):  # UnicodeError is a ValueError
             raise InvalidRequest(
                 "We could not parse the JSON body of your request. The body must be a JSON "
                 "object; check its syntax and encoding (UTF-8)."
             ) from None
+
+
+_PARSE_ON_LOOP_BYTES = 64 * 1024
+
+
+def _parse_json(body: bytes | bytearray) -> Any:
+    data = json.loads(body)
+    # A lone surrogate ("\ud800") parses, but is not text: refuse it here rather than fail
+    # later in a tokenizer or an encoder.
+    json.dumps(data, ensure_ascii=False).encode()
+    return data
 
 
 @dataclass(frozen=True)
