@@ -71,17 +71,27 @@ def prompt_tokens(model: TextModel, prompt: str | list[int], param: str) -> list
     if isinstance(prompt, str):
         check_prompt_size(model, len(prompt.encode()), param)
         return model.tokenize(prompt)
-    bad = next((t for t in prompt if not 0 <= t < model.vocab_size), None)
+    return _checked_ids(model, prompt, param)
+
+
+def _checked_ids(model: TextModel, tokens: list[int], param: str) -> list[int]:
+    """Token ids a client sent, each within the vocabulary: an id past it would crash the
+    engine (llama.cpp aborts the process), so none reaches it unchecked."""
+    bad = next((t for t in tokens if not 0 <= t < model.vocab_size), None)
     if bad is not None:
         raise InvalidRequest(
             f"Token id {bad} is outside this model's vocabulary (0 to {model.vocab_size - 1}).",
             param=param,
         )
-    return list(prompt)
+    return list(tokens)
 
 
 def _infill_tokens(model: TextModel, prompt: str | list[int], suffix: str, param: str) -> list[int]:
-    prefix = prompt if isinstance(prompt, str) else model.detokenize(prompt)
+    if isinstance(prompt, str):
+        check_prompt_size(model, len(prompt.encode()), param)
+        prefix = prompt
+    else:
+        prefix = model.detokenize(_checked_ids(model, prompt, param))
     tokens = model.infill_prompt(prefix, suffix)
     if tokens is None:
         raise InvalidRequest(

@@ -71,7 +71,12 @@ def _inputs(raw: Any, model: EmbeddingModel) -> tuple[list[str], list[int]]:
                 f"(0 to {model.vocab_size - 1}).",
                 param=where,
             )
-        texts.append(model.detokenize(item))
+        text = model.detokenize(item)
+        if not text:  # special tokens only: nothing an engine can embed
+            raise InvalidRequest(
+                f"'{where}' holds only special tokens, which carry no text to embed.", param=where
+            )
+        texts.append(text)
     counts = [len(tokens) for tokens in model.tokenize(texts)]
     for i, count in enumerate(counts):
         if count > model.max_tokens:

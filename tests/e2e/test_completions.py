@@ -218,3 +218,14 @@ def test_a_prompt_too_long_for_any_tokenization_is_refused_untokenized(http):
     ):
         error = http.post(path, json=body).json()["error"]
         assert error["code"] == "context_length_exceeded" and "bytes" in error["message"], error
+
+
+@pytest.mark.parametrize("prompt", [[49152], [[5, 2**40]]])
+def test_token_ids_past_the_vocabulary_with_a_suffix_are_a_400(http, prompt):
+    """Found by fuzzing: with `suffix`, ids went to the engine unchecked and llama.cpp aborted
+    the whole server."""
+    body = {"model": MODEL, "prompt": prompt, "suffix": "x", "max_tokens": 1}
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"].startswith("prompt")
+    assert http.get("/health").status_code == 200  # still alive

@@ -145,3 +145,11 @@ def test_a_sentence_transformers_directory_model_from_s3(client):
         client.embeddings.create(model="s3-minilm", input=SENTENCES, encoding_format="float")
     )
     np.testing.assert_allclose(from_s3, local, atol=1e-6)
+
+
+def test_token_ids_with_no_text_are_a_400(client):
+    """Found by fuzzing: special tokens only decode to nothing, and llama.cpp's decode of an
+    empty sequence failed with a 500."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model="smollm2-embed", input=[0, 1])  # SmolLM2's specials
+    assert refused.value.body["param"] == "input"
