@@ -22,7 +22,7 @@ COQUI_TORCHAUDIO_VERSION := 2.9.*
 COQUI_TORCHCODEC_VERSION := 0.8.*
 COQUI_STAMP := $(COQUI_VENV)/.stratus-coqui-setup
 
-.PHONY: setup serve test test-coqui lint bench llama-server clean
+.PHONY: setup serve test test-coqui lint bench llama-server clean fuzz
 
 setup: $(SETUP_STAMP)
 
@@ -71,6 +71,12 @@ test: setup
 # Only the Coqui tests, in their own venv (no llama.cpp there); `make test` reports them skipped.
 test-coqui: $(COQUI_STAMP)
 	$(COQUI_BIN)/pytest tests/coqui
+
+# The long fuzzing run: tests/e2e/test_fuzz.py with FUZZ_EXAMPLES per test (11 tests: >= 2,000
+# requests), then its summary (requests per operation, statuses, 5xx, envelope violations).
+FUZZ_EXAMPLES ?= 200
+fuzz: setup
+	STRATUS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/e2e/test_fuzz.py -q -s
 
 lint: setup
 	$(BIN)/ruff check .

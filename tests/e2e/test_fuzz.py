@@ -1,0 +1,616 @@
+"""Property-based fuzzing of every operation against the live server, from OpenAI's own spec.
+
+schemathesis (over hypothesis) generates each operation's requests from tests/openai-spec/:
+bodies that follow the spec (positive) and bodies that break it (negative: wrong types, missing
+fields, raw bytes sent as JSON); /v1/edits comes from the 2023 spec, the last that had it. Beside
+them, garbage: unknown paths and methods, odd content types, malformed bytes, no or wrong keys.
+
+Every response must hold: no 5xx; every 4xx is JSON in OpenAI's envelope
+({"error": {"message": str, "type": str, "param": str|null, "code": str|null}}); a request
+without a valid key is a 401; a streamed 200 is well-formed SSE ending in `data: [DONE]`, any
+error event in it an envelope. After the run the server still answers /health and is idle.
+
+Violations are collected, not raised: one run reports all of them, each with its request.
+`make test` runs 15 examples per test (derandomized: the same requests in every run; about 45 s
+on two busy cores); STRATUS_FUZZ_EXAMPLES raises that (`make fuzz`: >= 2,000 requests, with a
+summary) and STRATUS_FUZZ_SEED=N draws other requests than CI's.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import io
+import json
+import math
+import os
+import time
+import wave
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+from tests.conftest import API_KEYS, MAX_BODY_BYTES, LiveServer
+from tests.openai_spec import SPEC_DIR
+
+EXAMPLES = int(os.environ.get("STRATUS_FUZZ_EXAMPLES", "15"))  # per test
+CLIENT_TIMEOUT = 60.0  # seconds; a bounded request takes a few at most
+# Unset, the same requests in every run (CI is reproducible); a seed explores other ones.
+SEED = os.environ.get("STRATUS_FUZZ_SEED")
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    derandomize=SEED is None,
+    database=None,
+    deadline=None,  # a request runs a real model: its time is not the generator's
+    # Violations are collected, not raised, so there is nothing to shrink; a timeout or a dead
+    # server fails at once rather than being replayed.
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+
+# (spec file, method, path): every operation Stratus serves (adapters/operations.py).
+CURRENT = "openapi.yaml"
+EDITS = "openapi-2023-12-22-edits.yaml"
+OPERATIONS = [
+    (CURRENT, "POST", "/chat/completions"),
+    (CURRENT, "POST", "/completions"),
+    (EDITS, "POST", "/edits"),
+    (CURRENT, "POST", "/embeddings"),
+    (CURRENT, "POST", "/audio/speech"),
+    (CURRENT, "POST", "/audio/transcriptions"),
+    (CURRENT, "POST", "/audio/translations"),
+    (CURRENT, "POST", "/images/generations"),
+    (CURRENT, "GET", "/models"),
+    (CURRENT, "GET", "/models/{model}"),
+]
+
+# Model names a fuzzed body may carry: the cheap ones of the test registry for each task (the
+# s3-* models are left out: downloading them would change what tests/e2e/test_s3_models.py
+# counts), names of another task's model (a 400), and whatever the spec's generator made up.
+# Each registry entry is a model load of its own (seconds), so the text entries with their own
+# templates (tools-template-chat) come only among the others.
+TEXT_MODELS = ["gpt-4o-mini", "tiny-chat", "my-alias"]
+MODELS = {
+    "/chat/completions": TEXT_MODELS,
+    "/completions": TEXT_MODELS,
+    "/edits": TEXT_MODELS,
+    "/embeddings": ["text-embedding-3-small", "all-minilm-l6-v2", "smollm2-embed"],
+    "/audio/speech": ["tts-1", "gpt-4o-mini-tts"],
+    "/audio/transcriptions": ["whisper-1"],
+    "/audio/translations": ["whisper-1"],
+    "/images/generations": ["dall-e-2", "dall-e-3"],
+}
+ANY_MODEL = sorted({name for names in MODELS.values() for name in names} | {"tools-template-chat"})
+
+# Valid requests run the real models, so what they may cost is bounded here: unbounded, the
+# spec allows max_tokens in the thousands, n up to 128, best_of 20, 1792x1792 images with 150
+# steps, 4,096 characters of speech; on two cores one such request takes minutes. Numbers
+# above a bound become the bound (strings too: pydantic reads "4000" as 4000); anything the
+# server must refuse (a negative, a float, a string that is no number) is left to be refused.
+TOKENS = 8  # max_tokens, max_completion_tokens
+CHOICES = 2  # n, best_of
+BATCH = 4  # prompts in a completions batch, inputs of an embeddings request
+STEPS = 2  # diffusion steps
+SPEECH_CHARACTERS = 120
+SMALL_SIZES = ["64x64", "64x128", "128x64"]  # tiny-sd's smallest; others stay as sent
+
+
+@dataclass
+class Stats:
+    """What a run sent and got, for `make fuzz`'s summary."""
+
+    requests: collections.Counter = field(default_factory=collections.Counter)
+    statuses: collections.Counter = field(default_factory=collections.Counter)
+    by_operation: dict[str, collections.Counter] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter)
+    )
+    seconds: collections.Counter = field(default_factory=collections.Counter)
+    slowest: list[tuple[float, str]] = field(default_factory=list)  # (seconds, request)
+    violations: list[str] = field(default_factory=list)
+    server_errors: int = 0
+    envelope_violations: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> str:
+        lines = [
+            f"fuzz: {sum(self.requests.values())} requests in "
+            f"{time.monotonic() - self.started:.0f} s ({EXAMPLES} examples per test)",
+            f"  5xx: {self.server_errors}; envelope violations: {self.envelope_violations}; "
+            "other violations: "
+            f"{len(self.violations) - self.server_errors - self.envelope_violations}",
+            "  statuses: " + ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items())),
+        ]
+        for seconds, request in self.slowest:
+            lines.append(f"  slow: {seconds:.1f} s {request[:300]}")
+        for operation, count in sorted(self.requests.items()):
+            statuses = self.by_operation[operation]
+            detail = ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items()))
+            seconds = self.seconds[operation]
+            lines.append(f"  {operation}: {count} in {seconds:.1f} s ({detail})")
+        return "\n".join(lines)
+
+
+STATS = Stats()
+
+
+def short_wav(seconds: float = 0.5, rate: int = 16000) -> bytes:
+    """A short tone: audio the decoders accept, so whisper runs (briefly) on some requests."""
+    samples = array.array(
+        "h",
+        (int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate))),
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        file.writeframes(samples.tobytes())
+    return out.getvalue()
+
+
+WAV = short_wav()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _cap(body: dict, name: str, limit: int, default: bool = False) -> None:
+    """body[name] at most `limit`; set to it when absent and `default` (a model's own default
+    may be large: a chat model generates up to its context)."""
+    if name not in body or body[name] is None:
+        if default:
+            body[name] = limit
+        return
+    number = _number(body[name])
+    if number is not None and number > limit:
+        body[name] = limit
+
+
+def _draw_model(data: st.DataObject, path: str, current: Any) -> Any:
+    choice = data.draw(st.sampled_from(["own", "own", "own", "other", "generated"]), "model kind")
+    if choice == "own":
+        return data.draw(st.sampled_from(MODELS[path]), "model")
+    if choice == "other":
+        return data.draw(st.sampled_from(ANY_MODEL), "model")
+    return current
+
+
+def _blank(value: Any) -> bool:
+    return not isinstance(value, str) or not value.strip()
+
+
+def repair(path: str, body: dict) -> None:
+    """Fills the required text fields the generator left empty or mistyped with a few words, so
+    that more requests get past validation into the handlers and the engines (where a crash
+    would be); the optional fields stay as generated."""
+    if path == "/chat/completions" and isinstance(body.get("messages"), list):
+        for message in body["messages"]:
+            if isinstance(message, dict) and message.get("content") == "":
+                message["content"] = "Say hi."
+    if path == "/completions" and (body.get("prompt") is None or body.get("prompt") == ""):
+        body["prompt"] = "Once upon a time"
+    if path == "/edits":
+        if _blank(body.get("instruction")):
+            body["instruction"] = "Fix the spelling."
+        if not isinstance(body.get("input"), str):
+            body["input"] = "Helo wrld"
+    if path == "/embeddings" and (body.get("input") == "" or body.get("input") == [""]):
+        body["input"] = "hello world"
+    if path == "/audio/speech":
+        if _blank(body.get("input")):
+            body["input"] = "Hello there."
+        if _blank(body.get("voice")):
+            body["voice"] = "alloy"
+    if path == "/images/generations" and _blank(body.get("prompt")):
+        body["prompt"] = "a red cat"
+    if path.startswith("/audio/trans"):
+        body["file"] = WAV
+
+
+def bound(data: st.DataObject, path: str, body: dict, form: bool, repairs: bool = True) -> None:
+    """Keeps a fuzzed body cheap to answer (see the bounds above), in place; about half the
+    time (when `repairs`), also repairs its required fields."""
+    path = "/" + path.removeprefix("/v1/").strip("/")
+    if repairs and data.draw(st.booleans(), "repair"):
+        repair(path, body)
+    if path in MODELS:
+        body["model"] = _draw_model(data, path, body.get("model"))
+    stream = data.draw(st.sampled_from([None, True, False]), "stream")
+    if path in ("/chat/completions", "/completions", "/edits"):
+        _cap(body, "max_tokens", TOKENS, default=True)
+        _cap(body, "max_completion_tokens", TOKENS, default=path == "/chat/completions")
+        _cap(body, "n", CHOICES)
+        _cap(body, "best_of", CHOICES)
+        if stream is not None and path != "/edits":
+            body["stream"] = stream
+    if path in ("/completions", "/embeddings"):
+        key = "prompt" if path == "/completions" else "input"
+        if isinstance(body.get(key), list):
+            body[key] = body[key][:BATCH]
+    if path == "/audio/speech":
+        if isinstance(body.get("input"), str):
+            body["input"] = body["input"][:SPEECH_CHARACTERS]
+        if stream is not None:
+            body["stream_format"] = "sse" if stream else "audio"
+    if path.startswith("/audio/trans"):
+        if stream is not None:
+            body["stream"] = "true" if stream else "false"
+    if path == "/images/generations":
+        _cap(body, "n", CHOICES)
+        _cap(body, "steps", STEPS)
+        size = body.get("size")
+        if size is None or size == "auto" or _is_size(size):
+            body["size"] = data.draw(st.sampled_from(SMALL_SIZES), "size")
+    if form:  # multipart fields are text
+        for name, value in body.items():
+            if isinstance(value, bool):
+                body[name] = "true" if value else "false"
+            elif isinstance(value, int | float):
+                body[name] = str(value)
+
+
+def _is_size(size: Any) -> bool:
+    if not isinstance(size, str):
+        return False
+    width, _, height = size.partition("x")
+    return width.isdigit() and height.isdigit()
+
+
+# Who is asking: mostly with a valid key; else no key, a wrong one, or a scheme that is not
+# Bearer. The expected answer to all but the first three is a 401.
+AUTH = ["bearer", "bearer", "bearer", "bearer", "second", "x-api-key", "none", "wrong", "basic"]
+AUTHORIZED = {"bearer", "second", "x-api-key"}
+
+
+def auth_headers(kind: str) -> dict[str, str]:
+    return {
+        "bearer": {"Authorization": f"Bearer {API_KEYS[0]}"},
+        "second": {"Authorization": f"bearer  {API_KEYS[1]} "},
+        "x-api-key": {"x-api-key": API_KEYS[0]},
+        "none": {},
+        "wrong": {"Authorization": f"Bearer {API_KEYS[0]}x"},
+        "basic": {"Authorization": f"Basic {API_KEYS[0]}"},
+    }[kind]
+
+
+def envelope_problem(payload: Any) -> str | None:
+    """What keeps `payload` (decoded JSON) from being OpenAI's error envelope, or None."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("error"), dict):
+        return "no 'error' object"
+    error = payload["error"]
+    problems = [f"'{k}' is not a string" for k in ("message", "type") if not _is(error, k, str)]
+    problems += [
+        f"'{k}' is not a string or null" for k in ("param", "code") if not _nullable(error, k)
+    ]
+    return "; ".join(problems) or None
+
+
+def _is(error: dict, key: str, kind: type) -> bool:
+    return key in error and isinstance(error[key], kind)
+
+
+def _nullable(error: dict, key: str) -> bool:
+    return key in error and (error[key] is None or isinstance(error[key], str))
+
+
+def sse_problem(text: str) -> str | None:
+    """What keeps a streamed body from being SSE that ends in [DONE], or None."""
+    if not text.endswith("\n\n"):
+        return "the stream does not end with a blank line"
+    events = text[:-2].split("\n\n")
+    datas = []
+    for event in events:
+        lines = [line for line in event.split("\n") if not line.startswith(":")]
+        if not lines or not all(line.startswith("data: ") for line in lines):
+            return f"not an SSE data event: {event[:200]!r}"
+        datas.append("\n".join(line[len("data: ") :] for line in lines))
+    if datas[-1] != "[DONE]":
+        return f"the last event is not [DONE]: {datas[-1][:200]!r}"
+    for data in datas[:-1]:
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return f"an event is not JSON: {data[:200]!r}"
+        if isinstance(payload, dict) and "error" in payload:
+            if problem := envelope_problem(payload):
+                return f"an error event is not an envelope ({problem}): {data[:300]}"
+    return None
+
+
+def describe_body(kwargs: dict[str, Any]) -> str:
+    if "json" in kwargs:
+        return json.dumps(kwargs["json"], ensure_ascii=True)[:1500]
+    if kwargs.get("files"):
+        fields = [(n, f"<{len(v[1])} bytes>" if v[0] else v[1]) for n, v in kwargs["files"]]
+        return f"multipart {fields!r}"[:1500]
+    if isinstance(kwargs.get("data"), Chunked):
+        return f"chunked, no content-length: {b''.join(kwargs['data'].parts)!r}"[:1500]
+    if kwargs.get("data") is not None:
+        return f"data {kwargs['data']!r}"[:1500]
+    return "(no body)"
+
+
+@dataclass(frozen=True)
+class Chunked:
+    """A body sent with Transfer-Encoding: chunked, so the server learns its size as it reads."""
+
+    parts: tuple[bytes, ...]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.parts)
+
+
+class Sender:
+    """Sends requests one at a time, checks each response and keeps the numbers."""
+
+    def __init__(self, server: LiveServer, stats: Stats) -> None:
+        self.server = server
+        self.stats = stats
+        self.session = requests.Session()
+        self.previous = "(none)"  # the last request answered
+        self.unanswered: str | None = None  # the first request the server did not answer
+
+    def send(self, label: str, kwargs: dict[str, Any], authorized: bool) -> None:
+        kwargs = {**kwargs, "allow_redirects": False, "stream": True}
+        request = f"{kwargs['method']} {kwargs['url']}\n    headers: {kwargs.get('headers')}"
+        request += f"\n    body: {describe_body(kwargs)}"
+        started = time.monotonic()
+        try:
+            with self.session.request(**kwargs, timeout=(5, CLIENT_TIMEOUT)) as response:
+                body = b""
+                for chunk in response.iter_content(65536):
+                    body += chunk
+                    if time.monotonic() - started > 2 * CLIENT_TIMEOUT:
+                        raise requests.Timeout("the response kept streaming")
+        except requests.Timeout:
+            pytest.fail(
+                f"no answer in {CLIENT_TIMEOUT:.0f} s (a fuzzed request hung, or its bounds are "
+                f"too loose):\n{request}"
+            )
+        except requests.ConnectionError as exc:
+            # The first such request most likely crashed the server (hypothesis then replays
+            # it, on a server that is gone): every later test fails the same way.
+            self.unanswered = self.unanswered or f"{request}\n  after {self.previous}"
+            pytest.fail(
+                f"the server went away ({exc}); the first request it did not answer:\n"
+                f"  {self.unanswered}"
+            )
+        self.previous = request
+        status = response.status_code
+        self.stats.requests[label] += 1
+        took = time.monotonic() - started
+        self.stats.seconds[label] += took
+        short = f"{kwargs['method']} {kwargs['url']} {describe_body(kwargs)}"
+        self.stats.slowest = sorted([*self.stats.slowest, (took, short)], reverse=True)[:3]
+        self.stats.statuses[status] += 1
+        self.stats.by_operation[label][status] += 1
+        content_type = response.headers.get("content-type", "")
+        if kwargs["method"] == "HEAD":  # no body: a GET's status and headers only
+            problem = self.check(status, content_type, None, authorized)
+        else:
+            problem = self.check(status, content_type, body, authorized)
+        if problem:
+            text = body[:600].decode(errors="replace")
+            self.stats.violations.append(f"{problem}\n  {request}\n  -> {status} {text}")
+
+    def check(
+        self, status: int, content_type: str, body: bytes | None, authorized: bool
+    ) -> str | None:
+        media_type = content_type.split(";")[0].strip().lower()
+        if status >= 500:
+            self.stats.server_errors += 1
+            return f"5xx ({status})"
+        if not authorized and status != 401:
+            return f"a request without a valid key got {status}, not 401"
+        if status >= 400:
+            try:
+                payload = json.loads(body) if body and media_type == "application/json" else None
+            except ValueError:
+                payload = None
+            problem = None if body is None else envelope_problem(payload)
+            if media_type != "application/json" or problem:
+                self.stats.envelope_violations += 1
+                return f"a {status} is not an error envelope ({media_type}; {problem})"
+            return None
+        if status >= 300 or status < 200:
+            return f"unexpected status {status}"
+        if body is None:
+            return None
+        if media_type == "text/event-stream":
+            if problem := sse_problem(body.decode(errors="replace")):
+                self.stats.envelope_violations += "error event" in problem
+                return f"a malformed stream: {problem}"
+        elif media_type == "application/json":
+            try:
+                json.loads(body)
+            except ValueError:
+                return "a 200 says application/json but is not JSON"
+        return None
+
+
+@dataclass(frozen=True)
+class Fuzzer:
+    server: LiveServer
+    strategies: dict[str, Any]  # operation label -> schemathesis Case strategy
+    sender: Sender
+
+
+@pytest.fixture(scope="module")
+def fuzzer(server: LiveServer) -> Iterator[Fuzzer]:
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    strategies: dict[str, Any] = {}
+    schemas = {}
+    for spec, method, path in OPERATIONS:
+        if spec not in schemas:
+            schemas[spec] = schemathesis.openapi.from_path(SPEC_DIR / spec)
+        selected = schemas[spec].include(path=path, method=method)
+        (result,) = list(selected.get_all_operations())
+        operation = result.ok()
+        strategies[f"{method} {path}"] = st.one_of(
+            operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+            operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+        )
+    sender = Sender(server, STATS)
+    yield Fuzzer(server, strategies, sender)
+    sender.session.close()
+
+
+def run_examples(test: Callable[[st.DataObject], None]) -> None:
+    """`test` for EXAMPLES examples; then every violation seen in them, at once."""
+    before = len(STATS.violations)
+    run = SETTINGS(given(st.data())(test))
+    (seed(int(SEED))(run) if SEED is not None else run)()
+    found = STATS.violations[before:]
+    assert not found, f"{len(found)} violation(s):\n\n" + "\n\n".join(found[:20])
+
+
+@pytest.mark.parametrize("operation", [f"{m} {p}" for _, m, p in OPERATIONS])
+def test_operation_from_the_spec(fuzzer: Fuzzer, operation: str) -> None:
+    form = operation.startswith("POST /audio/trans")
+
+    def one(data: st.DataObject) -> None:
+        case = data.draw(fuzzer.strategies[operation], "case")
+        if isinstance(case.body, dict):
+            bound(data, case.path, case.body, form)
+        base = data.draw(st.sampled_from(["/v1", "/v1", "/v1", ""]), "prefix")
+        kwargs = case.as_transport_kwargs(base_url=fuzzer.server.url + base)
+        auth = data.draw(st.sampled_from(AUTH), "auth")
+        headers = {
+            k: v
+            for k, v in kwargs["headers"].items()
+            if k.lower() not in ("authorization", "x-api-key")
+        }
+        kwargs["headers"] = {**headers, **auth_headers(auth)}
+        # A model id with a newline matches no route (Starlette's path convertor is `.*`, which
+        # stops at a newline): a 404 for an unknown URL, answered before the key is checked.
+        unrouted = "%0a" in kwargs["url"].lower()
+        fuzzer.sender.send(operation, kwargs, auth in AUTHORIZED or unrouted)
+
+    run_examples(one)
+
+
+# Garbage: paths Stratus serves and paths it does not, every method, bodies that are no JSON,
+# JSON of any shape, content types that do not fit, oversized bodies.
+OTHER_PATHS = [
+    "/v1/chat/completions/",
+    "/v1/",
+    "/",
+    "/v2/chat/completions",
+    "/v1/files",
+    "/v1/responses",
+    "/v1/images/edits",
+    "/v1/models/a/b/../c",
+    "/v1/chat//completions",
+    "/v1/%00",
+    "/health/x",
+]
+SERVED = {
+    (method, prefix + path.replace("{model}", "gpt-4o-mini"))
+    for _, method, path in OPERATIONS
+    for prefix in ("", "/v1")
+}
+SERVED_PATHS = sorted({path for _, path in SERVED})
+CONTENT_TYPES = [
+    None,
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/vnd.api+json",
+    "text/plain",
+    "multipart/form-data",
+    "multipart/form-data; boundary=xyz",
+    "application/x-www-form-urlencoded",
+    "image/png",
+    "application/json; boundary=\x7f",
+]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+KEYS = ["model", "messages", "prompt", "input", "voice", "instruction", "n", "stream", "size"]
+bodies = st.one_of(
+    st.none(),
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    # objects with the field names the operations read, any values
+    st.dictionaries(st.sampled_from(KEYS), json_values, max_size=5),
+    st.text(max_size=60).map(lambda t: ("{" + t).encode("utf-8", "surrogatepass")),
+    st.just(b'{"model": "gpt-4o-mini", "messages": [' * 2000),  # deep, and over the body cap
+    st.just(b" " * (MAX_BODY_BYTES + 1)),
+    st.just(b'{"a": "\\ud800"}'),
+    st.just(Chunked((b'{"model": "gpt-4o-mini", "input": "', b"x" * MAX_BODY_BYTES, b'"}'))),
+    st.lists(st.binary(min_size=1, max_size=30), min_size=1, max_size=4).map(
+        lambda parts: Chunked(tuple(parts))
+    ),
+)
+
+
+def test_garbage(fuzzer: Fuzzer) -> None:
+    def one(data: st.DataObject) -> None:
+        methods = ["POST"] * 5 + ["GET", "GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+        method = data.draw(st.sampled_from(methods), "method")
+        where = data.draw(st.sampled_from(["served"] * 4 + ["other", "random"]), "path kind")
+        if where == "served":
+            path = data.draw(st.sampled_from(SERVED_PATHS), "path")
+        elif where == "other":
+            path = data.draw(st.sampled_from(OTHER_PATHS), "path")
+        else:
+            path = "/v1/" + data.draw(st.text(max_size=20), "path")
+        body = data.draw(bodies, "body")
+        content_type = data.draw(st.sampled_from(CONTENT_TYPES), "content type")
+        if isinstance(body, dict):  # a lucky one may be valid: bounded as the others
+            bound(data, path, body, form=False, repairs=False)
+            body = json.dumps(body).encode()
+        auth = data.draw(st.sampled_from(AUTH), "auth")
+        headers = auth_headers(auth)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        kwargs = {
+            "method": method,
+            "url": fuzzer.server.url + path,
+            "headers": headers,
+            "data": body,
+        }
+        # Only a served method and path asks for a key: an unknown path is a 404, a method the
+        # path does not serve a 405, whoever asks (as OpenAI answers). HEAD is served with GET.
+        # A header uvicorn cannot parse is a 400 before anything else.
+        served = ("GET" if method == "HEAD" else method, path) in SERVED
+        served &= content_type is None or content_type.isprintable()
+        fuzzer.sender.send("garbage", kwargs, auth in AUTHORIZED or not served)
+
+    run_examples(one)
+
+
+def test_server_alive_and_idle_after_fuzzing(fuzzer: Fuzzer) -> None:
+    """Last in this module: the fuzzing left a server that answers and holds no work."""
+    headers = fuzzer.server.headers()
+    deadline = time.monotonic() + 10
+    while True:
+        health = requests.get(f"{fuzzer.server.url}/health", headers=headers, timeout=10)
+        assert health.status_code == 200, health.text
+        state = health.json()
+        if state["active"] == 0 and state["waiting"] == 0:
+            break
+        assert time.monotonic() < deadline, f"still busy 10 s after fuzzing: {state}"
+        time.sleep(0.1)
+    assert fuzzer.server.process.poll() is None, "the server process exited"
+    print("\n" + STATS.summary())
