@@ -128,9 +128,11 @@ def check_total_work(
     budget: int | None,
     budget_param: str,
     choices_param: str,
+    budget_named: bool,
 ) -> None:
     """Refuses a request whose choices x (prompt + completion budget) is more than the engine
-    should give one request (10,000 prompts x n 128 was accepted and ran for hours)."""
+    should give one request (10,000 prompts x n 128 was accepted and ran for hours). The 400
+    names the budget when the client set it, else the number of choices."""
     limit = model.context_length
     work = choices_per_prompt * sum(
         tokens + (limit - tokens if budget is None else budget) for tokens in prompts
@@ -138,12 +140,12 @@ def check_total_work(
     most = MAX_CONTEXTS_PER_REQUEST * limit
     if work <= most:
         return
-    ask = f"Lower '{budget_param}'" if budget is not None else f"Set '{budget_param}'"
+    ask = f"Lower '{budget_param}'" if budget_named else f"Set a smaller '{budget_param}'"
     raise InvalidRequest(
         f"This request asks for too much work: {work} tokens to process and generate in all "
         f"(prompts and each choice's completion budget), over the {most} allowed per request. "
         f"{ask}, or ask for fewer choices.",
-        param=budget_param if budget is not None else choices_param,
+        param=budget_param if budget_named else choices_param,
     )
 
 

@@ -59,8 +59,25 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
         prompt = model.chat_prompt(plan.turns, plan.tools)
         budget = token_budget(request.token_budget, config.parameters)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        check_context(model, len(prompt), budget, prompt_param="messages", budget_param=param)
-        check_total_work(model, [len(prompt)], request.n, budget, param, choices_param="n")
+        named = request.token_budget is not None
+        # A budget the client did not name (the model's or the operator's default) is cut to
+        # the room the prompt leaves, as OpenAI's default (the rest of the context) is.
+        check_context(
+            model,
+            len(prompt),
+            budget if named else None,
+            prompt_param="messages",
+            budget_param=param,
+        )
+        check_total_work(
+            model,
+            [len(prompt)],
+            request.n,
+            budget,
+            param,
+            choices_param="n",
+            budget_named=named,
+        )
         check_logit_bias(model, request)
 
         chunk_id, created = new_id("chatcmpl"), int(time.time())

@@ -132,6 +132,7 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
             budget,
             "max_tokens",
             choices_param="best_of" if request.best_of else "n",
+            budget_named=request.max_tokens is not None,
         )
         chunk_id, created = new_id("cmpl"), int(time.time())
         usage = UsageCounter(prompt_tokens=sum(len(tokens) for _, tokens in batch))

@@ -25,6 +25,7 @@ TOOLS_TEMPLATE = Path(__file__).parent / "templates" / "hermes_tools.jinja"
 MAX_QUEUE = 2
 MAX_BODY_BYTES = 64 * 1024
 MAX_AUDIO_SECONDS = 120  # the longest upload the test servers transcribe
+SERVER_MAX_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, s3: S3World) -> Iterator[Li
         "STRATUS_MAX_QUEUE": str(MAX_QUEUE),
         "STRATUS_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "STRATUS_MAX_AUDIO_SECONDS": str(MAX_AUDIO_SECONDS),
+        # The operator's cap on answers whose request names no budget (edits have none): the
+        # embedded model can otherwise ramble to the end of its context, minutes on a busy CPU.
+        "STRATUS_MAX_TOKENS": str(SERVER_MAX_TOKENS),
         "STRATUS_LOG_LEVEL": "warning",
     }
     log = tmp_path_factory.mktemp("logs") / "server.log"

@@ -95,7 +95,8 @@ def test_usage_counts_the_models_tokens(client):
         (["x"] * 2049, "input"),
         ([CAT, "word " * 300], "input[1]"),
         ([10**9], "input"),
-        ([[101, 102], []], "input[1]"),
+        ([[2023, 2003], []], "input[1]"),  # "this is", then nothing
+        ([[101, 102]], "input"),  # [CLS] [SEP]: special tokens only, no text
     ],
 )
 def test_bad_inputs_are_400_naming_the_input(client, input_, param):

@@ -161,7 +161,7 @@ BAD_REQUESTS = [
     ({"steps": 151}, 400, "steps"),  # past the model's max_steps
     # Each within its own limit, too much work together (the request that ran for hours)
     ({"size": "1792x1792", "n": 10, "steps": 150}, 400, "n"),
-    ({"size": "2048x2048", "steps": 150}, 400, "steps"),
+    ({"size": "1792x1792", "steps": 150}, 400, "steps"),
     ({"guidance_scale": 51}, 400, "guidance_scale"),
     ({"seed": -1}, 400, "seed"),
     ({"model": "no-such-model"}, 404, "model"),

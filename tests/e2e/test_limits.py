@@ -260,8 +260,6 @@ async def _collect(outputs) -> list[Any]:
 @pytest.mark.parametrize(
     ("path", "body", "param"),
     [
-        # 64 choices, each free to generate to the end of the context
-        ("/v1/chat/completions", {**CHAT, "n": 64}, "n"),
         ("/v1/chat/completions", {**CHAT, "n": 64, "max_tokens": 1500}, "max_tokens"),
         (
             "/v1/completions",

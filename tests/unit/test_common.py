@@ -149,3 +149,24 @@ def test_cancellation_says_why_work_stops():
     with pytest.raises(ClientGone):  # a client that left needs no other reason
         cancellation.Cancellation(gone, stopping).check()
     assert cancellation.deadline_after(0) is None
+
+
+def test_total_work_names_the_budget_only_when_the_client_set_it():
+    from common.errors import InvalidRequest
+    from handlers._generation import MAX_CONTEXTS_PER_REQUEST, check_total_work
+    from tests.unit.fakes import FakeTextModel
+
+    model = FakeTextModel([b"x"])
+    context = model.context_length
+    # Without a budget, each choice may run to the end of the context.
+    check_total_work(model, [10], MAX_CONTEXTS_PER_REQUEST, None, "max_tokens", "n", False)
+    with pytest.raises(InvalidRequest) as refused:
+        check_total_work(model, [10], MAX_CONTEXTS_PER_REQUEST + 1, None, "max_tokens", "n", False)
+    assert refused.value.param == "n"
+    named = context - 10
+    with pytest.raises(InvalidRequest) as refused:
+        check_total_work(model, [10], MAX_CONTEXTS_PER_REQUEST + 1, named, "max_tokens", "n", True)
+    assert refused.value.param == "max_tokens"
+    with pytest.raises(InvalidRequest) as refused:  # an operator's default budget
+        check_total_work(model, [10], MAX_CONTEXTS_PER_REQUEST + 1, named, "max_tokens", "n", False)
+    assert refused.value.param == "n"
