@@ -1,5 +1,5 @@
-"""An ASGI response for a stream (Server-Sent Events, or audio as it is encoded) that stops
-generation when the client goes away.
+"""A stream's way to the wire: its chunks framed (SSE events, or audio as it is encoded) by one
+producer thread, and an ASGI response that stops generation when the client goes away.
 
 Starlette's StreamingResponse notices a lost client only at the next write on newer ASGI
 servers and leaves the body iterator to the garbage collector; generation would run on and
@@ -8,10 +8,22 @@ keep the inference slot. This one watches for the disconnect and always closes t
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from starlette.types import Receive, Scope, Send
+
+from common.errors import InternalError, StratusError
+from common.sse import DONE, encode_event, error_event
+
+log = logging.getLogger("stratus.http")
 
 SSE_HEADERS = {
     "cache-control": "no-cache",
@@ -61,3 +73,86 @@ class EventStreamResponse:
         while (await receive())["type"] != "http.disconnect":
             pass
         scope.cancel()
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a stream's chunks go on the wire."""
+
+    encode: Callable[[Any], bytes]
+    error: Callable[[StratusError], bytes]  # an error after the status was sent
+    end: bytes
+
+
+SSE = Framing(lambda chunk: encode_event(chunk.to_json()), error_event, DONE)
+# Audio goes as it is; an error after its first bytes can only cut it short (and is logged).
+RAW = Framing(lambda chunk: chunk, lambda error: b"", b"")
+
+
+async def event_stream(
+    first: Any,
+    chunks: Iterator[Any],
+    release: Callable[[], None],
+    request_id: str,
+    framing: Framing = SSE,
+    context: contextvars.Context | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """The wire bytes of a handler's chunks (SSE events by default), produced and encoded on
+    one thread.
+
+    One producer thread per stream, handing finished events to the event loop, costs far less
+    per token than a thread-pool round trip for each chunk: on two cores every wake-up is
+    taken from the engine's own threads. When the client leaves, the producer stops at the
+    next chunk and closes the handler's generator; the inference slot is released only then.
+    """
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[bytes | None] = asyncio.Queue()
+    stopping = threading.Event()
+
+    def hand_over(data: bytes | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the server is stopping
+            loop.call_soon_threadsafe(events.put_nowait, data)
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stopping.is_set():
+                    break
+                hand_over(framing.encode(chunk))
+        except StratusError as error:
+            log.info("stream %s ended early: %s", request_id, error.message)
+            hand_over(framing.error(error))
+        except Exception:
+            log.exception("stream %s failed", request_id)
+            hand_over(framing.error(InternalError(request_id)))
+        finally:
+            chunks.close()  # type: ignore[attr-defined]
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(release)
+            hand_over(None)
+
+    producer = threading.Thread(
+        target=(context or contextvars.copy_context()).run,
+        args=(produce,),
+        name=f"stream-{request_id}",
+        daemon=True,
+    )
+    try:
+        yield framing.encode(first)
+        producer.start()
+        finished = False
+        while not finished and (data := await events.get()) is not None:
+            while not events.empty():  # send whatever else is ready in the same write
+                more = events.get_nowait()
+                if more is None:
+                    finished = True
+                    break
+                data += more
+            yield data
+        if framing.end:
+            yield framing.end
+    finally:
+        stopping.set()
+        if producer.ident is None:  # closed before it began: clean up here
+            chunks.close()  # type: ignore[attr-defined]
+            release()

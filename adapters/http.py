@@ -16,9 +16,8 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.event_stream import EventStreamResponse
+from adapters.event_stream import RAW, SSE, EventStreamResponse, event_stream
 from adapters.operations import OPERATIONS, Operation, Publishing, find, start
 from adapters.runtime import build_image_urls, build_store
 from common import cancellation
@@ -51,7 +50,6 @@ from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.image_urls import ImageUrls, ServedImages
 from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
 from common.settings import Settings
-from common.sse import DONE, encode_event, error_event
 from common.store import ModelStore
 from common.timing import request_timings
 
@@ -201,7 +199,7 @@ class Gateway:
         # by the response, which closes the stream).
         framing = RAW if isinstance(result, BinaryStream) else SSE
         chunks = result.chunks if isinstance(result, BinaryStream) else result
-        data = _event_stream(first, chunks, self.gate.release, request_id, framing, context)
+        data = event_stream(first, chunks, self.gate.release, request_id, framing, context)
         if isinstance(result, BinaryStream):
             return EventStreamResponse(data, {}, await anext(data), media_type=result.media_type)
         return EventStreamResponse(data, {}, head=await anext(data))
@@ -331,89 +329,6 @@ def _parse_json(body: bytes | bytearray) -> Any:
     # later in a tokenizer or an encoder.
     json.dumps(data, ensure_ascii=False).encode()
     return data
-
-
-@dataclass(frozen=True)
-class Framing:
-    """How a stream's chunks go on the wire."""
-
-    encode: Callable[[Any], bytes]
-    error: Callable[[StratusError], bytes]  # an error after the status was sent
-    end: bytes
-
-
-SSE = Framing(lambda chunk: encode_event(chunk.to_json()), error_event, DONE)
-# Audio goes as it is; an error after its first bytes can only cut it short (and is logged).
-RAW = Framing(lambda chunk: chunk, lambda error: b"", b"")
-
-
-async def _event_stream(
-    first: Any,
-    chunks: Iterator[Any],
-    release: Callable[[], None],
-    request_id: str,
-    framing: Framing = SSE,
-    context: contextvars.Context | None = None,
-) -> AsyncGenerator[bytes, None]:
-    """The wire bytes of a handler's chunks (SSE events by default), produced and encoded on
-    one thread.
-
-    One producer thread per stream, handing finished events to the event loop, costs far less
-    per token than a thread-pool round trip for each chunk: on two cores every wake-up is
-    taken from the engine's own threads. When the client leaves, the producer stops at the
-    next chunk and closes the handler's generator; the inference slot is released only then.
-    """
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[bytes | None] = asyncio.Queue()
-    stopping = threading.Event()
-
-    def hand_over(data: bytes | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the server is stopping
-            loop.call_soon_threadsafe(events.put_nowait, data)
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if stopping.is_set():
-                    break
-                hand_over(framing.encode(chunk))
-        except StratusError as error:
-            log.info("stream %s ended early: %s", request_id, error.message)
-            hand_over(framing.error(error))
-        except Exception:
-            log.exception("stream %s failed", request_id)
-            hand_over(framing.error(InternalError(request_id)))
-        finally:
-            chunks.close()  # type: ignore[attr-defined]
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(release)
-            hand_over(None)
-
-    producer = threading.Thread(
-        target=(context or contextvars.copy_context()).run,
-        args=(produce,),
-        name=f"stream-{request_id}",
-        daemon=True,
-    )
-    try:
-        yield framing.encode(first)
-        producer.start()
-        finished = False
-        while not finished and (data := await events.get()) is not None:
-            while not events.empty():  # send whatever else is ready in the same write
-                more = events.get_nowait()
-                if more is None:
-                    finished = True
-                    break
-                data += more
-            yield data
-        if framing.end:
-            yield framing.end
-    finally:
-        stopping.set()
-        if producer.ident is None:  # closed before it began: clean up here
-            chunks.close()  # type: ignore[attr-defined]
-            release()
 
 
 async def _watch_disconnect(request: Request, gone: threading.Event) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from adapters.http import _event_stream
+from adapters.event_stream import event_stream
 from common.errors import InvalidRequest
 from common.protocol.models import Model
 
@@ -55,7 +55,7 @@ def test_stream_frames_every_chunk_then_done_and_releases():
 
     async def consume():
         return [
-            e async for e in _event_stream(next(chunks), chunks, lambda: released.append(1), "r")
+            e async for e in event_stream(next(chunks), chunks, lambda: released.append(1), "r")
         ]
 
     events = split(run(consume()))
@@ -68,7 +68,7 @@ def test_error_mid_stream_is_one_event_then_done():
     chunks = Chunks(5, fail_at=2)
 
     async def consume():
-        return [e async for e in _event_stream(next(chunks), chunks, lambda: None, "r")]
+        return [e async for e in event_stream(next(chunks), chunks, lambda: None, "r")]
 
     events = split(run(consume()))
     assert json.loads(events[-2][6:])["error"]["message"] == "bad luck"
@@ -80,7 +80,7 @@ def test_a_stream_closed_before_it_is_sent_still_releases():
     chunks = Chunks(4)
 
     async def abandon():
-        events = _event_stream(next(chunks), chunks, lambda: released.append(1), "r")
+        events = event_stream(next(chunks), chunks, lambda: released.append(1), "r")
         await anext(events)  # what the gateway does before handing it to the response
         await events.aclose()
 
@@ -93,7 +93,7 @@ def test_a_client_leaving_mid_stream_stops_and_releases():
     chunks = Chunks(10_000)
 
     async def leave():
-        events = _event_stream(next(chunks), chunks, lambda: released.append(1), "r")
+        events = event_stream(next(chunks), chunks, lambda: released.append(1), "r")
         await anext(events)
         await anext(events)
         await events.aclose()
