@@ -39,6 +39,7 @@ from common.errors import (
     ClientGone,
     InternalError,
     InvalidRequest,
+    ModelNotFound,
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
@@ -95,6 +96,7 @@ def create_app(
     # Host header; an unknown spelling is a 404 in the envelope instead.
     app.router.redirect_slashes = False
     app.state.stopping = gateway.stopping  # for adapters that see the shutdown themselves
+    app.state.registry = gateway.store.registry  # for adapters that size themselves by models
     return app
 
 
@@ -104,10 +106,11 @@ class Gateway:
         self.image_urls = image_urls
         self.auth = ApiKeyAuth(settings.api_keys)
         self.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
-        # Inference runs on threads of its own, as many as may infer at once: the same thread
-        # for every request when there is one slot, so a torch engine keeps one OpenMP team.
+        # Inference runs on threads of its own, as many as may infer at once (an idle thread is
+        # reused first: with one request at a time a torch engine keeps one OpenMP team).
+        most_slots = max((m.config.parallel for _, m in store.registry.ids()), default=1)
         self.inference_threads = ThreadPoolExecutor(
-            settings.max_concurrency, thread_name_prefix="inference"
+            settings.max_concurrency * most_slots, thread_name_prefix="inference"
         )
         self.max_body = settings.max_body_bytes
         self.request_timeout = settings.request_timeout
@@ -175,8 +178,10 @@ class Gateway:
         deadline = cancellation.deadline_after(self.request_timeout)
         gone = threading.Event()
         watcher = asyncio.create_task(_watch_disconnect(request, gone))
+        model, slots = self._admission(parsed)
+        release = functools.partial(self.gate.release, model)
         try:
-            await self._acquire_in_time(watcher, deadline)
+            await self._acquire_in_time(model, slots, watcher, deadline)
             try:
                 run = functools.partial(start, operation.handle, parsed, self.store)
                 context = contextvars.copy_context()  # the request's timings go along
@@ -185,10 +190,10 @@ class Gateway:
                     self.inference_threads, context.run, run
                 )
                 if first is None:
-                    self.gate.release()
+                    release()
                     return result
             except BaseException:
-                self.gate.release()
+                release()
                 raise
         finally:
             watcher.cancel()
@@ -199,15 +204,27 @@ class Gateway:
         # by the response, which closes the stream).
         framing = RAW if isinstance(result, BinaryStream) else SSE
         chunks = result.chunks if isinstance(result, BinaryStream) else result
-        data = event_stream(first, chunks, self.gate.release, request_id, framing, context)
+        data = event_stream(first, chunks, release, request_id, framing, context)
         if isinstance(result, BinaryStream):
             return EventStreamResponse(data, {}, await anext(data), media_type=result.media_type)
         return EventStreamResponse(data, {}, head=await anext(data))
 
-    async def _acquire_in_time(self, watcher: asyncio.Task, deadline: float | None) -> None:
-        """A slot; ClientGone if the client leaves while the request waits for one,
-        RequestTimeout if the deadline passes first."""
-        acquiring = asyncio.ensure_future(self.gate.acquire())
+    def _admission(self, parsed: Any) -> tuple[str, int]:
+        """The model a request waits for, and how many requests that model serves at once."""
+        request = parsed.request if isinstance(parsed, Publishing) else parsed
+        model = getattr(request, "model", None) or ""
+        try:
+            config = self.store.registry.resolve(model)
+        except ModelNotFound:
+            return model, 1  # answered with a 404 as soon as it runs
+        return config.name, config.parallel
+
+    async def _acquire_in_time(
+        self, model: str, slots: int, watcher: asyncio.Task, deadline: float | None
+    ) -> None:
+        """One of the model's slots; ClientGone if the client leaves while the request waits
+        for one, RequestTimeout if the deadline passes first."""
+        acquiring = asyncio.ensure_future(self.gate.acquire(model, slots))
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         done, _ = await asyncio.wait(
             {acquiring, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -221,7 +238,7 @@ class Gateway:
         except asyncio.CancelledError:
             pass
         else:  # it got the slot at the very moment the client left
-            self.gate.release()
+            self.gate.release(model)
         if watcher in done:
             raise ClientGone("The client closed the connection before its request ran.")
         raise RequestTimeout(

@@ -43,6 +43,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from starlette.types import ASGIApp, Message
 
 from common.errors import InvalidRequest, StratusError
+from common.registry import Registry
 from common.settings import Settings
 from common.store import ModelStore
 from common.url_fetch import FetchPolicy, fetch_url
@@ -309,8 +310,13 @@ def make_worker(settings: Settings, store: ModelStore | None = None, **app_optio
     return Worker(app, uploads, app.state.stopping, settings.shutdown_grace)
 
 
-def concurrency_modifier(settings: Settings) -> Callable[[int], int]:
-    return lambda current: settings.runpod_concurrency
+def concurrency_modifier(settings: Settings, registry: Registry) -> Callable[[int], int]:
+    """Jobs the worker takes at once: the setting, else as many as its busiest model batches
+    (more would only wait in the gateway's queue)."""
+    jobs = settings.runpod_concurrency or max(
+        (m.config.parallel for _, m in registry.ids()), default=1
+    )
+    return lambda current: jobs
 
 
 def main() -> None:
@@ -329,7 +335,7 @@ def main() -> None:
         {
             "handler": handler,
             "return_aggregate_stream": True,
-            "concurrency_modifier": concurrency_modifier(settings),
+            "concurrency_modifier": concurrency_modifier(settings, worker.app.state.registry),
         }
     )
 

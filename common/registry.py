@@ -29,6 +29,10 @@ Backend = Literal[
     "coqui-tts",
     "diffusers",
 ]
+# Requests a model serves at once when its entry sets no `parameters.parallel`: the sequences a
+# llama.cpp context generates together (llama.cpp's own server runs 4 by default), the
+# requests an embedding batcher merges; engines that do not batch run one at a time.
+DEFAULT_PARALLEL = {"llama-cpp": 4, "exllamav2": 16, "sentence-transformers": 16}
 SOURCE_SCHEMES = ("pkg://", "file://", "s3://", "hf://", "generated://", "/")
 MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
 
@@ -49,6 +53,25 @@ class ModelConfig(BaseModel):
     owned_by: str = "stratus"
     created: int = 0
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # checked after an S3 download
+
+    @property
+    def parallel(self) -> int:
+        """Requests this model serves at once: its admission slots, and its engine's batch."""
+        if "parallel" in self.parameters:
+            return int(self.parameters["parallel"])
+        if self.backend == "llama-cpp" and self.parameters.get("embedding"):
+            return DEFAULT_PARALLEL["sentence-transformers"]
+        return DEFAULT_PARALLEL.get(self.backend, 1)
+
+    @field_validator("parameters")
+    @classmethod
+    def _parallel(cls, value: dict[str, Any]) -> dict[str, Any]:
+        parallel = value.get("parallel")
+        if parallel is not None and (
+            isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 256
+        ):
+            raise ValueError("parallel must be a whole number from 1 to 256")
+        return value
 
     @field_validator("source")
     @classmethod

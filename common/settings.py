@@ -39,7 +39,9 @@ class Settings(BaseSettings):
         1,
         ge=1,
         validation_alias=AliasChoices("STRATUS_MAX_CONCURRENCY", "max_concurrency"),
-        description="Inferences run at once; on a CPU, one (more collapses throughput).",
+        description="Models whose requests run at once (each runs as many requests as its "
+        "registry `parallel` says, batched in one engine); on a CPU, one: two engines fight "
+        "over the cores.",
     )
     max_tokens: int | None = Field(
         None,
@@ -155,11 +157,13 @@ class Settings(BaseSettings):
         description="Comma-separated hosts and networks (CIDR) that URLs in requests may reach "
         "even though they are private, loopback or link-local; empty: public addresses only.",
     )
-    runpod_concurrency: int = Field(
-        1,
+    runpod_concurrency: int | None = Field(
+        None,
         ge=1,
         validation_alias=AliasChoices("STRATUS_RUNPOD_CONCURRENCY", "runpod_concurrency"),
-        description="Jobs a RunPod worker takes at once (its concurrency_modifier).",
+        description="Jobs a RunPod worker takes at once (its concurrency_modifier); default: "
+        "the most requests any of its models serves at once (registry `parallel`), so the "
+        "worker takes as many jobs as its engine batches.",
     )
 
     @property

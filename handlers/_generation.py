@@ -158,7 +158,11 @@ class Piece:
 
 
 class TextGeneration:
-    """One choice being generated: iterate for pieces of text; then read finish_reason."""
+    """One choice being generated: iterate for pieces of text; then read finish_reason.
+
+    The engine starts on it at once (a batching engine runs the choices of a request side by
+    side while the first is read); close() stops it when it will not be read to the end.
+    """
 
     def __init__(
         self,
@@ -170,23 +174,22 @@ class TextGeneration:
         grammar: str | None = None,
         logprobs: int | None = None,
     ) -> None:
-        self._model = model
-        self._prompt = prompt
-        self._sampling = sampling
         room = model.context_length - len(prompt)
         self._budget = room if budget is None else min(budget, room)
         self._stops = stops
-        self._grammar = grammar
-        self._logprobs = logprobs
         self.finish_reason: str | None = None
         self.completion_tokens = 0
+        self._tokens = model.generate(
+            prompt, sampling, grammar=grammar, logprobs=logprobs, limit=self._budget
+        )
+
+    def close(self) -> None:
+        self._tokens.close()  # type: ignore[attr-defined]
 
     def __iter__(self) -> Iterator[Piece]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         matcher = StopMatcher(self._stops)
-        tokens = self._model.generate(
-            self._prompt, self._sampling, grammar=self._grammar, logprobs=self._logprobs
-        )
+        tokens = self._tokens
         # Tokens whose text is held back (a possible stop sequence) go out with that text.
         scored: list[TokenLogprob] = []
         try:

@@ -94,27 +94,34 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
             )
 
         top = (request.top_logprobs or 0) if request.logprobs else None
-        for index in range(request.n):
-            sampling = sampling_for(request, config.parameters, choice=index)
-            stops = request.stop_sequences
-            generation = TextGeneration(
+        stops = request.stop_sequences
+        # All choices start now and run side by side; they are read one after the other.
+        generations = [
+            TextGeneration(
                 model,
                 prompt,
-                sampling,
+                sampling_for(request, config.parameters, choice=index),
                 budget,
                 () if plan.mode != "none" else stops,
                 grammar=plan.grammar,
                 logprobs=top,
             )
-            answer = _Answer(plan, stops) if plan.mode != "none" else None
-            for delta, logprobs in _deltas(generation, answer, top):
-                yield chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
-            usage.completion_tokens += generation.completion_tokens
-            reason = generation.finish_reason or "stop"
-            if answer and answer.calls and reason != "length":
-                reason = "function_call" if plan.legacy_functions else "tool_calls"
-            finish = ChatChunkChoice(index=index, delta=ChoiceDelta(), finish_reason=reason)
-            yield chunk([finish])
+            for index in range(request.n)
+        ]
+        try:
+            for index, generation in enumerate(generations):
+                answer = _Answer(plan, stops) if plan.mode != "none" else None
+                for delta, logprobs in _deltas(generation, answer, top):
+                    yield chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
+                usage.completion_tokens += generation.completion_tokens
+                reason = generation.finish_reason or "stop"
+                if answer and answer.calls and reason != "length":
+                    reason = "function_call" if plan.legacy_functions else "tool_calls"
+                finish = ChatChunkChoice(index=index, delta=ChoiceDelta(), finish_reason=reason)
+                yield chunk([finish])
+        finally:
+            for generation in generations:
+                generation.close()
         if request.include_usage or not request.stream:
             yield chunk([], usage=usage.usage())
 

@@ -28,7 +28,7 @@ from handlers._generation import (
     token_budget,
 )
 from handlers._logprobs import CompletionLogprobsBuilder
-from layers.text import TextModel
+from layers.text import TextModel, TokenLogprob
 
 
 def create_completion(
@@ -160,23 +160,39 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
             )
 
         for p, (prompt, tokens) in enumerate(batch):
-            for i in range(tries):
-                index = p * tries + i
-                sampling = sampling_for(request, config.parameters, choice=i)
-                generation = TextGeneration(
-                    model, tokens, sampling, budget, request.stop_sequences, logprobs=scoring
+            echo = None
+            if request.echo:
+                text = prompt if isinstance(prompt, str) else model.detokenize(tokens)
+                echo = (text, _echo_scores(model, tokens, request))
+            # A prompt's choices start together and run side by side; they are read in turn.
+            generations = [
+                TextGeneration(
+                    model,
+                    tokens,
+                    sampling_for(request, config.parameters, choice=i),
+                    budget,
+                    request.stop_sequences,
+                    logprobs=scoring,
                 )
-                scores = CompletionLogprobsBuilder()
-                if request.echo:
-                    text = prompt if isinstance(prompt, str) else model.detokenize(tokens)
-                    yield chunk(index, text, _echo_logprobs(model, tokens, request, scores))
-                for piece in generation:
-                    logprobs = None
-                    if scoring is not None:
-                        logprobs = scores.add(piece.tokens, [t.piece for t in piece.tokens])
-                    yield chunk(index, piece.text, logprobs)
-                usage.completion_tokens += generation.completion_tokens
-                yield chunk(index, "", None, generation.finish_reason)
+                for i in range(tries)
+            ]
+            try:
+                for i, generation in enumerate(generations):
+                    index = p * tries + i
+                    scores = CompletionLogprobsBuilder()
+                    if echo is not None:
+                        text, scored = echo
+                        yield chunk(index, text, scores.add(*scored) if scored else None)
+                    for piece in generation:
+                        logprobs = None
+                        if scoring is not None:
+                            logprobs = scores.add(piece.tokens, [t.piece for t in piece.tokens])
+                        yield chunk(index, piece.text, logprobs)
+                    usage.completion_tokens += generation.completion_tokens
+                    yield chunk(index, "", None, generation.finish_reason)
+            finally:
+                for generation in generations:
+                    generation.close()
         if request.include_usage or not request.stream:
             yield Completion(
                 id=chunk_id,
@@ -188,18 +204,16 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
             )
 
 
-def _echo_logprobs(
-    model: TextModel,
-    tokens: list[int],
-    request: CompletionRequest,
-    scores: CompletionLogprobsBuilder,
-) -> CompletionLogprobs | None:
+def _echo_scores(
+    model: TextModel, tokens: list[int], request: CompletionRequest
+) -> tuple[list[TokenLogprob | None], list[bytes]] | None:
+    """The prompt's own log probabilities and pieces, once for all its choices."""
     if request.logprobs is None:
         return None
     scored = model.prompt_logprobs(tokens, request.logprobs)
     first = model.detokenize(tokens[:1]).encode()
     pieces = [first] + [s.piece for s in scored[1:] if s is not None]
-    return scores.add(scored, pieces)
+    return scored, pieces
 
 
 @dataclass

@@ -7,7 +7,7 @@ import functools
 import hashlib
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +15,26 @@ from common.errors import EngineUnavailable
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.chat_template import ChatTemplate
+from layers.llama_batch import BatchScheduler, Job
 from layers.logprobs import TokenLogprobs
-from layers.prefix_cache import Block, prompt_blocks, reusable_blocks
+from layers.prefix_cache import BLOCK
 from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
-ENGINE_PARAMETERS = (
-    "n_ctx",
-    "n_batch",
-    "n_ubatch",
-    "n_gpu_layers",
-    "use_mmap",
-    "use_mlock",
-    "flash_attn",
-    "rope_freq_base",
-    "rope_freq_scale",
-)
+MODEL_PARAMETERS = ("n_gpu_layers", "use_mmap", "use_mlock")
+CONTEXT_PARAMETERS = ("n_ctx", "n_batch", "n_ubatch", "rope_freq_base", "rope_freq_scale")
+ENGINE_PARAMETERS = (*MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel")
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp draws a fresh seed for this value
 PENALTY_WINDOW = 64  # tokens the repetition penalties look back over (llama.cpp's default)
 _PIECE_BUFFER = 256
 
 
 def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[str, Any]:
-    """Keyword arguments for llama_cpp.Llama from a registry entry and process options."""
+    """The engine settings from a registry entry and process options (llama_cpp.Llama's
+    names and defaults; n_ctx is each sequence's context)."""
     kwargs: dict[str, Any] = {
         "n_ctx": 2048,
+        "n_batch": 512,
         "n_threads": options.threads,
         "n_threads_batch": options.threads,
         "verbose": False,
@@ -62,7 +57,9 @@ def fingerprint(path: Path, kwargs: Mapping[str, Any], engine_version: str) -> s
         digest.update(file.read(1 << 20))
         file.seek(max(size - (1 << 20), 0))
         digest.update(file.read(1 << 20))
-    shaping = {k: kwargs[k] for k in sorted(kwargs) if k not in ("verbose", "n_threads_batch")}
+    # Parallelism and batch sizes do not change a sequence's numbers (layers/llama_batch).
+    ignored = ("verbose", "n_threads_batch", "parallel", "n_batch", "n_ubatch")
+    shaping = {k: kwargs[k] for k in sorted(kwargs) if k not in ignored}
     digest.update(f"llama-cpp-python {engine_version} {size} {shaping}".encode())
     return "fp_" + digest.hexdigest()[:12]
 
@@ -93,43 +90,86 @@ def gguf_file(config: ModelConfig, path: Path) -> Path:
 
 
 class LlamaCppTextModel:
+    """A GGUF model generating for many requests at once (layers/llama_batch)."""
+
     def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
         import llama_cpp
-        import numpy as np
+        from llama_cpp._internals import LlamaModel
 
         self.name = config.name
         self._llama_cpp = llama_cpp
-        self._np = np
         kwargs = llama_kwargs(config.parameters, options)
-        self._llm = llama_cpp.Llama(model_path=str(path), **kwargs)
-        self.context_length: int = self._llm.n_ctx()
-        self.vocab_size: int = self._llm.n_vocab()
+        self.parallel = config.parallel  # sequences at once, each with all of n_ctx
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        for key in MODEL_PARAMETERS:
+            if key in kwargs:
+                setattr(model_params, key, kwargs[key])
+        self._model = LlamaModel(path_model=str(path), params=model_params, verbose=False)
+        self._context = self._new_context(kwargs)
+        self.context_length: int = llama_cpp.llama_n_ctx(self._context) // self.parallel
+        self.vocab_size: int = self._model.n_vocab()
         self.fingerprint = fingerprint(path, kwargs, llama_cpp.__version__)
-        self._vocab = self._llm._model.vocab
-        self._add_bos: bool = self._llm._model.add_bos_token()
+        self._vocab = self._model.vocab
+        self._add_bos: bool = self._model.add_bos_token()
         self._pieces: dict[int, bytes] = {}
-        self._cached_tokens: list[int] = []
-        self._cached_blocks: list[Block] = []
         self._grammar_tokenizer: Any = None  # llguidance's view of the vocabulary, on first use
-        # llama.cpp contexts are not thread-safe: one generation at a time per model.
-        self._lock = threading.Lock()
-
+        self._grammar_lock = threading.Lock()
+        self._scheduler = BatchScheduler(
+            llama_cpp,
+            self._context,
+            self.parallel,
+            self.context_length,
+            llama_cpp.llama_n_batch(self._context),
+            self.vocab_size,
+            self._piece,
+            lambda token: llama_cpp.llama_vocab_is_eog(self._vocab, token),
+        )
         self._template = ChatTemplate(
-            config.templates.get("chat") or self._llm.metadata.get("tokenizer.chat_template"),
-            bos_token=self._token_text(self._llm.token_bos()),
-            eos_token=self._token_text(self._llm.token_eos()),
+            config.templates.get("chat") or self._model.metadata().get("tokenizer.chat_template"),
+            bos_token=self._token_text(self._model.token_bos()),
+            eos_token=self._token_text(self._model.token_eos()),
             add_bos=self._add_bos,
         )
 
+    def _new_context(self, kwargs: Mapping[str, Any]) -> Any:
+        """One context for all sequences: a KV stream of n_ctx cells for each, and batches
+        large enough for a prompt block from every sequence at once."""
+        lib = self._llama_cpp
+        params = lib.llama_context_default_params()
+        params.n_seq_max = self.parallel
+        params.kv_unified = False
+        params.n_ctx = kwargs["n_ctx"] * self.parallel
+        params.n_batch = max(kwargs["n_batch"], self.parallel * BLOCK)
+        params.n_ubatch = max(kwargs.get("n_ubatch", params.n_batch), params.n_batch)
+        params.n_threads = kwargs["n_threads"]
+        params.n_threads_batch = kwargs["n_threads_batch"]
+        params.flash_attn_type = (
+            lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if kwargs.get("flash_attn")
+            else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        for key in ("rope_freq_base", "rope_freq_scale"):
+            if key in kwargs:
+                setattr(params, key, kwargs[key])
+        context = lib.llama_init_from_model(self._model.model, params)
+        if context is None:
+            raise EngineUnavailable(
+                f"llama.cpp could not create a context for '{self.name}' ({self.parallel} "
+                f"sequences of {kwargs['n_ctx']} tokens): lower `parallel` or `n_ctx`."
+            )
+        return context
+
     def close(self) -> None:
-        with self._lock:  # never under a running generation
-            self._llm.close()
+        self._scheduler.close()  # stops the running sequences first
+        self._llama_cpp.llama_free(self._context)
+        self._model.close()
 
     def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
-        tokens = [self._llm.token_bos()] if self._add_bos else []
+        tokens = [self._model.token_bos()] if self._add_bos else []
         for piece in self._template.render(turns, tools):
             # Special tokens are parsed in the template's text only, never in a client's.
-            tokens += self._llm.tokenize(
+            tokens += self._model.tokenize(
                 piece.text.encode(), add_bos=False, special=not piece.from_client
             )
         return tokens
@@ -139,10 +179,10 @@ class LlamaCppTextModel:
         return max(len(self._to_piece(t, special=True)) for t in range(self.vocab_size))
 
     def tokenize(self, text: str) -> list[int]:
-        return self._llm.tokenize(text.encode(), add_bos=self._add_bos, special=True)
+        return self._model.tokenize(text.encode(), add_bos=self._add_bos, special=True)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        pieces = b"".join(self._piece(t) for t in tokens if t != self._llm.token_bos())
+        pieces = b"".join(self._piece(t) for t in tokens if t != self._model.token_bos())
         return pieces.decode(errors="replace")
 
     def infill_prompt(self, prefix: str, suffix: str) -> list[int] | None:
@@ -154,8 +194,8 @@ class LlamaCppTextModel:
         )
         if min(pre, suf, mid) < 0:
             return None
-        bos = [self._llm.token_bos()] if self._add_bos else []
-        text = self._llm.tokenize
+        bos = [self._model.token_bos()] if self._add_bos else []
+        text = self._model.tokenize
         return (
             bos
             + [pre]
@@ -171,40 +211,20 @@ class LlamaCppTextModel:
         sampling: Sampling,
         grammar: str | None = None,
         logprobs: int | None = None,
+        limit: int | None = None,
     ) -> Iterator[GeneratedToken]:
-        with self._lock:
-            mask = self._token_mask(grammar) if grammar else None
-            self._evaluate_prompt(prompt)
-            sampler = self._sampler(sampling)
-            is_eog = self._llama_cpp.llama_vocab_is_eog
-            scorer = TokenLogprobs(self._piece) if logprobs is not None else None
-            try:
-                while self._llm.n_tokens < self.context_length:
-                    logits = self._logits() if mask or scorer else None
-                    if mask:
-                        mask.apply(logits)
-                    token = sampler.sample(self._llm._ctx, -1)  # samples and accepts
-                    if mask and not mask.accept(token):
-                        return  # nothing the grammar allows could be sampled (logit_bias)
-                    if not is_eog(self._vocab, token):
-                        scored = scorer.score(logits, token, logprobs) if scorer else None
-                        yield GeneratedToken(self._piece(token), scored)
-                    elif not sampling.ignore_eos or mask:
-                        return
-                    if mask and mask.complete:
-                        return
-                    forced = mask.forced() if mask and scorer is None else []
-                    room = self.context_length - self._llm.n_tokens - 1
-                    for next_token in forced[:room]:
-                        # The grammar allows nothing else: no need to ask the model (jump-forward
-                        # decoding); they are evaluated in one batch with the sampled token.
-                        sampler.accept(next_token)
-                        yield GeneratedToken(self._piece(next_token))
-                    self._llm.eval([token, *forced[:room]])
-                    if mask and mask.complete:
-                        return
-            finally:
-                sampler.close()
+        """Starts at once: the sequence is queued for the engine before the first token is
+        asked for (the n choices of a request run side by side)."""
+        job = Job(
+            prompt=list(prompt),
+            sampler=self._sampler(sampling),
+            mask=self._token_mask(grammar) if grammar else None,
+            scorer=TokenLogprobs(self._piece) if logprobs is not None else None,
+            top=logprobs,
+            ignore_eos=sampling.ignore_eos,
+            limit=limit,
+        )
+        return self._scheduler.tokens(job)
 
     def prompt_logprobs(self, prompt: Sequence[int], top: int) -> list[TokenLogprob | None]:
         scorer = TokenLogprobs(self._piece)
@@ -214,20 +234,16 @@ class LlamaCppTextModel:
             if position + 1 < len(prompt):
                 scored.append(scorer.score(logits, prompt[position + 1], top))
 
-        with self._lock:
-            self._evaluate_prompt(prompt, on_logits=score)
+        job = Job(prompt=list(prompt), sampler=self._sampler(Sampling()), on_prompt_logits=score)
+        self._scheduler.run(job)
         return scored
-
-    def _logits(self) -> Any:
-        """The last position's logits, as a writable numpy view of llama.cpp's own buffer."""
-        pointer = self._llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
-        return self._np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
 
     def _token_mask(self, grammar: str) -> Any:
         from layers.structured import TokenMask
 
-        if self._grammar_tokenizer is None:
-            self._grammar_tokenizer = self._llguidance_tokenizer()
+        with self._grammar_lock:  # requests arrive on several threads
+            if self._grammar_tokenizer is None:
+                self._grammar_tokenizer = self._llguidance_tokenizer()
         return TokenMask(self._grammar_tokenizer, grammar, self.vocab_size)
 
     def _llguidance_tokenizer(self) -> Any:
@@ -285,51 +301,6 @@ class LlamaCppTextModel:
         sampler.add_temp(sampling.temperature)
         sampler.add_dist(seed)
         return sampler
-
-    def _evaluate_prompt(
-        self,
-        prompt: Sequence[int],
-        on_logits: Callable[[int, Any], None] | None = None,
-    ) -> None:
-        """Evaluate the prompt in its fixed blocks, reusing those already in the KV cache.
-
-        `on_logits(position, logits)` sees every position's logits as it is evaluated (the
-        prompt's log probabilities), so no block is reused then, and none are kept.
-        """
-        blocks = prompt_blocks(len(prompt))
-        reused = (
-            0 if on_logits else reusable_blocks(self._cached_tokens, self._cached_blocks, prompt)
-        )
-        keep = blocks[reused - 1][1] if reused else 0
-        if not self._llm._ctx.kv_cache_seq_rm(-1, keep, -1):
-            keep, reused = 0, 0
-            self._llm.reset()
-        self._llm.n_tokens = keep
-        # Until the evaluation succeeds, nothing beyond `keep` may be trusted.
-        self._cached_tokens, self._cached_blocks = list(prompt[:keep]), blocks[:reused]
-        for start, end in blocks[reused:]:
-            if on_logits:
-                self._eval_scoring(prompt[start:end], on_logits)
-            else:
-                self._llm.eval(prompt[start:end])
-        self._cached_tokens, self._cached_blocks = list(prompt), blocks
-
-    def _eval_scoring(self, tokens: Sequence[int], on_logits: Callable[[int, Any], None]) -> None:
-        """Llama.eval, with logits for every position, each handed on before the next batch
-        overwrites them (llama-cpp-python's logits_all would keep n_ctx x n_vocab floats)."""
-        llm = self._llm
-        for i in range(0, len(tokens), llm.n_batch):
-            batch = tokens[i : i + llm.n_batch]
-            n_past = llm.n_tokens
-            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[n_past : n_past + len(batch)] = batch
-            llm.n_tokens += len(batch)
-            for j in range(len(batch)):
-                pointer = self._llama_cpp.llama_get_logits_ith(llm._ctx.ctx, j)
-                on_logits(
-                    n_past + j, self._np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
-                )
 
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)

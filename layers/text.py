@@ -105,8 +105,13 @@ class TextModel(Protocol):
         sampling: Sampling,
         grammar: str | None = None,
         logprobs: int | None = None,
+        limit: int | None = None,
     ) -> Iterator[GeneratedToken]:
-        """Each generated token, until end of sequence or the caller stops iterating.
+        """Each generated token, until end of sequence, `limit` tokens, or the caller stops
+        iterating (closing the iterator stops the engine's work).
+
+        An engine may start at once, before the first token is asked for: the choices of one
+        request are started together and run side by side.
 
         `grammar` (layers/structured) constrains every token; the generation ends when it is
         complete. `logprobs`: None, or how many alternatives to report with each token's own

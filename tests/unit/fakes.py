@@ -45,13 +45,14 @@ class FakeTextModel:
         sampling: Sampling,
         grammar: str | None = None,
         logprobs: int | None = None,
+        limit: int | None = None,
     ) -> Iterator[GeneratedToken]:
-        """Replays `pieces`; with logprobs each token has log probability -1 and one
-        alternative (its next byte value)."""
+        """Replays `pieces` (at most `limit`); with logprobs each token has log probability -1
+        and one alternative (its next byte value)."""
         self.samplings.append(sampling)
         self.grammars.append(grammar)
         try:
-            for piece in self.pieces:
+            for piece in self.pieces[:limit]:
                 scored = None
                 if logprobs is not None:
                     top = ((piece, -1.0), (b"?", -2.0))[:logprobs]

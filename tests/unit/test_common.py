@@ -58,7 +58,7 @@ def test_stop_matcher_holds_back_partial_stops():
 
 def test_gate_queues_then_refuses():
     async def scenario() -> None:
-        gate = InferenceGate(concurrency=1, max_waiting=1)
+        gate = InferenceGate(engines=1, max_waiting=1)
         await gate.acquire()
         waiter = asyncio.ensure_future(gate.acquire())
         await asyncio.sleep(0)
@@ -69,6 +69,52 @@ def test_gate_queues_then_refuses():
         await waiter
         assert gate.active == 1 and gate.waiting == 0
         gate.release()
+
+    asyncio.run(scenario())
+
+
+def test_gate_runs_a_models_slots_together_and_models_in_turn():
+    async def scenario() -> None:
+        gate = InferenceGate(engines=1, max_waiting=8)
+        for _ in range(3):
+            await gate.acquire("chat", 3)  # three at once: the engine batches them
+        assert gate.active == 3
+        fourth = asyncio.ensure_future(gate.acquire("chat", 3))
+        other = asyncio.ensure_future(gate.acquire("embed", 16))
+        late = asyncio.ensure_future(gate.acquire("chat", 3))
+        await asyncio.sleep(0)
+        assert gate.waiting == 3
+        gate.release("chat")
+        await asyncio.sleep(0)
+        assert fourth.done() and not other.done()
+        # The other model waits for the running one to drain; a later chat request does not
+        # overtake it, however busy chat stays.
+        for _ in range(3):
+            gate.release("chat")
+            await asyncio.sleep(0)
+            assert not late.done()
+        assert other.done() and gate.active == 1
+        gate.release("embed")
+        await asyncio.sleep(0)
+        assert late.done()
+        gate.release("chat")
+        assert gate.active == 0 and gate.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_gate_cancelled_waiter_lets_the_next_in():
+    async def scenario() -> None:
+        gate = InferenceGate(engines=1, max_waiting=4)
+        await gate.acquire("a", 1)
+        blocked = asyncio.ensure_future(gate.acquire("b", 1))
+        behind = asyncio.ensure_future(gate.acquire("a", 2))
+        await asyncio.sleep(0)
+        assert not behind.done()  # behind "b" in the queue
+        blocked.cancel()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert behind.done() and gate.active == 2 and gate.waiting == 0
 
     asyncio.run(scenario())
 

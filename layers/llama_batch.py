@@ -1,0 +1,423 @@
+"""Continuous batching on llama.cpp: every generation of a model shares one context.
+
+Each generation is a sequence in a slot of its own (a llama.cpp sequence id with its own KV
+stream). One thread runs the steps. A step evaluates, for every sequence in a slot, its next
+unit of work (the next block of its prompt, or the token it sampled last with any the grammar
+forces after it), then samples each sequence whose unit ended with logits, with that
+sequence's own sampler chain, grammar and log-probability scorer, and hands the tokens to the
+thread that consumes them. A sequence joins at the next step and leaves without stalling the
+others; a long prompt goes one block per step, so the streams already running keep getting
+tokens while it is evaluated.
+
+A sequence's numbers do not depend on its neighbours (temperature 0 stays reproducible),
+which holds because, as measured on llama.cpp's CPU backend:
+- each row of a batched matrix product is computed on its own: a sequence's logits are
+  bit-identical alone or beside others in the same batch;
+- attention reads the sequence's own KV stream only (`kv_unified` off; with one unified
+  buffer the other sequences' cells change the last bits, and near-ties flip tokens);
+- a prompt is evaluated in blocks that depend on its length only (layers/prefix_cache), and
+  llama.cpp splits a batch of several streams into equal parts per sequence: so only units of
+  equal length are decoded together, and no block is ever split.
+
+Prefix caching is per slot: a slot keeps the prompt it evaluated last, and a new sequence
+takes the free slot that shares the most blocks with its prompt, or copies another slot's
+stream when that one shares more (how the n choices of one request evaluate their prompt
+once). Copies are of whole streams and trimmed after, so the cells are the same as if
+evaluated in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import cancellation
+from common.errors import EngineUnavailable
+from layers.logprobs import TokenLogprobs
+from layers.prefix_cache import Block, prompt_blocks, reusable_blocks
+from layers.text import GeneratedToken
+
+log = logging.getLogger(__name__)
+
+_END = object()  # a sequence's last item: it is complete
+_POLL_SECONDS = 0.1  # how often a waiting consumer looks at its cancellation
+
+
+@dataclass(eq=False)
+class Job:
+    """One sequence: a prompt to evaluate, then tokens to sample until it is done."""
+
+    prompt: list[int]
+    sampler: Any  # llama_cpp._internals.LlamaSampler, used and closed by the scheduler thread
+    mask: Any = None  # layers.structured.TokenMask
+    scorer: TokenLogprobs | None = None
+    top: int | None = None  # alternatives to score with each token
+    ignore_eos: bool = False
+    limit: int | None = None  # tokens to generate at most
+    on_prompt_logits: Callable[[int, Any], None] | None = None  # scores the prompt, no tokens
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False
+    # The scheduler's own state.
+    slot: _Slot | None = None
+    source: _Slot | None = None  # a slot whose stream this job will copy its prefix from
+    wanted: int = 0  # blocks it waits for the source to have evaluated
+    todo: deque[Block] = field(default_factory=deque)  # prompt blocks still to evaluate
+    pending: list[int] = field(default_factory=list)  # sampled tokens to evaluate next
+    n_past: int = 0
+    emitted: int = 0
+
+    def emit(self, token: GeneratedToken) -> bool:
+        """Hands a token to the consumer; False once the job has all it asked for."""
+        self.out.put(token)
+        self.emitted += 1
+        return self.limit is None or self.emitted < self.limit
+
+
+class TokenStream:
+    """A job's tokens as they come. Closing it, or dropping it, cancels the job: its slot is
+    freed at the next step, and the other sequences run on."""
+
+    def __init__(self, scheduler: BatchScheduler, job: Job) -> None:
+        self._scheduler, self._job = scheduler, job
+        self._done = False
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> GeneratedToken:
+        while not self._done:
+            try:
+                item = self._job.out.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                try:
+                    cancellation.check()  # waiting for a slot, or behind a long prompt
+                except BaseException:
+                    self.close()
+                    raise
+                continue
+            if isinstance(item, GeneratedToken):
+                return item
+            self.close()
+            if isinstance(item, BaseException):
+                raise item
+        raise StopIteration
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._scheduler.cancel(self._job)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # the prompt its stream holds
+    blocks: list[Block] = field(default_factory=list)  # the leading blocks evaluated so far
+    job: Job | None = None
+
+    def reusable(self, prompt: Sequence[int], planned: bool = False) -> int:
+        """Leading blocks of `prompt` this slot holds (planned: will hold once its prompt is
+        evaluated)."""
+        blocks = prompt_blocks(len(self.tokens)) if planned else self.blocks
+        return reusable_blocks(self.tokens, blocks, prompt)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    job: Job
+    tokens: Sequence[int]
+    start: int  # position of the first token
+    logits: str  # "none", "last" or "all"
+
+
+class BatchScheduler:
+    """Runs every sequence of one llama.cpp context; `generate` is safe from any thread."""
+
+    def __init__(
+        self,
+        lib: Any,
+        ctx: Any,
+        parallel: int,
+        context_length: int,
+        n_batch: int,
+        vocab_size: int,
+        piece: Callable[[int], bytes],
+        is_eog: Callable[[int], bool],
+    ) -> None:
+        import numpy as np
+
+        self._lib, self._ctx, self._np = lib, ctx, np
+        self._memory = lib.llama_get_memory(ctx)
+        self._context_length = context_length
+        self._vocab_size = vocab_size
+        self._piece, self._is_eog = piece, is_eog
+        self._slots = [_Slot(i) for i in range(parallel)]
+        self._n_batch = n_batch
+        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        self._inbox: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
+        self._thread.start()
+
+    # The consumers' side.
+
+    def tokens(self, job: Job) -> TokenStream:
+        """Submits `job` and returns its tokens."""
+        self._submit(job)
+        return TokenStream(self, job)
+
+    def run(self, job: Job) -> None:
+        """Submits `job` and waits until it is done (prompt scoring)."""
+        for _ in self.tokens(job):
+            pass
+
+    def cancel(self, job: Job) -> None:
+        with self._wake:
+            job.cancelled = True
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+        self._lib.llama_batch_free(self._batch)
+
+    def _submit(self, job: Job) -> None:
+        with self._wake:
+            if self._closed:
+                raise EngineUnavailable("The model was unloaded; please retry the request.")
+            self._inbox.append(job)
+            self._wake.notify()
+
+    # The scheduler thread.
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self._inbox and not self._busy():
+                    self._wake.wait()
+                if self._closed:
+                    break
+                try:
+                    self._drop_cancelled()
+                    self._admit()
+                except Exception as error:
+                    self._fail_running(error)
+            try:
+                self._step()
+            except Exception as error:
+                self._fail_running(error)
+        for job in [*self._inbox, *(s.job for s in self._slots if s.job is not None)]:
+            self._finish(job, EngineUnavailable("The model was unloaded; please retry."))
+
+    def _fail_running(self, error: Exception) -> None:
+        """A bug, not a request's fault: what is running fails, the engine goes on."""
+        log.exception("llama.cpp batch step failed")
+        for slot in self._slots:
+            if slot.job is not None:
+                self._finish(slot.job, EngineUnavailable(f"The engine failed: {error}"))
+
+    def _busy(self) -> bool:
+        return any(slot.job is not None for slot in self._slots)
+
+    def _drop_cancelled(self) -> None:
+        for job in [j for j in self._inbox if j.cancelled]:
+            self._inbox.remove(job)
+            job.sampler.close()
+        for slot in self._slots:
+            if slot.job is not None and slot.job.cancelled:
+                self._finish(slot.job)
+
+    def _admit(self) -> None:
+        """Gives waiting jobs free slots: the one that shares most of the prompt, or copies
+        from a busier slot that shares more."""
+        while self._inbox:
+            free = [slot for slot in self._slots if slot.job is None]
+            if not free:
+                return
+            job = self._inbox.popleft()
+            prompt = job.prompt
+            slot = max(free, key=lambda s: (s.reusable(prompt), -s.seq_id))
+            job.slot, slot.job = slot, job
+            own = slot.reusable(prompt)
+            others = [s for s in self._slots if s is not slot]
+            source = max(others, key=lambda s: s.reusable(prompt, planned=True), default=None)
+            if (
+                job.on_prompt_logits is None
+                and source is not None
+                and source.reusable(prompt, planned=True) > own
+            ):
+                job.source, job.wanted = source, source.reusable(prompt, planned=True)
+            else:
+                self._start(job, 0 if job.on_prompt_logits else own)
+
+    def _start(self, job: Job, reuse: int) -> None:
+        """Trims the job's slot to the `reuse` blocks it shares and plans the rest."""
+        slot = job.slot
+        assert slot is not None
+        blocks = prompt_blocks(len(job.prompt))
+        keep = blocks[reuse - 1][1] if reuse else 0
+        if not self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            keep, reuse = 0, 0
+        slot.tokens, slot.blocks = job.prompt, blocks[:reuse]
+        job.todo, job.n_past = deque(blocks[reuse:]), keep
+
+    def _copy_prefixes(self) -> None:
+        """Jobs waiting on another slot's prompt copy its stream once the blocks they share
+        are evaluated (or once that slot stops evaluating)."""
+        for slot in self._slots:
+            job = slot.job
+            if job is None or job.source is None:
+                continue
+            source = job.source
+            have = source.reusable(job.prompt)
+            still_evaluating = source.job is not None and bool(source.job.todo)
+            if have < job.wanted and still_evaluating:
+                continue
+            job.source = None
+            own = slot.reusable(job.prompt)
+            if have <= own:
+                self._start(job, own)
+                continue
+            # A copy between streams copies the whole stream; it happens at the next decode,
+            # before anything is written there.
+            self._lib.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
+            self._start(job, have)
+
+    def _step(self) -> None:
+        self._copy_prefixes()
+        units: dict[int, list[_Unit]] = {}
+        for slot in self._slots:
+            job = slot.job
+            if job is None or job.source is not None:
+                continue
+            if job.todo:
+                start, end = job.todo[0]
+                if job.on_prompt_logits:
+                    wants = "all"
+                else:
+                    wants = "last" if end == len(job.prompt) else "none"
+                unit = _Unit(job, job.prompt[start:end], start, wants)
+            elif job.pending:
+                unit = _Unit(job, job.pending, job.n_past, "last")
+            else:
+                continue
+            units.setdefault(len(unit.tokens), []).append(unit)
+        # Units of one length at a time: llama.cpp would split unequal ones into equal parts.
+        for group in units.values():
+            for part in self._parts(group):
+                self._decode(part)
+
+    def _parts(self, group: list[_Unit]) -> Iterator[list[_Unit]]:
+        size = len(group[0].tokens)
+        per_call = max(1, self._n_batch // size)
+        for i in range(0, len(group), per_call):
+            yield group[i : i + per_call]
+
+    def _decode(self, units: list[_Unit]) -> None:
+        batch, lib = self._batch, self._lib
+        index = 0
+        for unit in units:
+            seq_id = unit.job.slot.seq_id  # type: ignore[union-attr]
+            last = len(unit.tokens) - 1
+            for offset, token in enumerate(unit.tokens):
+                batch.token[index] = token
+                batch.pos[index] = unit.start + offset
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = seq_id
+                batch.logits[index] = unit.logits == "all" or (
+                    unit.logits == "last" and offset == last
+                )
+                index += 1
+        batch.n_tokens = index
+        status = lib.llama_decode(self._ctx, batch)
+        if status != 0:
+            error = EngineUnavailable(f"llama.cpp could not evaluate the batch (status {status}).")
+            for unit in units:
+                self._finish(unit.job, error)
+            return
+        index = 0
+        for unit in units:
+            index += len(unit.tokens)
+            try:
+                self._advance(unit, index - len(unit.tokens))
+            except Exception as error:  # this sequence's grammar or scorer: its own failure
+                log.exception("sampling failed")
+                self._finish(unit.job, error)
+
+    def _advance(self, unit: _Unit, first: int) -> None:
+        job = unit.job
+        end = unit.start + len(unit.tokens)
+        if job.todo:  # a prompt block
+            job.todo.popleft()
+            job.n_past = end
+            job.slot.blocks.append((unit.start, end))  # type: ignore[union-attr]
+            if job.on_prompt_logits:
+                for offset in range(len(unit.tokens)):
+                    job.on_prompt_logits(unit.start + offset, self._logits(first + offset))
+                if not job.todo:
+                    self._finish(job)
+                return
+            if unit.logits == "none":
+                return
+        else:
+            job.n_past = end
+            job.pending = []
+        self._sample(job, first + len(unit.tokens) - 1)
+
+    def _sample(self, job: Job, index: int) -> None:
+        mask, scorer, lib = job.mask, job.scorer, self._lib
+        logits = self._logits(index) if mask or scorer else None
+        if mask:
+            mask.apply(logits)
+        token = lib.llama_sampler_sample(job.sampler.sampler, self._ctx, index)
+        if mask and not mask.accept(token):
+            return self._finish(job)  # nothing the grammar allows could be sampled (logit_bias)
+        if not self._is_eog(token):
+            scored = scorer.score(logits, token, job.top) if scorer else None
+            if not job.emit(GeneratedToken(self._piece(token), scored)):
+                return self._finish(job)
+        elif not job.ignore_eos or mask:
+            return self._finish(job)
+        if mask and mask.complete:
+            return self._finish(job)
+        room = self._context_length - job.n_past - 1
+        # The grammar allows nothing else: no need to ask the model (jump-forward decoding);
+        # they are evaluated in one unit with the sampled token.
+        forced = (mask.forced() if mask and scorer is None else [])[:room]
+        for next_token in forced:
+            lib.llama_sampler_accept(job.sampler.sampler, next_token)
+            if not job.emit(GeneratedToken(self._piece(next_token))):
+                return self._finish(job)
+        if mask and mask.complete:
+            return self._finish(job)
+        job.pending = [token, *forced]
+        if job.n_past + len(job.pending) >= self._context_length:
+            self._finish(job)  # the context is full
+        return None
+
+    def _logits(self, index: int) -> Any:
+        """A position's logits, as a writable numpy view of llama.cpp's own buffer."""
+        pointer = self._lib.llama_get_logits_ith(self._ctx, index)
+        return self._np.ctypeslib.as_array(pointer, shape=(self._vocab_size,))
+
+    def _finish(self, job: Job, error: BaseException | None = None) -> None:
+        slot = job.slot
+        if slot is not None and slot.job is job:
+            slot.job = None
+        job.slot = None
+        job.source = None
+        job.todo.clear()
+        job.sampler.close()
+        job.out.put(error if error is not None else _END)
