@@ -110,3 +110,25 @@ def test_a_chat_without_max_tokens_stops_at_the_models_default_budget():
     request = ChatCompletionRequest(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
     answer = create_chat_completion(request, fake_store(model, parameters={"max_tokens": 5}))
     assert answer.usage.completion_tokens == 5 and answer.choices[0].finish_reason == "length"
+
+
+def test_parallel_sizes_admission_and_the_runpod_worker(tmp_path):
+    from adapters.runpod_worker import concurrency_modifier
+    from common.settings import Settings
+
+    user = write(
+        tmp_path / "m.yaml",
+        ENTRY.format(name="wide", aliases="") + "  parameters: {parallel: 12}\n",
+    )
+    registry = load_registry(user)
+    assert registry.resolve("wide").parallel == 12
+    assert registry.resolve("gpt-4").parallel == 8  # the embedded model's entry
+    assert registry.resolve("text-embedding-ada-002").parallel == 16  # batched embeddings
+    assert registry.resolve("whisper-1").parallel == 1  # no batching: one at a time
+    # A RunPod worker takes as many jobs as its busiest model batches, unless told otherwise.
+    assert concurrency_modifier(Settings(), registry)(1) == 16
+    assert concurrency_modifier(Settings(runpod_concurrency=3), registry)(1) == 3
+    for bad in ("0", "true", "2.5", "'4'"):
+        entry = ENTRY.format(name="bad", aliases="") + f"  parameters: {{parallel: {bad}}}\n"
+        with pytest.raises(RegistryError, match="parallel"):
+            load_registry(write(tmp_path / "bad.yaml", entry))
