@@ -5,6 +5,8 @@ Every adapter (HTTP, CLI, and later Lambda and RunPod) builds its store here, on
 
 from __future__ import annotations
 
+import os
+
 from common.disk_cache import DiskCache
 from common.fetch import ModelFetcher
 from common.image_urls import ImageUrls, NoImageUrls, S3ImageUrls, ServedImages
@@ -28,6 +30,10 @@ def build_fetcher(settings: Settings) -> ModelFetcher:
 
 
 def build_store(settings: Settings, registry: Registry | None = None) -> ModelStore:
+    # Before any engine loads torch: its OpenMP teams size themselves from this once, in every
+    # thread (torch.set_num_threads reaches only the thread that calls it). Engines run on
+    # worker threads; without it, on a busy machine, one embedding took 500 ms instead of 30.
+    os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
     registry = registry or load_registry(settings.models, settings.max_tokens)
     fetcher = build_fetcher(settings)
     return ModelStore(

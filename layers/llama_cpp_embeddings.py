@@ -6,15 +6,14 @@ mean by default, for models whose file does not say).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from common import cancellation
 from common.registry import ModelConfig
 from layers import EngineOptions
+from layers.embedding_batcher import EmbeddingBatcher
 
 POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama.cpp's enum llama_pooling_type
 
@@ -41,7 +40,12 @@ class LlamaCppEmbeddingModel:
         self.max_tokens = n_ctx
         self.vocab_size = self._llm.n_vocab()
         self._add_bos = self._llm._model.add_bos_token()
-        self._lock = threading.Lock()  # one context: one embedding at a time
+        # One context: one embedding at a time, on the batcher's worker thread. Batches of one
+        # text: requests take turns text by text, and a request that must stop (client gone,
+        # deadline) withdraws at once, between texts, even while another request is encoding.
+        self._batcher = EmbeddingBatcher(
+            self._encode, self.dimensions, batch_size=1, name=self.name
+        )
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [self._llm.tokenize(t.encode(), add_bos=self._add_bos, special=True) for t in texts]
@@ -50,15 +54,14 @@ class LlamaCppEmbeddingModel:
         return self._llm.detokenize(list(tokens)).decode(errors="replace")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        # One text per decode: llama.cpp's batched embedding packs several sequences into one
-        # batch, and a vector would then depend (in its last bits) on its neighbours.
-        vectors = []
-        with self._lock:
-            for text in texts:
-                cancellation.check()  # between texts: the client left, or the deadline passed
-                vectors.append(self._llm.embed(text, normalize=True))
-        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimensions)
+        return self._batcher.embed(texts)
 
     def close(self) -> None:
-        with self._lock:
-            self._llm.close()
+        self._batcher.close()  # after the text it is encoding: the context is free
+        self._llm.close()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        # One text per decode: llama.cpp's batched embedding packs several sequences into one
+        # batch, and a vector would then depend (in its last bits) on its neighbours.
+        vectors = [self._llm.embed(text, normalize=True) for text in texts]
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimensions)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from common import cancellation
 from common.registry import ModelConfig
 from layers import EngineOptions
+from layers.embedding_batcher import EmbeddingBatcher
 
 BATCH_SIZE = 32
+BATCH_WAIT_MS = 2.0  # under concurrent traffic, how long a batch waits to fill (see the batcher)
 
 
 def load(config: ModelConfig, path: Path, options: EngineOptions) -> SentenceTransformerModel:
@@ -38,8 +40,19 @@ class SentenceTransformerModel:
         )
         self.dimensions = int(dimension())
         self.max_tokens = int(config.parameters.get("max_tokens", self._model.max_seq_length))
-        self._tokenizer = self._model.tokenizer
+        # Request threads count tokens while the batcher's worker encodes. A fast tokenizer
+        # keeps its padding and truncation settings in shared state that each call resets, so
+        # a count (no padding) racing an encode (padding) breaks the batch: its own copy.
+        self._tokenizer = copy.deepcopy(self._model.tokenizer)
         self.vocab_size = int(self._tokenizer.vocab_size)
+        wait_ms = float(config.parameters.get("batch_wait_ms", BATCH_WAIT_MS))
+        self._batcher = EmbeddingBatcher(
+            self._encode,
+            self.dimensions,
+            batch_size=BATCH_SIZE,
+            max_wait=wait_ms / 1000,
+            name=config.name,
+        )
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
@@ -48,20 +61,21 @@ class SentenceTransformerModel:
         return self._tokenizer.decode(list(tokens), skip_special_tokens=True)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One batch at a time, texts of similar length together (as sentence-transformers
-        orders them itself): a request whose client left, or whose deadline passed, stops
-        within one batch (2048 long inputs take minutes on a CPU)."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        vectors = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        """Concurrent requests share batches of up to 32 texts, longest first within each
+        request (as sentence-transformers orders them itself); a request whose client left, or
+        whose deadline passed, stops waiting at once and withdraws its texts not yet started."""
+        return self._batcher.embed(texts)
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        # On the batcher's one worker thread; inference mode is per thread, so it is set here.
         with self._torch.inference_mode():
-            for start in range(0, len(order), BATCH_SIZE):
-                cancellation.check()
-                batch = order[start : start + BATCH_SIZE]
-                vectors[batch] = self._model.encode(
-                    [texts[i] for i in batch],
-                    batch_size=BATCH_SIZE,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-        return vectors
+            return self._model.encode(
+                texts,
+                batch_size=BATCH_SIZE,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )

@@ -52,13 +52,17 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> f
 
 @contextlib.contextmanager
 def running(
-    command: list[str], health_url: str, env: Mapping[str, str], log: IO[bytes] | None = None
+    command: list[str],
+    health_url: str,
+    env: Mapping[str, str],
+    log: IO[bytes] | None = None,
+    timeout: float = 60,
 ) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen(
         command, env=dict(env), cwd=ROOT, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     try:
-        wait_until_up(health_url, process)
+        wait_until_up(health_url, process, timeout)
         yield process
     finally:
         process.terminate()

@@ -61,6 +61,25 @@ def test_a_batch_gives_what_each_alone_gives(client):
     np.testing.assert_allclose(batch, alone, atol=1e-6)
 
 
+@pytest.mark.parametrize("model", [MODEL, "smollm2-embed"])
+def test_concurrent_requests_get_what_each_gets_alone(client, model):
+    """8 requests at once (the model admits them together and its batcher merges them):
+    each gets its own vectors, in its own order, as alone (last bits aside, see
+    layers/embedding_batcher.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [[f"{s} ({n})" for s in SENTENCES[: 1 + n % 3]] for n in range(8)]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return vectors(client.embeddings.create(model=model, input=texts, encoding_format="float"))
+
+    alone = [embed(texts) for texts in requests]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(embed, requests))
+    for mine, own in zip(together, alone, strict=True):
+        np.testing.assert_allclose(mine, own, atol=1e-5, rtol=0)
+
+
 def test_paraphrases_are_closer_than_unrelated_sentences(client):
     cat, paraphrase, markets = vectors(client.embeddings.create(model=MODEL, input=SENTENCES))
     assert cat @ paraphrase > 0.7 > cat @ markets

