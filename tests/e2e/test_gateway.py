@@ -15,6 +15,7 @@ from tests.conftest import API_KEYS, MAX_BODY_BYTES, MAX_QUEUE
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello!"}]}
 # ignore_eos keeps the model generating until max_tokens: a long, busy stream on demand.
 LONG_STREAM = {**CHAT, "stream": True, "max_tokens": 1500, "ignore_eos": True}
+OTHER_MODEL = {"model": "text-embedding-ada-002", "input": "hello"}
 
 
 def assert_envelope(response: httpx.Response, status: int, code=None, param=None) -> dict:
@@ -153,12 +154,14 @@ def test_client_disconnect_stops_generation(http, wait_idle):
 
 
 def test_a_full_queue_gets_429_and_waiting_requests_finish(server, http, wait_idle):
+    """While a chat runs, requests for another model wait (two engines would fight over the
+    cores) in a bounded queue; beyond it, 429."""
     results: list[int] = []
 
     def waiting_request() -> None:
         r = httpx.post(
-            f"{server.v1}/chat/completions",
-            json={**CHAT, "max_tokens": 2},
+            f"{server.v1}/embeddings",
+            json=OTHER_MODEL,
             headers=server.headers(),
             timeout=60,
         )
@@ -172,7 +175,7 @@ def test_a_full_queue_gets_429_and_waiting_requests_finish(server, http, wait_id
         deadline = time.monotonic() + 5
         while http.get("/health").json()["waiting"] < MAX_QUEUE and time.monotonic() < deadline:
             time.sleep(0.05)
-        overflow = http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2})
+        overflow = http.post("/v1/embeddings", json=OTHER_MODEL)
         error = assert_envelope(overflow, 429, code="rate_limit_exceeded")
         assert overflow.headers["retry-after"] == "1" and error["type"] == "rate_limit_error"
     for t in waiters:
