@@ -333,6 +333,19 @@ def serve_levels(
         return target.command, [http_level(target, clients, plan) for clients in plan.levels]
 
 
+def median_round(level: tuple[dict, ...]) -> dict:
+    """One level over the rounds: the round with the median tokens/s, with the median time to
+    first token figures and every round's errors."""
+    ordered = sorted(level, key=lambda row: row["tps"])
+    row = dict(ordered[len(ordered) // 2])
+    for key in ("ttft_p50_ms", "ttft_p95_ms"):
+        values = sorted(r[key] for r in level if r[key] is not None)
+        row[key] = values[len(values) // 2] if values else None
+    row["errors"] = sum(r["errors"] for r in level)
+    row["tps_rounds"] = [round(r["tps"], 1) for r in level]
+    return row
+
+
 def goals(results: dict[str, list[dict]]) -> list[dict]:
     if "stratus" not in results or "llama-server" not in results:
         return []
@@ -391,6 +404,13 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=300, help="seconds a request may wait for a chunk"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every runner this many times, in turn; report each level's median round "
+        "(a busy 2-core VM moves single runs by 10%%)",
+    )
     parser.add_argument("--json", type=Path, help="write the results there")
     args = parser.parse_args()
     plan = Plan(
@@ -413,15 +433,23 @@ def main() -> None:
         "llama-server": lambda: llama_server(args.llama_server, path),
     }
     commands: dict[str, str] = {}
-    results: dict[str, list[dict]] = {}
-    for name in runners:  # one after another: never two servers on the two cores at once
-        print(f"{name} ...", flush=True)
-        if name == "raw":
-            commands[name] = "llama_cpp.Llama.generate, in-process, one sequence"
-            runs = raw_levels(path, plan)
-        else:
-            commands[name], runs = serve_levels(servers[name](), plan)
-        results[name] = [run.summary() for run in runs]
+    rounds: dict[str, list[list[dict]]] = {name: [] for name in runners}
+    for round_number in range(args.rounds):
+        for name in runners:  # one after another: never two servers on the two cores at once
+            print(f"{name} (round {round_number + 1}/{args.rounds}) ...", flush=True)
+            if name == "raw":
+                commands[name] = "llama_cpp.Llama.generate, in-process, one sequence"
+                runs = raw_levels(path, plan)
+            else:
+                commands[name], runs = serve_levels(servers[name](), plan)
+            rounds[name].append([run.summary() for run in runs])
+        if args.rounds > 1:
+            ratios = goals({name: levels[-1] for name, levels in rounds.items()})
+            print("  this round:", ", ".join(f"{g['ratio']:.2f}" for g in ratios if g["ratio"]))
+    results = {
+        name: [median_round(level) for level in zip(*runs, strict=True)]
+        for name, runs in rounds.items()
+    }
 
     print(
         f"\nSmolLM2-135M-Instruct Q4_1, {THREADS} threads, n_ctx {N_CTX} per sequence, greedy, "
@@ -438,6 +466,7 @@ def main() -> None:
             "n_ctx_per_sequence": N_CTX,
             "messages": MESSAGES,
             "commands": commands,
+            "rounds": args.rounds,
         }
         report = {"config": config, "results": results, "goals": goal_rows}
         args.json.write_text(json.dumps(report, indent=2))
