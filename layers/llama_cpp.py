@@ -15,7 +15,8 @@ from common.errors import EngineUnavailable
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.chat_template import ChatTemplate
-from layers.llama_batch import BatchScheduler, Job
+from layers.llama_batch import BatchScheduler
+from layers.llama_sequences import Job
 from layers.logprobs import TokenLogprobs
 from layers.prefix_cache import BLOCK
 from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec

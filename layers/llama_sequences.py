@@ -1,0 +1,106 @@
+"""The sequences of a batched llama.cpp context: a job (one sequence's request and state), its
+slot (a sequence id and the prompt its KV stream holds), and the stream of its tokens that a
+consumer thread reads (layers/llama_batch runs them)."""
+
+from __future__ import annotations
+
+import queue
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from common import cancellation
+from layers.logprobs import TokenLogprobs
+from layers.prefix_cache import Block, prompt_blocks, reusable_blocks
+from layers.text import GeneratedToken
+
+
+class Scheduler(Protocol):
+    def cancel(self, job: Job) -> None: ...
+
+
+END = object()  # a sequence's last item: it is complete
+POLL_SECONDS = 0.1  # how often a waiting consumer looks at its cancellation
+
+
+@dataclass(eq=False)
+class Job:
+    """One sequence: a prompt to evaluate, then tokens to sample until it is done."""
+
+    prompt: list[int]
+    sampler: Any  # llama_cpp._internals.LlamaSampler, used and closed by the scheduler thread
+    mask: Any = None  # layers.structured.TokenMask
+    scorer: TokenLogprobs | None = None
+    top: int | None = None  # alternatives to score with each token
+    ignore_eos: bool = False
+    limit: int | None = None  # tokens to generate at most
+    on_prompt_logits: Callable[[int, Any], None] | None = None  # scores the prompt, no tokens
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False
+    # The scheduler's own state.
+    slot: Slot | None = None
+    source: Slot | None = None  # a slot whose stream this job will copy its prefix from
+    wanted: int = 0  # blocks it waits for the source to have evaluated
+    todo: deque[Block] = field(default_factory=deque)  # prompt blocks still to evaluate
+    pending: list[int] = field(default_factory=list)  # sampled tokens to evaluate next
+    n_past: int = 0
+    emitted: int = 0
+
+    def emit(self, token: GeneratedToken) -> bool:
+        """Hands a token to the consumer; False once the job has all it asked for."""
+        self.out.put(token)
+        self.emitted += 1
+        return self.limit is None or self.emitted < self.limit
+
+
+class TokenStream:
+    """A job's tokens as they come. Closing it, or dropping it, cancels the job: its slot is
+    freed at the next step, and the other sequences run on."""
+
+    def __init__(self, scheduler: Scheduler, job: Job) -> None:
+        self._scheduler, self._job = scheduler, job
+        self._done = False
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> GeneratedToken:
+        while not self._done:
+            try:
+                item = self._job.out.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                try:
+                    cancellation.check()  # waiting for a slot, or behind a long prompt
+                except BaseException:
+                    self.close()
+                    raise
+                continue
+            if isinstance(item, GeneratedToken):
+                return item
+            self.close()
+            if isinstance(item, BaseException):
+                raise item
+        raise StopIteration
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._scheduler.cancel(self._job)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@dataclass(eq=False)
+class Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # the prompt its stream holds
+    blocks: list[Block] = field(default_factory=list)  # the leading blocks evaluated so far
+    job: Job | None = None
+
+    def reusable(self, prompt: Sequence[int], planned: bool = False) -> int:
+        """Leading blocks of `prompt` this slot holds (planned: will hold once its prompt is
+        evaluated)."""
+        blocks = prompt_blocks(len(self.tokens)) if planned else self.blocks
+        return reusable_blocks(self.tokens, blocks, prompt)
