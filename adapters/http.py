@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.event_stream import RAW, SSE, EventStreamResponse, event_stream
-from adapters.operations import OPERATIONS, Operation, Publishing, find, start
+from adapters.operations import OPERATIONS, Operation, Publishing, find, requested_model, start
 from adapters.runtime import build_image_urls, build_store
 from common import cancellation
 from common.admission import InferenceGate
@@ -39,7 +39,6 @@ from common.errors import (
     ClientGone,
     InternalError,
     InvalidRequest,
-    ModelNotFound,
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
@@ -210,13 +209,11 @@ class Gateway:
         return EventStreamResponse(data, {}, head=await anext(data))
 
     def _admission(self, parsed: Any) -> tuple[str, int]:
-        """The model a request waits for, and how many requests that model serves at once."""
-        request = parsed.request if isinstance(parsed, Publishing) else parsed
-        model = getattr(request, "model", None) or ""
-        try:
-            config = self.store.registry.resolve(model)
-        except ModelNotFound:
-            return model, 1  # answered with a 404 as soon as it runs
+        """The model a request waits for, and how many requests that model serves at once.
+
+        An unknown model is a 404 at once: queued, it would wait for the running model to
+        drain, and every request after it too."""
+        config = self.store.registry.resolve(requested_model(parsed))
         return config.name, config.parallel
 
     async def _acquire_in_time(

@@ -84,6 +84,15 @@ class Publishing:
     base_url: str | None = None
 
 
+def requested_model(parsed: Any) -> str:
+    """The model id a parsed inference request names (or its operation's default)."""
+    if isinstance(parsed, Publishing):
+        parsed = parsed.request
+    elif isinstance(parsed, tuple):  # an upload: (its form fields, the audio)
+        parsed = parsed[0]
+    return getattr(parsed, "model", None) or getattr(parsed, "default_model", "")
+
+
 def _images(job: Publishing, store: ModelStore) -> Result:
     return create_images(job.request, store, job.urls, job.base_url)
 

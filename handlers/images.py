@@ -13,7 +13,6 @@ from common.store import ModelStore
 from handlers._capabilities import require
 from layers.images import Drawing, ImageModel, SizeLimits
 
-DEFAULT_MODEL = "dall-e-2"  # OpenAI's default: whichever model answers to it (tiny-sd built in)
 OPENAI_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x1024")
 
 
@@ -22,7 +21,7 @@ def create_images(
 ) -> ImagesResponse:
     if request.response_format == "url":
         urls.check()  # before drawing anything
-    model_id = request.model or DEFAULT_MODEL
+    model_id = request.model or request.default_model
     with store.use(model_id) as loaded:
         model: ImageModel = require(loaded, "draw", model_id, "generate images")
         width, height = image_size(request.size, model.sizes)
@@ -59,8 +58,8 @@ def check_work(request: ImageGenerationRequest, model: ImageModel, width: int, h
     raise InvalidRequest(
         f"This request asks for too much work: {request.n} image(s) x {steps} steps x "
         f"{width}x{height} pixels is over the {model.max_work:,} pixel-steps model "
-        f"'{request.model or DEFAULT_MODEL}' draws per request. Ask for fewer images, fewer "
-        "steps or a smaller size.",
+        f"'{request.model or request.default_model}' draws per request. Ask for fewer images, "
+        "fewer steps or a smaller size.",
         param=param,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
@@ -23,6 +23,7 @@ def parse_size(text: str) -> tuple[int, int] | None:
 class ImageGenerationRequest(OpenAIRequest):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARACTERS)
     model: str | None = None  # OpenAI's examples omit it: dall-e-2, as OpenAI does
+    default_model: ClassVar[str] = "dall-e-2"  # whichever model answers to it (tiny-sd built in)
     n: Annotated[int, Field(ge=1, le=10)] = 1
     size: str | None = None  # WIDTHxHEIGHT or auto; the model's limits are checked later
     quality: Literal["standard", "hd", "auto", "low", "medium", "high"] | None = None

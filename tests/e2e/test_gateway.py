@@ -175,6 +175,9 @@ def test_a_full_queue_gets_429_and_waiting_requests_finish(server, http, wait_id
         deadline = time.monotonic() + 5
         while http.get("/health").json()["waiting"] < MAX_QUEUE and time.monotonic() < deadline:
             time.sleep(0.05)
+        # An unknown model is answered at once, not queued behind the running model.
+        unknown = http.post("/v1/embeddings", json={**OTHER_MODEL, "model": "no-such"}, timeout=10)
+        assert_envelope(unknown, 404, code="model_not_found")
         overflow = http.post("/v1/embeddings", json=OTHER_MODEL)
         error = assert_envelope(overflow, 429, code="rate_limit_exceeded")
         assert overflow.headers["retry-after"] == "1" and error["type"] == "rate_limit_error"

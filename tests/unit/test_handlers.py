@@ -131,3 +131,14 @@ def test_user_is_written_to_the_request_log(caplog):
     with caplog.at_level("INFO", logger="stratus.requests"):
         start(create_chat_completion, request, fake_store(FakeTextModel(PIECES)))
     assert "customer-7" in caplog.text
+
+
+def test_every_inference_request_names_the_model_it_waits_for():
+    from adapters.operations import Publishing, requested_model
+    from common.protocol.audio import TranscriptionRequest
+    from common.protocol.images import ImageGenerationRequest
+
+    upload = (TranscriptionRequest(model="whisper-1"), b"audio")
+    assert requested_model(upload) == "whisper-1"
+    assert requested_model(Publishing(ImageGenerationRequest(prompt="x"), None)) == "dall-e-2"
+    assert requested_model(ImageGenerationRequest(prompt="x", model="tiny-sd")) == "tiny-sd"
