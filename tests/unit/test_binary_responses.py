@@ -8,6 +8,7 @@ import base64
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from starlette.testclient import TestClient
 
@@ -23,7 +24,7 @@ WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\xbb\x00
 SPEAK = Operation(
     "POST",
     "/test/speech",
-    lambda body, params: body,
+    lambda body, params: SimpleNamespace(**body),  # a request naming its model, as all do
     lambda request, store: BinaryResponse(WAV, "audio/wav"),
     inference=True,
 )
@@ -38,7 +39,7 @@ def store():
 def test_http_sends_the_bytes_with_their_type(tmp_path):
     app = create_app(Settings(cache_dir=tmp_path), store(), OPERATIONS_WITH_AUDIO)
     with TestClient(app) as client:
-        response = client.post("/v1/test/speech", json={"input": "hi"})
+        response = client.post("/v1/test/speech", json={"model": "fake", "input": "hi"})
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav" and response.content == WAV
 
@@ -57,7 +58,13 @@ def test_lambda_returns_base64(tmp_path):
 
 def test_runpod_returns_base64_with_the_content_type(tmp_path):
     worker = make_worker(Settings(cache_dir=tmp_path), store(), operations=OPERATIONS_WITH_AUDIO)
-    job = {"id": "j", "input": {"openai_route": "/v1/test/speech", "openai_input": {"input": "hi"}}}
+    job = {
+        "id": "j",
+        "input": {
+            "openai_route": "/v1/test/speech",
+            "openai_input": {"model": "fake", "input": "hi"},
+        },
+    }
 
     async def outputs():
         return [output async for output in worker.handle(job)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import httpx
 
@@ -19,20 +20,23 @@ def _sleep_without_checking(request, store) -> Model:
     return Model(id="slow", created=0, owned_by="test")
 
 
-SLOW = Operation("POST", "/slow", lambda body, params: body, _sleep_without_checking, True)
+SLOW = Operation(
+    "POST", "/slow", lambda body, params: SimpleNamespace(**body), _sleep_without_checking, True
+)
 
 
 def test_a_request_waiting_for_a_slot_times_out_at_its_deadline(tmp_path):
     settings = Settings(cache_dir=tmp_path, request_timeout=0.5, max_queue=4)
-    app = create_app(settings, fake_store(FakeTextModel([b"x"])), (SLOW,))
+    store = fake_store(FakeTextModel([b"x"]), parameters={"parallel": 1})  # one at a time
+    app = create_app(settings, store, (SLOW,))
 
     async def scenario() -> tuple[httpx.Response, httpx.Response, float]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            holder = asyncio.ensure_future(client.post("/v1/slow", json={}))
+            holder = asyncio.ensure_future(client.post("/v1/slow", json={"model": "fake"}))
             await asyncio.sleep(0.1)
             started = time.monotonic()
-            queued = await client.post("/v1/slow", json={})
+            queued = await client.post("/v1/slow", json={"model": "fake"})
             waited = time.monotonic() - started
             return await holder, queued, waited
 
