@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -104,6 +105,9 @@ class LlamaCppTextModel:
         self._llama_cpp = llama_cpp
         kwargs = llama_kwargs(config.parameters, options)
         self.parallel = config.parallel  # sequences at once, each with all of n_ctx
+        # llama.cpp's own log (llama-cpp-python routes it to this logger): errors only, as
+        # Llama(verbose=False) sets it; otherwise every load prints hundreds of lines.
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         for key in MODEL_PARAMETERS:
