@@ -31,8 +31,17 @@ import requests
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from tests.conftest import API_KEYS, MAX_BODY_BYTES, LiveServer
+from tests.conftest import MAX_BODY_BYTES, LiveServer
 from tests.fuzz_bodies import bound
+from tests.fuzz_checks import (
+    AUTH,
+    AUTHORIZED,
+    Chunked,
+    auth_headers,
+    describe_body,
+    envelope_problem,
+    sse_problem,
+)
 from tests.openai_spec import SPEC_DIR
 
 EXAMPLES = int(os.environ.get("STRATUS_FUZZ_EXAMPLES", "15"))  # per test
@@ -103,90 +112,6 @@ class Stats:
 
 
 STATS = Stats()
-
-
-# Who is asking: mostly with a valid key; else no key, a wrong one, or a scheme that is not
-# Bearer. The expected answer to all but the first three is a 401.
-AUTH = ["bearer", "bearer", "bearer", "bearer", "second", "x-api-key", "none", "wrong", "basic"]
-AUTHORIZED = {"bearer", "second", "x-api-key"}
-
-
-def auth_headers(kind: str) -> dict[str, str]:
-    return {
-        "bearer": {"Authorization": f"Bearer {API_KEYS[0]}"},
-        "second": {"Authorization": f"bearer  {API_KEYS[1]} "},
-        "x-api-key": {"x-api-key": API_KEYS[0]},
-        "none": {},
-        "wrong": {"Authorization": f"Bearer {API_KEYS[0]}x"},
-        "basic": {"Authorization": f"Basic {API_KEYS[0]}"},
-    }[kind]
-
-
-def envelope_problem(payload: Any) -> str | None:
-    """What keeps `payload` (decoded JSON) from being OpenAI's error envelope, or None."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("error"), dict):
-        return "no 'error' object"
-    error = payload["error"]
-    problems = [f"'{k}' is not a string" for k in ("message", "type") if not _is(error, k, str)]
-    problems += [
-        f"'{k}' is not a string or null" for k in ("param", "code") if not _nullable(error, k)
-    ]
-    return "; ".join(problems) or None
-
-
-def _is(error: dict, key: str, kind: type) -> bool:
-    return key in error and isinstance(error[key], kind)
-
-
-def _nullable(error: dict, key: str) -> bool:
-    return key in error and (error[key] is None or isinstance(error[key], str))
-
-
-def sse_problem(text: str) -> str | None:
-    """What keeps a streamed body from being SSE that ends in [DONE], or None."""
-    if not text.endswith("\n\n"):
-        return "the stream does not end with a blank line"
-    events = text[:-2].split("\n\n")
-    datas = []
-    for event in events:
-        lines = [line for line in event.split("\n") if not line.startswith(":")]
-        if not lines or not all(line.startswith("data: ") for line in lines):
-            return f"not an SSE data event: {event[:200]!r}"
-        datas.append("\n".join(line[len("data: ") :] for line in lines))
-    if datas[-1] != "[DONE]":
-        return f"the last event is not [DONE]: {datas[-1][:200]!r}"
-    for data in datas[:-1]:
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            return f"an event is not JSON: {data[:200]!r}"
-        if isinstance(payload, dict) and "error" in payload:
-            if problem := envelope_problem(payload):
-                return f"an error event is not an envelope ({problem}): {data[:300]}"
-    return None
-
-
-def describe_body(kwargs: dict[str, Any]) -> str:
-    if "json" in kwargs:
-        return json.dumps(kwargs["json"], ensure_ascii=True)[:1500]
-    if kwargs.get("files"):
-        fields = [(n, f"<{len(v[1])} bytes>" if v[0] else v[1]) for n, v in kwargs["files"]]
-        return f"multipart {fields!r}"[:1500]
-    if isinstance(kwargs.get("data"), Chunked):
-        return f"chunked, no content-length: {b''.join(kwargs['data'].parts)!r}"[:1500]
-    if kwargs.get("data") is not None:
-        return f"data {kwargs['data']!r}"[:1500]
-    return "(no body)"
-
-
-@dataclass(frozen=True)
-class Chunked:
-    """A body sent with Transfer-Encoding: chunked, so the server learns its size as it reads."""
-
-    parts: tuple[bytes, ...]
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.parts)
 
 
 class Sender:
