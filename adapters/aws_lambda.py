@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from adapters.http import PLATFORM_REQUEST_ID
 from common.settings import Settings
 from common.store import ModelStore
 
@@ -26,7 +29,22 @@ def make_handler(settings: Settings, store: ModelStore | None = None, **app_opti
 
     # Lambda containers come and go: no file they keep outlives them, so image URLs need a bucket.
     app_options.setdefault("image_urls", build_image_urls(settings, "AWS Lambda", False))
-    return Mangum(create_app(settings, store, **app_options), lifespan="off")
+    app = create_app(settings, store, platform="lambda", **app_options)
+    return Mangum(with_invocation_id(app), lifespan="off")
+
+
+def with_invocation_id(app: ASGIApp) -> ASGIApp:
+    """The app, told each invocation's Lambda request id (Mangum puts the context in the
+    scope): the cost line carries it, to be matched with the invocation's REPORT line."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        context = scope.get("aws.context")
+        request_id = getattr(context, "aws_request_id", None)
+        if isinstance(request_id, str):
+            scope = {**scope, PLATFORM_REQUEST_ID: request_id}
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

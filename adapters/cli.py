@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
+from typing import Any, TextIO
 
 from adapters.runtime import build_fetcher
 from common.errors import StratusError
@@ -128,30 +128,32 @@ def _prefetch(settings: Settings, names: list[str], everything: bool) -> int:
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr: share, megabytes and speed."""
+    """A download's progress on stderr (tqdm: share, bytes, speed, time left), drawn only when
+    stderr is a terminal: a log file or a CI job gets the final line alone."""
 
-    WIDTH = 30
-
-    def __init__(self) -> None:
-        self.name = ""
-        self.total = self.received = 0
-        self.started = time.perf_counter()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.bar: Any = None
 
     def start(self, model_name: str, total_bytes: int) -> None:
-        self.name, self.total, self.started = model_name, total_bytes, time.perf_counter()
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total_bytes,
+            desc=model_name,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=self.stream,
+            disable=not self.stream.isatty(),
+        )
 
     def advance(self, received_bytes: int) -> None:
-        self.received += received_bytes
-        share = self.received / self.total if self.total else 1.0
-        speed = self.received / 1e6 / max(time.perf_counter() - self.started, 1e-6)
-        filled = int(share * self.WIDTH)
-        bar = "#" * filled + "." * (self.WIDTH - filled)
-        mb = f"{self.received / 1e6:.1f}/{self.total / 1e6:.1f} MB"
-        print(f"\r{self.name} [{bar}] {share:6.1%} {mb} {speed:.1f} MB/s", end="", file=sys.stderr)
+        self.bar.update(received_bytes)
 
     def finish(self, model_name: str, path: Path) -> None:
-        if self.total:
-            print(file=sys.stderr)
+        if self.bar is not None:
+            self.bar.close()
             print(f"{model_name}: fetched to {path}")
         else:
             print(f"{model_name}: available at {path}")

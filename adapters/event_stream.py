@@ -20,7 +20,8 @@ from typing import Any
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from common.errors import InternalError, StratusError
+from common import metering
+from common.errors import ClientGone, InternalError, StratusError
 from common.sse import DONE, encode_event, error_event
 
 log = logging.getLogger("stratus.http")
@@ -114,17 +115,25 @@ async def event_stream(
             loop.call_soon_threadsafe(events.put_nowait, data)
 
     def produce() -> None:
+        record = metering.current()  # the request's: how the stream ended goes on its line
         try:
             for chunk in chunks:
                 if stopping.is_set():
+                    if record is not None:
+                        record.error = record.error or ClientGone.code
                     break
                 hand_over(framing.encode(chunk))
         except StratusError as error:
             log.info("stream %s ended early: %s", request_id, error.message)
+            if record is not None:
+                record.error = error.code or error.type
             hand_over(framing.error(error))
         except Exception:
             log.exception("stream %s failed", request_id)
-            hand_over(framing.error(InternalError(request_id)))
+            error = InternalError(request_id)
+            if record is not None:
+                record.error = error.code
+            hand_over(framing.error(error))
         finally:
             chunks.close()  # type: ignore[attr-defined]
             with contextlib.suppress(RuntimeError):

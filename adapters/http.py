@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import json
 import logging
 import re
 import secrets
@@ -23,35 +22,34 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters import docs
+from adapters.bodies import BodyReader
 from adapters.event_stream import RAW, SSE, EventStreamResponse, event_stream
 from adapters.operations import OPERATIONS, Operation, Publishing, find, requested_model, start
 from adapters.runtime import build_image_urls, build_store
-from common import cancellation
+from common import cancellation, metering
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
 from common.cancellation import Cancellation
 from common.errors import (
     ClientGone,
     InternalError,
-    InvalidRequest,
     NotFound,
-    PayloadTooLarge,
     RequestTimeout,
     StratusError,
     Unauthorized,
-    UnsupportedMediaType,
 )
 from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.image_urls import ImageUrls, ServedImages
+from common.metering import CostLog, RequestRecord
+from common.metrics import Metrics
 from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
 from common.settings import Settings
 from common.store import ModelStore
-from common.timing import request_timings
 
 log = logging.getLogger("stratus.http")
 
@@ -59,6 +57,9 @@ log = logging.getLogger("stratus.http")
 # images itself); every other route, method and spelling of a path is behind the key, as
 # tests/e2e/test_hardening_http.py checks against the app's own route table.
 OPEN_PATHS = ("/health", IMAGES_ROUTE + "/{name}")
+# The platform's own id of the call (Lambda's request id, RunPod's job id), for the cost line:
+# set in the ASGI scope by the adapter that knows it.
+PLATFORM_REQUEST_ID = "stratus.platform_request_id"
 
 
 def create_app(
@@ -66,19 +67,30 @@ def create_app(
     store: ModelStore | None = None,
     operations: Sequence[Operation] = OPERATIONS,
     image_urls: ImageUrls | None = None,
+    platform: str = "http",
 ) -> Starlette:
+    """`platform` (http, lambda, runpod) is what the cost lines and metrics say served it."""
     store = store or build_store(settings)
     store.start_reaper()
     image_urls = image_urls or build_image_urls(settings, "this server", serves_files=True)
-    gateway = Gateway(settings, store, image_urls)
+    gateway = Gateway(settings, store, image_urls, platform)
     routes = [Route("/health", gateway.health, methods=["GET"])]
-    if isinstance(image_urls, ServedImages):  # open, as S3 URLs are: the name is the secret
+    serves_images = isinstance(image_urls, ServedImages)
+    if serves_images:  # open, as S3 URLs are: the name is the secret
         routes.append(Route(IMAGES_ROUTE + "/{name}", gateway.image, methods=["GET"]))
     for operation in operations:
         path = re.sub(r"\{(\w+)\}", r"{\1:path}", operation.path)  # model ids may hold "/"
         endpoint = gateway.endpoint(operation)
         routes.append(Route(f"/v1{path}", endpoint, methods=[operation.method]))
         routes.append(Route(path, endpoint, methods=[operation.method]))  # as LocalAI does
+    # Behind the key: the document tells what a deployment serves; metrics tell how it is used.
+    pages = docs.Pages(operations, serves_images=serves_images, metrics=gateway.metrics is not None)
+    routes += [
+        Route(path, gateway.guarded(page, docs.BROWSER_LOGIN), methods=["GET"])
+        for path, page in pages.routes().items()
+    ]
+    if gateway.metrics is not None:
+        routes.append(Route("/metrics", gateway.guarded(gateway.metrics_page), methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncGenerator[None, None]:
@@ -100,10 +112,15 @@ def create_app(
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: ModelStore, image_urls: ImageUrls) -> None:
+    def __init__(
+        self, settings: Settings, store: ModelStore, image_urls: ImageUrls, platform: str
+    ) -> None:
         self.store = store
         self.image_urls = image_urls
+        self.platform = platform
         self.auth = ApiKeyAuth(settings.api_keys)
+        self.metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
+        self.cost_log = CostLog() if settings.cost_log else None
         self.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
         # Inference runs on threads of its own, as many as may infer at once (an idle thread is
         # reused first: with one request at a time a torch engine keeps one OpenMP team).
@@ -111,7 +128,7 @@ class Gateway:
         self.inference_threads = ThreadPoolExecutor(
             settings.max_concurrency * most_slots, thread_name_prefix="inference"
         )
-        self.max_body = settings.max_body_bytes
+        self.bodies = BodyReader(settings.max_body_bytes)
         self.request_timeout = settings.request_timeout
         self.stopping = threading.Event()  # set at shutdown: every request's work stops
 
@@ -144,14 +161,36 @@ class Gateway:
             return JSONResponse(error.envelope(), status_code=error.status)
         return Response(content, media_type="image/png", headers={"cache-control": "private"})
 
+    def guarded(
+        self, page: Callable[[Request], Any], challenge: dict[str, str] | None = None
+    ) -> Callable[[Request], Any]:
+        """A page (not an operation) behind the API key; `challenge` goes with its 401."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                self.auth.check(
+                    request.headers.get("authorization"), request.headers.get("x-api-key")
+                )
+            except Unauthorized as error:
+                error.headers.update(challenge or {})
+                return _error_response(error, secrets.token_hex(8))
+            return await page(request)
+
+        return endpoint
+
+    async def metrics_page(self, request: Request) -> Response:
+        assert self.metrics is not None
+        body, content_type = await run_in_threadpool(self.metrics.exposition)
+        return Response(body, headers={"content-type": content_type})
+
     def endpoint(self, operation: Operation) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             async def run() -> OpenAIResponse | EventStreamResponse:
                 body = None
                 if operation.form:
-                    body = await self._read_form(request)
+                    body = await self.bodies.form(request)
                 elif operation.method == "POST":
-                    body = await self._read_json(request)
+                    body = await self.bodies.json(request)
                 params = {**request.query_params, **request.path_params}
                 # Validating megabytes of messages is slow too: off the event loop.
                 parse = functools.partial(operation.parse, body, params)
@@ -163,7 +202,7 @@ class Gateway:
                     return operation.handle(parsed, self.store)
                 return await self._infer(operation, parsed, request)
 
-            return await self._answer(request, run)
+            return await self._answer(request, operation, run)
 
         return endpoint
 
@@ -178,12 +217,14 @@ class Gateway:
         gone = threading.Event()
         watcher = asyncio.create_task(_watch_disconnect(request, gone))
         model, slots = self._admission(parsed)
-        release = functools.partial(self.gate.release, model)
+        record: RequestRecord = request.state.record
+        record.model = model
+        release = functools.partial(self._release, model)
         try:
-            await self._acquire_in_time(model, slots, watcher, deadline)
+            await self._queue(record, slots, watcher, deadline)
             try:
                 run = functools.partial(start, operation.handle, parsed, self.store)
-                context = contextvars.copy_context()  # the request's timings go along
+                context = contextvars.copy_context()  # the request's record goes along
                 context.run(cancellation.bind, Cancellation(gone, self.stopping, deadline))
                 result, first = await asyncio.get_running_loop().run_in_executor(
                     self.inference_threads, context.run, run
@@ -203,7 +244,12 @@ class Gateway:
         # by the response, which closes the stream).
         framing = RAW if isinstance(result, BinaryStream) else SSE
         chunks = result.chunks if isinstance(result, BinaryStream) else result
-        data = event_stream(first, chunks, release, request_id, framing, context)
+
+        def end() -> None:  # the stream's last chunk went, or it was cut
+            release()
+            self._finish(record, 200)
+
+        data = event_stream(first, chunks, end, request_id, framing, context)
         if isinstance(result, BinaryStream):
             return EventStreamResponse(data, {}, await anext(data), media_type=result.media_type)
         return EventStreamResponse(data, {}, head=await anext(data))
@@ -215,6 +261,37 @@ class Gateway:
         drain, and every request after it too."""
         config = self.store.registry.resolve(requested_model(parsed))
         return config.name, config.parallel
+
+    async def _queue(
+        self, record: RequestRecord, slots: int, watcher: asyncio.Task, deadline: float | None
+    ) -> None:
+        """A slot of the record's model, in time; the wait is the request's queue time."""
+        model, queued = record.model, time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.waiting.labels(model).inc()
+        try:
+            await self._acquire_in_time(model, slots, watcher, deadline)
+        finally:
+            record.add_span("queue", time.perf_counter() - queued)
+            if self.metrics is not None:
+                self.metrics.waiting.labels(model).dec()
+        if self.metrics is not None:
+            self.metrics.running.labels(model).inc()
+
+    def _release(self, model: str) -> None:
+        self.gate.release(model)
+        if self.metrics is not None:
+            self.metrics.running.labels(model).dec()
+
+    def _finish(self, record: RequestRecord, status: int, error: str | None = None) -> None:
+        """A request is over: its cost line and its metrics, once."""
+        if record.ended is not None:
+            return
+        record.close(status, error)
+        if self.metrics is not None:
+            self.metrics.observe(record)
+        if self.cost_log is not None:
+            self.cost_log.write(record)
 
     async def _acquire_in_time(
         self, model: str, slots: int, watcher: asyncio.Task, deadline: float | None
@@ -244,105 +321,38 @@ class Gateway:
             headers={"Retry-After": "1"},
         )
 
-    async def _answer(self, request: Request, run: Callable[[], Any]) -> Response:
+    async def _answer(
+        self, request: Request, operation: Operation, run: Callable[[], Any]
+    ) -> Response:
         request.state.request_id = request_id = secrets.token_hex(8)
-        with request_timings() as timings:
+        record = RequestRecord(request_id, operation.name, self.platform)
+        record.platform_request_id = request.scope.get(PLATFORM_REQUEST_ID)
+        request.state.record = record
+        with metering.recording(record):
             try:
                 self.auth.check(
                     request.headers.get("authorization"), request.headers.get("x-api-key")
                 )
                 result = await run()
             except StratusError as error:
+                self._finish(record, error.status, error.code)
                 return _error_response(error, request_id)
             except Exception:
                 log.exception("request %s failed", request_id)
-                return _error_response(InternalError(request_id), request_id)
+                error = InternalError(request_id)
+                self._finish(record, error.status, error.code)
+                return _error_response(error, request_id)
         # Where the time went until the answer (or a stream's first chunk) was ready.
-        headers = {"x-request-id": request_id, "server-timing": timings.server_timing()}
+        headers = {"x-request-id": request_id, "server-timing": record.server_timing()}
         if isinstance(result, OpenAIResponse):
-            return Response(result.to_json(), media_type="application/json", headers=headers)
-        if isinstance(result, BinaryResponse):
-            return Response(result.content, media_type=result.media_type, headers=headers)
-        result.headers.update(headers)
-        return result
-
-    async def _read_form(self, request: Request) -> dict[str, Any]:
-        """A multipart upload as a dict: text fields, repeated `x[]` fields as lists, `file`
-        as bytes."""
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "multipart/form-data":
-            raise UnsupportedMediaType("Send this request as multipart/form-data, with a 'file'.")
-        self._refuse_declared_excess(request)
-        parser = MultiPartParser(
-            request.headers, self._capped_body(request), max_files=1, max_fields=64
-        )
-        try:
-            form = await parser.parse()
-        except StratusError:
-            raise  # over the cap, while it arrived
-        except Exception:  # python-multipart's errors: a malformed body
-            raise InvalidRequest("The multipart body could not be parsed.") from None
-        fields: dict[str, Any] = {}
-        try:
-            for name, value in form.multi_items():
-                if isinstance(value, str):
-                    if name.endswith("[]"):
-                        fields.setdefault(name[:-2], []).append(value)
-                    else:
-                        fields[name] = value
-                    continue
-                fields[name] = await value.read()  # within the cap: it was counted arriving
-        finally:
-            await form.close()
-        return fields
-
-    def _refuse_declared_excess(self, request: Request) -> None:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            raise _too_large(self.max_body)
-
-    async def _capped_body(self, request: Request) -> AsyncGenerator[bytes, None]:
-        """The body as it arrives, refused (413) once it passes the cap: a chunked upload,
-        which declares no length, is never buffered or spooled beyond it."""
-        received = 0
-        async for part in request.stream():
-            received += len(part)
-            if received > self.max_body:
-                raise _too_large(self.max_body)
-            yield part
-
-    async def _read_json(self, request: Request) -> Any:
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type and media_type != "application/json" and not media_type.endswith("+json"):
-            raise UnsupportedMediaType(
-                f"Unsupported content type '{media_type}': send the body as application/json."
-            )
-        self._refuse_declared_excess(request)
-        body = bytearray()
-        async for part in self._capped_body(request):
-            body += part
-        try:
-            if len(body) <= _PARSE_ON_LOOP_BYTES:
-                return _parse_json(body)
-            # Megabytes of JSON take the event loop for a while: every other client (and
-            # /health) would wait.
-            return await run_in_threadpool(_parse_json, body)
-        except (ValueError, RecursionError):  # UnicodeError is a ValueError
-            raise InvalidRequest(
-                "We could not parse the JSON body of your request. The body must be a JSON "
-                "object; check its syntax and encoding (UTF-8)."
-            ) from None
-
-
-_PARSE_ON_LOOP_BYTES = 64 * 1024
-
-
-def _parse_json(body: bytes | bytearray) -> Any:
-    data = json.loads(body)
-    # A lone surrogate ("\ud800") parses, but is not text: refuse it here rather than fail
-    # later in a tokenizer or an encoder.
-    json.dumps(data, ensure_ascii=False).encode()
-    return data
+            response = Response(result.to_json(), media_type="application/json", headers=headers)
+        elif isinstance(result, BinaryResponse):
+            response = Response(result.content, media_type=result.media_type, headers=headers)
+        else:  # a stream: over when its last chunk has gone
+            result.headers.update(headers)
+            return result
+        self._finish(record, response.status_code)
+        return response
 
 
 async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
@@ -353,10 +363,6 @@ async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
         if message["type"] == "http.disconnect":
             gone.set()
             return
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The request body is larger than this server accepts ({limit} bytes).")
 
 
 def _error_response(error: StratusError, request_id: str) -> Response:

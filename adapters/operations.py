@@ -15,12 +15,23 @@ from typing import Any
 from common.errors import InvalidRequest, NotFound, StratusError
 from common.image_urls import ImageUrls
 from common.protocol import parse_request
-from common.protocol.audio import SpeechRequest, TranscriptionRequest
+from common.protocol.audio import (
+    SpeechAudioDelta,
+    SpeechAudioDone,
+    SpeechRequest,
+    Transcription,
+    TranscriptionRequest,
+    TranscriptionVerbose,
+    TranscriptTextDelta,
+    TranscriptTextDone,
+    TranslationRequest,
+)
 from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
-from common.protocol.chat import ChatCompletionRequest
-from common.protocol.completions import CompletionRequest, EditRequest
-from common.protocol.embeddings import EmbeddingRequest
-from common.protocol.images import ImageGenerationRequest
+from common.protocol.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from common.protocol.completions import Completion, CompletionRequest, Edit, EditRequest
+from common.protocol.embeddings import EmbeddingList, EmbeddingRequest
+from common.protocol.images import ImageGenerationRequest, ImagesResponse
+from common.protocol.models import Model, ModelList
 from common.store import ModelStore
 from handlers.chat import create_chat_completion
 from handlers.completions import create_completion
@@ -30,6 +41,7 @@ from handlers.images import create_images
 from handlers.models import list_models, retrieve_model
 from handlers.speech import create_speech
 from handlers.transcriptions import create_transcription, create_translation
+from layers.audio_codec import MEDIA_TYPES as SPEECH_MEDIA_TYPES
 
 log = logging.getLogger("stratus.requests")
 
@@ -47,14 +59,29 @@ class MethodNotAllowed(StratusError):
 
 
 @dataclass(frozen=True)
+class Answers:
+    """What an operation answers with (for the OpenAPI document): a JSON body of one of
+    `json`, server-sent events of `events` when streamed, or a body of one of `media`."""
+
+    json: tuple[type[OpenAIResponse], ...] = ()
+    events: tuple[type[OpenAIResponse], ...] = ()
+    media: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Operation:
+    name: str  # OpenAI's operationId: the document's, the metrics' and the cost line's name
     method: str
     path: str  # without the /v1 prefix; {name} is a path parameter
     parse: Parse  # cheap: runs before the request waits for an inference slot
     handle: Handle
     inference: bool  # runs a model: goes through admission control
+    summary: str
+    body: type | None = None  # the JSON body's (or the form fields') protocol type
+    answers: Answers = Answers()
     form: bool = False  # a multipart upload (fields and a `file`), not a JSON body
     publishes: bool = False  # may answer with URLs of files: the adapter says where they go
+    query: tuple[tuple[str, str], ...] = ()  # query parameters: (name, description)
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -65,13 +92,16 @@ def _body(request_type: type) -> Parse:
     return lambda body, params: parse_request(request_type, body)
 
 
-def _upload(body: Any, params: Mapping[str, str]) -> tuple[TranscriptionRequest, bytes]:
-    if not isinstance(body, Mapping) or not isinstance(body.get("file"), bytes):
-        raise InvalidRequest("'file' (the audio) is a required multipart field.", param="file")
-    if not body["file"]:
-        raise InvalidRequest("'file' is empty.", param="file")
-    fields = {k: v for k, v in body.items() if k != "file"}
-    return parse_request(TranscriptionRequest, fields), body["file"]
+def _upload(request_type: type[TranscriptionRequest]) -> Parse:
+    def parse(body: Any, params: Mapping[str, str]) -> tuple[TranscriptionRequest, bytes]:
+        if not isinstance(body, Mapping) or not isinstance(body.get("file"), bytes):
+            raise InvalidRequest("'file' (the audio) is a required multipart field.", param="file")
+        if not body["file"]:
+            raise InvalidRequest("'file' is empty.", param="file")
+        fields = {k: v for k, v in body.items() if k != "file"}
+        return parse_request(request_type, fields), body["file"]
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -106,45 +136,134 @@ def query_bool(params: Mapping[str, str], name: str) -> bool:
     raise InvalidRequest(f"'{name}' must be true or false.", param=name)
 
 
+TEXT_MEDIA = ("text/plain", "application/x-subrip", "text/vtt")  # transcripts as text
+
 OPERATIONS = (
     Operation(
+        "createChatCompletion",
         "POST",
         "/chat/completions",
         _body(ChatCompletionRequest),
         create_chat_completion,
         inference=True,
-    ),
-    Operation("POST", "/completions", _body(CompletionRequest), create_completion, inference=True),
-    Operation("POST", "/edits", _body(EditRequest), create_edit, inference=True),
-    Operation("POST", "/embeddings", _body(EmbeddingRequest), create_embeddings, inference=True),
-    Operation("POST", "/audio/speech", _body(SpeechRequest), create_speech, inference=True),
-    Operation(
-        "POST", "/audio/transcriptions", _upload, create_transcription, inference=True, form=True
+        summary="Chat: a model's reply to a conversation, with tools and structured output",
+        body=ChatCompletionRequest,
+        answers=Answers(json=(ChatCompletion,), events=(ChatCompletionChunk,)),
     ),
     Operation(
-        "POST", "/audio/translations", _upload, create_translation, inference=True, form=True
+        "createCompletion",
+        "POST",
+        "/completions",
+        _body(CompletionRequest),
+        create_completion,
+        inference=True,
+        summary="Completions: text continued from a prompt",
+        body=CompletionRequest,
+        answers=Answers(json=(Completion,), events=(Completion,)),
     ),
     Operation(
+        "createEdit",
+        "POST",
+        "/edits",
+        _body(EditRequest),
+        create_edit,
+        inference=True,
+        summary="Edits: an input rewritten by an instruction (OpenAI's retired endpoint)",
+        body=EditRequest,
+        answers=Answers(json=(Edit,)),
+    ),
+    Operation(
+        "createEmbedding",
+        "POST",
+        "/embeddings",
+        _body(EmbeddingRequest),
+        create_embeddings,
+        inference=True,
+        summary="Embeddings: a vector for each input",
+        body=EmbeddingRequest,
+        answers=Answers(json=(EmbeddingList,)),
+    ),
+    Operation(
+        "createSpeech",
+        "POST",
+        "/audio/speech",
+        _body(SpeechRequest),
+        create_speech,
+        inference=True,
+        summary="Speech: text read aloud, as audio or as server-sent events of audio",
+        body=SpeechRequest,
+        answers=Answers(
+            events=(SpeechAudioDelta, SpeechAudioDone),
+            media=tuple(dict.fromkeys(SPEECH_MEDIA_TYPES.values())),
+        ),
+    ),
+    Operation(
+        "createTranscription",
+        "POST",
+        "/audio/transcriptions",
+        _upload(TranscriptionRequest),
+        create_transcription,
+        inference=True,
+        summary="Transcription: the text of an audio file",
+        body=TranscriptionRequest,
+        answers=Answers(
+            json=(Transcription, TranscriptionVerbose),
+            events=(TranscriptTextDelta, TranscriptTextDone),
+            media=TEXT_MEDIA,
+        ),
+        form=True,
+    ),
+    Operation(
+        "createTranslation",
+        "POST",
+        "/audio/translations",
+        _upload(TranslationRequest),
+        create_translation,
+        inference=True,
+        summary="Translation: an audio file's speech as English text",
+        body=TranslationRequest,
+        answers=Answers(
+            json=(Transcription, TranscriptionVerbose),
+            events=(TranscriptTextDelta, TranscriptTextDone),
+            media=TEXT_MEDIA,
+        ),
+        form=True,
+    ),
+    Operation(
+        "createImage",
         "POST",
         "/images/generations",
         _body(ImageGenerationRequest),
         _images,
         inference=True,
+        summary="Images: pictures drawn from a prompt, inline or as URLs",
+        body=ImageGenerationRequest,
+        answers=Answers(json=(ImagesResponse,)),
         publishes=True,
     ),
     Operation(
+        "listModels",
         "GET",
         "/models",
         lambda body, params: (params.get("filter"), query_bool(params, "excludeConfigured")),
         lambda query, store: list_models(store.registry, *query),
         inference=False,
+        summary="Models: every model served here, by its id and its aliases",
+        query=(
+            ("filter", "A regular expression (RE2) the ids listed must match (LocalAI's)."),
+            ("excludeConfigured", "true: only the models not named in the registry (LocalAI's)."),
+        ),
+        answers=Answers(json=(ModelList,)),
     ),
     Operation(
+        "retrieveModel",
         "GET",
         "/models/{model}",
         lambda body, params: params["model"],
         lambda model_id, store: retrieve_model(store.registry, model_id),
         inference=False,
+        summary="A model by its id or alias",
+        answers=Answers(json=(Model,)),
     ),
 )
 

@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.types import ASGIApp, Message
 
+from adapters.http import PLATFORM_REQUEST_ID
 from common.errors import InvalidRequest, StratusError
 from common.registry import Registry
 from common.settings import Settings
@@ -210,10 +211,11 @@ class Worker:
         except StratusError as error:
             yield {**error.envelope(), "status": error.status}
             return
-        async for output in self._exchange(wire):
+        job_id = job.get("id")
+        async for output in self._exchange(wire, job_id if isinstance(job_id, str) else None):
             yield output
 
-    async def _exchange(self, wire: WireRequest) -> AsyncIterator[Any]:
+    async def _exchange(self, wire: WireRequest, job_id: str | None = None) -> AsyncIterator[Any]:
         """Runs the application on one request; yields the job outputs of its response."""
         messages: asyncio.Queue[Message | None] = asyncio.Queue()
         disconnected = asyncio.Event()
@@ -234,7 +236,7 @@ class Worker:
 
         async def run() -> None:
             try:
-                await self.app(_scope(wire), receive, send)
+                await self.app(_scope(wire, job_id), receive, send)
             except Exception:  # the application answers its own errors: this is a bug
                 if not disconnected.is_set():
                     log.exception("the application failed on %s %s", wire.method, wire.path)
@@ -253,11 +255,12 @@ class Worker:
             disconnected.set()
 
 
-def _scope(wire: WireRequest) -> dict[str, Any]:
+def _scope(wire: WireRequest, job_id: str | None = None) -> dict[str, Any]:
     headers = [(b"host", b"runpod-worker"), (b"content-length", str(len(wire.body)).encode())]
     if wire.content_type:
         headers.append((b"content-type", wire.content_type.encode()))
     return {
+        PLATFORM_REQUEST_ID: job_id,  # the cost line's link to RunPod's own record of the job
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
@@ -305,7 +308,9 @@ def make_worker(settings: Settings, store: ModelStore | None = None, **app_optio
     from adapters.runtime import build_image_urls
 
     app_options.setdefault("image_urls", build_image_urls(settings, "RunPod", serves_files=False))
-    app = create_app(settings.model_copy(update={"api_key": ""}), store, **app_options)
+    app = create_app(
+        settings.model_copy(update={"api_key": ""}), store, platform="runpod", **app_options
+    )
     uploads = Uploads(FetchPolicy.from_setting(settings.fetch_allow), settings.max_body_bytes)
     return Worker(app, uploads, app.state.stopping, settings.shutdown_grace)
 

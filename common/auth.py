@@ -1,7 +1,11 @@
-"""API-key authentication: `Authorization: Bearer KEY` or `x-api-key: KEY`."""
+"""API-key authentication: `Authorization: Bearer KEY`, `x-api-key: KEY`, or HTTP Basic with
+the key as the password (how a browser sends it to /docs and /metrics, and Prometheus'
+`basic_auth`)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -31,6 +35,8 @@ class ApiKeyAuth:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "bearer":
                 presented = token.strip()
+            elif scheme.lower() == "basic":
+                presented = _basic_password(token.strip())
         if not presented:
             raise Unauthorized(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
@@ -41,3 +47,11 @@ class ApiKeyAuth:
             matched |= hmac.compare_digest(digest, known)
         if not matched:
             raise Unauthorized("Incorrect API key provided.")
+
+
+def _basic_password(token: str) -> str | None:
+    try:
+        user_and_password = base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user_and_password.partition(":")[2] or None

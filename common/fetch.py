@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from common import metering
 from common.disk_cache import DiskCache
 from common.errors import EngineUnavailable, StratusError
+from common.metering import span
 from common.registry import ModelConfig
 from common.s3 import S3, RemoteObject, S3Unreachable
 from common.sources import S3Source, local_path, not_available, parse_generated, parse_s3
-from common.timing import span
 
 log = logging.getLogger("stratus.fetch")
 
@@ -59,6 +60,7 @@ class ModelFetcher:
                 return self._generated(config, generated)
         source = parse_s3(config.source)
         if source is None:
+            metering.model_source("local")
             return local_path(config.name, config.source)
         with span("fetch"):
             return self._from_s3(config, source, progress)
@@ -83,6 +85,7 @@ class ModelFetcher:
         if key is None or self.generators is None:
             raise not_available(config.name, f"would be generated, but '{name}' is unknown here")
         entry = self.cache.get(key)
+        metering.model_source("disk" if entry else "fetched")
         if entry is None:
             started = time.perf_counter()
             meta = {"source": config.source, "size": 0}
@@ -118,10 +121,13 @@ class ModelFetcher:
                 config.name,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(stale.meta["created"])),
             )
+            metering.model_source("disk")
             return self._model_path(stale.data, source)
         key = _cache_key(config.source, objects)
         entry = self.cache.get(key)
-        if entry is None:
+        if entry is not None:
+            metering.model_source("disk")
+        else:
             started = time.perf_counter()
             meta = {
                 "source": config.source,
@@ -131,6 +137,7 @@ class ModelFetcher:
             entry, filled = self.cache.fill(
                 key, meta, lambda data: self._download(config, source, objects, data, progress)
             )
+            metering.model_source("fetched", meta["size"] if filled else 0)
             if filled:
                 seconds = time.perf_counter() - started
                 log.info(

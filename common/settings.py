@@ -166,6 +166,24 @@ class Settings(BaseSettings):
         "worker takes as many jobs as its engine batches.",
     )
 
+    metrics: bool = Field(
+        True,
+        validation_alias=AliasChoices("STRATUS_METRICS", "metrics"),
+        description="Serve Prometheus metrics at GET /metrics (behind the API key).",
+    )
+    cost_log: bool = Field(
+        True,
+        validation_alias=AliasChoices("STRATUS_COST_LOG", "cost_log"),
+        description="Write one JSON line per finished request to stdout: its units (tokens, "
+        "audio seconds, characters, images) and where its time went.",
+    )
+    prometheus_multiproc_dir: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description="prometheus-client's multiprocess mode: a directory shared by the worker "
+        "processes of one server, whose /metrics then sums them all.",
+    )
+
     @property
     def cache_max_bytes(self) -> int | None:
         return int(self.cache_max_gb * 1e9) or None

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import metering
 from common.errors import EngineUnavailable, StratusError
+from common.metering import span
 from common.registry import ModelConfig, Registry
 from common.sources import local_path
-from common.timing import span
 
 log = logging.getLogger("stratus.store")
 
@@ -119,9 +120,11 @@ class ModelStore:
     def _acquire(self, config: ModelConfig) -> Any:
         name = config.name
         if (model := self._take(name)) is not None:
+            metering.model_source("memory")
             return model
         with self._load_lock(name):
             if (model := self._take(name)) is not None:
+                metering.model_source("memory")
                 return model  # another request loaded it while we waited
             path = self._fetch(config)
             with span("load"):

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from common import cancellation
+from common import cancellation, metering
 from common.errors import InvalidRequest
 from common.protocol.base import Usage
 from handlers._capabilities import require
@@ -179,6 +179,7 @@ class TextGeneration:
         self._stops = stops
         self.finish_reason: str | None = None
         self.completion_tokens = 0
+        self._record = metering.current()  # each output token counts for the request
         self._tokens = model.generate(
             prompt, sampling, grammar=grammar, logprobs=logprobs, limit=self._budget
         )
@@ -190,6 +191,7 @@ class TextGeneration:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         matcher = StopMatcher(self._stops)
         tokens = self._tokens
+        record = self._record
         # Tokens whose text is held back (a possible stop sequence) go out with that text.
         scored: list[TokenLogprob] = []
         try:
@@ -197,6 +199,8 @@ class TextGeneration:
             for token in tokens:
                 cancellation.check()  # the client left, or the deadline passed: stop here
                 self.completion_tokens += 1
+                if record is not None:
+                    record.output_token()
                 if token.logprob is not None:
                     scored.append(token.logprob)
                 text, stopped = matcher.feed(decoder.decode(token.piece))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from common import metering
 from common.protocol.base import new_id
 from common.protocol.chat import (
     ChatChoice,
@@ -82,6 +83,7 @@ def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCom
 
         chunk_id, created = new_id("chatcmpl"), int(time.time())
         usage = UsageCounter(prompt_tokens=len(prompt))
+        metering.count("prompt_tokens", len(prompt))  # output tokens count as generated
 
         def chunk(choices: list[ChatChunkChoice], **extra: object) -> ChatCompletionChunk:
             return ChatCompletionChunk(

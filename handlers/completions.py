@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from common import metering
 from common.errors import InvalidRequest
 from common.protocol.base import new_id
 from common.protocol.completions import (
@@ -136,6 +137,7 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
         )
         chunk_id, created = new_id("cmpl"), int(time.time())
         usage = UsageCounter(prompt_tokens=sum(len(tokens) for _, tokens in batch))
+        metering.count("prompt_tokens", usage.prompt_tokens)  # output tokens count as generated
         # best_of ranks candidates by their tokens' log probabilities: score them even when
         # the client did not ask to see them.
         scoring = (

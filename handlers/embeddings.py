@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from common import metering
 from common.errors import InvalidRequest
 from common.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from common.store import ModelStore
@@ -34,6 +35,8 @@ def create_embeddings(request: EmbeddingRequest, store: ModelStore) -> Embedding
         for i, v in enumerate(vectors)
     ]
     tokens = sum(token_counts)
+    metering.count("prompt_tokens", tokens)
+    metering.count("inputs", len(texts))
     usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
     return EmbeddingList(data=data, model=request.model, usage=usage)
 

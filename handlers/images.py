@@ -6,6 +6,7 @@ import base64
 import secrets
 import time
 
+from common import metering
 from common.errors import InvalidRequest
 from common.image_urls import ImageUrls
 from common.protocol.images import Image, ImageGenerationRequest, ImagesResponse, parse_size
@@ -41,6 +42,10 @@ def create_images(
             seed=secrets.randbits(63) if request.seed is None else request.seed,
         )
         pngs = model.draw(drawing)
+    steps = request.steps or model.default_steps
+    metering.count("images", len(pngs))
+    metering.count("image_pixels", len(pngs) * width * height)
+    metering.count("image_steps", len(pngs) * steps)
     if request.response_format == "b64_json":
         data = [Image(b64_json=base64.b64encode(png).decode()) for png in pngs]
     else:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from common import cancellation
+from common import cancellation, metering
 from common.errors import InvalidRequest
 from common.protocol.audio import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, TokenUsage
 from common.protocol.base import BinaryStream
@@ -46,18 +46,24 @@ def _audio(
         encoder = AudioEncoder(model.sample_rate, request.response_format)
         samples = 0
         piece = model.sample_rate // 2
-        for sentence in model.synthesize(request.input, request.voice, request.speed):
-            cancellation.check()  # between sentences: the client left, or the deadline passed
-            samples += len(sentence)
-            # Encoded in half-second pieces, each sent when ready: the first bytes leave after
-            # encoding half a second of audio, not a whole sentence (~30 ms less for mp3).
-            for start in range(0, len(sentence), piece):
-                if data := encoder.add(sentence[start : start + piece]):
-                    yield data
+        metering.count("characters", len(request.input))
+        try:
+            for sentence in model.synthesize(request.input, request.voice, request.speed):
+                cancellation.check()  # between sentences: the client left, or the deadline passed
+                samples += len(sentence)
+                # Encoded in half-second pieces, each sent when ready: the first bytes leave
+                # after encoding half a second of audio, not a whole sentence (~30 ms less for
+                # mp3).
+                for start in range(0, len(sentence), piece):
+                    if data := encoder.add(sentence[start : start + piece]):
+                        yield data
+        finally:  # what was synthesized counts, also when the client left halfway
+            metering.count("audio_seconds_out", samples / model.sample_rate)
         if not samples:
             # Nothing speakable (only punctuation, say): a moment of silence is still a file
             # every player opens, where zero bytes of mp3 are not.
             samples = model.sample_rate // 10
+            metering.count("audio_seconds_out", samples / model.sample_rate)
             yield encoder.add(np.zeros(samples, dtype=np.int16))
         if seconds is not None:
             seconds.append(samples / model.sample_rate)

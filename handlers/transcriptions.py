@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from common import metering
 from common.protocol.audio import (
     Transcription,
     TranscriptionRequest,
@@ -37,7 +38,13 @@ def _run(upload: Upload, store: ModelStore, task: str) -> Answer:
         return _streamed(request, audio, store, task)
     with store.use(request.model) as loaded:
         transcript = _transcribe(loaded, request, audio, task).collect()
+    _count(transcript.duration, sum(len(s.tokens) for s in transcript.segments))
     return shape(transcript, request, task)
+
+
+def _count(audio_seconds: float, output_tokens: int) -> None:
+    metering.count("audio_seconds_in", audio_seconds)
+    metering.count("completion_tokens", output_tokens)
 
 
 def _streamed(
@@ -56,6 +63,7 @@ def _streamed(
                 yield TranscriptTextDelta(delta=text)
         finally:
             transcript.segments.close()  # type: ignore[attr-defined]  # frees the engine
+            _count(transcript.duration, tokens)
     # Whisper's encoder sees 50 audio positions a second: its input tokens.
     audio_tokens = round(transcript.duration * 50)
     yield TranscriptTextDone(
@@ -76,7 +84,7 @@ def _transcribe(
     return model.transcribe(
         audio,
         task=task,
-        language=request.language if task == "transcribe" else None,
+        language=request.language,  # for a translation, the language spoken (a hint)
         prompt=request.prompt,
         temperature=request.temperature,
         word_timestamps="word" in request.timestamp_granularities,

@@ -54,3 +54,22 @@ def check(schema_name: str, body: Any, file: str = "openapi.yaml") -> None:
     if errors:
         lines = [f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}" for e in errors]
         raise AssertionError(f"not a valid {schema_name}:\n" + "\n".join(lines[:20]))
+
+
+def request_fields(method: str, path: str, file: str = "openapi.yaml") -> set[str]:
+    """The top-level fields of an operation's request body in OpenAI's spec (JSON or form)."""
+    document = _document(file)
+    operation = document["paths"][path][method.lower()]
+    content = operation["requestBody"]["content"]
+    schema = next(iter(content.values()))["schema"]
+    return set(_properties(document, schema))
+
+
+def _properties(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return _properties(document, document["components"]["schemas"][name])
+    found = dict(schema.get("properties", {}))
+    for part in (*schema.get("allOf", ()), *schema.get("anyOf", ()), *schema.get("oneOf", ())):
+        found.update(_properties(document, part))
+    return found

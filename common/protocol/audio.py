@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_serializer
 
-from common.protocol.base import OpenAIRequest, OpenAIResponse
+from common.protocol.base import OpenAIRequest, OpenAIResponse, absent_when_none, extension
 
 TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -24,6 +24,15 @@ class TranscriptionRequest(OpenAIRequest):
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     timestamp_granularities: list[Literal["word", "segment"]] = ["segment"]
     stream: bool = False  # SSE: transcript.text.delta per segment, then transcript.text.done
+
+
+class TranslationRequest(TranscriptionRequest):
+    """Translations read the same fields; OpenAI's API has three of them for transcriptions
+    only (whisper takes the source language as a hint for either task)."""
+
+    language: str | None = extension()
+    timestamp_granularities: list[Literal["word", "segment"]] = extension(["segment"])
+    stream: bool = extension(False)
 
 
 class Transcription(OpenAIResponse):
@@ -56,6 +65,8 @@ class TranscriptionVerbose(OpenAIResponse):
     text: str
     segments: list[TranscriptionSegment] | None = None
     words: list[TranscriptionWord] | None = None
+
+    model_config = absent_when_none("segments", "words")
 
     @model_serializer(mode="wrap")
     def _omit_absent(self, handler: Any) -> dict[str, Any]:

@@ -11,8 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from common.errors import InvalidRequest
 
+# A field OpenAI's API does not have (llama.cpp's, vLLM's, LocalAI's or Stratus' own): so
+# marked in the OpenAPI document.
+EXTENSION = {"x-stratus-extension": True}
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 1024
+
+
+def extension(default: Any = None, **constraints: Any) -> Any:
+    """A request field's default, marking the field as an extension of OpenAI's API."""
+    return Field(default, json_schema_extra=EXTENSION, **constraints)
 
 
 class OpenAIRequest(BaseModel):
@@ -26,6 +34,24 @@ class OpenAIResponse(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+def absent_when_none(*fields: str) -> ConfigDict:
+    """The config of a response type whose serializer leaves these fields out when they are
+    None (OpenAI types them as present or absent, never null): its JSON schema (the one the
+    serializer's dict return type would hide) says so."""
+
+    def strip_null(schema: dict[str, Any]) -> None:
+        for name in fields:
+            field = schema["properties"][name]
+            field.pop("default", None)
+            kinds = [k for k in field.pop("anyOf", []) if k.get("type") != "null"]
+            if len(kinds) == 1:
+                field.update(kinds[0])
+            elif kinds:
+                field["anyOf"] = kinds
+
+    return ConfigDict(json_schema_extra=strip_null)  # type: ignore[typeddict-item]
 
 
 @dataclass(frozen=True)
@@ -42,6 +68,19 @@ class BinaryStream:
 
     chunks: Iterator[bytes]
     media_type: str
+
+
+class ErrorDetail(OpenAIResponse):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(OpenAIResponse):
+    """OpenAI's error envelope, of every 4xx and 5xx (common/errors.py renders it)."""
+
+    error: ErrorDetail
 
 
 class Usage(OpenAIResponse):
@@ -67,18 +106,18 @@ class SamplingFields(OpenAIRequest):
     model: str = Field(min_length=1)
     temperature: Temperature | None = None
     top_p: Probability | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    min_p: Probability | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = extension()
+    min_p: Probability | None = extension()
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    repeat_penalty: Annotated[float, Field(gt=0.0)] | None = None
+    repeat_penalty: Annotated[float, Field(gt=0.0)] | None = extension()
     seed: int | None = None
     n: Count = 1
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    ignore_eos: bool = False  # vLLM's extra: generate exactly max_tokens (benchmarks)
+    ignore_eos: bool = extension(False)  # vLLM's: generate exactly max_tokens (benchmarks)
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
 
     @field_validator("stop")

@@ -18,6 +18,7 @@ from common.protocol.base import (
     SamplingFields,
     TokenBudget,
     Usage,
+    absent_when_none,
 )
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -157,6 +158,8 @@ class ResponseMessage(OpenAIResponse):
     tool_calls: list[ToolCall] | None = None
     function_call: FunctionCall | None = None  # legacy `functions` requests
 
+    model_config = absent_when_none("tool_calls", "function_call")
+
     @model_serializer(mode="wrap")
     def _omit_absent_calls(self, handler: Any) -> dict[str, Any]:
         return _without(handler, self, "tool_calls", "function_call")
@@ -198,6 +201,8 @@ class FunctionCallDelta(OpenAIResponse):
     name: str | None = None
     arguments: str | None = None
 
+    model_config = absent_when_none("name", "arguments")
+
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: Any) -> dict[str, Any]:
         return _without(handler, self, "name", "arguments")
@@ -212,6 +217,8 @@ class ToolCallDelta(OpenAIResponse):
     type: Literal["function"] | None = None
     function: FunctionCallDelta
 
+    model_config = absent_when_none("id", "type")
+
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: Any) -> dict[str, Any]:
         return _without(handler, self, "id", "type")
@@ -222,6 +229,8 @@ class ChoiceDelta(OpenAIResponse):
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
     function_call: FunctionCallDelta | None = None
+
+    model_config = absent_when_none("role", "content", "tool_calls", "function_call")
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: Any) -> dict[str, Any]:

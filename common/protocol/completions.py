@@ -14,6 +14,7 @@ from common.protocol.base import (
     SamplingFields,
     Temperature,
     Usage,
+    extension,
 )
 
 FinishReason = Literal["stop", "length", "content_filter"]
@@ -84,8 +85,8 @@ class EditRequest(OpenAIRequest):
     n: Count = 1
     temperature: Temperature | None = None
     top_p: Probability | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    seed: int | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = extension()
+    seed: int | None = extension()
 
 
 class EditChoice(OpenAIResponse):

@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
-from common.protocol.base import OpenAIRequest, OpenAIResponse
+from common.protocol.base import OpenAIRequest, OpenAIResponse, extension
 
 MAX_PROMPT_CHARACTERS = 1000  # OpenAI's limit for dall-e-2
 MAX_STEPS = 500  # a model's own limit (registry max_steps, 150 by default) is checked later
@@ -31,10 +31,10 @@ class ImageGenerationRequest(OpenAIRequest):
     response_format: Literal["url", "b64_json"] = "url"  # OpenAI's default for dall-e
     user: str | None = None
     # Extensions (diffusers): what OpenAI's models decide for themselves.
-    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARACTERS)
-    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] | None = None
-    guidance_scale: Annotated[float, Field(ge=0.0, le=50.0)] | None = None
-    seed: Annotated[int, Field(ge=0, lt=2**64)] | None = None
+    negative_prompt: str | None = extension(max_length=MAX_PROMPT_CHARACTERS)
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] | None = extension()
+    guidance_scale: Annotated[float, Field(ge=0.0, le=50.0)] | None = extension()
+    seed: Annotated[int, Field(ge=0, lt=2**64)] | None = extension()
 
     @field_validator("size")
     @classmethod

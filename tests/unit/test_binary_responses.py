@@ -22,11 +22,13 @@ from tests.unit.fakes import FakeTextModel, fake_store
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\xbb\x00\x00"
 SPEAK = Operation(
+    "speak",
     "POST",
     "/test/speech",
     lambda body, params: SimpleNamespace(**body),  # a request naming its model, as all do
     lambda request, store: BinaryResponse(WAV, "audio/wav"),
     inference=True,
+    summary="a fixed WAV file",
 )
 OPERATIONS_WITH_AUDIO = (*OPERATIONS, SPEAK)
 EVENT = Path(__file__).parent.parent / "events" / "apigw_http_v2_chat_stream.json"

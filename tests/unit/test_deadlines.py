@@ -21,7 +21,13 @@ def _sleep_without_checking(request, store) -> Model:
 
 
 SLOW = Operation(
-    "POST", "/slow", lambda body, params: SimpleNamespace(**body), _sleep_without_checking, True
+    "slow",
+    "POST",
+    "/slow",
+    lambda body, params: SimpleNamespace(**body),
+    _sleep_without_checking,
+    inference=True,
+    summary="a handler that sleeps",
 )
 
 
