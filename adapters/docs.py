@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 
 from adapters.openapi import build_document
 from adapters.operations import Operation
-from common.errors import EngineUnavailable, NotFound
+from common.errors import EngineUnavailable, NotFound, StratusError
 
 # With API keys set, a browser asks for them (any user name, a key as the password) and then
 # sends them along with the page's own requests.
@@ -28,6 +28,7 @@ BROWSER_LOGIN = {"WWW-Authenticate": 'Basic realm="Stratus", charset="UTF-8"'}
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
 }
 PAGE = """<!doctype html>
 <html lang="en">
@@ -36,6 +37,7 @@ PAGE = """<!doctype html>
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>Stratus API</title>
   <link rel="stylesheet" href="docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="docs/favicon-32x32.png">
 </head>
 <body>
   <div id="swagger-ui"></div>
@@ -83,8 +85,12 @@ class Pages:
         if name not in ASSETS:  # only the two files the page loads, never a path
             error = NotFound(f"Unknown request URL: {request.url.path}.")
             return JSONResponse(error.envelope(), status_code=error.status)
+        try:
+            bundle = _bundle()
+        except StratusError as error:
+            return JSONResponse(error.envelope(), status_code=error.status)
         return FileResponse(
-            _bundle() / name,
+            bundle / name,
             media_type=ASSETS[name],
             headers={"cache-control": "public, max-age=86400"},
         )

@@ -86,8 +86,7 @@ def create_app(
     # Behind the key: the document tells what a deployment serves; metrics tell how it is used.
     pages = docs.Pages(operations, serves_images=serves_images, metrics=gateway.metrics is not None)
     routes += [
-        Route(path, gateway.guarded(page, docs.BROWSER_LOGIN), methods=["GET"])
-        for path, page in pages.routes().items()
+        Route(path, gateway.guarded(page), methods=["GET"]) for path, page in pages.routes().items()
     ]
     if gateway.metrics is not None:
         routes.append(Route("/metrics", gateway.guarded(gateway.metrics_page), methods=["GET"]))
@@ -161,10 +160,9 @@ class Gateway:
             return JSONResponse(error.envelope(), status_code=error.status)
         return Response(content, media_type="image/png", headers={"cache-control": "private"})
 
-    def guarded(
-        self, page: Callable[[Request], Any], challenge: dict[str, str] | None = None
-    ) -> Callable[[Request], Any]:
-        """A page (not an operation) behind the API key; `challenge` goes with its 401."""
+    def guarded(self, page: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """A page (not an operation) behind the API key. Its 401 asks a browser to log in
+        (HTTP Basic, a key as the password)."""
 
         async def endpoint(request: Request) -> Response:
             try:
@@ -172,7 +170,7 @@ class Gateway:
                     request.headers.get("authorization"), request.headers.get("x-api-key")
                 )
             except Unauthorized as error:
-                error.headers.update(challenge or {})
+                error.headers.update(docs.BROWSER_LOGIN)
                 return _error_response(error, secrets.token_hex(8))
             return await page(request)
 

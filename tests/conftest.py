@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -34,10 +35,22 @@ class LiveServer:
     registry: Path
     cache_dir: Path
     process: subprocess.Popen
+    log: Path  # its stdout and stderr: cost lines, warnings
 
     @property
     def v1(self) -> str:
         return f"{self.url}/v1"
+
+    def cost_line(self, request_id: str, timeout: float = 10.0) -> dict:
+        """The cost line the server wrote for a request (by its x-request-id)."""
+        deadline = time.monotonic() + timeout
+        needle = f'"request_id":"{request_id}"'
+        while True:
+            for line in self.log.read_text(errors="replace").splitlines():
+                if line.startswith("{") and needle in line:
+                    return json.loads(line)
+            assert time.monotonic() < deadline, f"no cost line for request {request_id}"
+            time.sleep(0.05)
 
     def headers(self, key: str = API_KEYS[0]) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -189,7 +202,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, s3: S3World) -> Iterator[Li
     with open(log, "wb") as log_file:
         try:
             with stratus_serve("--models", str(registry), env=env, log=log_file) as started:
-                yield LiveServer(started.url, registry, cache_dir, started.process)
+                yield LiveServer(started.url, registry, cache_dir, started.process, log)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
     process = started.process

@@ -1,9 +1,9 @@
-"""Property-based fuzzing of every operation against the live server, from OpenAI's own spec.
+"""Property-based fuzzing of every operation against the live server, from its own document.
 
-schemathesis (over hypothesis) generates each operation's requests from tests/openai-spec/:
-bodies that follow the spec (positive) and bodies that break it (negative: wrong types, missing
-fields, raw bytes sent as JSON); /v1/edits comes from the 2023 spec, the last that had it. Beside
-them, garbage: unknown paths and methods, odd content types, malformed bytes, no or wrong keys.
+schemathesis (over hypothesis) generates each operation's requests from the server's
+/openapi.json: bodies that follow it (positive) and bodies that break it (negative: wrong types,
+missing fields, raw bytes sent as JSON). Beside them, garbage: unknown paths and methods, odd
+content types, malformed bytes, no or wrong keys.
 
 Every response must hold: no 5xx; every 4xx is JSON in OpenAI's envelope
 ({"error": {"message": str, "type": str, "param": str|null, "code": str|null}}); a request
@@ -31,6 +31,7 @@ import requests
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from adapters.operations import OPERATIONS as SERVED_OPERATIONS
 from tests.conftest import MAX_BODY_BYTES, LiveServer
 from tests.fuzz_bodies import bound
 from tests.fuzz_checks import (
@@ -42,7 +43,6 @@ from tests.fuzz_checks import (
     envelope_problem,
     sse_problem,
 )
-from tests.openai_spec import SPEC_DIR
 
 EXAMPLES = int(os.environ.get("STRATUS_FUZZ_EXAMPLES", "15"))  # per test
 CLIENT_TIMEOUT = 60.0  # seconds; a bounded request takes a few at most
@@ -59,21 +59,8 @@ SETTINGS = settings(
     suppress_health_check=list(HealthCheck),
 )
 
-# (spec file, method, path): every operation Stratus serves (adapters/operations.py).
-CURRENT = "openapi.yaml"
-EDITS = "openapi-2023-12-22-edits.yaml"
-OPERATIONS = [
-    (CURRENT, "POST", "/chat/completions"),
-    (CURRENT, "POST", "/completions"),
-    (EDITS, "POST", "/edits"),
-    (CURRENT, "POST", "/embeddings"),
-    (CURRENT, "POST", "/audio/speech"),
-    (CURRENT, "POST", "/audio/transcriptions"),
-    (CURRENT, "POST", "/audio/translations"),
-    (CURRENT, "POST", "/images/generations"),
-    (CURRENT, "GET", "/models"),
-    (CURRENT, "GET", "/models/{model}"),
-]
+# (method, path): every operation Stratus serves, as its document lists them.
+OPERATIONS = [(operation.method, operation.path) for operation in SERVED_OPERATIONS]
 
 
 @dataclass
@@ -215,11 +202,11 @@ def fuzzer(server: LiveServer) -> Iterator[Fuzzer]:
     from schemathesis import GenerationMode
 
     strategies: dict[str, Any] = {}
-    schemas = {}
-    for spec, method, path in OPERATIONS:
-        if spec not in schemas:
-            schemas[spec] = schemathesis.openapi.from_path(SPEC_DIR / spec)
-        selected = schemas[spec].include(path=path, method=method)
+    answer = requests.get(f"{server.url}/openapi.json", headers=server.headers(), timeout=30)
+    answer.raise_for_status()
+    schema = schemathesis.openapi.from_dict(answer.json())
+    for method, path in OPERATIONS:
+        selected = schema.include(path=path, method=method)
         (result,) = list(selected.get_all_operations())
         operation = result.ok()
         strategies[f"{method} {path}"] = st.one_of(
@@ -240,7 +227,7 @@ def run_examples(test: Callable[[st.DataObject], None]) -> None:
     assert not found, f"{len(found)} violation(s):\n\n" + "\n\n".join(found[:20])
 
 
-@pytest.mark.parametrize("operation", [f"{m} {p}" for _, m, p in OPERATIONS])
+@pytest.mark.parametrize("operation", [f"{m} {p}" for m, p in OPERATIONS])
 def test_operation_from_the_spec(fuzzer: Fuzzer, operation: str) -> None:
     form = operation.startswith("POST /audio/trans")
 
@@ -282,7 +269,7 @@ OTHER_PATHS = [
 ]
 SERVED = {
     (method, prefix + path.replace("{model}", "gpt-4o-mini"))
-    for _, method, path in OPERATIONS
+    for method, path in OPERATIONS
     for prefix in ("", "/v1")
 }
 SERVED_PATHS = sorted({path for _, path in SERVED})
