@@ -22,7 +22,7 @@ COQUI_TORCHAUDIO_VERSION := 2.9.*
 COQUI_TORCHCODEC_VERSION := 0.8.*
 COQUI_STAMP := $(COQUI_VENV)/.stratus-coqui-setup
 
-.PHONY: setup serve test test-coqui lint bench llama-server clean fuzz
+.PHONY: setup serve test test-coqui lint bench llama-server clean fuzz browser
 
 setup: $(SETUP_STAMP)
 
@@ -65,8 +65,18 @@ $(COQUI_STAMP): pyproject.toml | $(COQUI_BIN)/python
 serve: setup
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/stratus serve
 
-test: setup
+test: setup browser
 	$(BIN)/pytest
+
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	>/dev/null 2>&1
+# Debian's chromium and chromedriver, for tests/e2e/test_docs_page.py (/docs in a real browser):
+# installed where apt-get can (as root); elsewhere that test is skipped, and says why.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		  { $(APT_INSTALL) || { apt-get update -qq >/dev/null 2>&1 && $(APT_INSTALL); }; }; } || \
+		echo "no chromium here: the /docs browser test will be skipped"
 
 # Only the Coqui tests, in their own venv (no llama.cpp there); `make test` reports them skipped.
 test-coqui: $(COQUI_STAMP)

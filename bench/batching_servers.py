@@ -43,13 +43,15 @@ def wait_healthy(client: httpx.Client, url: str) -> None:
 
 
 @contextlib.contextmanager
-def stratus() -> Iterator[Target]:
+def stratus(**settings: str) -> Iterator[Target]:
+    """Stratus; `settings` are more environment variables (STRATUS_METRICS="false", ...)."""
     port = free_port()
     command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
     env = {
         "STRATUS_THREADS": str(THREADS),
         "STRATUS_LOG_LEVEL": "warning",
         "STRATUS_MAX_QUEUE": str(MAX_QUEUE),
+        **settings,
     }
     shown = " ".join(f"{k}={v}" for k, v in env.items()) + " " + shown_command(command, port)
     with running(command, f"http://127.0.0.1:{port}/health", {**os.environ, **env}):

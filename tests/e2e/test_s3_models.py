@@ -30,7 +30,7 @@ def test_file_and_directory_models_from_s3(http, s3, model):
     assert s3.proxy.count("GET", "/models/") >= 1  # it did come from S3
     s3.proxy.clear()
     second = chat(http, model)
-    assert set(timings(second)) == {"compute"}  # hot: no fetch, no load
+    assert set(timings(second)) == {"queue", "compute"}  # hot: no fetch, no load
     assert s3.proxy.requests == []  # and S3 was not asked again
     local = chat(http, "gpt-4")
     assert (
