@@ -136,7 +136,12 @@ def query_bool(params: Mapping[str, str], name: str) -> bool:
     raise InvalidRequest(f"'{name}' must be true or false.", param=name)
 
 
-TEXT_MEDIA = ("text/plain", "application/x-subrip", "text/vtt")  # transcripts as text
+# Transcriptions and translations: JSON, text or subtitles, or events when streamed.
+TRANSCRIPTS = Answers(
+    json=(Transcription, TranscriptionVerbose),
+    events=(TranscriptTextDelta, TranscriptTextDone),
+    media=("text/plain", "application/x-subrip", "text/vtt"),
+)
 
 OPERATIONS = (
     Operation(
@@ -206,11 +211,7 @@ OPERATIONS = (
         inference=True,
         summary="Transcription: the text of an audio file",
         body=TranscriptionRequest,
-        answers=Answers(
-            json=(Transcription, TranscriptionVerbose),
-            events=(TranscriptTextDelta, TranscriptTextDone),
-            media=TEXT_MEDIA,
-        ),
+        answers=TRANSCRIPTS,
         form=True,
     ),
     Operation(
@@ -222,11 +223,7 @@ OPERATIONS = (
         inference=True,
         summary="Translation: an audio file's speech as English text",
         body=TranslationRequest,
-        answers=Answers(
-            json=(Transcription, TranscriptionVerbose),
-            events=(TranscriptTextDelta, TranscriptTextDone),
-            media=TEXT_MEDIA,
-        ),
+        answers=TRANSCRIPTS,
         form=True,
     ),
     Operation(

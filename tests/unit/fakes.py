@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from common.registry import ModelConfig, RegisteredModel, Registry
 from common.store import ModelStore
@@ -71,3 +73,16 @@ def fake_store(model: FakeTextModel, **config: object) -> ModelStore:
     )
     registry = Registry([RegisteredModel(entry, user_configured=False)])
     return ModelStore(registry, loader=lambda config, path: model, fetch=lambda c: Path("/fake"))
+
+
+def run_job(worker: Any, job: dict) -> list[Any]:
+    """A RunPod worker's outputs for one job, on an event loop of its own."""
+
+    async def outputs() -> list[Any]:
+        return [output async for output in worker.handle(job)]
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(outputs())
+    finally:
+        loop.close()

@@ -3,7 +3,6 @@ response, base64 with its content type in a RunPod job output."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import json
@@ -18,7 +17,7 @@ from adapters.operations import OPERATIONS, Operation
 from adapters.runpod_worker import make_worker
 from common.protocol.base import BinaryResponse
 from common.settings import Settings
-from tests.unit.fakes import FakeTextModel, fake_store
+from tests.unit.fakes import FakeTextModel, fake_store, run_job
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\xbb\x00\x00"
 SPEAK = Operation(
@@ -68,12 +67,5 @@ def test_runpod_returns_base64_with_the_content_type(tmp_path):
         },
     }
 
-    async def outputs():
-        return [output async for output in worker.handle(job)]
-
-    loop = asyncio.new_event_loop()
-    try:
-        [output] = loop.run_until_complete(outputs())
-    finally:
-        loop.close()
+    [output] = run_job(worker, job)
     assert output["content_type"] == "audio/wav" and base64.b64decode(output["data"]) == WAV

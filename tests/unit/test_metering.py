@@ -4,7 +4,6 @@ multiprocess mode)."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import subprocess
@@ -24,7 +23,7 @@ from common import metering
 from common.metering import RequestRecord
 from common.metrics import Metrics
 from common.settings import Settings
-from tests.unit.fakes import FakeTextModel, fake_store
+from tests.unit.fakes import FakeTextModel, fake_store, run_job
 
 EVENT = Path(__file__).parent.parent / "events" / "apigw_http_v2_chat_stream.json"
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -146,14 +145,7 @@ def test_lambda_and_runpod_lines_carry_the_platforms_own_request_id(tmp_path, ca
     worker = make_worker(Settings(cache_dir=tmp_path), fake_store(FakeTextModel([b"x"])))
     job = {"id": "job-7", "input": {"openai_route": "/v1/chat/completions", "openai_input": CHAT}}
 
-    async def outputs():
-        return [output async for output in worker.handle(job)]
-
-    loop = asyncio.new_event_loop()
-    try:
-        [output] = loop.run_until_complete(outputs())
-    finally:
-        loop.close()
+    [output] = run_job(worker, job)
     assert output["object"] == "chat.completion"
     [line] = cost_lines(capsys.readouterr().out)
     assert (line["platform"], line["platform_request_id"]) == ("runpod", "job-7")
