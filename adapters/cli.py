@@ -75,7 +75,8 @@ def _serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)  # loads the registry: a bad file fails here, before listening
+    # Loads the registry: a bad file fails here, before listening.
+    app = create_app(settings, platform=settings.platform)
     if not settings.api_keys and not is_loopback(settings.host):
         logging.getLogger("stratus").warning(
             "API_KEY is not set and the server listens on %s: anyone who can reach it may use "

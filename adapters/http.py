@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import json
 import logging
 import re
 import secrets
@@ -159,6 +160,19 @@ class Gateway:
             error = NotFound("This image does not exist, or its URL has expired.")
             return JSONResponse(error.envelope(), status_code=error.status)
         return Response(content, media_type="image/png", headers={"cache-control": "private"})
+
+    def _invocation(self, request: Request) -> str | None:
+        """Behind the Lambda Web Adapter (`stratus serve` with STRATUS_PLATFORM=lambda), the
+        invocation's request id, from the Lambda context the adapter forwards as a header.
+        Trusted only there: elsewhere any client could send that header."""
+        if self.platform != "lambda":
+            return None
+        try:
+            context = json.loads(request.headers.get("x-amzn-lambda-context", ""))
+        except ValueError:
+            return None
+        request_id = context.get("request_id") if isinstance(context, dict) else None
+        return request_id if isinstance(request_id, str) else None
 
     def guarded(self, page: Callable[[Request], Any]) -> Callable[[Request], Any]:
         """A page (not an operation) behind the API key. Its 401 asks a browser to log in
@@ -324,7 +338,9 @@ class Gateway:
     ) -> Response:
         request.state.request_id = request_id = secrets.token_hex(8)
         record = RequestRecord(request_id, operation.name, self.platform)
-        record.platform_request_id = request.scope.get(PLATFORM_REQUEST_ID)
+        record.platform_request_id = request.scope.get(PLATFORM_REQUEST_ID) or self._invocation(
+            request
+        )
         request.state.record = record
         with metering.recording(record):
             try:

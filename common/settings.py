@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -166,6 +167,13 @@ class Settings(BaseSettings):
         "worker takes as many jobs as its engine batches.",
     )
 
+    platform: Literal["http", "lambda", "runpod"] = Field(
+        "http",
+        validation_alias=AliasChoices("STRATUS_PLATFORM", "platform"),
+        description="What `stratus serve` runs on, for the cost lines and metrics: lambda "
+        "behind the Lambda Web Adapter (whose x-amzn-lambda-context header then names each "
+        "invocation); the Lambda and RunPod entry points say so themselves.",
+    )
     metrics: bool = Field(
         True,
         validation_alias=AliasChoices("STRATUS_METRICS", "metrics"),

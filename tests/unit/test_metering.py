@@ -149,3 +149,17 @@ def test_lambda_and_runpod_lines_carry_the_platforms_own_request_id(tmp_path, ca
     assert output["object"] == "chat.completion"
     [line] = cost_lines(capsys.readouterr().out)
     assert (line["platform"], line["platform_request_id"]) == ("runpod", "job-7")
+
+
+def test_behind_the_lambda_web_adapter_the_invocation_id_comes_from_its_header(tmp_path, capsys):
+    context = json.dumps({"request_id": "lwa-req-9", "function_name": "f"})
+    for platform, expected in (("lambda", "lwa-req-9"), ("http", None)):
+        settings = Settings(cache_dir=tmp_path, platform=platform)
+        app = create_app(settings, fake_store(FakeTextModel([b"x"])), platform=settings.platform)
+        with TestClient(app) as client:
+            answer = client.post(
+                "/v1/chat/completions", json=CHAT, headers={"x-amzn-lambda-context": context}
+            )
+        assert answer.status_code == 200
+        [line] = cost_lines(capsys.readouterr().out)
+        assert (line["platform"], line.get("platform_request_id")) == (platform, expected)
