@@ -27,10 +27,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters import docs
+from adapters import docs, playground
 from adapters.bodies import BodyReader
 from adapters.event_stream import RAW, SSE, EventStreamResponse, event_stream
 from adapters.operations import OPERATIONS, Operation, Publishing, find, requested_model, start
+from adapters.playground import ROUTE as PLAYGROUND
 from adapters.runtime import build_image_urls, build_store
 from common import cancellation, metering
 from common.admission import InferenceGate
@@ -57,7 +58,7 @@ log = logging.getLogger("stratus.http")
 # The only routes answered without an API key (the image route only where this gateway serves
 # images itself); every other route, method and spelling of a path is behind the key, as
 # tests/e2e/test_hardening_http.py checks against the app's own route table.
-OPEN_PATHS = ("/health", IMAGES_ROUTE + "/{name}")
+OPEN_PATHS = ("/health", IMAGES_ROUTE + "/{name}", "/", PLAYGROUND + "/{asset}")
 # The platform's own id of the call (Lambda's request id, RunPod's job id), for the cost line:
 # set in the ASGI scope by the adapter that knows it.
 PLATFORM_REQUEST_ID = "stratus.platform_request_id"
@@ -75,7 +76,12 @@ def create_app(
     store.start_reaper()
     image_urls = image_urls or build_image_urls(settings, "this server", serves_files=True)
     gateway = Gateway(settings, store, image_urls, platform)
-    routes = [Route("/health", gateway.health, methods=["GET"])]
+    routes = [
+        Route("/health", gateway.health, methods=["GET"]),
+        # The playground: open, as it holds only code (its requests carry the person's key).
+        Route("/", playground.page, methods=["GET"]),
+        Route(PLAYGROUND + "/{asset}", playground.asset, methods=["GET"]),
+    ]
     serves_images = isinstance(image_urls, ServedImages)
     if serves_images:  # open, as S3 URLs are: the name is the secret
         routes.append(Route(IMAGES_ROUTE + "/{name}", gateway.image, methods=["GET"]))

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from adapters.operations import Operation
+from adapters.playground import ROUTE as PLAYGROUND
 from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.protocol.base import EXTENSION as EXTENSION_MARK
 from common.protocol.base import ErrorResponse
@@ -228,10 +229,14 @@ def _json_response(description: str, schema: str) -> dict[str, Any]:
 
 def _own_pages(serves_images: bool, metrics: bool) -> dict[str, Any]:
     """Stratus' own routes, at the server's root (not under /v1)."""
-    root = [{"url": "."}]
 
     def page(
-        operation_id: str, summary: str, media: str, schema: dict[str, Any], open_: bool = False
+        operation_id: str,
+        summary: str,
+        media: str,
+        schema: dict[str, Any],
+        open_: bool = False,
+        parameter: str | None = None,  # a path parameter: a name, answered 404 when unknown
     ) -> dict[str, Any]:
         get: dict[str, Any] = {
             "operationId": operation_id,
@@ -244,8 +249,14 @@ def _own_pages(serves_images: bool, metrics: bool) -> dict[str, Any]:
             get["security"] = [{}]
         else:
             get["responses"]["401"] = {"$ref": "#/components/responses/Unauthorized"}
-        return {"servers": root, "get": get}
+        if parameter:
+            get["parameters"] = [
+                {"name": parameter, "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+            get["responses"]["404"] = {"$ref": "#/components/responses/NotFound"}
+        return {"servers": [{"url": "."}], "get": get}
 
+    text, html, files = {"type": "string"}, "text/html", "application/octet-stream"
     pages = {
         "/health": page(
             "health",
@@ -263,36 +274,37 @@ def _own_pages(serves_images: bool, metrics: bool) -> dict[str, Any]:
             },
             open_=True,
         ),
-        "/openapi.json": page("openapi", "This document", "application/json", {"type": "object"}),
-        "/docs": page(
-            "docs", "This document as a page (Swagger UI)", "text/html", {"type": "string"}
+        "/": page(
+            "playground", "A page to try every endpoint from a browser", html, text, open_=True
         ),  # fmt: skip
+        PLAYGROUND + "/{asset}": page(
+            "playgroundAsset",
+            "The playground's scripts and style sheet",
+            files,
+            {},
+            open_=True,
+            parameter="asset",
+        ),  # fmt: skip
+        "/openapi.json": page("openapi", "This document", "application/json", {"type": "object"}),
+        "/docs": page("docs", "This document as a page (Swagger UI)", html, text),
         "/docs/{asset}": page(
-            "docsAsset", "The page's script and style sheet", "application/octet-stream", {}
+            "docsAsset", "The docs page's script and style sheet", files, {}, parameter="asset"
         ),
     }
-    pages["/docs/{asset}"]["get"]["parameters"] = [
-        {"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}}
-    ]
-    pages["/docs/{asset}"]["get"]["responses"]["404"] = {"$ref": "#/components/responses/NotFound"}
     if metrics:
         pages["/metrics"] = page(
             "metrics",
             "Prometheus metrics (text format): requests, tokens, latency, queue, model loads",
             "text/plain",
-            {"type": "string"},
+            text,
         )
     if serves_images:
-        images = page(
+        pages[IMAGES_ROUTE + "/{name}"] = page(
             "generatedImage",
             "An image this server generated (`response_format: url`), until it expires",
             "image/png",
             {"type": "string", "contentMediaType": "image/png"},
             open_=True,
+            parameter="name",
         )
-        images["get"]["parameters"] = [
-            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-        ]
-        images["get"]["responses"]["404"] = {"$ref": "#/components/responses/NotFound"}
-        pages[IMAGES_ROUTE + "/{name}"] = images
     return pages

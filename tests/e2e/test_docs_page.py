@@ -8,47 +8,21 @@ DevTools protocol, since headless Chrome shows no login dialog).
 
 from __future__ import annotations
 
-import base64
-import shutil
-
 import pytest
 
 from adapters.operations import OPERATIONS
-from tests.conftest import LiveServer
+from tests.browser import console_errors, requires_browser, send_basic_auth, start_browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="no chromium/chromedriver here (apt-get install chromium chromium-driver; "
-    "`make test` installs them where it can)",
-)
+pytestmark = requires_browser
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_browser()
     try:
         yield driver
     finally:
         driver.quit()
-
-
-def log_in(browser, server: LiveServer, password: str) -> None:
-    token = base64.b64encode(f"browser:{password}".encode()).decode()
-    browser.execute_cdp_cmd("Network.enable", {})
-    browser.execute_cdp_cmd(
-        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
-    )
 
 
 def test_the_docs_page_renders_every_operation_from_the_servers_own_files(browser, server):
@@ -57,7 +31,7 @@ def test_the_docs_page_renders_every_operation_from_the_servers_own_files(browse
     from selenium.webdriver.support.ui import WebDriverWait
 
     key = server.headers()["Authorization"].removeprefix("Bearer ")
-    log_in(browser, server, key)
+    send_basic_auth(browser, key)
     browser.get(f"{server.url}/docs")
     WebDriverWait(browser, 60).until(
         ready.presence_of_element_located((By.CSS_SELECTOR, ".opblock-summary-path"))
@@ -78,12 +52,11 @@ def test_the_docs_page_renders_every_operation_from_the_servers_own_files(browse
         "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)"
     )
     assert origins and set(origins) == {server.url}, origins
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    assert not errors, errors
+    assert not console_errors(browser)
 
 
 def test_without_the_key_the_page_shows_nothing_of_the_api(browser, server):
-    log_in(browser, server, "wrong-key")
+    send_basic_auth(browser, "wrong-key")
     browser.get(f"{server.url}/docs")  # a 401 asking for a login, which nobody gives
     assert "chat/completions" not in browser.page_source
     assert "swagger" not in browser.page_source.lower()

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import API_KEYS, LiveServer
 
 # The only paths answered without a key (adapters/http.py: OPEN_PATHS says the same).
-OPEN_PATHS = ("/health", "/generated-images/{name}")
+OPEN_PATHS = ("/health", "/generated-images/{name}", "/", "/playground/{asset}")
 METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH")
 # No key at all, and wrong keys in each place a key is read from.
 NOT_KEYS = (
