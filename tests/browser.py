@@ -35,6 +35,9 @@ def start_browser(width: int = 1200, height: int = 1000) -> Any:
         "--disable-gpu",
         f"--window-size={width},{height}",
         "--autoplay-policy=no-user-gesture-required",
+        # A fake microphone (a tone), granted without asking: recording can be tested.
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

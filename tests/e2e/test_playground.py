@@ -167,6 +167,50 @@ def test_an_uploaded_file_is_transcribed(browser, server, tmp_path):
     shot(browser, "transcription")
 
 
+def test_a_recording_from_the_microphone_is_sent_for_transcription(browser, server):
+    open_page(browser, server, key_of(server), "transcription")
+    browser.execute_script(
+        """window.sent = [];
+        const original = window.fetch;
+        window.fetch = (url, options) => {
+            window.sent.push(String(url));
+            return original(url, options);
+        };"""
+    )
+    record = browser.find_element("id", "transcription-record")
+    record.click()
+    wait_for(browser, lambda: record.text.startswith("Stop recording"))
+    time.sleep(1.5)  # the fake microphone's tone
+    record.click()
+    wait_for(browser, lambda: browser.execute_script(
+        "return document.getElementById('transcription-segments').getAttribute('aria-busy')"
+        " === 'false'"))  # fmt: skip
+    assert any(url.endswith("/v1/audio/transcriptions") for url in browser.execute_script(
+        "return window.sent"))  # fmt: skip
+    assert browser.find_element("id", "error").get_attribute("hidden") is not None
+
+
+def test_model_output_is_rendered_as_text_never_as_html(browser, server):
+    open_page(browser, server, key_of(server))
+    hostile = (
+        'Hi <img src=x onerror="window.pwned=1"> **bold** `<b>code</b>`\n\n'
+        '```\n<script>window.pwned=1</script>\n```\n- <a href="javascript:x">item</a>'
+    )
+    html = browser.execute_async_script(
+        """const [text, done] = arguments;
+        import('./playground/markdown.js').then((markdown) => {
+            const into = document.createElement('div');
+            markdown.render(text, into);
+            document.body.append(into);
+            done(into.innerHTML);
+        });""",
+        hostile,
+    )
+    assert "<img" not in html and "<script" not in html and "<a " not in html
+    assert "&lt;img" in html and "<strong>bold</strong>" in html and "<pre><code>" in html
+    assert browser.execute_script("return window.pwned === undefined")
+
+
 def test_an_image_appears_with_the_requested_size(browser, server):
     open_page(browser, server, key_of(server), "images")
     fill(browser, "images-size", "64x64")
