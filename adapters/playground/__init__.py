@@ -1,6 +1,6 @@
 """GET /: the playground, a page to try every endpoint of this server from a browser.
 
-Plain HTML, CSS and JavaScript modules in adapters/playground/, inside the package: no build
+Plain HTML, CSS and JavaScript modules beside this module, inside the package: no build
 step, no CDN (deployments may be offline). The page talks only to the public OpenAI paths, with
 relative URLs (it works behind a path prefix) and the key a person types in (kept in the
 browser, sent as Bearer), so the page itself is open: it holds nothing but code. A content
@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from common.errors import NotFound
 
-DIRECTORY = Path(__file__).resolve().parent / "playground"
+DIRECTORY = Path(__file__).resolve().parent
 ROUTE = "/playground"
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 SECURITY_HEADERS = {
