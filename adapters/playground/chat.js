@@ -79,7 +79,7 @@ export function setUpChat() {
           showCalls(calls, answer, content);
         }
       }
-      history = [...body.messages.slice(1), { role: "assistant", content }];
+      history = [...body.messages.filter((m) => m.role !== "system"), { role: "assistant", content }];
     } catch (error) {
       showError(error);
       if (error.name === "AbortError") answer.dataset.stopped = "true";
@@ -92,7 +92,8 @@ export function setUpChat() {
   });
 
   function request(text, previous) {
-    const messages = [{ role: "system", content: value("chat-system") }, ...previous, { role: "user", content: text }];
+    const system = value("chat-system");
+    const messages = [...(system ? [{ role: "system", content: system }] : []), ...previous, { role: "user", content: text }];
     const body = {
       model: value("chat-model"),
       messages,
