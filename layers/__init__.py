@@ -17,6 +17,7 @@ from common.registry import ModelConfig
 # backend name -> (module, loader function, pip extra that installs it)
 _ENGINES: dict[str, tuple[str, str, str]] = {
     "llama-cpp": ("layers.llama_cpp", "load", "llama"),
+    "exllamav2": ("layers.exllamav2", "load", "exllamav2"),
     "sentence-transformers": ("layers.sentence_transformers", "load", "embeddings"),
     "piper": ("layers.piper", "load", "audio"),
     "faster-whisper": ("layers.faster_whisper", "load", "audio"),

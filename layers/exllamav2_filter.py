@@ -1,0 +1,66 @@
+"""A grammar (layers/structured.py's llguidance masks) as an exllamav2 filter: the structured
+output and tool calls of the exllamav2 engine, from the same grammars as llama.cpp's.
+
+Imported only when a request with a grammar reaches an exllamav2 model (it subclasses the
+library's filter, so it needs exllamav2 itself).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from exllamav2.generator.filters import ExLlamaV2Filter
+
+from layers.structured import TokenMask
+
+
+@functools.cache
+def llguidance_tokenizer(model_directory: str) -> Any:
+    """llguidance's view of a Hugging Face model's vocabulary, from its tokenizer.json (built
+    once per model)."""
+    import llguidance.hf
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(Path(model_directory) / "tokenizer.json")
+    )
+    return llguidance.hf.from_tokenizer(tokenizer)
+
+
+class GrammarFilter(ExLlamaV2Filter):
+    """Allows, at each step, the tokens the grammar allows; ends the job when it is complete."""
+
+    def __init__(self, model: Any, tokenizer: Any, mask: TokenMask, vocab_size: int) -> None:
+        super().__init__(model, tokenizer)
+        self._mask = mask
+        self._vocab_size = vocab_size
+
+    def clone(self, c: Any = None) -> Any:
+        raise NotImplementedError("a grammar's state is one generation's: it is not cloned")
+
+    def begin(self, prefix_str: str) -> None:
+        pass  # a new job starts at the grammar's start
+
+    def feed(self, token: Any) -> None:
+        self._mask.accept(int(token))
+
+    def next(self) -> tuple[set[int], set[int]]:
+        import numpy as np
+
+        if self._mask.complete:
+            eos = self.tokenizer.eos_token_id
+            return {eos}, {eos}
+        logits = np.zeros(self._vocab_size, dtype=np.float32)
+        self._mask.apply(logits)
+        allowed = set(np.flatnonzero(np.isfinite(logits)).tolist())
+        return allowed, set()
+
+    def use_background_worker(self) -> bool:
+        return True  # a grammar step is CPU work: overlapped with the GPU's forward pass
+
+
+def grammar_filter(model: Any, tokenizer: Any, grammar: str, vocab_size: int) -> GrammarFilter:
+    mask = TokenMask(llguidance_tokenizer(model.config.model_dir), grammar, vocab_size)
+    return GrammarFilter(model, tokenizer, mask, vocab_size)
