@@ -98,7 +98,7 @@ class ExLlamaV2TextModel:
     def __init__(self, config: ModelConfig, path: Path) -> None:
         import torch
         from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config, ExLlamaV2Tokenizer
-        from exllamav2.attn import has_flash_attn
+        from exllamav2.attn import has_flash_attn_with_paged
         from exllamav2.generator import ExLlamaV2DynamicGenerator
 
         if not torch.cuda.is_available():
@@ -111,7 +111,7 @@ class ExLlamaV2TextModel:
         settings.max_seq_len = min(context, settings.max_seq_len)
         self.context_length = settings.max_seq_len
         self._model = ExLlamaV2(settings)
-        paged = has_flash_attn
+        paged = has_flash_attn_with_paged  # flash-attn 2.5.7 or later
         if not paged:
             log.warning(
                 "model %s: flash-attn is not installed, so exllamav2 cannot page its cache: "
@@ -165,8 +165,12 @@ class ExLlamaV2TextModel:
         return prefix + self._encode(text, special=True)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        ids = self._torch.tensor([t for t in tokens if t != self._tokenizer.bos_token_id])
-        return self._tokenizer.decode(ids, decode_special_tokens=True)
+        ids = [t for t in tokens if t != self._tokenizer.bos_token_id]
+        if not ids:
+            return ""
+        # The tokenizer decodes a batch: shape (1, n) in, one text out.
+        [text] = self._tokenizer.decode(self._torch.tensor([ids]), decode_special_tokens=True)
+        return text
 
     def infill_prompt(self, prefix: str, suffix: str) -> list[int] | None:
         return None  # no fill-in-the-middle tokens are read from exllamav2's tokenizer yet
