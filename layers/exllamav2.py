@@ -15,9 +15,11 @@ tests/gpu/ runs it where one is (marked `gpu`, skipped visibly elsewhere).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -149,7 +151,7 @@ class ExLlamaV2TextModel:
         digest = hashlib.sha256(json.dumps([config.name, files, parallel]).encode())
         self.fingerprint = "fp_" + digest.hexdigest()[:12]
 
-    @property
+    @functools.cached_property
     def max_token_bytes(self) -> int:
         return max((len(piece.encode()) for piece in self._pieces), default=1)
 
@@ -225,8 +227,6 @@ class ExLlamaV2TextModel:
 
     def _logprob(self, result: dict, index: int) -> TokenLogprob:
         """From the sampler's own probabilities (exllamav2 returns them, not raw logits)."""
-        import math
-
         token = int(result["token_ids"][0, index])
         probability = float(result["token_probs"][0, index])
         top: tuple[tuple[bytes, float], ...] = ()
