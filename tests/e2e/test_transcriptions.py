@@ -9,27 +9,11 @@ import re
 import subprocess
 
 import av
-import numpy as np
 import pytest
 
 from tests.conftest import API_KEYS, MAX_BODY_BYTES
 from tests.openai_spec import check
-
-SENTENCE = "The quick brown fox jumps over the lazy dog."
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    ref, hyp = words(reference), words(hypothesis)
-    distance = np.arange(len(hyp) + 1)
-    for i, r in enumerate(ref, start=1):
-        previous, distance[0] = distance.copy(), i
-        for j, h in enumerate(hyp, start=1):
-            distance[j] = min(previous[j] + 1, distance[j - 1] + 1, previous[j - 1] + (r != h))
-    return distance[-1] / len(ref)
+from tests.transcripts import SENTENCE, word_error_rate
 
 
 @pytest.fixture(scope="module")
