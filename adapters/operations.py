@@ -136,6 +136,17 @@ def query_bool(params: Mapping[str, str], name: str) -> bool:
     raise InvalidRequest(f"'{name}' must be true or false.", param=name)
 
 
+def _posted(
+    name: str, path: str, body: type, handle: Handle, *, form: bool = False, **fields: Any
+) -> Operation:
+    """An inference operation that takes one protocol type: as a JSON body or, with
+    form=True, as the fields of a multipart upload with its `file`."""
+    parse = _upload(body) if form else _body(body)
+    return Operation(
+        name, "POST", path, parse, handle, inference=True, body=body, form=form, **fields
+    )
+
+
 # Transcriptions and translations: JSON, text or subtitles, or events when streamed.
 TRANSCRIPTS = Answers(
     json=(Transcription, TranscriptionVerbose),
@@ -144,97 +155,73 @@ TRANSCRIPTS = Answers(
 )
 
 OPERATIONS = (
-    Operation(
+    _posted(
         "createChatCompletion",
-        "POST",
         "/chat/completions",
-        _body(ChatCompletionRequest),
+        ChatCompletionRequest,
         create_chat_completion,
-        inference=True,
         summary="Chat: a model's reply to a conversation, with tools and structured output",
-        body=ChatCompletionRequest,
         answers=Answers(json=(ChatCompletion,), events=(ChatCompletionChunk,)),
     ),
-    Operation(
+    _posted(
         "createCompletion",
-        "POST",
         "/completions",
-        _body(CompletionRequest),
+        CompletionRequest,
         create_completion,
-        inference=True,
         summary="Completions: text continued from a prompt",
-        body=CompletionRequest,
         answers=Answers(json=(Completion,), events=(Completion,)),
     ),
-    Operation(
+    _posted(
         "createEdit",
-        "POST",
         "/edits",
-        _body(EditRequest),
+        EditRequest,
         create_edit,
-        inference=True,
         summary="Edits: an input rewritten by an instruction (OpenAI's retired endpoint)",
-        body=EditRequest,
         answers=Answers(json=(Edit,)),
     ),
-    Operation(
+    _posted(
         "createEmbedding",
-        "POST",
         "/embeddings",
-        _body(EmbeddingRequest),
+        EmbeddingRequest,
         create_embeddings,
-        inference=True,
         summary="Embeddings: a vector for each input",
-        body=EmbeddingRequest,
         answers=Answers(json=(EmbeddingList,)),
     ),
-    Operation(
+    _posted(
         "createSpeech",
-        "POST",
         "/audio/speech",
-        _body(SpeechRequest),
+        SpeechRequest,
         create_speech,
-        inference=True,
         summary="Speech: text read aloud, as audio or as server-sent events of audio",
-        body=SpeechRequest,
         answers=Answers(
             events=(SpeechAudioDelta, SpeechAudioDone),
             media=tuple(dict.fromkeys(SPEECH_MEDIA_TYPES.values())),
         ),
     ),
-    Operation(
+    _posted(
         "createTranscription",
-        "POST",
         "/audio/transcriptions",
-        _upload(TranscriptionRequest),
+        TranscriptionRequest,
         create_transcription,
-        inference=True,
         summary="Transcription: the text of an audio file",
-        body=TranscriptionRequest,
         answers=TRANSCRIPTS,
         form=True,
     ),
-    Operation(
+    _posted(
         "createTranslation",
-        "POST",
         "/audio/translations",
-        _upload(TranslationRequest),
+        TranslationRequest,
         create_translation,
-        inference=True,
         summary="Translation: an audio file's speech as English text",
-        body=TranslationRequest,
         answers=TRANSCRIPTS,
         form=True,
     ),
-    Operation(
+    _posted(
         "createImage",
-        "POST",
         "/images/generations",
-        _body(ImageGenerationRequest),
+        ImageGenerationRequest,
         _images,
-        inference=True,
         summary="Images: pictures drawn from a prompt, inline or as URLs",
-        body=ImageGenerationRequest,
         answers=Answers(json=(ImagesResponse,)),
         publishes=True,
     ),

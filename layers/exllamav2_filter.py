@@ -37,8 +37,15 @@ class GrammarFilter(ExLlamaV2Filter):
         self._mask = mask
         self._vocab_size = vocab_size
 
-    def clone(self, c: Any = None) -> Any:
-        raise NotImplementedError("a grammar's state is one generation's: it is not cloned")
+    def clone(self, c: Any = None) -> GrammarFilter:
+        """A twin at the same point of the grammar with its own state, so that the two never
+        advance each other (exllamav2 0.3.2's dynamic generator does not clone filters; its
+        other generators and later versions may)."""
+        twin = super().clone(c if c is not None else GrammarFilter.__new__(GrammarFilter))
+        twin._mask = self._mask.copy()
+        twin._vocab_size = self._vocab_size
+        twin.background_result = None  # a pending next() belongs to the original
+        return twin
 
     def begin(self, prefix_str: str) -> None:
         pass  # a new job starts at the grammar's start

@@ -14,6 +14,7 @@ be enforced is refused before any model is loaded; the engine turns a grammar in
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping
@@ -112,6 +113,14 @@ class TokenMask:
         if tokens and not self._matcher.consume_tokens(tokens):
             return []
         return tokens
+
+    def copy(self) -> TokenMask:
+        """An independent state at the same point of the grammar: what either accepts from here
+        on, the other does not see."""
+        twin = copy.copy(self)
+        twin._matcher = self._matcher.deep_copy()
+        twin._words = self._np.zeros_like(self._words)
+        return twin
 
     @property
     def complete(self) -> bool:
