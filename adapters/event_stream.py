@@ -85,7 +85,21 @@ class Framing:
     end: bytes
 
 
-SSE = Framing(lambda chunk: encode_event(chunk.to_json()), error_event, DONE)
+def sse(envelope: Callable[[StratusError], dict[str, Any]], named: bool) -> Framing:
+    """Server-sent events of a dialect: OpenAI's `data:` lines ending with [DONE], or events
+    named by their `type` (Responses, Messages), errors in the dialect's envelope."""
+    if named:
+        return Framing(
+            lambda chunk: encode_event(chunk.to_json(), chunk.type),
+            lambda error: error_event(error, envelope, named=True),
+            b"",
+        )
+    return Framing(
+        lambda chunk: encode_event(chunk.to_json()), lambda error: error_event(error, envelope), DONE
+    )
+
+
+SSE = sse(StratusError.envelope, named=False)
 # Audio goes as it is; an error after its first bytes can only cut it short (and is logged).
 RAW = Framing(lambda chunk: chunk, lambda error: b"", b"")
 

@@ -18,7 +18,7 @@ from handlers._capabilities import require
 from handlers._stop import StopMatcher
 from layers.text import Sampling, TextModel, TokenLogprob
 
-_SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
+SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
 
 
 def sampling_for(request: Any, defaults: Mapping[str, Any], choice: int = 0) -> Sampling:
@@ -27,7 +27,7 @@ def sampling_for(request: Any, defaults: Mapping[str, Any], choice: int = 0) -> 
     Choice i of a seeded request uses seed + i: reproducible, yet the n choices differ.
     """
     values: dict[str, Any] = {}
-    for name in _SAMPLING_FIELDS:
+    for name in SAMPLING_FIELDS:
         value = getattr(request, name, None)
         if value is None:
             value = defaults.get(name)
@@ -178,6 +178,7 @@ class TextGeneration:
         self._budget = room if budget is None else min(budget, room)
         self._stops = stops
         self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None  # the client's stop sequence that ended it
         self.completion_tokens = 0
         self._record = metering.current()  # each output token counts for the request
         self._tokens = model.generate(
@@ -208,7 +209,7 @@ class TextGeneration:
                     yield Piece(text, tuple(scored))
                     scored.clear()
                 if stopped:
-                    self.finish_reason = "stop"
+                    self.finish_reason, self.stop_sequence = "stop", matcher.matched
                     return
                 if self.completion_tokens >= self._budget:
                     finish = "length"
@@ -218,6 +219,7 @@ class TextGeneration:
             if text:
                 yield Piece(text, tuple(scored))
             self.finish_reason = "stop" if stopped else finish
+            self.stop_sequence = matcher.matched
         finally:
             tokens.close()  # type: ignore[attr-defined]
 

@@ -16,6 +16,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
+        self.matched: str | None = None  # the stop sequence that ended the text
 
     def feed(self, text: str) -> tuple[str, bool]:
         if not self._stops:
@@ -24,6 +25,7 @@ class StopMatcher:
         cut = min((i for i in (window.find(s) for s in self._stops) if i >= 0), default=-1)
         if cut >= 0:
             self._held = ""
+            self.matched = next(s for s in self._stops if window.find(s) == cut)
             return window[:cut], True
         keep = self._partial_suffix(window)
         self._held = window[len(window) - keep :] if keep else ""

@@ -1,12 +1,11 @@
-"""POST /v1/chat/completions."""
+"""POST /v1/chat/completions: the conversation's events rendered as Chat Completions chunks."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 
-from common import metering
-from common.protocol.base import new_id
+from common.protocol.base import Usage, new_id
 from common.protocol.chat import (
     ChatChoice,
     ChatChunkChoice,
@@ -22,22 +21,11 @@ from common.protocol.chat import (
     ToolCallDelta,
 )
 from common.store import ModelStore
-from handlers._chat_plan import ChatPlan, chat_plan
-from handlers._generation import (
-    Piece,
-    TextGeneration,
-    UsageCounter,
-    check_context,
-    check_logit_bias,
-    check_prompt_size,
-    check_total_work,
-    sampling_for,
-    text_model,
-    token_budget,
-)
+from handlers._generation import SAMPLING_FIELDS
 from handlers._logprobs import chat_logprobs
-from handlers._stop import StopMatcher
-from layers import tool_calls
+from handlers.conversation import events
+from handlers.conversation.generate import Generation, generate
+from handlers.conversation.plan import ChatPlan, chat_plan
 
 
 def create_chat_completion(
@@ -49,166 +37,111 @@ def create_chat_completion(
     return _collect(stream)
 
 
+def chat_generation(request: ChatCompletionRequest) -> Generation:
+    return Generation(
+        model=request.model,
+        plan=chat_plan(request),
+        sampling={name: getattr(request, name) for name in SAMPLING_FIELDS},
+        budget=request.token_budget,
+        n=request.n,
+        stops=tuple(request.stop_sequences),
+        top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        budget_param="max_completion_tokens" if request.max_completion_tokens else "max_tokens",
+    )
+
+
 def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCompletionChunk]:
     """Every chat, streamed or not, is this stream of chunks; errors come before the first."""
-    plan = chat_plan(request)
-    with store.use(request.model) as loaded:
-        model = text_model(loaded, request.model)
-        config = store.registry.resolve(request.model)
-        sent = sum(len(turn.content.encode()) for turn in plan.turns)
-        check_prompt_size(model, sent, "messages")
-        prompt = model.chat_prompt(plan.turns, plan.tools)
-        budget = token_budget(request.token_budget, config.parameters)
-        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        named = request.token_budget is not None
-        # A budget the client did not name (the model's or the operator's default) is cut to
-        # the room the prompt leaves, as OpenAI's default (the rest of the context) is.
-        check_context(
-            model,
-            len(prompt),
-            budget if named else None,
-            prompt_param="messages",
-            budget_param=param,
+    job = chat_generation(request)
+    chunk_id, created = new_id("chatcmpl"), int(time.time())
+    renderer = _Chunks(job.plan, job.top_logprobs)
+    fingerprint = ""
+
+    def chunk(choices: list[ChatChunkChoice], **extra: object) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=chunk_id,
+            created=created,
+            model=request.model,
+            choices=choices,
+            system_fingerprint=fingerprint,
+            **extra,
         )
-        check_total_work(
-            model,
-            [len(prompt)],
-            request.n,
-            budget,
-            param,
-            choices_param="n",
-            budget_named=named,
-        )
-        check_logit_bias(model, request)
 
-        chunk_id, created = new_id("chatcmpl"), int(time.time())
-        usage = UsageCounter(prompt_tokens=len(prompt))
-        metering.count("prompt_tokens", len(prompt))  # output tokens count as generated
-
-        def chunk(choices: list[ChatChunkChoice], **extra: object) -> ChatCompletionChunk:
-            return ChatCompletionChunk(
-                id=chunk_id,
-                created=created,
-                model=request.model,
-                choices=choices,
-                system_fingerprint=model.fingerprint,
-                **extra,
-            )
-
-        top = (request.top_logprobs or 0) if request.logprobs else None
-        stops = request.stop_sequences
-        # All choices start now and run side by side; they are read one after the other.
-        generations = [
-            TextGeneration(
-                model,
-                prompt,
-                sampling_for(request, config.parameters, choice=index),
-                budget,
-                () if plan.mode != "none" else stops,
-                grammar=plan.grammar,
-                logprobs=top,
-            )
-            for index in range(request.n)
-        ]
-        try:
-            for index, generation in enumerate(generations):
-                answer = _Answer(plan, stops) if plan.mode != "none" else None
-                for delta, logprobs in _deltas(generation, answer, top):
-                    yield chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
-                usage.completion_tokens += generation.completion_tokens
-                reason = generation.finish_reason or "stop"
-                if answer and answer.calls and reason != "length":
-                    reason = "function_call" if plan.legacy_functions else "tool_calls"
-                finish = ChatChunkChoice(index=index, delta=ChoiceDelta(), finish_reason=reason)
-                yield chunk([finish])
-        finally:
-            for generation in generations:
-                generation.close()
-        if request.include_usage or not request.stream:
-            yield chunk([], usage=usage.usage())
+    for event in generate(job, store):
+        if isinstance(event, events.Started):
+            fingerprint = event.fingerprint
+        if isinstance(event, events.Usage):
+            if request.include_usage or not request.stream:
+                usage = Usage(
+                    prompt_tokens=event.prompt_tokens,
+                    completion_tokens=event.completion_tokens,
+                    total_tokens=event.total_tokens,
+                )
+                yield chunk([], usage=usage)
+            continue
+        for choice in renderer.render(event):
+            yield chunk([choice])
 
 
-def _deltas(
-    generation: TextGeneration, answer: _Answer | None, top: int | None
-) -> Iterator[tuple[ChoiceDelta, ChoiceLogprobs | None]]:
-    """One choice's deltas. The first carries the role: with content "" at once for a text
-    answer; with tools, together with the first content or call, so that a call's message
-    has no content at all (`null`, as OpenAI's)."""
-    if answer is None:
-        yield ChoiceDelta(role="assistant", content=""), None
-        for piece in generation:
-            yield ChoiceDelta(content=piece.text), _logprobs(piece, top)
-        return
-    first = True
-    for piece in generation:
-        for delta, scored in answer.deltas(piece):
-            if first:
-                delta, first = delta.model_copy(update={"role": "assistant"}), False
-            yield delta, _logprobs(scored, top)
-        if answer.stopped:
-            break
-    for delta, _ in answer.finish():
-        if first:
-            delta, first = delta.model_copy(update={"role": "assistant"}), False
-        yield delta, None
-    if first:
-        yield ChoiceDelta(role="assistant", content=""), None
+class _Chunks:
+    """Events as chunk choices. A choice's first delta carries the role: with content "" at
+    once for a text answer; with tools, together with the first content or call, so that a
+    call's message has no content at all (`null`, as OpenAI's). A call's first delta carries
+    its index, id, type and name; the ones after it only argument text."""
 
-
-def _logprobs(piece: Piece, top: int | None) -> ChoiceLogprobs | None:
-    return chat_logprobs(piece.tokens) if top is not None else None
-
-
-class _Answer:
-    """Generated text split into content and tool calls, as OpenAI's deltas: a call's first
-    delta carries its index, id, type and name; the ones after it only argument text."""
-
-    def __init__(self, plan: ChatPlan, stops: list[str]) -> None:
-        self._parser = tool_calls.ToolCallParser()
+    def __init__(self, plan: ChatPlan, top: int | None) -> None:
+        self._tools = plan.mode != "none"
         self._legacy = plan.legacy_functions
-        self._stops = StopMatcher(stops)  # they end text answers; calls end by the grammar
-        self.stopped = False
-        self.calls = 0
+        self._top = top
+        self._opened: set[int] = set()
 
-    def deltas(self, piece: Piece) -> list[tuple[ChoiceDelta, Piece]]:
-        return self._deltas(self._parser.feed(piece.text), piece)
-
-    def finish(self) -> list[tuple[ChoiceDelta, Piece]]:
-        out = self._deltas(self._parser.finish(), Piece(""))
-        if not self.stopped and (held := self._stops.flush()):
-            out.append((ChoiceDelta(content=held), Piece(held)))
-        return out
-
-    def _deltas(self, events, piece: Piece) -> list[tuple[ChoiceDelta, Piece]]:
-        out: list[tuple[ChoiceDelta, Piece]] = []
-        for event in events:
-            if self.stopped:
-                break
-            if isinstance(event, tool_calls.Text):
-                text, self.stopped = self._stops.feed(event.text)
-                if text:
-                    out.append((ChoiceDelta(content=text), piece))
-            elif isinstance(event, tool_calls.CallStarted):
-                self.calls += 1
-                out.append((self._call_delta(event.index, event.name), Piece("")))
+    def render(self, event: events.Event) -> Iterator[ChatChunkChoice]:
+        if isinstance(event, events.Started):
+            if not self._tools:
+                yield self._open(0, ChoiceDelta(content=""))
+            return
+        choice = getattr(event, "choice", 0)
+        if isinstance(event, events.TextDelta):
+            logprobs = chat_logprobs(event.logprobs) if self._top is not None else None
+            delta = ChoiceDelta(content=event.text)
+        elif isinstance(event, events.CallStarted):
+            function = FunctionCallDelta(name=event.name, arguments="")
+            delta = ChoiceDelta(
+                tool_calls=[
+                    ToolCallDelta(index=event.index, id=event.call_id, type="function",
+                                  function=function)
+                ]
+            ) if not self._legacy else ChoiceDelta(function_call=function)
+            logprobs = None
+        elif isinstance(event, events.ArgumentsDelta):
+            function = FunctionCallDelta(arguments=event.text)
+            delta = (
+                ChoiceDelta(function_call=function)
+                if self._legacy
+                else ChoiceDelta(tool_calls=[ToolCallDelta(index=event.index, function=function)])
+            )
+            logprobs = None
+        elif isinstance(event, events.Finished):
+            if choice not in self._opened:
+                yield self._open(choice, ChoiceDelta(content=""))
+            reason = {"stop_sequence": "stop"}.get(event.reason, event.reason)
+            if reason == "tool_calls" and self._legacy:
+                reason = "function_call"
+            yield ChatChunkChoice(index=choice, delta=ChoiceDelta(), finish_reason=reason)
+            return
+        else:
+            return
+        if choice not in self._opened:
+            if not self._tools:
+                yield self._open(choice, ChoiceDelta(content=""))
             else:
-                out.append((self._arguments_delta(event.index, event.text), Piece("")))
-        return out
+                self._opened.add(choice)
+                delta = delta.model_copy(update={"role": "assistant"})
+        yield ChatChunkChoice(index=choice, delta=delta, logprobs=logprobs)
 
-    def _call_delta(self, index: int, name: str) -> ChoiceDelta:
-        function = FunctionCallDelta(name=name, arguments="")
-        if self._legacy:
-            return ChoiceDelta(function_call=function)
-        call_id = new_id("call").replace("-", "_")
-        return ChoiceDelta(
-            tool_calls=[ToolCallDelta(index=index, id=call_id, type="function", function=function)]
-        )
-
-    def _arguments_delta(self, index: int, text: str) -> ChoiceDelta:
-        function = FunctionCallDelta(arguments=text)
-        if self._legacy:
-            return ChoiceDelta(function_call=function)
-        return ChoiceDelta(tool_calls=[ToolCallDelta(index=index, function=function)])
+    def _open(self, choice: int, delta: ChoiceDelta) -> ChatChunkChoice:
+        self._opened.add(choice)
+        return ChatChunkChoice(index=choice, delta=delta.model_copy(update={"role": "assistant"}))
 
 
 def _collect(chunks: Iterator[ChatCompletionChunk]) -> ChatCompletion:

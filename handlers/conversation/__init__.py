@@ -1,0 +1,12 @@
+"""One generation, three dialects.
+
+Chat Completions, Responses and Anthropic's Messages are renderings of the same thing:
+- each dialect parses its request into a `Generation` (plan.py: the conversation as turns, the
+  tools offered, the tool choice and the output grammar; plus sampling, budget and stops);
+- `generate` (generate.py) runs it and yields one stream of neutral events (events.py): text
+  and reasoning deltas, a call started / its arguments / its end, each choice's finish, usage;
+- each dialect's handler (handlers/chat.py, responses.py, messages.py) renders those events in
+  its own shape, streamed or collected.
+
+Every check, the grammar, logprobs, stop sequences, cancellation and metering live here once.
+"""

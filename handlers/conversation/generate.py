@@ -1,0 +1,203 @@
+"""A conversation generated: the checks every dialect shares, the engine driven for each
+choice, and its text split into content and tool calls, as neutral events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from common import metering
+from common.protocol.base import new_id
+from common.store import ModelStore
+from handlers._generation import (
+    Piece,
+    TextGeneration,
+    check_context,
+    check_logit_bias,
+    check_prompt_size,
+    check_total_work,
+    sampling_for,
+    text_model,
+    token_budget,
+)
+from handlers._stop import StopMatcher
+from handlers.conversation import events
+from handlers.conversation.plan import ChatPlan
+from layers import tool_calls
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Everything a dialect asks of one generation, in neutral terms."""
+
+    model: str
+    plan: ChatPlan
+    # Sampling fields the request set (layers.text.Sampling's names, and logit_bias); unset
+    # ones come from the model's registry parameters, then the engine's defaults.
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    budget: int | None = None  # the completion's token budget, if the request names one
+    # A budget that is only a ceiling (Messages' max_tokens, which clients set far above any
+    # context) is cut to the room the prompt leaves instead of refused.
+    budget_is_ceiling: bool = False
+    n: int = 1
+    stops: tuple[str, ...] = ()
+    top_logprobs: int | None = None  # None: no log probabilities
+    call_prefix: str = "call"  # of the ids of calls made
+    # The dialect's names for the fields the checks may refuse.
+    prompt_param: str = "messages"
+    budget_param: str = "max_tokens"
+    choices_param: str = "n"
+
+
+def count_prompt(job: Generation, store: ModelStore) -> int:
+    """The prompt tokens the generation would count (its usage's prompt_tokens), without
+    generating: every check up to the prompt's own is made."""
+    plan = job.plan
+    with store.use(job.model) as loaded:
+        model = text_model(loaded, job.model)
+        sent = sum(len(turn.content.encode()) for turn in plan.turns)
+        check_prompt_size(model, sent, job.prompt_param)
+        prompt = model.chat_prompt(plan.turns, plan.tools)
+        check_context(model, len(prompt), None, prompt_param=job.prompt_param)
+        return len(prompt)
+
+
+def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
+    """Every event of the generation; every error a request can cause comes before the first
+    (`Started`), so that a stream can still be refused with its status."""
+    plan = job.plan
+    request = SimpleNamespace(**job.sampling)
+    with store.use(job.model) as loaded:
+        model = text_model(loaded, job.model)
+        defaults = store.registry.resolve(job.model).parameters
+        sent = sum(len(turn.content.encode()) for turn in plan.turns)
+        check_prompt_size(model, sent, job.prompt_param)
+        prompt = model.chat_prompt(plan.turns, plan.tools)
+        budget = token_budget(job.budget, defaults)
+        named = job.budget is not None and not job.budget_is_ceiling
+        # A budget the client did not name (the model's or the operator's default) is cut to
+        # the room the prompt leaves, as OpenAI's default (the rest of the context) is.
+        check_context(
+            model,
+            len(prompt),
+            budget if named else None,
+            prompt_param=job.prompt_param,
+            budget_param=job.budget_param,
+        )
+        if budget is not None and not named:
+            budget = min(budget, model.context_length - len(prompt))
+        check_total_work(
+            model,
+            [len(prompt)],
+            job.n,
+            budget,
+            job.budget_param,
+            choices_param=job.choices_param,
+            budget_named=named,
+        )
+        check_logit_bias(model, request)
+        metering.count("prompt_tokens", len(prompt))  # output tokens count as generated
+        yield events.Started(len(prompt), model.fingerprint)
+
+        # All choices start now and run side by side; they are read one after the other.
+        generations = [
+            TextGeneration(
+                model,
+                prompt,
+                sampling_for(request, defaults, choice=index),
+                budget,
+                job.stops if plan.mode == "none" else (),
+                grammar=plan.grammar,
+                logprobs=job.top_logprobs,
+            )
+            for index in range(job.n)
+        ]
+        completion_tokens = 0
+        try:
+            for index, generation in enumerate(generations):
+                yield from _choice(index, generation, job)
+                completion_tokens += generation.completion_tokens
+        finally:
+            for generation in generations:
+                generation.close()
+        yield events.Usage(len(prompt), completion_tokens)
+
+
+def _choice(index: int, generation: TextGeneration, job: Generation) -> Iterator[events.Event]:
+    if job.plan.mode == "none":
+        for piece in generation:
+            yield events.TextDelta(index, piece.text, piece.tokens)
+        reason = generation.finish_reason or "stop"
+        stop = generation.stop_sequence
+    else:
+        answer = _Answer(index, job)
+        for piece in generation:
+            yield from answer.feed(piece)
+            if answer.stopped:
+                break
+        yield from answer.finish()
+        reason = generation.finish_reason or "stop"
+        stop = answer.stop_sequence
+        if answer.calls and reason != "length":
+            reason = "tool_calls"
+    if stop is not None:
+        reason = "stop_sequence"
+    yield events.Finished(index, reason, stop, generation.completion_tokens)  # type: ignore[arg-type]
+
+
+class _Answer:
+    """Generated text split into content and tool calls: a call starts with its id and name,
+    then comes its argument text as it is generated, then its end."""
+
+    def __init__(self, choice: int, job: Generation) -> None:
+        self._choice = choice
+        self._parser = tool_calls.ToolCallParser()
+        self._stops = StopMatcher(job.stops)  # they end text answers; calls end by the grammar
+        self._prefix = job.call_prefix
+        self._open: events.CallStarted | None = None
+        self._arguments: list[str] = []
+        self.stopped = False
+        self.calls = 0
+
+    @property
+    def stop_sequence(self) -> str | None:
+        return self._stops.matched
+
+    def feed(self, piece: Piece) -> Iterator[events.Event]:
+        return self._events(self._parser.feed(piece.text), piece)
+
+    def finish(self) -> Iterator[events.Event]:
+        yield from self._events(self._parser.finish(), Piece(""))
+        if not self.stopped and (held := self._stops.flush()):
+            yield events.TextDelta(self._choice, held)
+        yield from self._close_call()
+
+    def _events(self, parsed: Iterator[tool_calls.Event], piece: Piece) -> Iterator[events.Event]:
+        for event in parsed:
+            if self.stopped:
+                return
+            if isinstance(event, tool_calls.Text):
+                yield from self._close_call()
+                text, self.stopped = self._stops.feed(event.text)
+                if text:
+                    yield events.TextDelta(self._choice, text, piece.tokens)
+            elif isinstance(event, tool_calls.CallStarted):
+                yield from self._close_call()
+                self.calls += 1
+                call_id = new_id(self._prefix).replace("-", "_")
+                self._open = events.CallStarted(self._choice, event.index, call_id, event.name)
+                yield self._open
+            else:
+                self._arguments.append(event.text)
+                yield events.ArgumentsDelta(self._choice, event.index, event.text)
+        if self._open is not None and self._parser.calls > self._open.index:
+            yield from self._close_call()  # its arguments are complete
+
+    def _close_call(self) -> Iterator[events.Event]:
+        if self._open is None:
+            return
+        call, self._open = self._open, None
+        arguments, self._arguments = "".join(self._arguments), []
+        yield events.CallDone(self._choice, call.index, call.call_id, call.name, arguments)
