@@ -95,7 +95,9 @@ def sse(envelope: Callable[[StratusError], dict[str, Any]], named: bool) -> Fram
             b"",
         )
     return Framing(
-        lambda chunk: encode_event(chunk.to_json()), lambda error: error_event(error, envelope), DONE
+        lambda chunk: encode_event(chunk.to_json()),
+        lambda error: error_event(error, envelope),
+        DONE,
     )
 
 

@@ -29,10 +29,18 @@ from starlette.routing import Route
 
 from adapters import docs, playground
 from adapters.bodies import BodyReader
-from adapters.event_stream import RAW, SSE, EventStreamResponse, event_stream
-from adapters.operations import OPERATIONS, Operation, Publishing, find, requested_model, start
+from adapters.event_stream import RAW, EventStreamResponse, event_stream, sse
+from adapters.operations import (
+    OPERATIONS,
+    Operation,
+    Publishing,
+    Stateful,
+    find,
+    requested_model,
+    start,
+)
 from adapters.playground import ROUTE as PLAYGROUND
-from adapters.runtime import build_image_urls, build_store
+from adapters.runtime import build_image_urls, build_response_store, build_store
 from common import cancellation, metering
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
@@ -123,6 +131,7 @@ class Gateway:
     ) -> None:
         self.store = store
         self.image_urls = image_urls
+        self.responses = build_response_store(settings)
         self.platform = platform
         self.auth = ApiKeyAuth(settings.api_keys)
         self.metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
@@ -216,6 +225,10 @@ class Gateway:
                 if operation.publishes:
                     base_url = str(request.base_url).rstrip("/")
                     parsed = Publishing(parsed, self.image_urls, base_url)
+                if operation.stateful:
+                    parsed = Stateful(parsed, self.responses, request.state.owner)
+                if operation.stateful and not operation.inference:  # the store may be remote
+                    return await run_in_threadpool(operation.handle, parsed, self.store)
                 if not operation.inference:
                     return operation.handle(parsed, self.store)
                 return await self._infer(operation, parsed, request)
@@ -260,7 +273,10 @@ class Gateway:
         # sent; an unstarted one's never would. Its chunks are produced in the request's
         # context: the deadline and shutdown still stop it (a client that leaves now is seen
         # by the response, which closes the stream).
-        framing = RAW if isinstance(result, BinaryStream) else SSE
+        dialect = operation.dialect
+        framing = (
+            RAW if isinstance(result, BinaryStream) else sse(dialect.envelope, dialect.named_events)
+        )
         chunks = result.chunks if isinstance(result, BinaryStream) else result
 
         def end() -> None:  # the stream's last chunk went, or it was cut
@@ -350,18 +366,18 @@ class Gateway:
         request.state.record = record
         with metering.recording(record):
             try:
-                self.auth.check(
+                request.state.owner = self.auth.check(
                     request.headers.get("authorization"), request.headers.get("x-api-key")
                 )
                 result = await run()
             except StratusError as error:
                 self._finish(record, error.status, error.code)
-                return _error_response(error, request_id)
+                return _error_response(error, request_id, operation.dialect.envelope)
             except Exception:
                 log.exception("request %s failed", request_id)
                 error = InternalError(request_id)
                 self._finish(record, error.status, error.code)
-                return _error_response(error, request_id)
+                return _error_response(error, request_id, operation.dialect.envelope)
         # Where the time went until the answer (or a stream's first chunk) was ready.
         headers = {"x-request-id": request_id, "server-timing": record.server_timing()}
         if isinstance(result, OpenAIResponse):
@@ -385,9 +401,13 @@ async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
             return
 
 
-def _error_response(error: StratusError, request_id: str) -> Response:
+def _error_response(
+    error: StratusError,
+    request_id: str,
+    envelope: Callable[[StratusError], dict[str, Any]] = StratusError.envelope,
+) -> Response:
     headers = {"x-request-id": request_id, **error.headers}
-    return JSONResponse(error.envelope(), status_code=error.status, headers=headers)
+    return JSONResponse(envelope(error), status_code=error.status, headers=headers)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

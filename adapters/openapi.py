@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from adapters.operations import Operation
+from adapters.operations import Dialect, Operation
 from adapters.playground import ROUTE as PLAYGROUND
 from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.protocol.base import EXTENSION as EXTENSION_MARK
@@ -59,6 +59,16 @@ SSE_NOTE = (
     "`data: {json}` one of the schemas here; chat and completions end with `data: [DONE]`. "
     'An error after the first event is an event of its own: `data: {"error": {...}}`.'
 )
+NAMED_SSE_NOTE = (
+    "Streamed (`stream: true`): server-sent events named by their type (`event: <type>`, then "
+    "`data: {json}`, one of the schemas here), without a [DONE] sentinel. An error after the "
+    "first event is an event named `error`."
+)
+
+
+def error_responses(dialect: Dialect) -> str:
+    """The prefix of a dialect's shared error responses' names (OpenAI's have none)."""
+    return dialect.error_schema.__name__.removesuffix("ErrorResponse")
 
 
 def build_document(
@@ -66,7 +76,9 @@ def build_document(
 ) -> dict[str, Any]:
     requests = [op.body for op in operations if op.body is not None]
     answers = [m for op in operations for m in (*op.answers.json, *op.answers.events)]
-    schemas = _schemas(requests, [*answers, ErrorResponse])
+    dialects = list(dict.fromkeys(op.dialect for op in operations))
+    envelopes = [dialect.error_schema for dialect in dialects]
+    schemas = _schemas(requests, [*answers, ErrorResponse, *envelopes])
     paths: dict[str, Any] = {}
     for operation in operations:
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(
@@ -94,7 +106,10 @@ def build_document(
             "schemas": schemas,
             "securitySchemes": SECURITY_SCHEMES,
             "responses": {
-                name: _json_response(description, "ErrorResponse")
+                error_responses(dialect) + name: _json_response(
+                    description, dialect.error_schema.__name__
+                )
+                for dialect in dialects
                 for name, description in ERRORS.values()
             },
             "headers": {
@@ -162,7 +177,11 @@ def _operation(operation: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     doc["responses"] = {
         "200": _success(operation, schemas),
         **{
-            str(status): {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
+            str(status): {
+                "$ref": "#/components/responses/"
+                + error_responses(operation.dialect)
+                + ERRORS[status][0]
+            }
             for status in (INFERENCE_ERRORS if operation.inference else LISTING_ERRORS)
         },
     }
@@ -204,7 +223,7 @@ def _success(operation: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
             content[media] = {"schema": {"type": "string", "contentMediaType": media}}
     description = "OK."
     if answers.events:
-        description += " " + SSE_NOTE
+        description += " " + (NAMED_SSE_NOTE if operation.dialect.named_events else SSE_NOTE)
     return {
         "description": description,
         "headers": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,19 +27,43 @@ from common.protocol.audio import (
     TranscriptTextDone,
     TranslationRequest,
 )
-from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
+from common.protocol.base import BinaryResponse, BinaryStream, ErrorResponse, OpenAIResponse
 from common.protocol.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from common.protocol.completions import Completion, CompletionRequest, Edit, EditRequest
 from common.protocol.embeddings import EmbeddingList, EmbeddingRequest
 from common.protocol.images import ImageGenerationRequest, ImagesResponse
+from common.protocol.messages import (
+    Message,
+    MessageCountTokensRequest,
+    MessageCreateRequest,
+    MessagesErrorResponse,
+    MessageStreamEvent,
+    MessageTokensCount,
+)
+from common.protocol.messages import error_body as messages_error_body
 from common.protocol.models import Model, ModelList
+from common.protocol.responses import (
+    DeletedResponse,
+    InputItemList,
+    Response,
+    ResponsesRequest,
+    ResponseStreamEvent,
+)
 from common.store import ModelStore
 from handlers.chat import create_chat_completion
 from handlers.completions import create_completion
 from handlers.edits import create_edit
 from handlers.embeddings import create_embeddings
 from handlers.images import create_images
+from handlers.messages import count_message_tokens, create_message
 from handlers.models import list_models, retrieve_model
+from handlers.responses import (
+    create_response,
+    delete_response,
+    input_items_query,
+    list_input_items,
+    retrieve_response,
+)
 from handlers.speech import create_speech
 from handlers.transcriptions import create_transcription, create_translation
 from layers.audio_codec import MEDIA_TYPES as SPEECH_MEDIA_TYPES
@@ -69,6 +94,25 @@ class Answers:
 
 
 @dataclass(frozen=True)
+class Dialect:
+    """How an API family answers besides its bodies: its error envelope, and whether its
+    server-sent events are named (`event: <type>`, no [DONE]) as the Responses and Messages
+    APIs' are."""
+
+    envelope: Callable[[StratusError], dict[str, Any]] = StratusError.envelope
+    named_events: bool = False
+    error_schema: type[OpenAIResponse] = ErrorResponse  # the envelope's type, for the document
+
+
+OPENAI = Dialect()
+# OpenAI's Responses API: the same envelope, named events.
+RESPONSES = Dialect(named_events=True)
+# Anthropic's Messages API: its own envelope ({"type": "error", "error": {type, message}}),
+# named events.
+ANTHROPIC = Dialect(messages_error_body, named_events=True, error_schema=MessagesErrorResponse)
+
+
+@dataclass(frozen=True)
 class Operation:
     name: str  # OpenAI's operationId: the document's, the metrics' and the cost line's name
     method: str
@@ -82,6 +126,8 @@ class Operation:
     form: bool = False  # a multipart upload (fields and a `file`), not a JSON body
     publishes: bool = False  # may answer with URLs of files: the adapter says where they go
     query: tuple[tuple[str, str], ...] = ()  # query parameters: (name, description)
+    dialect: Dialect = OPENAI
+    stateful: bool = False  # reads or writes stored responses: the adapter gives it the store
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -114,9 +160,19 @@ class Publishing:
     base_url: str | None = None
 
 
+@dataclass(frozen=True)
+class Stateful:
+    """A parsed request of an operation that keeps state between requests (stored responses):
+    with the store, and the caller who owns what it writes and may read it back."""
+
+    request: Any
+    responses: Any  # common.response_store.ResponseStore
+    owner: str
+
+
 def requested_model(parsed: Any) -> str:
     """The model id a parsed inference request names (or its operation's default)."""
-    if isinstance(parsed, Publishing):
+    if isinstance(parsed, Publishing | Stateful):
         parsed = parsed.request
     elif isinstance(parsed, tuple):  # an upload: (its form fields, the audio)
         parsed = parsed[0]
@@ -224,6 +280,74 @@ OPERATIONS = (
         summary="Images: pictures drawn from a prompt, inline or as URLs",
         answers=Answers(json=(ImagesResponse,)),
         publishes=True,
+    ),
+    _posted(
+        "createResponse",
+        "/responses",
+        ResponsesRequest,
+        create_response,
+        summary="Responses: a model's response to input items, with tools, structured output "
+        "and stored conversations (previous_response_id)",
+        answers=Answers(json=(Response,), events=typing.get_args(ResponseStreamEvent)),
+        dialect=RESPONSES,
+        stateful=True,
+    ),
+    Operation(
+        "listInputItems",
+        "GET",
+        "/responses/{response_id}/input_items",
+        lambda body, params: (params["response_id"], input_items_query(params)),
+        list_input_items,
+        inference=False,
+        summary="The input items of a stored response",
+        query=(
+            ("limit", "Items to list, 1 to 100 (default 20)."),
+            ("order", "asc or desc (default desc: newest first)."),
+            ("after", "An item id: list the items after it."),
+        ),
+        answers=Answers(json=(InputItemList,)),
+        stateful=True,
+    ),
+    Operation(
+        "getResponse",
+        "GET",
+        "/responses/{response_id}",
+        lambda body, params: params["response_id"],
+        retrieve_response,
+        inference=False,
+        summary="A stored response, by its id (only with the key that created it)",
+        answers=Answers(json=(Response,)),
+        stateful=True,
+    ),
+    Operation(
+        "deleteResponse",
+        "DELETE",
+        "/responses/{response_id}",
+        lambda body, params: params["response_id"],
+        delete_response,
+        inference=False,
+        summary="Deletes a stored response",
+        answers=Answers(json=(DeletedResponse,)),
+        stateful=True,
+    ),
+    _posted(
+        "createMessage",
+        "/messages",
+        MessageCreateRequest,
+        create_message,
+        summary="Messages: Anthropic's Messages API (the anthropic SDK, Claude Code) over the "
+        "same generation, with tools and structured output",
+        answers=Answers(json=(Message,), events=typing.get_args(MessageStreamEvent)),
+        dialect=ANTHROPIC,
+    ),
+    _posted(
+        "countMessageTokens",
+        "/messages/count_tokens",
+        MessageCountTokensRequest,
+        count_message_tokens,
+        summary="The input tokens a message would count, without generating it (Anthropic's)",
+        answers=Answers(json=(MessageTokensCount,)),
+        dialect=ANTHROPIC,
     ),
     Operation(
         "listModels",

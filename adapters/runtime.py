@@ -1,4 +1,5 @@
-"""The composition root: settings -> registry, disk cache, S3, fetcher, engines, store.
+"""The composition root: settings -> registry, disk cache, S3, fetcher, engines, store,
+stored responses.
 
 Every adapter (HTTP, CLI, and later Lambda and RunPod) builds its store here, once per process.
 """
@@ -11,6 +12,7 @@ from common.disk_cache import DiskCache
 from common.fetch import ModelFetcher
 from common.image_urls import ImageUrls, NoImageUrls, S3ImageUrls, ServedImages
 from common.registry import Registry, load_registry
+from common.response_store import ResponseStore, response_store_from_setting
 from common.s3 import S3, S3Settings
 from common.settings import Settings
 from common.store import ModelStore
@@ -61,3 +63,17 @@ def build_image_urls(settings: Settings, platform: str, serves_files: bool) -> I
             settings.generated_images_dir, settings.image_url_ttl, settings.public_url
         )
     return NoImageUrls(platform)
+
+
+def build_response_store(settings: Settings) -> ResponseStore:
+    """Where stored responses live (STRATUS_RESPONSES_STORE): a SQLite file, by default in the
+    cache directory, or S3. Nothing is opened here: the file or the S3 client on first use.
+    Raises ValueError for a setting it cannot read."""
+    s3 = S3(S3Settings(max_concurrency=settings.s3_concurrency))
+    return response_store_from_setting(
+        settings.responses_store,
+        settings.responses_path,
+        settings.responses_ttl,
+        settings.responses_max_bytes,
+        lambda: s3.client,
+    )

@@ -27,9 +27,11 @@ class ApiKeyAuth:
     def enabled(self) -> bool:
         return bool(self._digests)
 
-    def check(self, authorization: str | None, x_api_key: str | None = None) -> None:
+    def check(self, authorization: str | None, x_api_key: str | None = None) -> str:
+        """The caller's identity (an owner of stored state: a digest of its key, "" when no
+        keys are set), or Unauthorized."""
         if not self.enabled:
-            return
+            return ""
         presented = x_api_key
         if authorization:
             scheme, _, token = authorization.partition(" ")
@@ -47,6 +49,9 @@ class ApiKeyAuth:
             matched |= hmac.compare_digest(digest, known)
         if not matched:
             raise Unauthorized("Incorrect API key provided.")
+        # Another digest than the one compared against: an owner id written to a store says
+        # nothing that would help to check a guessed key offline faster than the key itself.
+        return hashlib.sha256(b"stratus-owner:" + presented.encode()).hexdigest()[:32]
 
 
 def _basic_password(token: str) -> str | None:

@@ -152,6 +152,28 @@ class Settings(BaseSettings):
         "serves; empty: taken from each request.",
     )
 
+    responses_store: str = Field(
+        "",
+        validation_alias=AliasChoices("STRATUS_RESPONSES_STORE", "responses_store"),
+        description="Where stored responses (the Responses API's `store`, "
+        "`previous_response_id`) are kept: empty for a SQLite file in the cache directory (on "
+        "RunPod, the network volume), a path or sqlite:///path, or s3://BUCKET[/PREFIX] shared "
+        "by a fleet.",
+    )
+    responses_ttl: float = Field(
+        30 * 24 * 3600,
+        ge=60,
+        validation_alias=AliasChoices("STRATUS_RESPONSES_TTL", "responses_ttl"),
+        description="Seconds a stored response is kept (OpenAI keeps them 30 days).",
+    )
+    responses_max_mb: float = Field(
+        16,
+        gt=0,
+        validation_alias=AliasChoices("STRATUS_RESPONSES_MAX_MB", "responses_max_mb"),
+        description="Largest stored response, conversation included, in MiB; a larger one is "
+        "a 400 that asks for `store: false`.",
+    )
+
     fetch_allow: str = Field(
         "",
         validation_alias=AliasChoices("STRATUS_FETCH_ALLOW", "fetch_allow"),
@@ -199,6 +221,14 @@ class Settings(BaseSettings):
     @property
     def generated_images_dir(self) -> Path:
         return self.image_dir or self.cache_dir / "generated-images"
+
+    @property
+    def responses_path(self) -> Path:
+        return self.cache_dir / "responses.sqlite3"
+
+    @property
+    def responses_max_bytes(self) -> int:
+        return int(self.responses_max_mb * 1024 * 1024)
 
     @property
     def api_keys(self) -> tuple[str, ...]:

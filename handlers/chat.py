@@ -106,12 +106,17 @@ class _Chunks:
             delta = ChoiceDelta(content=event.text)
         elif isinstance(event, events.CallStarted):
             function = FunctionCallDelta(name=event.name, arguments="")
-            delta = ChoiceDelta(
-                tool_calls=[
-                    ToolCallDelta(index=event.index, id=event.call_id, type="function",
-                                  function=function)
-                ]
-            ) if not self._legacy else ChoiceDelta(function_call=function)
+            delta = (
+                ChoiceDelta(
+                    tool_calls=[
+                        ToolCallDelta(
+                            index=event.index, id=event.call_id, type="function", function=function
+                        )
+                    ]
+                )
+                if not self._legacy
+                else ChoiceDelta(function_call=function)
+            )
             logprobs = None
         elif isinstance(event, events.ArgumentsDelta):
             function = FunctionCallDelta(arguments=event.text)

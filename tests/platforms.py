@@ -45,11 +45,17 @@ class Answer:
 
 
 def sse(text: str) -> list[Any]:
+    """The data of every event; a named event's `event:` line must equal its data's type."""
     events = []
     for block in text.split("\n\n"):
+        name = None
+        if block.startswith("event: "):
+            head, _, block = block.partition("\n")
+            name = head.removeprefix("event: ")
         if block.startswith("data: "):
             data = block.removeprefix("data: ")
             events.append(data if data == "[DONE]" else json.loads(data))
+            assert name is None or events[-1]["type"] == name, block
     return events
 
 
@@ -68,7 +74,10 @@ def from_job_outputs(outputs: list[Any]) -> Answer:
         assert len({output["content_type"] for output in outputs}) == 1
         return Answer(200, audio=b"".join(base64.b64decode(o["data"]) for o in outputs))
     [output] = outputs
-    return Answer(output.get("status", 200) if "error" in output else 200, output)
+    # An error's output carries its status beside the envelope (a Response has "error": null
+    # and a status of its own, a word).
+    status = output.get("status") if output.get("error") is not None else 200
+    return Answer(status if isinstance(status, int) else 200, output)
 
 
 class Platforms:

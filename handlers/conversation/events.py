@@ -82,4 +82,13 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-Event = Started | TextDelta | ReasoningDelta | CallStarted | ArgumentsDelta | CallDone | Finished | Usage
+Event = (
+    Started
+    | TextDelta
+    | ReasoningDelta
+    | CallStarted
+    | ArgumentsDelta
+    | CallDone
+    | Finished
+    | Usage
+)

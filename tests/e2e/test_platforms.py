@@ -219,3 +219,34 @@ def test_runpod_job_shapes_normalise(job_input, expected):
 def test_runpod_bad_job_shapes_are_400(job_input):
     with pytest.raises(InvalidRequest):
         normalize_job(job_input)
+
+
+RESPONSE = {"model": "gpt-4", "input": "Hello!", "max_output_tokens": 8, "temperature": 0}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_responses_are_the_same_everywhere(platforms, platform):
+    expected = platforms.call("http", "POST", "/v1/responses", {**RESPONSE, "store": False})
+    answer = platforms.call(platform, "POST", "/v1/responses", RESPONSE)
+    assert answer.status == 200, answer.body
+    assert answer.body["output"][0]["content"] == expected.body["output"][0]["content"]
+    assert answer.body["usage"] == expected.body["usage"]
+    streamed = platforms.call(platform, "POST", "/v1/responses", {**RESPONSE, "stream": True})
+    assert [e["sequence_number"] for e in streamed.events] == list(range(len(streamed.events)))
+    final = streamed.events[-1]["response"]
+    assert final["output"][0]["content"] == expected.body["output"][0]["content"]
+    # What this platform stored, it reads back (its own store: a volume or a bucket).
+    stored = platforms.call(platform, "GET", f"/v1/responses/{answer.body['id']}")
+    assert stored.status == 200 and stored.body["id"] == answer.body["id"]
+    follow = {**RESPONSE, "previous_response_id": answer.body["id"], "store": False}
+    assert platforms.call(platform, "POST", "/v1/responses", follow).status == 200
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_responses_errors_are_the_same_everywhere(platforms, platform):
+    bad = {**RESPONSE, "input": [{"type": "function_call_output", "call_id": "x", "output": "y"}]}
+    answer = platforms.call(platform, "POST", "/v1/responses", bad)
+    assert answer.status == 400
+    assert answer.body["error"]["param"] == "input[0].call_id"
+    missing = platforms.call(platform, "GET", "/v1/responses/resp_nothing_here")
+    assert missing.status == 404 and missing.body["error"]["code"] == "response_not_found"

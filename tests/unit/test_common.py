@@ -39,7 +39,9 @@ def test_settings_read_the_environment(monkeypatch):
 def test_sse_framing():
     assert encode_event('{"a":1}') == b'data: {"a":1}\n\n'
     assert DONE == b"data: [DONE]\n\n"
-    assert error_event(NotFound("gone"), NotFound.envelope).startswith(b'data: {"error": {"message": "gone"')
+    assert error_event(NotFound("gone"), NotFound.envelope).startswith(
+        b'data: {"error": {"message": "gone"'
+    )
 
 
 def test_stop_matcher_holds_back_partial_stops():

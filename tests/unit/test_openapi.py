@@ -21,6 +21,8 @@ from adapters.http import create_app
 from adapters.openapi import EXTENSION, build_document
 from adapters.operations import OPERATIONS
 from common.errors import InvalidRequest, ModelNotFound, Overloaded
+from common.protocol.base import ErrorResponse
+from common.protocol.messages import error_body as messages_error_body
 from common.settings import Settings
 from tests.openai_spec import request_fields
 from tests.unit.fakes import FakeTextModel, fake_store
@@ -72,17 +74,22 @@ def test_the_document_lists_exactly_the_routes_of_the_gateway(app, document):
 
 
 def test_every_operation_answers_its_errors_in_the_envelope(document):
+    envelopes = {(op.method.lower(), op.path): op.dialect.error_schema for op in OPERATIONS}
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if method == "servers":
                 continue
+            envelope = envelopes.get((method, path), ErrorResponse).__name__
             for status, response in operation["responses"].items():
                 if status != "200":
                     name = response["$ref"].rsplit("/", 1)[-1]
                     schema = document["components"]["responses"][name]["content"]
-                    assert schema["application/json"]["schema"]["$ref"].endswith(
-                        "/ErrorResponse"
-                    ), (path, status)
+                    assert schema["application/json"]["schema"]["$ref"].endswith(f"/{envelope}"), (
+                        path,
+                        status,
+                    )
+    anthropic = validator(document, "MessagesErrorResponse")
+    anthropic.validate(messages_error_body(InvalidRequest("bad", param="n")))
     envelope = validator(document, "ErrorResponse")
     for error in (InvalidRequest("bad", param="n"), ModelNotFound("m"), Overloaded("busy")):
         envelope.validate(error.envelope())
@@ -102,8 +109,13 @@ def test_streams_uploads_and_security_are_described(document):
     assert "security" not in document["paths"]["/metrics"]["get"]  # the document's: a key
 
 
-@pytest.mark.parametrize("operation", [op for op in OPERATIONS if op.body], ids=lambda o: o.name)
+@pytest.mark.parametrize(
+    "operation",
+    [op for op in OPERATIONS if op.body and op.dialect.error_schema is ErrorResponse],
+    ids=lambda o: o.name,
+)
 def test_extensions_are_exactly_the_fields_openai_lacks(document, operation):
+    """(Of OpenAI's operations: Anthropic's Messages API is Anthropic's, field for field.)"""
     spec = "openapi-2023-12-22-edits.yaml" if operation.path == "/edits" else "openapi.yaml"
     openai = request_fields(operation.method, operation.path, spec)
     properties = document["components"]["schemas"][operation.body.__name__]["properties"]

@@ -1,0 +1,253 @@
+"""The Responses API's input items and tools, read item by item into a conversation.
+
+Each item is checked where it stands, so a bad one is a 400 naming its place (`input[2].call_id`);
+the items are also normalised (ids, statuses, text content) as they are stored and listed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from common.errors import InvalidRequest
+from common.protocol.base import new_id, parse_request
+from common.protocol.responses import FunctionTool
+from handlers.conversation.plan import answered_call, check_unique, tool_spec
+from layers.text import ChatTurn, ToolCall, ToolSpec
+
+log = logging.getLogger("stratus.responses")
+
+_ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
+_TEXT_PARTS = {"input_text", "output_text", "text", "refusal", "summary_text"}
+# A namespaced function is offered to the model under one name: namespace + this + name.
+NAMESPACE_SEPARATOR = "__"
+
+
+@dataclass
+class Tools:
+    """The function tools a request offers, and how the model's names map back to them."""
+
+    specs: list[ToolSpec] = field(default_factory=list)
+    namespaces: dict[str, tuple[str, str]] = field(default_factory=dict)  # model name -> (ns, name)
+    echoed: list[dict[str, Any]] = field(default_factory=list)  # as the response lists them
+
+    def called(self, model_name: str) -> tuple[str | None, str]:
+        """(namespace, name) of a function the model called."""
+        if model_name in self.namespaces:
+            return self.namespaces[model_name]
+        return None, model_name
+
+
+def read_tools(tools: Sequence[Mapping[str, Any]] | None) -> Tools:
+    """Function tools and the functions of `namespace` tools; other tool types (web_search,
+    local_shell, file_search, mcp, ...) are tools Stratus cannot run: skipped, and logged, so
+    that a client offering them still gets its functions."""
+    read = Tools()
+    params: list[str] = []
+    for i, tool in enumerate(tools or []):
+        kind = tool.get("type")
+        if kind == "function":
+            function = _function(tool, f"tools[{i}]")
+            read.specs.append(
+                tool_spec(function.name, function.description, function.parameters, f"tools[{i}]")
+            )
+            params.append(f"tools[{i}].name")
+            # strict: the grammar enforces every function's parameters, whatever was asked.
+            read.echoed.append({**function.model_dump(), "strict": True})
+        elif kind == "namespace":
+            namespace = tool.get("name")
+            if not isinstance(namespace, str) or not namespace:
+                raise InvalidRequest("A namespace tool needs a name.", param=f"tools[{i}].name")
+            members = tool.get("tools")
+            if not isinstance(members, list):
+                raise InvalidRequest("A namespace tool needs its tools.", param=f"tools[{i}].tools")
+            for j, member in enumerate(members):
+                if not isinstance(member, Mapping) or member.get("type") != "function":
+                    log.info("skipped a tool of namespace %r that is not a function", namespace)
+                    continue
+                function = _function(member, f"tools[{i}].tools[{j}]")
+                exposed = f"{namespace}{NAMESPACE_SEPARATOR}{function.name}"
+                read.specs.append(
+                    tool_spec(
+                        exposed,
+                        function.description,
+                        function.parameters,
+                        f"tools[{i}].tools[{j}]",
+                    )
+                )
+                read.namespaces[exposed] = (namespace, function.name)
+                params.append(f"tools[{i}].tools[{j}].name")
+            read.echoed.append(dict(tool))
+        elif isinstance(kind, str):
+            log.info("skipped a tool of type %r: Stratus runs function tools only", kind)
+        else:
+            raise InvalidRequest("A tool needs a type.", param=f"tools[{i}].type")
+    check_unique(read.specs, params)
+    return read
+
+
+def _function(tool: Mapping[str, Any], param: str) -> FunctionTool:
+    try:
+        return FunctionTool.model_validate(tool)
+    except ValidationError:
+        parse_request(FunctionTool, dict(tool))  # raises, naming the field
+        raise  # pragma: no cover
+
+
+def model_name(namespace: str | None, name: str) -> str:
+    return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+
+
+def normalise(raw: str | Sequence[Any], param: str = "input") -> list[dict[str, Any]]:
+    """Input items in their stored form: each with an id, a status, text content parts."""
+    if isinstance(raw, str):
+        raw = [{"role": "user", "content": raw}]
+    items = []
+    for i, item in enumerate(raw):
+        where = f"{param}[{i}]"
+        if not isinstance(item, Mapping):
+            raise InvalidRequest("An input item must be a JSON object.", param=where)
+        kind = item.get("type", "message")
+        if kind == "message":
+            items.append(_message(item, where))
+        elif kind == "function_call":
+            call = {
+                "type": "function_call",
+                "id": _string(item, "id", where, new_id("fc")),
+                "call_id": _string(item, "call_id", where),
+                "name": _string(item, "name", where),
+                "arguments": _string(item, "arguments", where),
+                "status": "completed",
+            }
+            if item.get("namespace") is not None:
+                call["namespace"] = _string(item, "namespace", where)
+            items.append(call)
+        elif kind == "function_call_output":
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "id": _string(item, "id", where, new_id("fco")),
+                    "call_id": _string(item, "call_id", where),
+                    "output": _output(item, where),
+                    "status": "completed",
+                }
+            )
+        elif kind == "reasoning":
+            if item.get("encrypted_content") is not None:
+                raise InvalidRequest(
+                    "This reasoning item's encrypted_content was not made by this server.",
+                    param=f"{where}.encrypted_content",
+                )
+            # Earlier reasoning is left out of the prompt (as a model's template leaves it).
+            items.append(
+                {
+                    "type": "reasoning",
+                    "id": _string(item, "id", where, new_id("rs")),
+                    "summary": [],
+                    "status": "completed",
+                }
+            )
+        else:
+            raise InvalidRequest(
+                f"Input items of type '{kind}' are not supported here (message, function_call, "
+                "function_call_output and reasoning are).",
+                param=f"{where}.type",
+            )
+    return items
+
+
+def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in _ROLES:
+        raise InvalidRequest(
+            "A message's role must be user, system, developer or assistant.", param=f"{where}.role"
+        )
+    content = item.get("content")
+    kind = "output_text" if role == "assistant" else "input_text"
+    if isinstance(content, str):
+        parts = [{"type": kind, "text": content}]
+    elif isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            part_type = part.get("type") if isinstance(part, Mapping) else None
+            if part_type not in _TEXT_PARTS:
+                raise InvalidRequest(
+                    f"This model reads text only; content parts of type '{part_type}' are not "
+                    "supported.",
+                    param=f"{where}.content[{j}].type",
+                )
+            text = part.get("text", part.get("refusal"))
+            if not isinstance(text, str):
+                raise InvalidRequest("A text part needs its text.", param=f"{where}.content[{j}]")
+            parts.append({"type": kind, "text": text})
+    else:
+        raise InvalidRequest(
+            "A message's content is a string or a list of content parts.",
+            param=f"{where}.content",
+        )
+    message = {
+        "type": "message",
+        "id": _string(item, "id", where, new_id("msg")),
+        "role": role,
+        "content": parts,
+        "status": "completed",
+    }
+    return message
+
+
+def _output(item: Mapping[str, Any], where: str) -> str:
+    output = item.get("output")
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):  # text parts only
+        texts = []
+        for j, part in enumerate(output):
+            if not isinstance(part, Mapping) or part.get("type") not in _TEXT_PARTS:
+                raise InvalidRequest(
+                    "A function call's output is text; only text parts are supported.",
+                    param=f"{where}.output[{j}]",
+                )
+            texts.append(str(part.get("text", "")))
+        return "".join(texts)
+    raise InvalidRequest("A function call output needs its output.", param=f"{where}.output")
+
+
+def _string(item: Mapping[str, Any], name: str, where: str, default: str | None = None) -> str:
+    value = item.get(name, default)
+    if not isinstance(value, str) or (default is None and not value):
+        raise InvalidRequest(
+            f"'{where}.{name}' must be a non-empty string.", param=f"{where}.{name}"
+        )
+    return value
+
+
+def turns_of(
+    items: Sequence[Mapping[str, Any]], instructions: str | None, first_param: int
+) -> list[ChatTurn]:
+    """A conversation's stored items (earlier turns, then this request's, whose `input[i]`
+    starts at `first_param`) as chat turns."""
+    turns: list[ChatTurn] = [ChatTurn("system", instructions)] if instructions else []
+    calls: dict[str, str] = {}
+    for index, item in enumerate(items):
+        where = f"input[{index - first_param}]" if index >= first_param else "previous_response_id"
+        kind = item["type"]
+        if kind == "message":
+            text = "".join(part["text"] for part in item["content"])
+            turns.append(ChatTurn(_ROLES[item["role"]], text))
+        elif kind == "function_call":
+            name = model_name(item.get("namespace"), item["name"])
+            call = ToolCall(item["call_id"], name, item["arguments"])
+            calls[call.id] = name
+            last = turns[-1] if turns else None
+            if last is not None and last.role == "assistant":
+                turns[-1] = ChatTurn("assistant", last.content, (*last.tool_calls, call))
+            else:
+                turns.append(ChatTurn("assistant", "", (call,)))
+        elif kind == "function_call_output":
+            name = answered_call(calls, item["call_id"], f"{where}.call_id")
+            turns.append(ChatTurn("tool", item["output"], (), item["call_id"], name))
+    return turns

@@ -1,0 +1,311 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API, the conversation's
+events rendered as Messages stream events (and collected into one Message when not streamed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+from pydantic_core import from_json
+
+from common.errors import InvalidRequest
+from common.protocol.base import new_id
+from common.protocol.messages import (
+    ContentBlockDeltaEvent,
+    ContentBlockParam,
+    ContentBlockStartEvent,
+    ContentBlockStopEvent,
+    CustomToolParam,
+    InputJsonDelta,
+    Message,
+    MessageCountTokensRequest,
+    MessageCreateRequest,
+    MessageDelta,
+    MessageDeltaEvent,
+    MessageDeltaUsage,
+    MessageStartEvent,
+    MessageStopEvent,
+    MessageStreamEvent,
+    MessageTokensCount,
+    MessageUsage,
+    PingEvent,
+    SignatureDelta,
+    TextBlock,
+    TextBlockDelta,
+    ThinkingBlock,
+    ThinkingBlockDelta,
+    ToolChoiceToolParam,
+    ToolUseBlock,
+)
+from common.store import ModelStore
+from handlers.conversation import events
+from handlers.conversation.generate import Generation, count_prompt, generate
+from handlers.conversation.plan import (
+    ChatPlan,
+    NamedChoice,
+    ToolChoice,
+    answered_call,
+    check_unique,
+    make_plan,
+    tool_spec,
+)
+from layers.text import ChatTurn, ToolCall, ToolSpec
+
+log = logging.getLogger("stratus.messages")
+
+STOP_REASONS = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens",
+                "tool_calls": "tool_use"}  # fmt: skip
+CHOICES: dict[str, ToolChoice] = {"auto": "auto", "any": "required", "none": "none"}
+THINKING = ("thinking", "redacted_thinking")  # old thinking: left out of the prompt
+
+
+def create_message(
+    request: MessageCreateRequest, store: ModelStore
+) -> Message | Iterator[MessageStreamEvent]:
+    stream = _render(request, store)
+    return stream if request.stream else _collect(stream)
+
+
+def count_message_tokens(
+    request: MessageCountTokensRequest, store: ModelStore
+) -> MessageTokensCount:
+    """The usage.input_tokens the same message would have."""
+    return MessageTokensCount(input_tokens=count_prompt(message_generation(request), store))
+
+
+def message_generation(request: MessageCountTokensRequest) -> Generation:
+    budget = getattr(request, "max_tokens", None)
+    sampling = {name: getattr(request, name, None) for name in ("temperature", "top_p", "top_k")}
+    return Generation(
+        model=request.model,
+        plan=message_plan(request),
+        sampling=sampling,
+        budget=budget,
+        budget_is_ceiling=True,
+        stops=tuple(getattr(request, "stop_sequences", None) or ()),
+        call_prefix="toolu",
+    )
+
+
+def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
+    """Custom tools (server tools skipped), the tool choice and the output format as a plan."""
+    tools: list[ToolSpec] = []
+    names: list[str] = []
+    for i, tool in enumerate(request.tools or []):
+        if not isinstance(tool, CustomToolParam):
+            log.info("skipped the server tool %r of type %r: not served here", tool.name, tool.type)
+            continue
+        tools.append(_tool_spec(tool.name, tool.description, tool.input_schema, f"tools[{i}]"))
+        names.append(f"tools[{i}].name")
+    check_unique(tools, names)
+    choice = request.tool_choice
+    parallel = not (choice and choice.disable_parallel_tool_use)
+    mapped: ToolChoice = None
+    if isinstance(choice, ToolChoiceToolParam):
+        mapped = NamedChoice(choice.name)
+    elif choice is not None:
+        mapped = CHOICES[choice.type]
+    output = request.output_config.format if request.output_config else None
+    return make_plan(
+        message_turns(request),
+        tools,
+        mapped,
+        parallel,
+        ("json_schema", output.json_schema) if output else ("text", None),
+        format_param="output_config.format",
+        schema_param="output_config.format.schema",
+    )
+
+
+def _tool_spec(name: str, description: str | None, schema: dict | None, param: str) -> ToolSpec:
+    """plan.tool_spec, its errors naming `input_schema` (Anthropic's name for `parameters`)."""
+    try:
+        return tool_spec(name, description, schema, param)
+    except InvalidRequest as error:
+        wrong, right = f"{param}.parameters", f"{param}.input_schema"
+        raise InvalidRequest(
+            error.message.replace(wrong, right),
+            param=(error.param or "").replace(wrong, right) or None,
+            code=error.code,
+        ) from None
+
+
+def message_turns(request: MessageCountTokensRequest) -> list[ChatTurn]:
+    """The system text and the messages as turns. A user message's tool results become tool
+    turns, its text a user turn after them; old thinking is dropped; a block a text model
+    cannot read, or a result answering no earlier tool_use, is a 400."""
+    system = request.system
+    if isinstance(system, list):
+        system = "\n\n".join(block.text for block in system)
+    turns = [ChatTurn("system", system)] if system else []
+    calls: dict[str, str] = {}  # tool_use id -> tool name, of the calls made so far
+    for i, message in enumerate(request.messages):
+        if isinstance(message.content, str):
+            turns.append(ChatTurn(message.role, message.content))
+            continue
+        texts: list[str] = []
+        made: list[ToolCall] = []
+        results: list[ChatTurn] = []
+        for j, block in enumerate(message.content):
+            param = f"messages[{i}].content[{j}]"
+            kind = (message.role, block.type)
+            if block.type == "text":
+                texts.append(block.text or "")
+            elif kind == ("assistant", "tool_use"):
+                assert block.id and block.name
+                made.append(ToolCall(block.id, block.name, json.dumps(block.input)))
+            elif kind == ("user", "tool_result"):
+                assert block.tool_use_id is not None
+                name = answered_call(calls, block.tool_use_id, f"{param}.tool_use_id")
+                text = _result_text(block, param)
+                results.append(ChatTurn("tool", text, (), block.tool_use_id, name))
+            elif message.role == "assistant" and block.type in THINKING:
+                continue
+            else:
+                raise InvalidRequest(_refusal(message.role, block.type), param=f"{param}.type")
+        calls.update((call.id, call.name) for call in made)
+        turns.extend(results)
+        if texts or made or not results and message.role == "user":
+            turns.append(ChatTurn(message.role, "\n\n".join(texts), tuple(made)))
+    return turns
+
+
+def _refusal(role: str, kind: str) -> str:
+    if kind in ("tool_use", *THINKING):
+        return f"A '{kind}' block belongs in an assistant message, not a {role} message."
+    if kind == "tool_result":
+        return "A 'tool_result' block belongs in a user message, not an assistant message."
+    return f"This model reads text only; content blocks of type '{kind}' are not supported."
+
+
+def _result_text(block: ContentBlockParam, param: str) -> str:
+    content = block.content or ""
+    if not isinstance(content, str):
+        for k, part in enumerate(content):
+            if part.type != "text":
+                raise InvalidRequest(
+                    _refusal("user", part.type), param=f"{param}.content[{k}].type"
+                )
+        content = "\n\n".join(part.text or "" for part in content)
+    return f"Error: {content}" if block.is_error else content
+
+
+def _render(request: MessageCreateRequest, store: ModelStore) -> Iterator[MessageStreamEvent]:
+    """Every message, streamed or not, is this stream of events; errors come before the first."""
+    job = message_generation(request)
+    message_id = new_id("msg").replace("-", "_")
+    blocks = _Blocks()
+    prompt_tokens, finished = 0, events.Finished(0, "stop")
+    for event in generate(job, store):
+        if isinstance(event, events.Started):
+            prompt_tokens = event.prompt_tokens
+            usage = MessageUsage(input_tokens=prompt_tokens, output_tokens=0)
+            start = Message(id=message_id, model=request.model, content=[], usage=usage)
+            yield MessageStartEvent(message=start)
+            yield PingEvent()
+        elif isinstance(event, events.Finished):
+            yield from blocks.close()
+            finished = event
+        elif isinstance(event, events.Usage):
+            delta = MessageDelta(
+                stop_reason=STOP_REASONS[finished.reason],  # type: ignore[arg-type]
+                stop_sequence=finished.stop_sequence,
+            )
+            usage = MessageDeltaUsage(
+                output_tokens=event.completion_tokens, input_tokens=prompt_tokens
+            )
+            yield MessageDeltaEvent(delta=delta, usage=usage)
+            yield MessageStopEvent()
+        else:
+            yield from blocks.render(event)
+
+
+class _Blocks:
+    """Deltas as content blocks, indexed from 0: a text block opens on the first text, a
+    thinking block on the first reasoning (closed by an empty signature, as there is none to
+    give), a tool_use block on a call's start; a block of another kind closes the open one."""
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.kind: str | None = None  # the open block's
+
+    def render(self, event: events.Event) -> Iterator[MessageStreamEvent]:
+        if isinstance(event, events.TextDelta) and event.text:
+            yield from self._open("text", TextBlock(text=""))
+            yield self._delta(TextBlockDelta(text=event.text))
+        elif isinstance(event, events.ReasoningDelta) and event.text:
+            yield from self._open("thinking", ThinkingBlock(thinking=""))
+            yield self._delta(ThinkingBlockDelta(thinking=event.text))
+        elif isinstance(event, events.CallStarted):
+            yield from self.close()
+            block = ToolUseBlock(id=event.call_id, name=event.name, input={})
+            yield from self._open("tool_use", block)
+        elif isinstance(event, events.ArgumentsDelta) and event.text:
+            yield self._delta(InputJsonDelta(partial_json=event.text))
+        elif isinstance(event, events.CallDone):
+            yield from self.close()
+
+    def close(self) -> Iterator[MessageStreamEvent]:
+        if self.kind == "thinking":
+            yield self._delta(SignatureDelta(signature=""))
+        if self.kind is not None:
+            yield ContentBlockStopEvent(index=self.index)
+        self.kind = None
+
+    def _open(
+        self, kind: str, block: TextBlock | ThinkingBlock | ToolUseBlock
+    ) -> Iterator[MessageStreamEvent]:
+        if self.kind == kind and kind != "tool_use":
+            return
+        yield from self.close()
+        self.index += 1
+        self.kind = kind
+        yield ContentBlockStartEvent(index=self.index, content_block=block)
+
+    def _delta(
+        self, delta: TextBlockDelta | InputJsonDelta | ThinkingBlockDelta | SignatureDelta
+    ) -> ContentBlockDeltaEvent:
+        return ContentBlockDeltaEvent(index=self.index, delta=delta)
+
+
+def _collect(stream: Iterator[MessageStreamEvent]) -> Message:
+    """The stream gathered back into one Message: deltas joined, each call's input parsed
+    (what a call cut short by max_tokens had, for a partial one)."""
+    message: Message | None = None
+    parts: list[list[str]] = []
+    for event in stream:
+        if isinstance(event, MessageStartEvent):
+            message = event.message
+        elif isinstance(event, ContentBlockStartEvent):
+            assert message is not None
+            message.content.append(event.content_block.model_copy())
+            parts.append([])
+        elif isinstance(event, ContentBlockDeltaEvent):
+            delta = event.delta
+            if isinstance(delta, TextBlockDelta):
+                parts[event.index].append(delta.text)
+            elif isinstance(delta, InputJsonDelta):
+                parts[event.index].append(delta.partial_json)
+            elif isinstance(delta, ThinkingBlockDelta):
+                parts[event.index].append(delta.thinking)
+        elif isinstance(event, ContentBlockStopEvent):
+            assert message is not None
+            _fill(message.content[event.index], "".join(parts[event.index]))
+        elif isinstance(event, MessageDeltaEvent):
+            assert message is not None
+            message.stop_reason = event.delta.stop_reason
+            message.stop_sequence = event.delta.stop_sequence
+            message.usage.output_tokens = event.usage.output_tokens
+    assert message is not None
+    return message
+
+
+def _fill(block: TextBlock | ToolUseBlock | ThinkingBlock, text: str) -> None:
+    if isinstance(block, TextBlock):
+        block.text = text
+    elif isinstance(block, ThinkingBlock):
+        block.thinking = text
+    else:
+        parsed = from_json(text or "{}", allow_partial="trailing-strings")
+        block.input = parsed if isinstance(parsed, dict) else {}
