@@ -35,6 +35,7 @@ from adapters.operations import (
     Operation,
     Publishing,
     Stateful,
+    dialect_of,
     find,
     requested_model,
     start,
@@ -417,4 +418,5 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         error: StratusError = NotFound(f"Unknown request URL: {request.url.path}.")
     except StratusError as found:
         error = found
-    return JSONResponse(error.envelope(), status_code=error.status)
+    envelope = dialect_of(request.url.path).envelope
+    return JSONResponse(envelope(error), status_code=error.status)

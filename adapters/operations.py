@@ -376,12 +376,22 @@ OPERATIONS = (
 )
 
 
+def _bare(path: str) -> str:
+    bare = path.removeprefix("/v1") if path.startswith("/v1/") else path
+    return "/" + bare.strip("/")
+
+
+def dialect_of(path: str, operations: Sequence[Operation] = OPERATIONS) -> Dialect:
+    """The dialect a path's answers are in, whatever the method (OpenAI's for unknown paths)."""
+    bare = _bare(path)
+    return next((op.dialect for op in operations if op.pattern.match(bare)), OPENAI)
+
+
 def find(
     method: str, path: str, operations: Sequence[Operation] = OPERATIONS
 ) -> tuple[Operation, dict[str, str]]:
     """The operation for a path (with or without /v1) and its path parameters."""
-    bare = path.removeprefix("/v1") if path.startswith("/v1/") else path
-    bare = "/" + bare.strip("/")
+    bare = _bare(path)
     allowed = []
     for operation in operations:
         match = operation.pattern.match(bare)

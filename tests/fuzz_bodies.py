@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 TEXT_MODELS = ["gpt-4o-mini", "tiny-chat", "my-alias"]
 MODELS = {
     "/chat/completions": TEXT_MODELS,
+    "/responses": TEXT_MODELS,
+    "/messages": TEXT_MODELS,
+    "/messages/count_tokens": TEXT_MODELS,
     "/completions": TEXT_MODELS,
     "/edits": TEXT_MODELS,
     "/embeddings": ["text-embedding-3-small", "all-minilm-l6-v2", "smollm2-embed"],
@@ -106,6 +109,8 @@ def repair(path: str, body: dict) -> None:
         for message in body["messages"]:
             if isinstance(message, dict) and message.get("content") == "":
                 message["content"] = "Say hi."
+    if path == "/responses" and (body.get("input") is None or body.get("input") == ""):
+        body["input"] = "Say hi."
     if path == "/completions" and (body.get("prompt") is None or body.get("prompt") == ""):
         body["prompt"] = "Once upon a time"
     if path == "/edits":
@@ -141,6 +146,14 @@ def bound(data: st.DataObject, path: str, body: dict, form: bool, repairs: bool 
         _cap(body, "n", CHOICES)
         _cap(body, "best_of", CHOICES)
         if stream is not None and path != "/edits":
+            body["stream"] = stream
+    if path == "/responses":
+        _cap(body, "max_output_tokens", TOKENS, default=True)
+        if stream is not None:
+            body["stream"] = stream
+    if path == "/messages":
+        _cap(body, "max_tokens", TOKENS, default=True)
+        if stream is not None:
             body["stream"] = stream
     if path in ("/completions", "/embeddings"):
         key = "prompt" if path == "/completions" else "input"

@@ -39,11 +39,15 @@ def auth_headers(kind: str) -> dict[str, str]:
 
 
 def envelope_problem(payload: Any) -> str | None:
-    """What keeps `payload` (decoded JSON) from being OpenAI's error envelope, or None."""
+    """What keeps `payload` (decoded JSON) from being an error envelope, or None: OpenAI's
+    ({"error": {message, type, param, code}}) or, on the Messages paths, Anthropic's
+    ({"type": "error", "error": {type, message}})."""
     if not isinstance(payload, dict) or not isinstance(payload.get("error"), dict):
         return "no 'error' object"
     error = payload["error"]
     problems = [f"'{k}' is not a string" for k in ("message", "type") if not _is(error, k, str)]
+    if payload.get("type") == "error":  # Anthropic's
+        return "; ".join(problems) or None
     problems += [
         f"'{k}' is not a string or null" for k in ("param", "code") if not _nullable(error, k)
     ]
@@ -59,24 +63,31 @@ def _nullable(error: dict, key: str) -> bool:
 
 
 def sse_problem(text: str) -> str | None:
-    """What keeps a streamed body from being SSE that ends in [DONE], or None."""
+    """What keeps a streamed body from being SSE, or None: `data:` events that end in [DONE]
+    (chat, completions), or events named by their data's type without a sentinel (Responses,
+    Messages)."""
     if not text.endswith("\n\n"):
         return "the stream does not end with a blank line"
     events = text[:-2].split("\n\n")
+    named = events[0].startswith("event: ")
     datas = []
     for event in events:
         lines = [line for line in event.split("\n") if not line.startswith(":")]
+        name = lines.pop(0).removeprefix("event: ") if named and lines else None
         if not lines or not all(line.startswith("data: ") for line in lines):
             return f"not an SSE data event: {event[:200]!r}"
-        datas.append("\n".join(line[len("data: ") :] for line in lines))
-    if datas[-1] != "[DONE]":
-        return f"the last event is not [DONE]: {datas[-1][:200]!r}"
-    for data in datas[:-1]:
+        datas.append((name, "\n".join(line[len("data: ") :] for line in lines)))
+    if not named and datas[-1][1] != "[DONE]":
+        return f"the last event is not [DONE]: {datas[-1][1][:200]!r}"
+    for name, data in datas if named else datas[:-1]:
         try:
             payload = json.loads(data)
         except ValueError:
             return f"an event is not JSON: {data[:200]!r}"
-        if isinstance(payload, dict) and "error" in payload:
+        if named and (not isinstance(payload, dict) or payload.get("type") != name):
+            if name != "error":
+                return f"an event's name is not its type: {name!r}, {data[:200]!r}"
+        if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
             if problem := envelope_problem(payload):
                 return f"an error event is not an envelope ({problem}): {data[:300]}"
     return None

@@ -91,7 +91,10 @@ def problems_with(answer: Answer, method: str, where: str) -> list[str]:
         problems.append(f"{where}: {answer.headers.get('content-type')} {answer.body[:80]!r}")
         return problems
     body = answer.json()
-    if set(body) != {"error"} or set(body["error"]) != ENVELOPE_KEYS:
+    anthropic = "/messages" in where  # Anthropic's paths answer in Anthropic's envelope
+    if anthropic and (body.get("type") != "error" or set(body["error"]) != {"type", "message"}):
+        problems.append(f"{where}: not Anthropic's envelope: {answer.body[:200]!r}")
+    elif not anthropic and (set(body) != {"error"} or set(body["error"]) != ENVELOPE_KEYS):
         problems.append(f"{where}: not the envelope: {answer.body[:200]!r}")
     return problems
 
