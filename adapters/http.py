@@ -59,6 +59,7 @@ from common.image_urls import ImageUrls, ServedImages
 from common.metering import CostLog, RequestRecord
 from common.metrics import Metrics
 from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
+from common.sealed import Sealer
 from common.settings import Settings
 from common.store import ModelStore
 
@@ -133,6 +134,7 @@ class Gateway:
         self.store = store
         self.image_urls = image_urls
         self.responses = build_response_store(settings)
+        self.sealer = Sealer.from_settings(settings.secret, settings.api_keys)
         self.platform = platform
         self.auth = ApiKeyAuth(settings.api_keys)
         self.metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
@@ -227,7 +229,8 @@ class Gateway:
                     base_url = str(request.base_url).rstrip("/")
                     parsed = Publishing(parsed, self.image_urls, base_url)
                 if operation.stateful:
-                    parsed = Stateful(parsed, self.responses, request.state.owner)
+                    owner = request.state.owner
+                    parsed = Stateful(parsed, self.responses, owner, self.sealer)
                 if operation.stateful and not operation.inference:  # the store may be remote
                     return await run_in_threadpool(operation.handle, parsed, self.store)
                 if not operation.inference:

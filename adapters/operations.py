@@ -168,6 +168,7 @@ class Stateful:
     request: Any
     responses: Any  # common.response_store.ResponseStore
     owner: str
+    sealer: Any = None  # common.sealed.Sealer: blobs the client hands back
 
 
 def requested_model(parsed: Any) -> str:

@@ -173,6 +173,13 @@ class Settings(BaseSettings):
         description="Largest stored response, conversation included, in MiB; a larger one is "
         "a 400 that asks for `store: false`.",
     )
+    secret: str = Field(
+        "",
+        validation_alias=AliasChoices("STRATUS_SECRET", "secret"),
+        description="The key of the blobs clients hand back (the Responses API's "
+        "reasoning.encrypted_content): set the same on every worker of a fleet. Empty: derived "
+        "from the API keys, or, without keys, random to each process.",
+    )
 
     fetch_allow: str = Field(
         "",

@@ -7,7 +7,7 @@ the items are also normalised (ids, statuses, text content) as they are stored a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from common.errors import InvalidRequest
 from common.protocol.base import new_id, parse_request
 from common.protocol.responses import FunctionTool
+from common.sealed import Unsealed
 from handlers.conversation.plan import answered_call, check_unique, tool_spec
 from layers.text import ChatTurn, ToolCall, ToolSpec
 
@@ -102,8 +103,12 @@ def model_name(namespace: str | None, name: str) -> str:
     return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
 
 
-def normalise(raw: str | Sequence[Any], param: str = "input") -> list[dict[str, Any]]:
-    """Input items in their stored form: each with an id, a status, text content parts."""
+def normalise(
+    raw: str | Sequence[Any], unseal: Callable[[str], str], param: str = "input"
+) -> list[dict[str, Any]]:
+    """Input items in their stored form: each with an id, a status, text content parts.
+    `unseal` restores a reasoning item's encrypted_content (the reasoning's text), or raises
+    Unsealed for a blob this deployment did not make for this caller."""
     if isinstance(raw, str):
         raw = [{"role": "user", "content": raw}]
     items = []
@@ -137,20 +142,7 @@ def normalise(raw: str | Sequence[Any], param: str = "input") -> list[dict[str, 
                 }
             )
         elif kind == "reasoning":
-            if item.get("encrypted_content") is not None:
-                raise InvalidRequest(
-                    "This reasoning item's encrypted_content was not made by this server.",
-                    param=f"{where}.encrypted_content",
-                )
-            # Earlier reasoning is left out of the prompt (as a model's template leaves it).
-            items.append(
-                {
-                    "type": "reasoning",
-                    "id": _string(item, "id", where, new_id("rs")),
-                    "summary": [],
-                    "status": "completed",
-                }
-            )
+            items.append(_reasoning(item, where, unseal))
         else:
             raise InvalidRequest(
                 f"Input items of type '{kind}' are not supported here (message, function_call, "
@@ -158,6 +150,31 @@ def normalise(raw: str | Sequence[Any], param: str = "input") -> list[dict[str, 
                 param=f"{where}.type",
             )
     return items
+
+
+def _reasoning(item: Mapping[str, Any], where: str, unseal: Callable[[str], str]) -> dict[str, Any]:
+    """A reasoning item, its text restored from its sealed blob when it carries one. Earlier
+    reasoning stays out of the prompt (as models' templates leave it out)."""
+    reasoning = {
+        "type": "reasoning",
+        "id": _string(item, "id", where, new_id("rs")),
+        "summary": [],
+        "status": "completed",
+    }
+    blob = item.get("encrypted_content")
+    if blob is not None:
+        try:
+            text = unseal(blob) if isinstance(blob, str) else None
+        except Unsealed:
+            text = None
+        if text is None:
+            raise InvalidRequest(
+                "This reasoning item's encrypted_content was not made by this server for this key.",
+                param=f"{where}.encrypted_content",
+            )
+        reasoning["content"] = [{"type": "reasoning_text", "text": text}]
+        reasoning["encrypted_content"] = blob
+    return reasoning
 
 
 def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:

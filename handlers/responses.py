@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from common import metering
@@ -36,6 +36,7 @@ from common.protocol.responses import (
     TextDeltaEvent,
     TextDoneEvent,
 )
+from common.sealed import Unsealed
 from common.store import ModelStore
 from handlers._logprobs import token_text
 from handlers._response_items import Tools, normalise, read_tools, turns_of
@@ -56,11 +57,13 @@ def create_response(job: Any, store: ModelStore) -> Response | Iterator[StreamEv
     if request.previous_response_id is not None:
         earlier = _get(job, request.previous_response_id, "previous_response_id")
         history = [*earlier[HISTORY], *earlier[INPUT], *earlier[RESPONSE]["output"]]
-    items = normalise(request.input)
+    seal, unseal = _blobs(job)
+    items = normalise(request.input, unseal)
     tools = read_tools(request.tools)
     generation = _generation(request, history, items, tools)
     response = _initial(request, tools)
-    renderer = _Renderer(response, tools, streaming=request.stream)
+    sealed = "reasoning.encrypted_content" in (request.include or ())
+    renderer = _Renderer(response, tools, request.stream, seal if sealed else None)
 
     def finish(final: Response) -> None:
         if request.store:  # a turn not written is an error, never a success
@@ -73,6 +76,22 @@ def create_response(job: Any, store: ModelStore) -> Response | Iterator[StreamEv
     (last,) = collections.deque(stream, maxlen=1)  # the whole stream runs; its end says all
     assert isinstance(last, ResponseLifecycleEvent)
     return last.response
+
+
+def _blobs(job: Any) -> tuple[Callable[[str], str], Callable[[str], str]]:
+    """Sealing a turn's reasoning for the caller, and reading it back: a blob names its owner,
+    so one made for another key is refused like a forged one."""
+
+    def seal(text: str) -> str:
+        return job.sealer.seal({"owner": job.owner, "text": text})
+
+    def unseal(blob: str) -> str:
+        payload = job.sealer.unseal(blob)
+        if not isinstance(payload, dict) or payload.get("owner") != job.owner:
+            raise Unsealed("another caller's blob")
+        return str(payload.get("text", ""))
+
+    return seal, unseal
 
 
 def retrieve_response(job: Any, store: ModelStore) -> Response:
@@ -200,10 +219,17 @@ class _Renderer:
     """Neutral events as the Responses API's semantic events, each with the next
     sequence_number; the response object kept whole alongside (the last event carries it)."""
 
-    def __init__(self, response: Response, tools: Tools, streaming: bool) -> None:
+    def __init__(
+        self,
+        response: Response,
+        tools: Tools,
+        streaming: bool,
+        seal: Callable[[str], str] | None,
+    ) -> None:
         self.response = response
         self._tools = tools
         self._streaming = streaming
+        self._seal = seal  # reasoning handed to the client as encrypted_content
         self._sequence = -1
         self._open: MessageItem | ReasoningItem | None = None
         self._text: list[str] = []
@@ -360,6 +386,8 @@ class _Renderer:
         if isinstance(item, ReasoningItem):
             part: Any = ReasoningText(text=text)
             item.content = [part]
+            if self._seal is not None:
+                item.encrypted_content = self._seal(text)
             done = "response.reasoning_text.done"
         else:
             part = OutputText(text=text, logprobs=logprobs)
