@@ -5,6 +5,7 @@ store when `store` is true so that `previous_response_id` continues it on any wo
 from __future__ import annotations
 
 import collections
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from common.protocol.responses import (
     ArgumentsDoneEvent,
     ContentPartEvent,
     DeletedResponse,
+    DeltaEvent,
     FunctionCallItem,
     IncompleteDetails,
     InputItemList,
@@ -63,7 +65,10 @@ def create_response(job: Any, store: ModelStore) -> Response | Iterator[StreamEv
     generation = _generation(request, history, items, tools)
     response = _initial(request, tools)
     sealed = "reasoning.encrypted_content" in (request.include or ())
-    renderer = _Renderer(response, tools, request.stream, seal if sealed else None)
+    obfuscate = request.stream_options is None or request.stream_options.include_obfuscation
+    renderer = _Renderer(
+        response, tools, request.stream, seal if sealed else None, obfuscate is not False
+    )
 
     def finish(final: Response) -> None:
         if request.store:  # a turn not written is an error, never a success
@@ -225,11 +230,13 @@ class _Renderer:
         tools: Tools,
         streaming: bool,
         seal: Callable[[str], str] | None,
+        obfuscate: bool = False,
     ) -> None:
         self.response = response
         self._tools = tools
         self._streaming = streaming
         self._seal = seal  # reasoning handed to the client as encrypted_content
+        self._obfuscate = obfuscate and streaming
         self._sequence = -1
         self._open: MessageItem | ReasoningItem | None = None
         self._text: list[str] = []
@@ -257,6 +264,8 @@ class _Renderer:
             generated.close()  # type: ignore[attr-defined]
 
     def _next(self, kind: type, **fields: Any) -> Any:
+        if self._obfuscate and issubclass(kind, DeltaEvent):
+            fields["obfuscation"] = secrets.token_urlsafe(12)[: 16 - len(fields["delta"]) % 16]
         self._sequence += 1
         return kind(sequence_number=self._sequence, **fields)
 

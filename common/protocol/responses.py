@@ -304,12 +304,28 @@ class ContentPartEvent(StreamEvent):
     part: OutputText | ReasoningText
 
 
-class TextDeltaEvent(StreamEvent):
-    type: Literal["response.output_text.delta", "response.reasoning_text.delta"]
+class DeltaEvent(StreamEvent):
+    """A streamed fragment; `obfuscation` pads it with random characters (unless the request's
+    stream_options.include_obfuscation is false) so that its size does not tell its text."""
+
     item_id: str
     output_index: int
-    content_index: int
     delta: str
+    obfuscation: str | None = None
+
+    model_config = absent_when_none("obfuscation")
+
+    @model_serializer(mode="wrap")
+    def _padded_or_not(self, handler: Any) -> dict[str, Any]:
+        body = handler(self)
+        if body.get("obfuscation") is None:
+            body.pop("obfuscation", None)
+        return body
+
+
+class TextDeltaEvent(DeltaEvent):
+    type: Literal["response.output_text.delta", "response.reasoning_text.delta"]
+    content_index: int
     logprobs: list[Logprob] = Field(default_factory=list)
 
 
@@ -322,13 +338,10 @@ class TextDoneEvent(StreamEvent):
     logprobs: list[Logprob] = Field(default_factory=list)
 
 
-class ArgumentsDeltaEvent(StreamEvent):
+class ArgumentsDeltaEvent(DeltaEvent):
     type: Literal["response.function_call_arguments.delta"] = (
         "response.function_call_arguments.delta"
     )
-    item_id: str
-    output_index: int
-    delta: str
 
 
 class ArgumentsDoneEvent(StreamEvent):

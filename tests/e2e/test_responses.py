@@ -101,7 +101,9 @@ def test_streamed_events_follow_openais_grammar(http: httpx.Client):
     assert types[-1] in ("response.completed", "response.incomplete")
     for _, data in events:
         check(stream_schema(data["type"]), data)
-    deltas = "".join(d["delta"] for _, d in events if d["type"] == "response.output_text.delta")
+    text_deltas = [d for _, d in events if d["type"] == "response.output_text.delta"]
+    assert all(d["obfuscation"] for d in text_deltas)  # padded by default, as OpenAI's
+    deltas = "".join(d["delta"] for d in text_deltas)
     final = events[-1][1]["response"]
     assert final["output"][0]["content"][0]["text"] == deltas
     item_id = final["output"][0]["id"]
@@ -176,6 +178,7 @@ def test_streamed_calls_have_argument_events(http: httpx.Client):
         "store": False,
         "temperature": 0,
         "max_output_tokens": 40,
+        "stream_options": {"include_obfuscation": False},
     }
     with http.stream("POST", "/v1/responses", json=body) as answer:
         events = [data for _, data in sse_events(answer)]
@@ -184,6 +187,7 @@ def test_streamed_calls_have_argument_events(http: httpx.Client):
     types = [data["type"] for data in events]
     assert types.count("response.output_item.added") == 1  # a named choice: one call
     deltas = [d["delta"] for d in events if d["type"] == "response.function_call_arguments.delta"]
+    assert not any("obfuscation" in d for d in events)
     done = next(d for d in events if d["type"] == "response.function_call_arguments.done")
     assert done["arguments"] == "".join(deltas) and done["name"] == "get_weather"
     final = events[-1]["response"]
