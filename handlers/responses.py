@@ -23,7 +23,6 @@ from common.protocol.responses import (
     IncompleteDetails,
     InputItemList,
     Logprob,
-    LogprobAlternative,
     MessageItem,
     OutputItemEvent,
     OutputText,
@@ -40,7 +39,7 @@ from common.protocol.responses import (
 )
 from common.sealed import Unsealed
 from common.store import ModelStore
-from handlers._logprobs import token_text
+from handlers._logprobs import chat_logprobs
 from handlers._response_items import Tools, normalise, read_tools, turns_of
 from handlers.conversation import events
 from handlers.conversation.generate import Generation, generate
@@ -206,18 +205,7 @@ def _initial(request: ResponsesRequest, tools: Tools) -> Response:
 
 
 def _logprobs(tokens: tuple[text.TokenLogprob, ...]) -> list[Logprob]:
-    return [
-        Logprob(
-            token=token_text(t.piece),
-            logprob=t.logprob,
-            bytes=list(t.piece),
-            top_logprobs=[
-                LogprobAlternative(token=token_text(p), logprob=lp, bytes=list(p))
-                for p, lp in t.top
-            ],
-        )
-        for t in tokens
-    ]
+    return chat_logprobs(tokens).content or []
 
 
 class _Renderer:

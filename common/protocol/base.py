@@ -5,9 +5,16 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from common.errors import InvalidRequest
 
@@ -52,6 +59,21 @@ def absent_when_none(*fields: str) -> ConfigDict:
                 field["anyOf"] = kinds
 
     return ConfigDict(json_schema_extra=strip_null)  # type: ignore[typeddict-item]
+
+
+class Sparse(OpenAIResponse):
+    """A response type whose fields named in `absent` are left out when None (give it
+    `model_config = absent_when_none(*absent)` too, so its JSON schema says so)."""
+
+    absent: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, handler: Any) -> dict[str, Any]:
+        body = handler(self)
+        for name in self.absent:
+            if body.get(name) is None:
+                body.pop(name, None)
+        return body
 
 
 @dataclass(frozen=True)

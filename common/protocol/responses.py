@@ -8,19 +8,20 @@ run are skipped rather than refusing the request.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_serializer
+from pydantic import Field, field_validator
 
 from common.protocol.base import (
     OpenAIRequest,
     OpenAIResponse,
     Probability,
+    Sparse,
     Temperature,
     absent_when_none,
     extension,
 )
-from common.protocol.chat import FunctionName
+from common.protocol.chat import FunctionName, TokenLogprob
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
@@ -118,14 +119,8 @@ class ResponsesRequest(OpenAIRequest):
 # ---- the response object and its items -------------------------------------------------
 
 
-class LogprobAlternative(OpenAIResponse):
-    token: str
-    logprob: float
-    bytes: list[int]
-
-
-class Logprob(LogprobAlternative):
-    top_logprobs: list[LogprobAlternative]
+# A token's log probability and its alternatives: the same shape as chat's.
+Logprob = TokenLogprob
 
 
 class OutputText(OpenAIResponse):
@@ -143,7 +138,7 @@ class MessageItem(OpenAIResponse):
     content: list[OutputText]
 
 
-class FunctionCallItem(OpenAIResponse):
+class FunctionCallItem(Sparse):
     type: Literal["function_call"] = "function_call"
     id: str
     call_id: str
@@ -152,12 +147,8 @@ class FunctionCallItem(OpenAIResponse):
     arguments: str
     status: ItemStatus
 
-    @model_serializer(mode="wrap")
-    def _no_null_namespace(self, handler: Any) -> dict[str, Any]:
-        body = handler(self)
-        if body.get("namespace") is None:
-            body.pop("namespace", None)
-        return body
+    absent: ClassVar = ("namespace",)
+    model_config = absent_when_none(*absent)
 
 
 class SummaryText(OpenAIResponse):
@@ -170,7 +161,7 @@ class ReasoningText(OpenAIResponse):
     text: str
 
 
-class ReasoningItem(OpenAIResponse):
+class ReasoningItem(Sparse):
     type: Literal["reasoning"] = "reasoning"
     id: str
     summary: list[SummaryText] = Field(default_factory=list)
@@ -178,12 +169,8 @@ class ReasoningItem(OpenAIResponse):
     encrypted_content: str | None = None
     status: ItemStatus
 
-    @model_serializer(mode="wrap")
-    def _no_null_blob(self, handler: Any) -> dict[str, Any]:
-        body = handler(self)
-        if body.get("encrypted_content") is None:
-            body.pop("encrypted_content", None)
-        return body
+    absent: ClassVar = ("encrypted_content",)
+    model_config = absent_when_none(*absent)
 
 
 OutputItem = MessageItem | FunctionCallItem | ReasoningItem
@@ -215,7 +202,7 @@ class IncompleteDetails(OpenAIResponse):
     reason: Literal["max_output_tokens", "content_filter"]
 
 
-class Response(OpenAIResponse):
+class Response(Sparse):
     id: str
     object: Literal["response"] = "response"
     created_at: int
@@ -244,15 +231,8 @@ class Response(OpenAIResponse):
     service_tier: str = "default"
     background: bool = False
 
-    model_config = absent_when_none("user", "usage")
-
-    @model_serializer(mode="wrap")
-    def _absent_when_none(self, handler: Any) -> dict[str, Any]:
-        body = handler(self)
-        for name in ("user", "usage"):  # the spec types them as present or absent
-            if body.get(name) is None:
-                body.pop(name, None)
-        return body
+    absent: ClassVar = ("user", "usage")
+    model_config = absent_when_none(*absent)
 
 
 class DeletedResponse(OpenAIResponse):
@@ -304,7 +284,7 @@ class ContentPartEvent(StreamEvent):
     part: OutputText | ReasoningText
 
 
-class DeltaEvent(StreamEvent):
+class DeltaEvent(StreamEvent, Sparse):
     """A streamed fragment; `obfuscation` pads it with random characters (unless the request's
     stream_options.include_obfuscation is false) so that its size does not tell its text."""
 
@@ -313,14 +293,8 @@ class DeltaEvent(StreamEvent):
     delta: str
     obfuscation: str | None = None
 
-    model_config = absent_when_none("obfuscation")
-
-    @model_serializer(mode="wrap")
-    def _padded_or_not(self, handler: Any) -> dict[str, Any]:
-        body = handler(self)
-        if body.get("obfuscation") is None:
-            body.pop("obfuscation", None)
-        return body
+    absent: ClassVar = ("obfuscation",)
+    model_config = absent_when_none(*absent)
 
 
 class TextDeltaEvent(DeltaEvent):
