@@ -300,3 +300,19 @@ def test_bad_input_is_refused_naming_its_place(http: httpx.Client, body: dict, p
     assert answer.status_code in (400, 404), answer.text
     error = answer.json()["error"]
     assert error["param"] == param, error
+
+
+def test_logprobs_when_included(http: httpx.Client):
+    body = {
+        "model": "gpt-4",
+        "input": "Say hi",
+        "include": ["message.output_text.logprobs"],
+        "top_logprobs": 2,
+        **GREEDY,
+    }
+    answer = http.post("/v1/responses", json=body).json()
+    check("Response", answer)
+    part = answer["output"][0]["content"][0]
+    assert len(part["logprobs"]) == answer["usage"]["output_tokens"]
+    assert all(len(entry["top_logprobs"]) == 2 for entry in part["logprobs"])
+    assert "".join(entry["token"] for entry in part["logprobs"]) == part["text"]
