@@ -62,7 +62,8 @@ class ContentBlockParam(OpenAIRequest):
 
 
 class MessageParam(OpenAIRequest):
-    role: Literal["user", "assistant"]
+    # "system" mid-conversation: Claude Code's mid-conversation-tool-changes beta sends one.
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlockParam]
 
 

@@ -161,7 +161,7 @@ def test_blocks_a_text_model_cannot_take_are_refused_by_name(messages, param, te
 def test_missing_fields_and_hosted_features_are_refused_by_name():
     cases = [
         ({"max_tokens": None}, "max_tokens"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
         ({"temperature": 1.5}, "temperature"),
         ({"mcp_servers": [{"type": "url", "url": "https://x"}]}, "mcp_servers"),
         ({"container": "container_1"}, "container"),
@@ -477,3 +477,30 @@ def test_the_sdk_reads_the_gateway_s_messages_and_errors(tmp_path):
         "type": "error",
         "error": {"type": "authentication_error", "message": "Incorrect API key provided."},
     }
+
+
+def test_a_system_message_in_the_conversation_is_a_system_turn():
+    """Claude Code's mid-conversation-tool-changes beta puts its environment there."""
+    from common.protocol import parse_request
+    from common.protocol.messages import MessageCountTokensRequest
+    from handlers.messages import message_turns
+
+    request = parse_request(
+        MessageCountTokensRequest,
+        {
+            "model": "m",
+            "system": "You help.",
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "system", "content": [{"type": "text", "text": "cwd: /tmp"}]},
+                {"role": "user", "content": "Go"},
+            ],
+        },
+    )
+    turns = message_turns(request)
+    assert [(t.role, t.content) for t in turns] == [
+        ("system", "You help."),
+        ("user", "Hi"),
+        ("system", "cwd: /tmp"),
+        ("user", "Go"),
+    ]
