@@ -1,0 +1,86 @@
+"""What an agent's tools cost before its first token: parsing its request into a plan (every
+tool schema checked), and compiling the calls' grammar into a token mask for the embedded
+model's vocabulary, with a request body an agent CLI sent (captured to a file, not kept here:
+the CLIs' prompts are their vendors').
+
+    .venv/bin/python bench/bench_agent_grammars.py codex-request.json claude-request.json
+
+A body with `input` is a Responses request (Codex), one with `messages` and `system` a Messages
+request (Claude Code). Prints, per body, the tools offered, the grammar's size and the medians
+of 20 runs: plan (parse + schema checks + grammar text), mask (llguidance compiling the grammar
+for the tokenizer, as each request does), and the first mask computed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.protocol import parse_request  # noqa: E402
+
+
+def plan_of(body: dict):
+    if "input" in body:
+        from common.protocol.responses import ResponsesRequest
+        from handlers._response_items import normalise, read_tools
+        from handlers.responses import _generation
+
+        request = parse_request(ResponsesRequest, body)
+        tools = read_tools(request.tools)
+        items = normalise(request.input, lambda blob: "")
+        return _generation(request, [], items, tools).plan
+    from common.protocol.messages import MessageCreateRequest
+    from handlers.messages import message_generation
+
+    request = parse_request(MessageCreateRequest, {"max_tokens": 64, **body})
+    return message_generation(request).plan
+
+
+def median_ms(run, times: int = 20) -> float:
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    import tempfile
+
+    from adapters.runtime import build_store
+    from common.settings import Settings
+
+    store = build_store(Settings(cache_dir=Path(tempfile.mkdtemp()), threads=2))
+    with store.use("smollm2-135m-instruct") as model:
+        model._token_mask('start: "x"\n')  # llguidance's vocabulary, built once per model
+        for path in sys.argv[1:]:
+            measure(model, Path(path))
+
+
+def measure(model, path: Path) -> None:
+    import numpy as np
+
+    body = json.loads(path.read_text())
+    plan = plan_of(body)
+    assert plan.grammar is not None
+    plan_ms = median_ms(lambda: plan_of(body))
+    mask_ms = median_ms(lambda: model._token_mask(plan.grammar))
+    mask = model._token_mask(plan.grammar)
+    logits = np.zeros(model.vocab_size, dtype=np.float32)
+    first_ms = median_ms(lambda: mask.apply(logits), times=5)
+    print(
+        f"{path.name}: {len(plan.tools)} function tools, grammar "
+        f"{len(plan.grammar) / 1024:.1f} KB; plan {plan_ms:.1f} ms, "
+        f"mask compiled {mask_ms:.1f} ms, a mask {first_ms:.2f} ms (medians)"
+    )
+
+
+if __name__ == "__main__":
+    main()
