@@ -29,14 +29,13 @@ from starlette.routing import Route
 
 from adapters import docs, playground
 from adapters.bodies import BodyReader
+from adapters.error_responses import error_response, unrouted
 from adapters.event_stream import RAW, EventStreamResponse, event_stream, sse
 from adapters.operations import (
     OPERATIONS,
     Operation,
     Publishing,
     Stateful,
-    dialect_of,
-    find,
     requested_model,
     start,
 )
@@ -116,9 +115,7 @@ def create_app(
         yield
         gateway.stopping.set()
 
-    app = Starlette(
-        routes=routes, exception_handlers={HTTPException: _http_exception}, lifespan=lifespan
-    )
+    app = Starlette(routes=routes, exception_handlers={HTTPException: unrouted}, lifespan=lifespan)
     # Starlette would answer a trailing slash with a 307 whose Location copies the client's
     # Host header; an unknown spelling is a 404 in the envelope instead.
     app.router.redirect_slashes = False
@@ -203,7 +200,7 @@ class Gateway:
                 )
             except Unauthorized as error:
                 error.headers.update(docs.BROWSER_LOGIN)
-                return _error_response(error, secrets.token_hex(8))
+                return error_response(error, secrets.token_hex(8))
             return await page(request)
 
         return endpoint
@@ -376,12 +373,12 @@ class Gateway:
                 result = await run()
             except StratusError as error:
                 self._finish(record, error.status, error.code)
-                return _error_response(error, request_id, operation.dialect.envelope)
+                return error_response(error, request_id, operation.dialect.envelope)
             except Exception:
                 log.exception("request %s failed", request_id)
                 error = InternalError(request_id)
                 self._finish(record, error.status, error.code)
-                return _error_response(error, request_id, operation.dialect.envelope)
+                return error_response(error, request_id, operation.dialect.envelope)
         # Where the time went until the answer (or a stream's first chunk) was ready.
         headers = {"x-request-id": request_id, "server-timing": record.server_timing()}
         if isinstance(result, OpenAIResponse):
@@ -403,23 +400,3 @@ async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
         if message["type"] == "http.disconnect":
             gone.set()
             return
-
-
-def _error_response(
-    error: StratusError,
-    request_id: str,
-    envelope: Callable[[StratusError], dict[str, Any]] = StratusError.envelope,
-) -> Response:
-    headers = {"x-request-id": request_id, **error.headers}
-    return JSONResponse(envelope(error), status_code=error.status, headers=headers)
-
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 for unknown routes, in the envelope every platform uses."""
-    try:
-        find(request.method, request.url.path)
-        error: StratusError = NotFound(f"Unknown request URL: {request.url.path}.")
-    except StratusError as found:
-        error = found
-    envelope = dialect_of(request.url.path).envelope
-    return JSONResponse(envelope(error), status_code=error.status)

@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from adapters.operations import Dialect, Operation
+from adapters.dialects import Dialect
+from adapters.operations import Operation
 from adapters.playground import ROUTE as PLAYGROUND
 from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.protocol.base import EXTENSION as EXTENSION_MARK

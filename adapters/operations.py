@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.dialects import ANTHROPIC, OPENAI, RESPONSES, Dialect
 from common.errors import InvalidRequest, NotFound, StratusError
 from common.image_urls import ImageUrls
 from common.protocol import parse_request
@@ -27,7 +28,7 @@ from common.protocol.audio import (
     TranscriptTextDone,
     TranslationRequest,
 )
-from common.protocol.base import BinaryResponse, BinaryStream, ErrorResponse, OpenAIResponse
+from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
 from common.protocol.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from common.protocol.completions import Completion, CompletionRequest, Edit, EditRequest
 from common.protocol.embeddings import EmbeddingList, EmbeddingRequest
@@ -36,11 +37,9 @@ from common.protocol.messages import (
     Message,
     MessageCountTokensRequest,
     MessageCreateRequest,
-    MessagesErrorResponse,
     MessageStreamEvent,
     MessageTokensCount,
 )
-from common.protocol.messages import error_body as messages_error_body
 from common.protocol.models import Model, ModelList
 from common.protocol.responses import (
     DeletedResponse,
@@ -91,25 +90,6 @@ class Answers:
     json: tuple[type[OpenAIResponse], ...] = ()
     events: tuple[type[OpenAIResponse], ...] = ()
     media: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """How an API family answers besides its bodies: its error envelope, and whether its
-    server-sent events are named (`event: <type>`, no [DONE]) as the Responses and Messages
-    APIs' are."""
-
-    envelope: Callable[[StratusError], dict[str, Any]] = StratusError.envelope
-    named_events: bool = False
-    error_schema: type[OpenAIResponse] = ErrorResponse  # the envelope's type, for the document
-
-
-OPENAI = Dialect()
-# OpenAI's Responses API: the same envelope, named events.
-RESPONSES = Dialect(named_events=True)
-# Anthropic's Messages API: its own envelope ({"type": "error", "error": {type, message}}),
-# named events.
-ANTHROPIC = Dialect(messages_error_body, named_events=True, error_schema=MessagesErrorResponse)
 
 
 @dataclass(frozen=True)

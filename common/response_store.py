@@ -91,7 +91,7 @@ def _check_id(response_id: str) -> None:
         raise response_not_found(str(response_id))
 
 
-def _serialise(document: dict[str, Any], max_bytes: int) -> str:
+def serialise(document: dict[str, Any], max_bytes: int) -> str:
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
     try:
         size = len(text.encode())
@@ -134,7 +134,7 @@ class SQLiteResponseStore:
 
     def put(self, response_id: str, owner: str, document: dict[str, Any]) -> None:
         _check_id(response_id)
-        text = _serialise(document, self.max_bytes)
+        text = serialise(document, self.max_bytes)
         now = self._clock()
         with self._session("put", response_id) as db:
             db.execute("BEGIN IMMEDIATE")
@@ -211,7 +211,7 @@ class S3ResponseStore:
 
     def put(self, response_id: str, owner: str, document: dict[str, Any]) -> None:
         _check_id(response_id)
-        text = _serialise(document, self.max_bytes)
+        text = serialise(document, self.max_bytes)
         expires = json.dumps(self._clock() + self.ttl)
         body = f'{{"owner":{json.dumps(owner)},"expires":{expires},"document":{text}}}'
         key = self._key(response_id)

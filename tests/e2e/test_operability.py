@@ -124,6 +124,31 @@ def test_server_timing_says_where_the_time_went(http):
     assert {"queue", "compute"} <= set(spans) and all(float(v) >= 0 for v in spans.values())
 
 
+def test_responses_and_messages_cost_lines_equal_their_usage(server, http):
+    """The two other dialects of the one generation are metered as chat is, by their names."""
+    response = http.post(
+        "/v1/responses",
+        json={"model": CHAT, "input": "Hi", "max_output_tokens": 4, "store": False},
+    )
+    usage = response.json()["usage"]
+    line = server.cost_line(response.headers["x-request-id"])
+    assert (line["operation"], line["status"]) == ("createResponse", 200)
+    assert line["units"] == {
+        "prompt_tokens": usage["input_tokens"],
+        "completion_tokens": usage["output_tokens"],
+    }
+    message = http.post(
+        "/v1/messages", json={"model": CHAT, "messages": HI, "max_tokens": 4, "stream": True}
+    )
+    events = [json.loads(line[6:]) for line in message.text.splitlines() if line[:6] == "data: "]
+    line = server.cost_line(message.headers["x-request-id"])
+    assert (line["operation"], line["status"]) == ("createMessage", 200)
+    assert line["units"] == {
+        "prompt_tokens": events[0]["message"]["usage"]["input_tokens"],
+        "completion_tokens": events[-2]["usage"]["output_tokens"],
+    }
+
+
 def test_speech_and_transcription_cost_lines_equal_their_usage(server, http):
     speech = http.post(
         "/v1/audio/speech",

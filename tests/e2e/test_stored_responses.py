@@ -5,6 +5,7 @@ that is down is a 503, never a turn reported as kept."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,19 @@ def test_a_store_that_is_down_is_a_503_and_nothing_claims_success(
             assert post(server, {**TURN, "input": "Fine.", "store": False}).status_code == 200
         finally:
             s3.proxy.down = False
+
+
+def test_a_conversation_too_large_to_keep_is_refused_before_it_is_generated(tmp_path: Path):
+    env = {"STRATUS_CACHE_DIR": str(tmp_path / "cache"), "STRATUS_RESPONSES_MAX_MB": "0.002"}
+    with serving(env, tmp_path / "log") as server:
+        long = "word " * 600  # 3 KB: more than the 2 KB a stored response may hold
+        refused = post(server, {**TURN, "input": long})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert (error["param"], error["code"]) == ("store", "response_too_large")
+        assert post(server, {**TURN, "input": long, "store": False}).status_code == 200
+    # Refused before the prompt was even evaluated: its cost line counts no tokens.
+    lines = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()
+             if line.startswith('{"event":"request"')]  # fmt: skip
+    [cost] = [line for line in lines if line["status"] == 400]
+    assert cost["error"] == "response_too_large" and cost["units"] == {}

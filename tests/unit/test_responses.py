@@ -12,6 +12,7 @@ from common.errors import InvalidRequest
 from common.protocol.responses import Response
 from common.sealed import Sealer, Unsealed
 from handlers import responses
+from handlers._response_events import ResponseEvents
 from handlers._response_items import Tools, normalise, read_tools, turns_of
 from handlers.conversation import events
 
@@ -43,7 +44,7 @@ def test_sealers_of_a_fleet_share_keys_and_random_ones_do_not():
 def render(generated: list[events.Event], sealed: bool, caller=None) -> list:
     response = Response(id="resp_1", created_at=0, status="in_progress", model="m")
     seal, _ = responses._blobs(caller or job())
-    renderer = responses._Renderer(response, Tools(), True, seal if sealed else None)
+    renderer = ResponseEvents(response, Tools(), True, seal if sealed else None)
 
     def stream():
         yield from generated

@@ -1,0 +1,32 @@
+"""The API families Stratus speaks, as far as the platforms must know them: how each answers
+errors (its envelope) and frames its streams. Their bodies are the handlers' business."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common.errors import StratusError
+from common.protocol.base import ErrorResponse, OpenAIResponse
+from common.protocol.messages import MessagesErrorResponse
+from common.protocol.messages import error_body as messages_error_body
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How an API family answers besides its bodies: its error envelope, and whether its
+    server-sent events are named (`event: <type>`, no [DONE]) as the Responses and Messages
+    APIs' are."""
+
+    envelope: Callable[[StratusError], dict[str, Any]] = StratusError.envelope
+    named_events: bool = False
+    error_schema: type[OpenAIResponse] = ErrorResponse  # the envelope's type, for the document
+
+
+OPENAI = Dialect()
+# OpenAI's Responses API: the same envelope, named events.
+RESPONSES = Dialect(named_events=True)
+# Anthropic's Messages API: its own envelope ({"type": "error", "error": {type, message}}),
+# named events.
+ANTHROPIC = Dialect(messages_error_body, named_events=True, error_schema=MessagesErrorResponse)
