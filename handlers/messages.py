@@ -96,7 +96,10 @@ def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
         if not isinstance(tool, CustomToolParam):
             log.info("skipped the server tool %r of type %r: not served here", tool.name, tool.type)
             continue
-        tools.append(_tool_spec(tool.name, tool.description, tool.input_schema, f"tools[{i}]"))
+        spec = tool_spec(
+            tool.name, tool.description, tool.input_schema, f"tools[{i}]", "input_schema"
+        )
+        tools.append(spec)
         names.append(f"tools[{i}].name")
     check_unique(tools, names)
     choice = request.tool_choice
@@ -116,19 +119,6 @@ def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
         format_param="output_config.format",
         schema_param="output_config.format.schema",
     )
-
-
-def _tool_spec(name: str, description: str | None, schema: dict | None, param: str) -> ToolSpec:
-    """plan.tool_spec, its errors naming `input_schema` (Anthropic's name for `parameters`)."""
-    try:
-        return tool_spec(name, description, schema, param)
-    except InvalidRequest as error:
-        wrong, right = f"{param}.parameters", f"{param}.input_schema"
-        raise InvalidRequest(
-            error.message.replace(wrong, right),
-            param=(error.param or "").replace(wrong, right) or None,
-            code=error.code,
-        ) from None
 
 
 def message_turns(request: MessageCountTokensRequest) -> list[ChatTurn]:

@@ -124,20 +124,24 @@ def _definition_spec(definition: FunctionDefinition, param: str) -> ToolSpec:
 
 
 def tool_spec(
-    name: str, description: str | None, parameters: Mapping[str, Any] | None, param: str
+    name: str,
+    description: str | None,
+    parameters: Mapping[str, Any] | None,
+    param: str,
+    schema_field: str = "parameters",  # the dialect's name for it (Anthropic: input_schema)
 ) -> ToolSpec:
     """A function offered to the model; its parameters a JSON schema of an object that the
-    grammar can enforce (a 400 naming `param`.parameters otherwise)."""
+    grammar can enforce (a 400 naming `param`.`schema_field` otherwise)."""
+    where = f"{param}.{schema_field}"
     if parameters is None or parameters == {}:
         parameters = NO_PARAMETERS
     elif parameters.get("type", "object") != "object":
         raise InvalidRequest(
-            "A function's parameters must be a JSON schema of type 'object'.",
-            param=f"{param}.parameters",
+            f"A function's {schema_field} must be a JSON schema of type 'object'.", param=where
         )
     else:
         parameters = {"type": "object", **parameters}
-    structured.check_schema(parameters, f"{param}.parameters")
+    structured.check_schema(parameters, where)
     return ToolSpec(name, description, parameters)
 
 
