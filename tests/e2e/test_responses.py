@@ -316,3 +316,21 @@ def test_logprobs_when_included(http: httpx.Client):
     assert len(part["logprobs"]) == answer["usage"]["output_tokens"]
     assert all(len(entry["top_logprobs"]) == 2 for entry in part["logprobs"])
     assert "".join(entry["token"] for entry in part["logprobs"]) == part["text"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/responses", {"model": "gpt-4", "input": "x" * 100_000}),
+        ("/v1/messages", {"model": "gpt-4", "max_tokens": 4,
+                          "messages": [{"role": "user", "content": "x" * 100_000}]}),
+    ],
+)  # fmt: skip
+def test_oversized_bodies_are_413_in_the_dialects_envelope(http: httpx.Client, path, body):
+    answer = http.post(path, json=body)  # over the test server's 64 KiB
+    assert answer.status_code == 413
+    error = answer.json()["error"]
+    if path == "/v1/messages":
+        assert answer.json()["type"] == "error" and error["type"] == "request_too_large"
+    else:
+        assert error["code"] == "payload_too_large"
