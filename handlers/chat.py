@@ -47,6 +47,7 @@ def chat_generation(request: ChatCompletionRequest) -> Generation:
         stops=tuple(request.stop_sequences),
         top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         budget_param="max_completion_tokens" if request.max_completion_tokens else "max_tokens",
+        thinking=request.thinking,
     )
 
 
@@ -104,6 +105,8 @@ class _Chunks:
         if isinstance(event, events.TextDelta):
             logprobs = chat_logprobs(event.logprobs) if self._top is not None else None
             delta = ChoiceDelta(content=event.text)
+        elif isinstance(event, events.ReasoningDelta):
+            delta, logprobs = ChoiceDelta(reasoning_content=event.text), None
         elif isinstance(event, events.CallStarted):
             function = FunctionCallDelta(name=event.name, arguments="")
             delta = (
@@ -170,6 +173,7 @@ def _collect(chunks: Iterator[ChatCompletionChunk]) -> ChatCompletion:
 class _Message:
     def __init__(self) -> None:
         self.content: list[str] = []
+        self.reasoning: list[str] = []
         self.calls: dict[int, ToolCall] = {}
         self.function_call: FunctionCall | None = None
         self.logprobs: ChoiceLogprobs | None = None
@@ -179,6 +183,8 @@ class _Message:
         delta = choice.delta
         if delta.content:
             self.content.append(delta.content)
+        if delta.reasoning_content:
+            self.reasoning.append(delta.reasoning_content)
         for call in delta.tool_calls or []:
             if call.id is not None:
                 self.calls[call.index] = ToolCall(
@@ -206,6 +212,7 @@ class _Message:
             content=content if content or not called else None,
             tool_calls=[self.calls[i] for i in sorted(self.calls)] or None,
             function_call=self.function_call,
+            reasoning_content="".join(self.reasoning) or None,
         )
         return ChatChoice(
             index=index, message=message, logprobs=self.logprobs, finish_reason=self.finish_reason

@@ -85,6 +85,7 @@ def message_generation(request: MessageCountTokensRequest) -> Generation:
         budget_is_ceiling=True,
         stops=tuple(getattr(request, "stop_sequences", None) or ()),
         call_prefix="toolu",
+        thinking=not (request.thinking and request.thinking.type == "disabled"),
     )
 
 
@@ -185,7 +186,8 @@ def _render(request: MessageCreateRequest, store: ModelStore) -> Iterator[Messag
     """Every message, streamed or not, is this stream of events; errors come before the first."""
     job = message_generation(request)
     message_id = new_id("msg").replace("-", "_")
-    blocks = _Blocks()
+    display = getattr(request.thinking, "display", None)
+    blocks = _Blocks(omit_thinking=display == "omitted")
     prompt_tokens, finished = 0, events.Finished(0, "stop")
     for event in generate(job, store):
         if isinstance(event, events.Started):
@@ -216,9 +218,11 @@ class _Blocks:
     thinking block on the first reasoning (closed by an empty signature, as there is none to
     give), a tool_use block on a call's start; a block of another kind closes the open one."""
 
-    def __init__(self) -> None:
+    def __init__(self, omit_thinking: bool = False) -> None:
         self.index = -1
         self.kind: str | None = None  # the open block's
+        # thinking.display "omitted" (Claude Code's): the block is there, its text is not.
+        self._omit_thinking = omit_thinking
 
     def render(self, event: events.Event) -> Iterator[MessageStreamEvent]:
         if isinstance(event, events.TextDelta) and event.text:
@@ -226,7 +230,8 @@ class _Blocks:
             yield self._delta(TextBlockDelta(text=event.text))
         elif isinstance(event, events.ReasoningDelta) and event.text:
             yield from self._open("thinking", ThinkingBlock(thinking=""))
-            yield self._delta(ThinkingBlockDelta(thinking=event.text))
+            if not self._omit_thinking:
+                yield self._delta(ThinkingBlockDelta(thinking=event.text))
         elif isinstance(event, events.CallStarted):
             yield from self.close()
             block = ToolUseBlock(id=event.call_id, name=event.name, input={})

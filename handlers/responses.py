@@ -153,6 +153,7 @@ def _generation(
         top_logprobs=(request.top_logprobs or 0) if logprobs else None,
         prompt_param="input",
         budget_param="max_output_tokens",
+        thinking=not (request.reasoning and request.reasoning.effort == "none"),
     )
 
 

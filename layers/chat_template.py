@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from common.errors import InvalidRequest
-from layers import tool_calls
+from layers import reasoning, tool_calls
 from layers.text import ChatTurn, ToolSpec
 
 # Unicode private-use characters: no tokenizer's special token, and no template, contains them.
@@ -45,25 +45,47 @@ class ChatTemplate:
         self.takes_tools = bool(template) and "tools" in template
         # The tokenizer adds the BOS token itself: a template that writes it would double it.
         self._strip = bos_token if add_bos else ""
+        self.reasoning = reasoning.detect(template)
+        self.reasoning_opens = self.reasoning is not None and self._opens_block(
+            [{"role": "user", "content": "Hi"}]
+        )
 
     def render(
-        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()
+        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
     ) -> list[PromptPiece]:
+        """`thinking` False: the template's own switch (`enable_thinking`, as Qwen3's and
+        DeepSeek R1's read it), and a block the prompt still opens is closed at once."""
         if tools and self.takes_tools:
             messages = [_template_message(t) for t in turns]
-            return self._render(messages, [tool.openai() for tool in tools])
-        if tools or any(t.tool_calls or t.role == "tool" for t in turns):
-            turns = tool_calls.as_plain_turns(turns)
-        if tools:
-            turns = _with_system_text(turns, tool_calls.system_prompt(tools, required=False))
-        return self._render([{"role": t.role, "content": t.content} for t in turns], None)
+            pieces = self._render(messages, [tool.openai() for tool in tools], thinking)
+        else:
+            if tools or any(t.tool_calls or t.role == "tool" for t in turns):
+                turns = tool_calls.as_plain_turns(turns)
+            if tools:
+                turns = _with_system_text(turns, tool_calls.system_prompt(tools, required=False))
+            pieces = self._render([_plain_message(t) for t in turns], None, thinking)
+        if not thinking and self.reasoning and _ends_with(pieces, self.reasoning.start):
+            pieces.append(PromptPiece(f"\n{self.reasoning.end}\n\n", False))
+        return pieces
 
-    def text(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> str:
+    def text(
+        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+    ) -> str:
         """The prompt as one string (for reading it; the engine tokenizes the pieces)."""
-        return "".join(piece.text for piece in self.render(turns, tools))
+        return "".join(piece.text for piece in self.render(turns, tools, thinking))
+
+    def _opens_block(self, messages: list[dict[str, Any]]) -> bool:
+        assert self.reasoning is not None
+        try:
+            return _ends_with(self._render(messages, None, True), self.reasoning.start)
+        except InvalidRequest:
+            return False
 
     def _render(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        thinking: bool = True,
     ) -> list[PromptPiece]:
         contents = [m["content"] for m in messages]
         marked = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)]
@@ -71,7 +93,7 @@ class ChatTemplate:
             lines = [f"{m['role']}: {m['content']}" for m in marked]
             return _pieces("\n".join(lines) + "\nassistant:", contents)
         try:
-            prompt = self._formatter(messages=marked, tools=tools).prompt
+            prompt = self._formatter(messages=marked, tools=tools, enable_thinking=thinking).prompt
         except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
             raise InvalidRequest(
                 f"The messages do not fit this model's chat template: {exc}", param="messages"
@@ -98,10 +120,21 @@ def _pieces(rendered: str, contents: list[str]) -> list[PromptPiece]:
     return pieces
 
 
+def _ends_with(pieces: list[PromptPiece], marker: str) -> bool:
+    return bool(pieces) and not pieces[-1].from_client and pieces[-1].text.rstrip().endswith(marker)
+
+
+def _plain_message(turn: ChatTurn) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.reasoning:
+        message["reasoning_content"] = turn.reasoning  # the key templates read (Qwen3's)
+    return message
+
+
 def _template_message(turn: ChatTurn) -> dict[str, Any]:
     """A turn as the message dict templates with tool support read: a call's arguments as an
     object, a tool result with its call's id and function name."""
-    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    message = _plain_message(turn)
     if turn.tool_calls:
         message["tool_calls"] = [
             {

@@ -145,6 +145,8 @@ class ExLlamaV2TextModel:
             eos_token=self._tokenizer.eos_token or "",
             add_bos=add_bos,
         )
+        self.reasoning = self._template.reasoning
+        self.reasoning_opens = self._template.reasoning_opens
         self._end_tokens = {self._tokenizer.eos_token_id, *_end_of_turn(self._tokenizer)}
         self._pieces = self._tokenizer.get_id_to_piece_list(True)
         files = sorted(p.name for p in path.iterdir())
@@ -155,9 +157,11 @@ class ExLlamaV2TextModel:
     def max_token_bytes(self) -> int:
         return max((len(piece.encode()) for piece in self._pieces), default=1)
 
-    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
+    def chat_prompt(
+        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+    ) -> list[int]:
         tokens = [self._tokenizer.bos_token_id] if self._add_bos else []
-        for piece in self._template.render(turns, tools):
+        for piece in self._template.render(turns, tools, thinking):
             # Special tokens are parsed in the template's text only, never in a client's.
             tokens += self._encode(piece.text, special=not piece.from_client)
         return tokens

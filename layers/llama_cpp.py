@@ -139,6 +139,8 @@ class LlamaCppTextModel:
             eos_token=self._token_text(self._model.token_eos()),
             add_bos=self._add_bos,
         )
+        self.reasoning = self._template.reasoning
+        self.reasoning_opens = self._template.reasoning_opens
 
     def _new_context(self, kwargs: Mapping[str, Any]) -> Any:
         """One context for all sequences: a KV stream of n_ctx cells for each, and batches
@@ -176,9 +178,11 @@ class LlamaCppTextModel:
         self._llama_cpp.llama_free(self._context)
         self._model.close()
 
-    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
+    def chat_prompt(
+        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+    ) -> list[int]:
         tokens = [self._model.token_bos()] if self._add_bos else []
-        for piece in self._template.render(turns, tools):
+        for piece in self._template.render(turns, tools, thinking):
             # Special tokens are parsed in the template's text only, never in a client's.
             tokens += self._model.tokenize(
                 piece.text.encode(), add_bos=False, special=not piece.from_client

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from layers.reasoning import ReasoningFormat
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ChatTurn:
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
     tool_call_id: str | None = None  # the call a tool turn answers
     name: str | None = None  # the function a tool turn answers
+    reasoning: str = ""  # an assistant's thinking before its answer, as the client sent it back
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class TextModel(Protocol):
     context_length: int
     vocab_size: int
     fingerprint: str  # changes whenever the same request could give a different answer
+    # How the model thinks before it answers (layers/reasoning, from its chat template), and
+    # whether its prompt opens the block (all it writes up to the end marker is reasoning).
+    reasoning: ReasoningFormat | None
+    reasoning_opens: bool
 
     @property
     def max_token_bytes(self) -> int:
@@ -81,11 +89,13 @@ class TextModel(Protocol):
         cannot fit, whatever its tokens (known without tokenizing it)."""
         ...
 
-    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
+    def chat_prompt(
+        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+    ) -> list[int]:
         """The tokens of the conversation rendered with the model's chat template, ready to
         generate; the tools, when there are any, described the way the template or
         layers/tool_calls asks. Special tokens come from the template only: what clients
-        wrote is tokenized as text."""
+        wrote is tokenized as text. `thinking` False: a reasoning model answers at once."""
         ...
 
     def tokenize(self, text: str) -> list[int]:

@@ -22,7 +22,8 @@ from tests.processes import free_port, running, runpod_local_api, stratus_serve
 from tests.s3_server import MotoServer, TcpProxy
 
 API_KEYS = ("test-key", "second-key")
-TOOLS_TEMPLATE = Path(__file__).parent / "templates" / "hermes_tools.jinja"
+TEMPLATES = Path(__file__).parent / "templates"
+TOOLS_TEMPLATE = TEMPLATES / "hermes_tools.jinja"
 MAX_QUEUE = 2
 MAX_BODY_BYTES = 64 * 1024
 MAX_AUDIO_SECONDS = 120  # the longest upload the test servers transcribe
@@ -164,17 +165,24 @@ def write_user_registry(directory: Path) -> Path:
   source: file://{directory}/no-such-dir/no-such-model.gguf
 """
     )
-    # The embedded model with a chat template that renders `tools` itself (Hermes style).
+    # The embedded model with a chat template that renders `tools` itself (Hermes style), and
+    # with reasoning models' templates: DeepSeek R1's opens the thinking block in the prompt,
+    # Qwen3's lets the model open it (and closes it at once with enable_thinking false).
     with registry.open("a") as file:
         yaml.safe_dump(
             [
                 {
-                    "name": "tools-template-chat",
+                    "name": name,
                     "backend": "llama-cpp",
                     "source": f"file://{smollm2_path()}",
                     "parameters": {"n_ctx": 1024},
-                    "templates": {"chat": TOOLS_TEMPLATE.read_text()},
+                    "templates": {"chat": template.read_text()},
                 }
+                for name, template in (
+                    ("tools-template-chat", TOOLS_TEMPLATE),
+                    ("r1-chat", TEMPLATES / "deepseek_r1_distill.jinja"),
+                    ("qwen3-chat", TEMPLATES / "qwen3.jinja"),
+                )
             ],
             file,
         )

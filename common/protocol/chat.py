@@ -19,6 +19,7 @@ from common.protocol.base import (
     TokenBudget,
     Usage,
     absent_when_none,
+    extension,
 )
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -60,6 +61,10 @@ class ChatMessage(OpenAIRequest):
     tool_calls: list[MessageToolCall] | None = None
     tool_call_id: str | None = None
     function_call: FunctionCallArguments | None = None  # legacy: an assistant's one call
+    # An assistant's thinking, sent back as the server gave it (vLLM's and llama.cpp's name;
+    # `reasoning` as others write it): rendered where the model's template reads it.
+    reasoning_content: str | None = extension()
+    reasoning: str | None = extension()
 
     @field_validator("content", mode="before")
     @classmethod
@@ -122,6 +127,27 @@ class ChatCompletionRequest(SamplingFields):
     # The deprecated forms of tools and tool_choice.
     functions: list[FunctionDefinition] | None = None
     function_call: Literal["none", "auto"] | NamedFunction | None = None
+    # "none" turns a reasoning model's thinking off; the others leave it on (its length is
+    # not bounded yet). Models without reasoning answer the same either way.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    chat_template_kwargs: dict[str, Any] | None = extension()  # llama.cpp's and vLLM's
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_switches(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key, switch in (value or {}).items():
+            if key != "enable_thinking":
+                raise ValueError(
+                    f"'{key}' is not a template switch Stratus passes on (only enable_thinking is)"
+                )
+            if not isinstance(switch, bool):
+                raise ValueError("enable_thinking must be true or false")
+        return value
+
+    @property
+    def thinking(self) -> bool:
+        switches = self.chat_template_kwargs or {}
+        return self.reasoning_effort != "none" and switches.get("enable_thinking") is not False
 
     @field_validator("top_logprobs")
     @classmethod
@@ -157,12 +183,13 @@ class ResponseMessage(OpenAIResponse):
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
     function_call: FunctionCall | None = None  # legacy `functions` requests
+    reasoning_content: str | None = None  # a reasoning model's thinking (llama.cpp's, vLLM's)
 
-    model_config = absent_when_none("tool_calls", "function_call")
+    model_config = absent_when_none("tool_calls", "function_call", "reasoning_content")
 
     @model_serializer(mode="wrap")
     def _omit_absent_calls(self, handler: Any) -> dict[str, Any]:
-        return _without(handler, self, "tool_calls", "function_call")
+        return _without(handler, self, "tool_calls", "function_call", "reasoning_content")
 
 
 class TopLogprob(OpenAIResponse):
@@ -227,15 +254,20 @@ class ToolCallDelta(OpenAIResponse):
 class ChoiceDelta(OpenAIResponse):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
     function_call: FunctionCallDelta | None = None
 
-    model_config = absent_when_none("role", "content", "tool_calls", "function_call")
+    model_config = absent_when_none(
+        "role", "content", "reasoning_content", "tool_calls", "function_call"
+    )
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: Any) -> dict[str, Any]:
         # A delta carries only what changed: {"role": ...} first, then {"content": ...}, then {}.
-        return _without(handler, self, "role", "content", "tool_calls", "function_call")
+        return _without(
+            handler, self, "role", "content", "reasoning_content", "tool_calls", "function_call"
+        )
 
 
 class ChatChunkChoice(OpenAIResponse):

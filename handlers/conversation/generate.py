@@ -25,7 +25,7 @@ from handlers._generation import (
 from handlers._stop import StopMatcher
 from handlers.conversation import events
 from handlers.conversation.plan import ChatPlan
-from layers import tool_calls
+from layers import reasoning, tool_calls
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class Generation:
     stops: tuple[str, ...] = ()
     top_logprobs: int | None = None  # None: no log probabilities
     call_prefix: str = "call"  # of the ids of calls made
+    # False: a reasoning model answers at once (reasoning_effort "none", enable_thinking false,
+    # Messages' thinking disabled); a model without reasoning is the same either way.
+    thinking: bool = True
     # The dialect's names for the fields the checks may refuse.
     prompt_param: str = "messages"
     budget_param: str = "max_tokens"
@@ -59,7 +62,7 @@ def count_prompt(job: Generation, store: ModelStore) -> int:
         model = text_model(loaded, job.model)
         sent = sum(len(turn.content.encode()) for turn in plan.turns)
         check_prompt_size(model, sent, job.prompt_param)
-        prompt = model.chat_prompt(plan.turns, plan.tools)
+        prompt = model.chat_prompt(plan.turns, plan.tools, job.thinking)
         check_context(model, len(prompt), None, prompt_param=job.prompt_param)
         return len(prompt)
 
@@ -74,7 +77,7 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
         defaults = store.registry.resolve(job.model).parameters
         sent = sum(len(turn.content.encode()) for turn in plan.turns)
         check_prompt_size(model, sent, job.prompt_param)
-        prompt = model.chat_prompt(plan.turns, plan.tools)
+        prompt = model.chat_prompt(plan.turns, plan.tools, job.thinking)
         budget = token_budget(job.budget, defaults)
         named = job.budget is not None and not job.budget_is_ceiling
         # A budget the client did not name (the model's or the operator's default) is cut to
@@ -99,6 +102,10 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
         )
         check_logit_bias(model, request)
         metering.count("prompt_tokens", len(prompt))  # output tokens count as generated
+        thinks = model.reasoning if job.thinking else None
+        grammar = plan.grammar
+        if thinks is not None and grammar is not None:  # constrained only after the block
+            grammar = reasoning.grammar(grammar, thinks, model.reasoning_opens)
         yield events.Started(len(prompt), model.fingerprint)
 
         # All choices start now and run side by side; they are read one after the other.
@@ -109,7 +116,7 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
                 sampling_for(request, defaults, choice=index),
                 budget,
                 job.stops if plan.mode == "none" else (),
-                grammar=plan.grammar,
+                grammar=grammar,
                 logprobs=job.top_logprobs,
             )
             for index in range(job.n)
@@ -117,7 +124,8 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
         completion_tokens = 0
         try:
             for index, generation in enumerate(generations):
-                yield from _choice(index, generation, job)
+                split = thinks and reasoning.ReasoningSplitter(thinks, model.reasoning_opens)
+                yield from _choice(index, _Thoughts(index, generation, split or None), job)
                 completion_tokens += generation.completion_tokens
         finally:
             for generation in generations:
@@ -125,18 +133,58 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
         yield events.Usage(len(prompt), completion_tokens)
 
 
-def _choice(index: int, generation: TextGeneration, job: Generation) -> Iterator[events.Event]:
+class _Thoughts:
+    """A choice's pieces of content; its reasoning, split out as it streams, goes to
+    `reasoning` (a list of events the caller sends before the next piece)."""
+
+    def __init__(
+        self, choice: int, generation: TextGeneration, split: reasoning.ReasoningSplitter | None
+    ) -> None:
+        self.generation = generation
+        self._choice = choice
+        self._split = split
+        self.reasoning: list[events.Event] = []
+
+    def __iter__(self) -> Iterator[Piece]:
+        if self._split is None:
+            yield from self.generation
+            return
+        for piece in self.generation:
+            yield from self._pieces(self._split.feed(piece.text), piece)
+        yield from self._pieces(self._split.finish(), Piece(""))
+
+    def _pieces(self, parts: list[tuple[str, str]], piece: Piece) -> Iterator[Piece]:
+        for kind, text in parts:
+            if kind == "reasoning":
+                self.reasoning.append(events.ReasoningDelta(self._choice, text))
+            else:
+                yield Piece(text, piece.tokens)
+        if self.reasoning:  # nothing of the content came after it yet: sent now, in order
+            yield Piece("")
+
+    def drain(self) -> list[events.Event]:
+        out, self.reasoning = self.reasoning, []
+        return out
+
+
+def _choice(index: int, thoughts: _Thoughts, job: Generation) -> Iterator[events.Event]:
+    generation = thoughts.generation
     if job.plan.mode == "none":
-        for piece in generation:
-            yield events.TextDelta(index, piece.text, piece.tokens)
+        for piece in thoughts:
+            yield from thoughts.drain()
+            if piece.text:
+                yield events.TextDelta(index, piece.text, piece.tokens)
+        yield from thoughts.drain()
         reason = generation.finish_reason or "stop"
         stop = generation.stop_sequence
     else:
         answer = _Answer(index, job)
-        for piece in generation:
+        for piece in thoughts:
+            yield from thoughts.drain()
             yield from answer.feed(piece)
             if answer.stopped:
                 break
+        yield from thoughts.drain()
         yield from answer.finish()
         reason = generation.finish_reason or "stop"
         stop = answer.stop_sequence

@@ -214,7 +214,10 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
                     param=f"messages[{i}].name",
                 )
             call_id = name
-        turns.append(ChatTurn(role, content, tuple(made), call_id, name))
+        thought = (
+            (message.reasoning_content or message.reasoning or "") if role == "assistant" else ""
+        )
+        turns.append(ChatTurn(role, content, tuple(made), call_id, name, thought))
     return turns
 
 

@@ -19,6 +19,8 @@ class FakeTextModel:
     vocab_size = 256
     fingerprint = "fp_fake"
     max_token_bytes = 1
+    reasoning = None
+    reasoning_opens = False
 
     def __init__(self, pieces: Sequence[bytes], context_length: int = 64) -> None:
         self.pieces = list(pieces)
@@ -27,7 +29,9 @@ class FakeTextModel:
         self.grammars: list[str | None] = []
         self.closed = 0
 
-    def chat_prompt(self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = ()) -> list[int]:
+    def chat_prompt(
+        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+    ) -> list[int]:
         described = "".join(f"<tool>{t.name}" for t in tools)
         text = described + "".join(f"<{t.role}>{t.content}" for t in turns) + "<assistant>"
         return self.tokenize(text)

@@ -1,0 +1,111 @@
+"""Reasoning split out of the answer, in every dialect: the embedded weights under DeepSeek R1's
+template (which opens the thinking block in the prompt, so everything up to `</think>` is
+reasoning) and Qwen3's (which lets the model open it, and closes it at once when thinking is
+off). SmolLM2 never closes a block it did not learn: under R1's template all it writes is
+reasoning, which is what a real R1 model's first tokens are."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+
+from tests.conftest import API_KEYS, LiveServer
+
+HI = [{"role": "user", "content": "What is 2 + 2?"}]
+MARKERS = ("<think>", "</think>")
+
+
+def test_r1_thinking_is_reasoning_content_not_content(client: openai.OpenAI):
+    reply = client.chat.completions.create(
+        model="r1-chat", messages=HI, max_tokens=12, temperature=0
+    )
+    message = reply.choices[0].message
+    reasoning = message.model_extra["reasoning_content"]
+    assert reasoning and not any(marker in reasoning for marker in MARKERS)
+    assert not message.content  # the block never closed: no answer yet
+    assert reply.usage.completion_tokens == 12
+
+
+def test_r1_reasoning_streams_as_reasoning_content_deltas(client: openai.OpenAI):
+    body = {"model": "r1-chat", "messages": HI, "max_tokens": 12, "temperature": 0}
+    whole = client.chat.completions.create(**body).choices[0].message
+    chunks = list(client.chat.completions.create(**body, stream=True))
+    streamed = "".join(
+        c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks if c.choices
+    )
+    assert streamed == whole.model_extra["reasoning_content"]
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_thinking_off_gives_no_reasoning(client: openai.OpenAI):
+    template_off = {"chat_template_kwargs": {"enable_thinking": False}}
+    for extra in ({"reasoning_effort": "none"}, {"extra_body": template_off}):
+        reply = client.chat.completions.create(
+            model="r1-chat", messages=HI, max_tokens=8, temperature=0, **extra
+        )
+        message = reply.choices[0].message
+        assert "reasoning_content" not in (message.model_extra or {})
+        assert message.content and not any(marker in message.content for marker in MARKERS)
+
+
+def test_a_template_that_does_not_open_the_block_answers_as_content(client: openai.OpenAI):
+    reply = client.chat.completions.create(
+        model="qwen3-chat", messages=HI, max_tokens=8, temperature=0
+    )
+    assert reply.choices[0].message.content
+
+
+def test_reasoning_sent_back_is_accepted(client: openai.OpenAI):
+    reply = client.chat.completions.create(
+        model="qwen3-chat",
+        messages=[*HI, {"role": "assistant", "content": "4", "reasoning_content": "2 and 2."},
+                  {"role": "user", "content": "And 3 + 3?"}],
+        max_tokens=4,
+        temperature=0,
+    )  # fmt: skip
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_responses_give_a_reasoning_item_sealed_for_the_caller(client: openai.OpenAI):
+    first = client.responses.create(
+        model="r1-chat", input="What is 2 + 2?", max_output_tokens=10, temperature=0,
+        include=["reasoning.encrypted_content"], store=False,
+    )  # fmt: skip
+    [item] = first.output
+    assert item.type == "reasoning" and item.content[0].text and item.encrypted_content
+    again = client.responses.create(
+        model="r1-chat", store=False, max_output_tokens=4, temperature=0,
+        input=[{"role": "user", "content": "What is 2 + 2?"}, item.model_dump(exclude_none=True),
+               {"role": "user", "content": "Sure?"}],
+    )  # fmt: skip
+    assert again.status in ("completed", "incomplete")
+    off = client.responses.create(
+        model="r1-chat", input="Hi", max_output_tokens=6, temperature=0, store=False,
+        reasoning={"effort": "none"},
+    )  # fmt: skip
+    assert [item.type for item in off.output] == ["message"]
+
+
+def test_messages_give_a_thinking_block(server: LiveServer):
+    headers = {"x-api-key": API_KEYS[0], "anthropic-version": "2023-06-01"}
+    body = {"model": "r1-chat", "max_tokens": 10, "messages": HI, "temperature": 0}
+    answer = httpx.post(f"{server.url}/v1/messages", json=body, headers=headers, timeout=60)
+    blocks = answer.json()["content"]
+    assert [block["type"] for block in blocks] == ["thinking"] and blocks[0]["thinking"]
+    with httpx.stream(
+        "POST", f"{server.url}/v1/messages", json={**body, "stream": True}, headers=headers,
+        timeout=60,
+    ) as streamed:  # fmt: skip
+        events = [json.loads(line[6:]) for line in streamed.iter_lines() if line[:6] == "data: "]
+    deltas = [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"]
+    assert deltas[0] == "thinking_delta" and deltas[-1] == "signature_delta"
+    off = httpx.post(
+        f"{server.url}/v1/messages", json={**body, "thinking": {"type": "disabled"}},
+        headers=headers, timeout=60,
+    )  # fmt: skip
+    assert [block["type"] for block in off.json()["content"]] == ["text"]
+    hidden = {**body, "thinking": {"type": "adaptive", "display": "omitted"}}
+    omitted = httpx.post(f"{server.url}/v1/messages", json=hidden, headers=headers, timeout=60)
+    assert omitted.json()["content"] == [{"type": "thinking", "thinking": "", "signature": ""}]
