@@ -48,6 +48,7 @@ def chat_generation(request: ChatCompletionRequest) -> Generation:
         top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         budget_param="max_completion_tokens" if request.max_completion_tokens else "max_tokens",
         thinking=request.thinking,
+        reasoning_budget=request.reasoning_budget,
     )
 
 

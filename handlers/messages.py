@@ -11,6 +11,7 @@ from pydantic_core import from_json
 
 from common.errors import InvalidRequest
 from common.protocol.base import new_id
+from common.protocol.chat import REASONING_BUDGETS
 from common.protocol.messages import (
     ContentBlockDeltaEvent,
     ContentBlockParam,
@@ -86,6 +87,8 @@ def message_generation(request: MessageCountTokensRequest) -> Generation:
         stops=tuple(getattr(request, "stop_sequences", None) or ()),
         call_prefix="toolu",
         thinking=not (request.thinking and request.thinking.type == "disabled"),
+        reasoning_budget=getattr(request.thinking, "budget_tokens", None)
+        or REASONING_BUDGETS.get(getattr(request.output_config, "effort", None) or ""),
     )
 
 

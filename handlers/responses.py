@@ -11,6 +11,7 @@ from typing import Any
 
 from common.errors import InvalidRequest, NotFound
 from common.protocol.base import new_id
+from common.protocol.chat import REASONING_BUDGETS
 from common.protocol.responses import (
     DeletedResponse,
     InputItemList,
@@ -141,6 +142,7 @@ def _generation(
         format_param="text.format",
         schema_param="text.format.schema",
     )
+    effort = request.reasoning.effort if request.reasoning else None
     logprobs = request.top_logprobs is not None or "message.output_text.logprobs" in (
         request.include or ()
     )
@@ -153,7 +155,8 @@ def _generation(
         top_logprobs=(request.top_logprobs or 0) if logprobs else None,
         prompt_param="input",
         budget_param="max_output_tokens",
-        thinking=not (request.reasoning and request.reasoning.effort == "none"),
+        thinking=effort != "none",
+        reasoning_budget=REASONING_BUDGETS.get(effort or ""),
     )
 
 

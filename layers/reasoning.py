@@ -103,20 +103,31 @@ class ReasoningSplitter:
         return [("reasoning" if self._state == "reasoning" else "content", held)]
 
 
-def grammar(answer: str, fmt: ReasoningFormat, opened: bool) -> str:
-    """`answer` (a Lark grammar with a `start` rule) after a reasoning block: free text that
-    does not contain the end marker, then the marker; optional unless the prompt opened it."""
-    body = answer.replace("start:", "answer:", 1)
-    end = lark_string(fmt.end)
-    block = f"REASONING {end} GAP"
+# The answer after the block when nothing else constrains it: any text.
+FREE_TEXT = "start: /(.|\\n)*/\n"
+
+
+def grammar(
+    answer: str | None, fmt: ReasoningFormat, opened: bool, budget: int | None = None
+) -> str:
+    """`answer` (a Lark grammar with a `start` rule; None: free text) after a reasoning block:
+    text without the end marker, then the marker (forced after `budget` tokens); the block is
+    optional unless the prompt opened it."""
+    body = (answer or FREE_TEXT).replace("start:", "answer:", 1)
+    block = f"reasoning {lark_string(fmt.end)} GAP"
     start = (
         f"start: {block} answer"
         if opened
         else (f"start: {lark_string(fmt.start)} {block} answer | answer")
     )
     escaped = fmt.end.replace("/", "\\/").replace("[", "\\[").replace("]", "\\]")
+    bounded = f"[max_tokens={budget}]" if budget is not None else ""
     return (
-        f"{start}\nREASONING: /(.|\\n)*/ & ~/(.|\\n)*{escaped}(.|\\n)*/\nGAP: /[ \\t\\n]*/\n{body}"
+        f"{start}\n"
+        f"reasoning{bounded}: REASONING\n"
+        f"REASONING: /(.|\\n)*/ & ~/(.|\\n)*{escaped}(.|\\n)*/\n"
+        "GAP: /[ \\t\\n]*/\n"
+        f"{body}"
     )
 
 

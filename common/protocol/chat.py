@@ -23,6 +23,9 @@ from common.protocol.base import (
 )
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+# Tokens a reasoning model may think at each reasoning_effort before its answer is forced to
+# begin (high and xhigh: as long as it likes, up to the completion budget).
+REASONING_BUDGETS = {"minimal": 128, "low": 512, "medium": 2048}
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 # OpenAI's rule for function names; it also keeps them literal inside a grammar and JSON.
 FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
@@ -127,8 +130,8 @@ class ChatCompletionRequest(SamplingFields):
     # The deprecated forms of tools and tool_choice.
     functions: list[FunctionDefinition] | None = None
     function_call: Literal["none", "auto"] | NamedFunction | None = None
-    # "none" turns a reasoning model's thinking off; the others leave it on (its length is
-    # not bounded yet). Models without reasoning answer the same either way.
+    # "none" turns a reasoning model's thinking off; the others bound it (REASONING_BUDGETS).
+    # Models without reasoning answer the same either way.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     chat_template_kwargs: dict[str, Any] | None = extension()  # llama.cpp's and vLLM's
 
@@ -143,6 +146,10 @@ class ChatCompletionRequest(SamplingFields):
             if not isinstance(switch, bool):
                 raise ValueError("enable_thinking must be true or false")
         return value
+
+    @property
+    def reasoning_budget(self) -> int | None:
+        return REASONING_BUDGETS.get(self.reasoning_effort or "")
 
     @property
     def thinking(self) -> bool:

@@ -48,6 +48,9 @@ class Generation:
     # False: a reasoning model answers at once (reasoning_effort "none", enable_thinking false,
     # Messages' thinking disabled); a model without reasoning is the same either way.
     thinking: bool = True
+    # Tokens a reasoning model may think before the end of its block is forced (None: as long
+    # as it likes): Messages' thinking.budget_tokens, or a reasoning effort's.
+    reasoning_budget: int | None = None
     # The dialect's names for the fields the checks may refuse.
     prompt_param: str = "messages"
     budget_param: str = "max_tokens"
@@ -104,8 +107,11 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
         metering.count("prompt_tokens", len(prompt))  # output tokens count as generated
         thinks = model.reasoning if job.thinking else None
         grammar = plan.grammar
-        if thinks is not None and grammar is not None:  # constrained only after the block
-            grammar = reasoning.grammar(grammar, thinks, model.reasoning_opens)
+        # A constrained answer (tools, JSON) only after the block; a budget bounds the block.
+        if thinks is not None and (grammar is not None or job.reasoning_budget is not None):
+            grammar = reasoning.grammar(
+                grammar, thinks, model.reasoning_opens, job.reasoning_budget
+            )
         yield events.Started(len(prompt), model.fingerprint)
 
         # All choices start now and run side by side; they are read one after the other.

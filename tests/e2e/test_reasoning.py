@@ -23,7 +23,7 @@ def test_r1_thinking_is_reasoning_content_not_content(client: openai.OpenAI):
     )
     message = reply.choices[0].message
     reasoning = message.model_extra["reasoning_content"]
-    assert reasoning and not any(marker in reasoning for marker in MARKERS)
+    assert reasoning and "</think>" not in reasoning  # the end marker is never text
     assert not message.content  # the block never closed: no answer yet
     assert reply.usage.completion_tokens == 12
 
@@ -109,3 +109,45 @@ def test_messages_give_a_thinking_block(server: LiveServer):
     hidden = {**body, "thinking": {"type": "adaptive", "display": "omitted"}}
     omitted = httpx.post(f"{server.url}/v1/messages", json=hidden, headers=headers, timeout=60)
     assert omitted.json()["content"] == [{"type": "thinking", "thinking": "", "signature": ""}]
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_a_reasoning_budget_ends_the_block_and_the_answer_follows(client: openai.OpenAI):
+    """R1's template opens the block and SmolLM2 never closes it: the budget of
+    reasoning_effort "minimal" (128 tokens) forces `</think>`, then comes the answer."""
+    reply = client.chat.completions.create(
+        model="r1-chat", messages=HI, reasoning_effort="minimal", max_tokens=150, temperature=0
+    )
+    message = reply.choices[0].message
+    assert message.model_extra["reasoning_content"] and "</think>" not in message.content
+    assert message.content  # the block was closed: an answer began
+    unbounded = client.chat.completions.create(
+        model="r1-chat", messages=HI, max_tokens=150, temperature=0
+    )
+    assert not unbounded.choices[0].message.content  # without a budget it thinks on
+
+
+def test_a_call_comes_after_the_block(client: openai.OpenAI):
+    reply = client.chat.completions.create(
+        model="r1-chat", messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=[WEATHER], tool_choice="required", parallel_tool_calls=False,
+        reasoning_effort="minimal", max_tokens=200, temperature=0,
+    )  # fmt: skip
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"]
+    assert not choice.message.content
