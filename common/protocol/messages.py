@@ -128,7 +128,7 @@ class OutputFormatParam(OpenAIRequest):
 
 
 class OutputConfigParam(OpenAIRequest):
-    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None  # ignored
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None  # a thinking budget
     format: OutputFormatParam | None = None
 
 
