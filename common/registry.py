@@ -53,6 +53,9 @@ class ModelConfig(BaseModel):
     owned_by: str = "stratus"
     created: int = 0
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # checked after an S3 download
+    # How the model thinks, when its chat template does not tell (layers/reasoning detects it
+    # otherwise): a format's name (think, magistral), or none.
+    reasoning_format: str | None = Field(None, pattern=r"^(think|magistral|none)$")
 
     @property
     def parallel(self) -> int:

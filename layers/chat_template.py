@@ -34,7 +34,14 @@ class PromptPiece(NamedTuple):
 
 
 class ChatTemplate:
-    def __init__(self, template: str | None, bos_token: str, eos_token: str, add_bos: bool):
+    def __init__(
+        self,
+        template: str | None,
+        bos_token: str,
+        eos_token: str,
+        add_bos: bool,
+        reasoning_format: str | None = None,  # the registry's override of the detection
+    ):
         self._formatter = None
         if template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -45,7 +52,11 @@ class ChatTemplate:
         self.takes_tools = bool(template) and "tools" in template
         # The tokenizer adds the BOS token itself: a template that writes it would double it.
         self._strip = bos_token if add_bos else ""
-        self.reasoning = reasoning.detect(template)
+        self.reasoning = (
+            reasoning.detect(template)
+            if reasoning_format is None
+            else reasoning.FORMATS.get(reasoning_format)
+        )
         self.reasoning_opens = self.reasoning is not None and self._opens_block(
             [{"role": "user", "content": "Hi"}]
         )

@@ -85,3 +85,20 @@ def test_the_grammar_puts_a_call_after_the_block_and_bounds_it():
             structured.check_grammar(grammar, "tools")
             assert ("[max_tokens=64]" in grammar) == (budget == 64)
     assert "answer: /(.|\\n)*/" in reasoning.grammar(None, MAGISTRAL, False, 10)
+
+
+def test_the_registry_overrides_detection():
+    text = (TEMPLATES / "llama31.jinja").read_text()
+    forced = ChatTemplate(text, "<s>", "</s>", add_bos=False, reasoning_format="think")
+    assert forced.reasoning == THINK
+    r1 = (TEMPLATES / "deepseek_r1_distill.jinja").read_text()
+    assert ChatTemplate(r1, "<s>", "</s>", False, reasoning_format="none").reasoning is None
+
+
+def test_an_unknown_reasoning_format_is_refused_by_the_registry():
+    from pydantic import ValidationError
+
+    from common.registry import ModelConfig
+
+    with pytest.raises(ValidationError):
+        ModelConfig(name="m", backend="llama-cpp", source="/m.gguf", reasoning_format="harmony")
