@@ -31,14 +31,8 @@ from adapters import docs, playground
 from adapters.bodies import BodyReader
 from adapters.error_responses import error_response, unrouted
 from adapters.event_stream import RAW, EventStreamResponse, event_stream, sse
-from adapters.operations import (
-    OPERATIONS,
-    Operation,
-    Publishing,
-    Stateful,
-    requested_model,
-    start,
-)
+from adapters.operations import OPERATIONS, Operation, start
+from adapters.parsed import Publishing, Stateful, requested_model
 from adapters.playground import ROUTE as PLAYGROUND
 from adapters.runtime import build_image_urls, build_response_store, build_store
 from common import cancellation, metering
@@ -46,10 +40,8 @@ from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
 from common.cancellation import Cancellation
 from common.errors import (
-    ClientGone,
     InternalError,
     NotFound,
-    RequestTimeout,
     StratusError,
     Unauthorized,
 )
@@ -305,7 +297,7 @@ class Gateway:
         if self.metrics is not None:
             self.metrics.waiting.labels(model).inc()
         try:
-            await self._acquire_in_time(model, slots, watcher, deadline)
+            await self.gate.acquire_in_time(model, slots, watcher, deadline)
         finally:
             record.add_span("queue", time.perf_counter() - queued)
             if self.metrics is not None:
@@ -327,34 +319,6 @@ class Gateway:
             self.metrics.observe(record)
         if self.cost_log is not None:
             self.cost_log.write(record)
-
-    async def _acquire_in_time(
-        self, model: str, slots: int, watcher: asyncio.Task, deadline: float | None
-    ) -> None:
-        """One of the model's slots; ClientGone if the client leaves while the request waits
-        for one, RequestTimeout if the deadline passes first."""
-        acquiring = asyncio.ensure_future(self.gate.acquire(model, slots))
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        done, _ = await asyncio.wait(
-            {acquiring, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if acquiring in done:
-            acquiring.result()  # Overloaded: the queue is full
-            return
-        acquiring.cancel()
-        try:
-            await acquiring
-        except asyncio.CancelledError:
-            pass
-        else:  # it got the slot at the very moment the client left
-            self.gate.release(model)
-        if watcher in done:
-            raise ClientGone("The client closed the connection before its request ran.")
-        raise RequestTimeout(
-            "The request waited for a free slot longer than this server allows "
-            "(STRATUS_REQUEST_TIMEOUT); please retry shortly.",
-            headers={"Retry-After": "1"},
-        )
 
     async def _answer(
         self, request: Request, operation: Operation, run: Callable[[], Any]

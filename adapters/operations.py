@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.dialects import ANTHROPIC, OPENAI, RESPONSES, Dialect
+from adapters.parsed import Publishing
 from common.errors import InvalidRequest, NotFound, StratusError
-from common.image_urls import ImageUrls
 from common.protocol import parse_request
 from common.protocol.audio import (
     SpeechAudioDelta,
@@ -128,36 +128,6 @@ def _upload(request_type: type[TranscriptionRequest]) -> Parse:
         return parse_request(request_type, fields), body["file"]
 
     return parse
-
-
-@dataclass(frozen=True)
-class Publishing:
-    """A parsed request of an operation that publishes, with where its files go (the adapter's
-    ImageUrls) and the request's own base URL (scheme://host[:port]; None off HTTP)."""
-
-    request: Any
-    urls: ImageUrls
-    base_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Stateful:
-    """A parsed request of an operation that keeps state between requests (stored responses):
-    with the store, and the caller who owns what it writes and may read it back."""
-
-    request: Any
-    responses: Any  # common.response_store.ResponseStore
-    owner: str
-    sealer: Any = None  # common.sealed.Sealer: blobs the client hands back
-
-
-def requested_model(parsed: Any) -> str:
-    """The model id a parsed inference request names (or its operation's default)."""
-    if isinstance(parsed, Publishing | Stateful):
-        parsed = parsed.request
-    elif isinstance(parsed, tuple):  # an upload: (its form fields, the audio)
-        parsed = parsed[0]
-    return getattr(parsed, "model", None) or getattr(parsed, "default_model", "")
 
 
 def _images(job: Publishing, store: ModelStore) -> Result:

@@ -12,10 +12,11 @@ model's requests drain, however busy that model stays.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from common.errors import Overloaded
+from common.errors import ClientGone, Overloaded, RequestTimeout
 
 
 @dataclass(eq=False)
@@ -63,6 +64,34 @@ class InferenceGate:
                 self._queue.remove(waiter)
                 self._dispatch()  # the next in line may run now
             raise
+
+    async def acquire_in_time(
+        self, key: str, slots: int, gone: asyncio.Future, deadline: float | None
+    ) -> None:
+        """acquire(), given up when `gone` completes first (the client left: ClientGone) or
+        the deadline (time.monotonic()) passes (RequestTimeout)."""
+        acquiring = asyncio.ensure_future(self.acquire(key, slots))
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait(
+            {acquiring, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if acquiring in done:
+            acquiring.result()  # Overloaded: the queue is full
+            return
+        acquiring.cancel()
+        try:
+            await acquiring
+        except asyncio.CancelledError:
+            pass
+        else:  # it got the slot at the very moment the client left
+            self.release(key)
+        if gone in done:
+            raise ClientGone("The client closed the connection before its request ran.")
+        raise RequestTimeout(
+            "The request waited for a free slot longer than this server allows "
+            "(STRATUS_REQUEST_TIMEOUT); please retry shortly.",
+            headers={"Retry-After": "1"},
+        )
 
     def release(self, key: str = "") -> None:
         self._running[key] -= 1

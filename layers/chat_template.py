@@ -15,6 +15,7 @@ turns. No template at all: a plain transcript the model can continue.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from layers.text import ChatTurn, ToolSpec
 # Unicode private-use characters: no tokenizer's special token, and no template, contains them.
 _OPEN, _CLOSE = "\ue000", "\ue001"
 _MARKER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+log = logging.getLogger("stratus.chat_template")
 
 
 class PromptPiece(NamedTuple):
@@ -41,6 +43,7 @@ class ChatTemplate:
         eos_token: str,
         add_bos: bool,
         reasoning_format: str | None = None,  # the registry's override of the detection
+        model: str = "",  # whose template, for the log
     ):
         self._formatter = None
         if template:
@@ -60,6 +63,13 @@ class ChatTemplate:
         self.reasoning_opens = self.reasoning is not None and self._opens_block(
             [{"role": "user", "content": "Hi"}]
         )
+        if self.reasoning is not None:
+            log.info(
+                "%s thinks in %s blocks%s",
+                model or "a model",
+                self.reasoning.name,
+                " (its prompt opens them)" if self.reasoning_opens else "",
+            )
 
     def render(
         self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True

@@ -145,16 +145,10 @@ class ExLlamaV2TextModel:
             eos_token=self._tokenizer.eos_token or "",
             add_bos=add_bos,
             reasoning_format=config.reasoning_format,
+            model=config.name,
         )
         self.reasoning = self._template.reasoning
         self.reasoning_opens = self._template.reasoning_opens
-        if self.reasoning is not None:
-            log.info(
-                "%s thinks in %s blocks%s",
-                self.name,
-                self.reasoning.name,
-                " (its prompt opens them)" if self.reasoning_opens else "",
-            )
         self._end_tokens = {self._tokenizer.eos_token_id, *_end_of_turn(self._tokenizer)}
         self._pieces = self._tokenizer.get_id_to_piece_list(True)
         files = sorted(p.name for p in path.iterdir())

@@ -23,8 +23,6 @@ from layers.prefix_cache import BLOCK
 from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
-log = logging.getLogger("stratus.llama_cpp")
-
 MODEL_PARAMETERS = ("n_gpu_layers", "use_mmap", "use_mlock")
 CONTEXT_PARAMETERS = ("n_ctx", "n_batch", "n_ubatch", "rope_freq_base", "rope_freq_scale")
 ENGINE_PARAMETERS = (*MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel")
@@ -141,16 +139,10 @@ class LlamaCppTextModel:
             eos_token=self._token_text(self._model.token_eos()),
             add_bos=self._add_bos,
             reasoning_format=config.reasoning_format,
+            model=config.name,
         )
         self.reasoning = self._template.reasoning
         self.reasoning_opens = self._template.reasoning_opens
-        if self.reasoning is not None:
-            log.info(
-                "%s thinks in %s blocks%s",
-                self.name,
-                self.reasoning.name,
-                " (its prompt opens them)" if self.reasoning_opens else "",
-            )
 
     def _new_context(self, kwargs: Mapping[str, Any]) -> Any:
         """One context for all sequences: a KV stream of n_ctx cells for each, and batches

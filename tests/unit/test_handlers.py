@@ -134,7 +134,7 @@ def test_user_is_written_to_the_request_log(caplog):
 
 
 def test_every_inference_request_names_the_model_it_waits_for():
-    from adapters.operations import Publishing, requested_model
+    from adapters.parsed import Publishing, requested_model
     from common.protocol.audio import TranscriptionRequest
     from common.protocol.images import ImageGenerationRequest
 
