@@ -108,28 +108,8 @@ class _Chunks:
             delta = ChoiceDelta(content=event.text)
         elif isinstance(event, events.ReasoningDelta):
             delta, logprobs = ChoiceDelta(reasoning_content=event.text), None
-        elif isinstance(event, events.CallStarted):
-            function = FunctionCallDelta(name=event.name, arguments="")
-            delta = (
-                ChoiceDelta(
-                    tool_calls=[
-                        ToolCallDelta(
-                            index=event.index, id=event.call_id, type="function", function=function
-                        )
-                    ]
-                )
-                if not self._legacy
-                else ChoiceDelta(function_call=function)
-            )
-            logprobs = None
-        elif isinstance(event, events.ArgumentsDelta):
-            function = FunctionCallDelta(arguments=event.text)
-            delta = (
-                ChoiceDelta(function_call=function)
-                if self._legacy
-                else ChoiceDelta(tool_calls=[ToolCallDelta(index=event.index, function=function)])
-            )
-            logprobs = None
+        elif isinstance(event, events.CallStarted | events.ArgumentsDelta):
+            delta, logprobs = self._call_delta(event), None
         elif isinstance(event, events.Finished):
             if choice not in self._opened:
                 yield self._open(choice, ChoiceDelta(content=""))
@@ -147,6 +127,20 @@ class _Chunks:
                 self._opened.add(choice)
                 delta = delta.model_copy(update={"role": "assistant"})
         yield ChatChunkChoice(index=choice, delta=delta, logprobs=logprobs)
+
+    def _call_delta(self, event: events.CallStarted | events.ArgumentsDelta) -> ChoiceDelta:
+        """A call's first delta (its id, type and name) or one of its argument fragments."""
+        if isinstance(event, events.CallStarted):
+            function = FunctionCallDelta(name=event.name, arguments="")
+            call = ToolCallDelta(
+                index=event.index, id=event.call_id, type="function", function=function
+            )
+        else:
+            function = FunctionCallDelta(arguments=event.text)
+            call = ToolCallDelta(index=event.index, function=function)
+        if self._legacy:
+            return ChoiceDelta(function_call=function)
+        return ChoiceDelta(tool_calls=[call])
 
     def _open(self, choice: int, delta: ChoiceDelta) -> ChatChunkChoice:
         self._opened.add(choice)

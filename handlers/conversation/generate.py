@@ -60,14 +60,18 @@ class Generation:
 def count_prompt(job: Generation, store: ModelStore) -> int:
     """The prompt tokens the generation would count (its usage's prompt_tokens), without
     generating: every check up to the prompt's own is made."""
-    plan = job.plan
     with store.use(job.model) as loaded:
         model = text_model(loaded, job.model)
-        sent = sum(len(turn.content.encode()) for turn in plan.turns)
-        check_prompt_size(model, sent, job.prompt_param)
-        prompt = model.chat_prompt(plan.turns, plan.tools, job.thinking)
+        prompt = _prompt(job, model)
         check_context(model, len(prompt), None, prompt_param=job.prompt_param)
         return len(prompt)
+
+
+def _prompt(job: Generation, model: Any) -> list[int]:
+    """The conversation's tokens, refused from its size first when it cannot fit."""
+    sent = sum(len(turn.content.encode()) for turn in job.plan.turns)
+    check_prompt_size(model, sent, job.prompt_param)
+    return model.chat_prompt(job.plan.turns, job.plan.tools, job.thinking)
 
 
 def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
@@ -78,9 +82,7 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
     with store.use(job.model) as loaded:
         model = text_model(loaded, job.model)
         defaults = store.registry.resolve(job.model).parameters
-        sent = sum(len(turn.content.encode()) for turn in plan.turns)
-        check_prompt_size(model, sent, job.prompt_param)
-        prompt = model.chat_prompt(plan.turns, plan.tools, job.thinking)
+        prompt = _prompt(job, model)
         budget = token_budget(job.budget, defaults)
         named = job.budget is not None and not job.budget_is_ceiling
         # A budget the client did not name (the model's or the operator's default) is cut to
@@ -130,8 +132,10 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
         completion_tokens = 0
         try:
             for index, generation in enumerate(generations):
-                split = thinks and reasoning.ReasoningSplitter(thinks, model.reasoning_opens)
-                yield from _choice(index, _Thoughts(index, generation, split or None), job)
+                split = (
+                    reasoning.ReasoningSplitter(thinks, model.reasoning_opens) if thinks else None
+                )
+                yield from _choice(index, _Thoughts(index, generation, split), job)
                 completion_tokens += generation.completion_tokens
         finally:
             for generation in generations:
