@@ -30,10 +30,21 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# llama-cpp-python's sdist, kept unpacked: it is what gets built, and its llama.cpp source holds
+# the llama-server peer, the real vocabularies the tool-format tests build models from
+# (tests/vocab_models.py), and the converters.
+LLAMA_SRC := build/src/llama_cpp_python-$(LLAMA_CPP_VERSION)
+$(LLAMA_SRC)/.unpacked: | $(BIN)/python
+	mkdir -p build/src
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d build/src \
+		llama-cpp-python==$(LLAMA_CPP_VERSION)
+	tar -xzf build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C build/src
+	touch $@
+
 # Built from source with our flags, never from a cached or prebuilt (native) wheel.
-$(LLAMA_STAMP): | $(BIN)/python
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --no-binary llama-cpp-python \
-		--force-reinstall llama-cpp-python==$(LLAMA_CPP_VERSION)
+$(LLAMA_STAMP): | $(LLAMA_SRC)/.unpacked $(BIN)/python
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --force-reinstall \
+		build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 	touch $@
 
 $(SETUP_STAMP): pyproject.toml $(LLAMA_STAMP)
@@ -109,11 +120,7 @@ bench: setup
 LLAMA_SERVER := build/llama-server/bin/llama-server
 llama-server: $(LLAMA_SERVER)
 
-$(LLAMA_SERVER): | $(BIN)/python
-	mkdir -p build/src
-	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d build/src \
-		llama-cpp-python==$(LLAMA_CPP_VERSION)
-	tar -xzf build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C build/src
+$(LLAMA_SERVER): $(LLAMA_SRC)/.unpacked
 	cmake -S build/src/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp -B build/llama-server \
 		$(LLAMA_CMAKE_ARGS) -DLLAMA_CURL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
 		-DCMAKE_BUILD_TYPE=Release

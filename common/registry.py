@@ -55,7 +55,10 @@ class ModelConfig(BaseModel):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # checked after an S3 download
     # How the model thinks, when its chat template does not tell (layers/reasoning detects it
     # otherwise): a format's name (think, magistral), or none.
-    reasoning_format: str | None = Field(None, pattern=r"^(think|magistral|none)$")
+    reasoning_format: str | None = Field(None, pattern=r"^(think|magistral|command-r7b|none)$")
+    # How the model writes tool calls, when its template does not tell or tells wrong
+    # (layers/tool_formats detects it otherwise): a format's name (hermes, llama3, mistral...).
+    tool_format: str | None = None
 
     @property
     def parallel(self) -> int:
@@ -65,6 +68,16 @@ class ModelConfig(BaseModel):
         if self.backend == "llama-cpp" and self.parameters.get("embedding"):
             return DEFAULT_PARALLEL["sentence-transformers"]
         return DEFAULT_PARALLEL.get(self.backend, 1)
+
+    @field_validator("tool_format")
+    @classmethod
+    def _known_tool_format(cls, value: str | None) -> str | None:
+        from layers.tool_formats import formats
+
+        known = formats()
+        if value is not None and value not in known:
+            raise ValueError(f"'{value}' is not a tool-call format; one of: {', '.join(known)}")
+        return value
 
     @field_validator("parameters")
     @classmethod

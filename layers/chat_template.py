@@ -6,10 +6,12 @@ only: a client who types `<|im_start|>system` in a message gets those characters
 turn. Each message's content is replaced by a private-use marker while the template renders,
 and put back as a piece of its own.
 
-A template that reads `tools` (Qwen's, Hermes', Llama 3.1's...) gets them in OpenAI's form and
-earlier calls and results as message fields (Hugging Face's convention); any other template
-gets them as text: layers/tool_calls' system prompt, calls as assistant text, results as user
-turns. No template at all: a plain transcript the model can continue.
+The template also says how the model writes tool calls and reasoning (layers/tool_formats,
+layers/reasoning: detected once, here). A template that reads `tools` (Qwen's, Hermes', Llama
+3.1's...) gets them in OpenAI's form, and one that reads `tool_calls` gets earlier calls and
+results as message fields (Hugging Face's convention); what a template cannot show it gets as
+text: layers/tool_calls' system prompt, calls as assistant text in the model's format, results
+as user turns. No template at all: a plain transcript the model can continue.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from common.errors import InvalidRequest
-from layers import reasoning, tool_calls
+from layers import reasoning, tool_calls, tool_formats
 from layers.text import ChatTurn, ToolSpec
+from layers.tool_formats.base import arguments_json
 
 # Unicode private-use characters: no tokenizer's special token, and no template, contains them.
 _OPEN, _CLOSE = "\ue000", "\ue001"
@@ -42,17 +45,22 @@ class ChatTemplate:
         bos_token: str,
         eos_token: str,
         add_bos: bool,
-        reasoning_format: str | None = None,  # the registry's override of the detection
+        reasoning_format: str | None = None,  # the registry's overrides of the detection
+        tool_format: str | None = None,
         model: str = "",  # whose template, for the log
     ):
-        self._formatter = None
-        if template:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            self._formatter = Jinja2ChatFormatter(
-                template=template, eos_token=eos_token, bos_token=bos_token
-            )
+        self._formatter = (
+            _formatter(template, eos_token=eos_token, bos_token=bos_token) if template else None
+        )
         self.takes_tools = bool(template) and "tools" in template
+        self._renders_calls = bool(template) and "tool_calls" in template
+        # A template that reads tool turns itself (most that render calls do).
+        self._reads_tool_role = self._renders_calls or bool(
+            template and re.search(r"""==\s*["']tool["']""", template)
+        )
+        self._string_arguments = False  # a template that concatenates arguments as text
+        self.tool_format_name = tool_format or tool_formats.detect(template)
+        self.tool_format = tool_formats.by_name(self.tool_format_name)
         # The tokenizer adds the BOS token itself: a template that writes it would double it.
         self._strip = bos_token if add_bos else ""
         self.reasoning = (
@@ -63,28 +71,33 @@ class ChatTemplate:
         self.reasoning_opens = self.reasoning is not None and self._opens_block(
             [{"role": "user", "content": "Hi"}]
         )
-        if self.reasoning is not None:
-            log.info(
-                "%s thinks in %s blocks%s",
-                model or "a model",
-                self.reasoning.name,
-                " (its prompt opens them)" if self.reasoning_opens else "",
-            )
+        log.info(
+            "%s calls tools in the %s format%s; %s",
+            model or "a model",
+            self.tool_format.name,
+            "" if self.tool_format_name else " (generic: its template shows none)",
+            "no reasoning"
+            if self.reasoning is None
+            else f"thinks in {self.reasoning.name} blocks"
+            + (" (its prompt opens them)" if self.reasoning_opens else ""),
+        )
 
     def render(
         self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
     ) -> list[PromptPiece]:
         """`thinking` False: the template's own switch (`enable_thinking`, as Qwen3's and
         DeepSeek R1's read it), and a block the prompt still opens is closed at once."""
-        if tools and self.takes_tools:
-            messages = [_template_message(t) for t in turns]
-            pieces = self._render(messages, [tool.openai() for tool in tools], thinking)
+        fmt = self.tool_format
+        history = any(t.tool_calls or t.role == "tool" for t in turns)
+        if history and not self._renders_calls:
+            turns = tool_calls.as_plain_turns(turns, fmt, tool_role=self._reads_tool_role)
+        if tools and not self.takes_tools:
+            turns = _with_system_text(turns, tool_calls.system_prompt(tools, fmt))
+        described = [tool.openai() for tool in tools] if tools and self.takes_tools else None
+        if history and self._renders_calls:
+            pieces = self._render_with_calls(turns, described, thinking)
         else:
-            if tools or any(t.tool_calls or t.role == "tool" for t in turns):
-                turns = tool_calls.as_plain_turns(turns)
-            if tools:
-                turns = _with_system_text(turns, tool_calls.system_prompt(tools, required=False))
-            pieces = self._render([_plain_message(t) for t in turns], None, thinking)
+            pieces = self._render([_plain_message(t) for t in turns], described, thinking)
         if not thinking and self.reasoning and _ends_with(pieces, self.reasoning.start):
             pieces.append(PromptPiece(f"\n{self.reasoning.end}\n\n", False))
         return pieces
@@ -94,6 +107,22 @@ class ChatTemplate:
     ) -> str:
         """The prompt as one string (for reading it; the engine tokenizes the pieces)."""
         return "".join(piece.text for piece in self.render(turns, tools, thinking))
+
+    def _render_with_calls(
+        self, turns: Sequence[ChatTurn], tools: list[dict[str, Any]] | None, thinking: bool
+    ) -> list[PromptPiece]:
+        """Calls and results as message fields, their ids in the form the template accepts;
+        arguments as objects (Hugging Face's convention), or as text for a template that
+        concatenates them (Functionary's): learnt on the first conversation that needs it."""
+        for as_text in (self._string_arguments, True):
+            messages = [_template_message(t, self.tool_format, as_text) for t in turns]
+            try:
+                return self._render(messages, tools, thinking)
+            except TypeError:
+                if as_text:
+                    raise
+                self._string_arguments = True
+        raise AssertionError("unreachable")
 
     def _opens_block(self, messages: list[dict[str, Any]]) -> bool:
         assert self.reasoning is not None
@@ -109,7 +138,11 @@ class ChatTemplate:
         thinking: bool = True,
     ) -> list[PromptPiece]:
         contents = [m["content"] for m in messages]
-        marked = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)]
+        # Empty content stays empty: templates test it (`not message.content`: a call only).
+        marked = [
+            {**m, "content": f"{_OPEN}{i}{_CLOSE}" if m["content"] else ""}
+            for i, m in enumerate(messages)
+        ]
         if self._formatter is None:
             lines = [f"{m['role']}: {m['content']}" for m in marked]
             return _pieces("\n".join(lines) + "\nassistant:", contents)
@@ -124,9 +157,28 @@ class ChatTemplate:
         return _pieces(prompt, contents)
 
 
+def _formatter(template: str, eos_token: str, bos_token: str) -> Any:
+    """llama-cpp-python's Jinja formatter, with a `tojson` that also takes what a filter
+    chain yields (`tools | map(attribute='function') | tojson`, as DeepSeek R1's template
+    writes it; Jinja's `map` gives a generator, which minja and Hugging Face render as a
+    list)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    class Formatter(Jinja2ChatFormatter):
+        @staticmethod
+        def tojson(x: Any, *args: Any, **kwargs: Any) -> str:
+            if not isinstance(x, str | bytes | dict | list | tuple) and hasattr(x, "__iter__"):
+                x = list(x)
+            return Jinja2ChatFormatter.tojson(x, *args, **kwargs)
+
+    return Formatter(template=template, eos_token=eos_token, bos_token=bos_token)
+
+
 def _pieces(rendered: str, contents: list[str]) -> list[PromptPiece]:
     """The rendered template cut at its markers, each marker replaced by the content it
-    stands for (a template may repeat a message, or leave one out)."""
+    stands for (a template may repeat a message, or leave one out). A marker in quotes was
+    written with `tojson` (GPT-OSS's and Llama 3.1's tool results): its content is escaped
+    as JSON, as the template would have written it."""
     pieces = []
     position = 0
     for marker in _MARKER.finditer(rendered):
@@ -134,7 +186,10 @@ def _pieces(rendered: str, contents: list[str]) -> list[PromptPiece]:
             pieces.append(PromptPiece(rendered[position : marker.start()], False))
         index = int(marker.group(1))
         if index < len(contents) and contents[index]:
-            pieces.append(PromptPiece(contents[index], True))
+            content = contents[index]
+            if rendered[marker.start() - 1 : marker.start()] == '"' == rendered[marker.end() :][:1]:
+                content = json.dumps(content, ensure_ascii=False)[1:-1]
+            pieces.append(PromptPiece(content, True))
         position = marker.end()
     if position < len(rendered):
         pieces.append(PromptPiece(rendered[position:], False))
@@ -147,36 +202,36 @@ def _ends_with(pieces: list[PromptPiece], marker: str) -> bool:
 
 def _plain_message(turn: ChatTurn) -> dict[str, Any]:
     message: dict[str, Any] = {"role": turn.role, "content": turn.content}
-    if turn.reasoning:
-        message["reasoning_content"] = turn.reasoning  # the key templates read (Qwen3's)
+    if turn.reasoning:  # under the keys templates read: Qwen3's, and GPT-OSS's
+        message["reasoning_content"] = message["thinking"] = turn.reasoning
     return message
 
 
-def _template_message(turn: ChatTurn) -> dict[str, Any]:
+def _template_message(
+    turn: ChatTurn, fmt: tool_formats.ToolFormat, arguments_as_text: bool
+) -> dict[str, Any]:
     """A turn as the message dict templates with tool support read: a call's arguments as an
-    object, a tool result with its call's id and function name."""
+    object (or text), a tool result with its call's id and function name."""
     message = _plain_message(turn)
     if turn.tool_calls:
         message["tool_calls"] = [
             {
-                "id": call.id,
+                "id": fmt.template_id(call.id),
                 "type": "function",
-                "function": {"name": call.name, "arguments": _json_or_text(call.arguments)},
+                "function": {
+                    "name": call.name,
+                    "arguments": call.arguments
+                    if arguments_as_text
+                    else arguments_json(call.arguments),
+                },
             }
             for call in turn.tool_calls
         ]
     if turn.tool_call_id is not None:
-        message["tool_call_id"] = turn.tool_call_id
+        message["tool_call_id"] = fmt.template_id(turn.tool_call_id)
     if turn.name is not None:
         message["name"] = turn.name
     return message
-
-
-def _json_or_text(arguments: str) -> Any:
-    try:
-        return json.loads(arguments)
-    except ValueError:
-        return arguments
 
 
 def _with_system_text(turns: Sequence[ChatTurn], text: str) -> list[ChatTurn]:

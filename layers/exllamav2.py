@@ -31,6 +31,7 @@ from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.chat_template import ChatTemplate
 from layers.exllamav2_jobs import finish_reason, sampler_fields, stop_conditions, token_bias
+from layers.structured import lark_string
 from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
 
 log = logging.getLogger("stratus.exllamav2")
@@ -145,10 +146,12 @@ class ExLlamaV2TextModel:
             eos_token=self._tokenizer.eos_token or "",
             add_bos=add_bos,
             reasoning_format=config.reasoning_format,
+            tool_format=config.tool_format,
             model=config.name,
         )
         self.reasoning = self._template.reasoning
         self.reasoning_opens = self._template.reasoning_opens
+        self.tool_format = self._template.tool_format
         self._end_tokens = {self._tokenizer.eos_token_id, *_end_of_turn(self._tokenizer)}
         self._pieces = self._tokenizer.get_id_to_piece_list(True)
         files = sorted(p.name for p in path.iterdir())
@@ -252,6 +255,12 @@ class ExLlamaV2TextModel:
         logits = self._model.forward(ids).float().cpu().numpy()[0]
         scorer = TokenLogprobs(self._piece)
         return [None] + [scorer.score(logits[i - 1], prompt[i], top) for i in range(1, len(prompt))]
+
+    def grammar_literal(self, text: str) -> str:
+        # Added tokens (the special ones and the model's own markers) by their id: the
+        # pieces list shows their text, so the parser sees them when generated.
+        token = self._tokenizer.extended_piece_to_id.get(text)
+        return lark_string(text) if token is None else f"<[{token}]>"
 
     def _encode(self, text: str, special: bool) -> list[int]:
         ids = self._tokenizer.encode(text, add_bos=False, encode_special_tokens=special)

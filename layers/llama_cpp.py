@@ -20,6 +20,7 @@ from layers.llama_batch import BatchScheduler
 from layers.llama_sequences import Job
 from layers.logprobs import TokenLogprobs
 from layers.prefix_cache import BLOCK
+from layers.structured import lark_string
 from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
@@ -139,10 +140,15 @@ class LlamaCppTextModel:
             eos_token=self._token_text(self._model.token_eos()),
             add_bos=self._add_bos,
             reasoning_format=config.reasoning_format,
+            tool_format=config.tool_format,
             model=config.name,
         )
         self.reasoning = self._template.reasoning
         self.reasoning_opens = self._template.reasoning_opens
+        self.tool_format = self._template.tool_format
+        self._marker_tokens = self._special_markers()
+        for text, token in self._marker_tokens.items():
+            self._pieces[token] = text.encode()  # generated, they show: the parser needs them
 
     def _new_context(self, kwargs: Mapping[str, Any]) -> Any:
         """One context for all sequences: a KV stream of n_ctx cells for each, and batches
@@ -174,6 +180,25 @@ class LlamaCppTextModel:
                 f"sequences of {kwargs['n_ctx']} tokens): lower `parallel` or `n_ctx`."
             )
         return context
+
+    def _special_markers(self) -> dict[str, int]:
+        """The markers of the model's formats that its vocabulary has as one special token
+        (control, or added by the model's authors): text -> token."""
+        lib = self._llama_cpp
+        special = lib.LLAMA_TOKEN_ATTR_CONTROL | lib.LLAMA_TOKEN_ATTR_USER_DEFINED
+        texts = list(self.tool_format.markers)
+        if self.reasoning is not None:
+            texts += [self.reasoning.start, self.reasoning.end]
+        found = {}
+        for text in texts:
+            tokens = self._model.tokenize(text.encode(), add_bos=False, special=True)
+            if len(tokens) == 1 and lib.llama_vocab_get_attr(self._vocab, tokens[0]) & special:
+                found[text] = tokens[0]
+        return found
+
+    def grammar_literal(self, text: str) -> str:
+        token = self._marker_tokens.get(text)
+        return lark_string(text) if token is None else f"<[{token}]>"
 
     def close(self) -> None:
         self._scheduler.close()  # stops the running sequences first

@@ -10,9 +10,10 @@ then everything the model writes up to the end marker is reasoning.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from layers.structured import lark_string
+from layers.structured import lark_string, regex_escape
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,12 @@ class ReasoningFormat:
 
 THINK = ReasoningFormat("think", "<think>", "</think>")  # DeepSeek R1, Qwen3, QwQ, SmolLM3...
 MAGISTRAL = ReasoningFormat("magistral", "[THINK]", "[/THINK]")  # Mistral's reasoning models
+COMMAND_R7B = ReasoningFormat("command-r7b", "<|START_THINKING|>", "<|END_THINKING|>")
 
 # (what the template contains, its format): the first that matches wins.
 SIGNATURES: tuple[tuple[str, ReasoningFormat], ...] = (
     ("[THINK]", MAGISTRAL),
+    ("<|START_THINKING|>", COMMAND_R7B),
     ("</think>", THINK),
 )
 FORMATS = {fmt.name: fmt for _, fmt in SIGNATURES}
@@ -108,19 +111,24 @@ FREE_TEXT = "start: /(.|\\n)*/\n"
 
 
 def grammar(
-    answer: str | None, fmt: ReasoningFormat, opened: bool, budget: int | None = None
+    answer: str | None,
+    fmt: ReasoningFormat,
+    opened: bool,
+    budget: int | None = None,
+    literal: Callable[[str], str] = lark_string,
 ) -> str:
     """`answer` (a Lark grammar with a `start` rule; None: free text) after a reasoning block:
     text without the end marker, then the marker (forced after `budget` tokens); the block is
-    optional unless the prompt opened it."""
+    optional unless the prompt opened it. `literal` writes a marker as the model's special
+    token where its vocabulary has one (layers/tool_formats/base.Literal)."""
     body = (answer or FREE_TEXT).replace("start:", "answer:", 1)
-    block = f"reasoning {lark_string(fmt.end)} GAP"
+    block = f"reasoning {literal(fmt.end)} GAP"
     start = (
         f"start: {block} answer"
         if opened
-        else (f"start: {lark_string(fmt.start)} {block} answer | answer")
+        else (f"start: {literal(fmt.start)} {block} answer | answer")
     )
-    escaped = fmt.end.replace("/", "\\/").replace("[", "\\[").replace("]", "\\]")
+    escaped = regex_escape(fmt.end)
     bounded = f"[max_tokens={budget}]" if budget is not None else ""
     return (
         f"{start}\n"

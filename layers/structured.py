@@ -49,6 +49,19 @@ def lark_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def regex_escape(text: str) -> str:
+    """`text` as a Lark regex (between slashes) that matches exactly it."""
+    out = []
+    for char in text:
+        if char in "\\/.^$*+?()[]{}|-":
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def check_schema(schema: Any, param: str) -> None:
     """A JSON schema llguidance can enforce completely, or a 400 naming what it cannot."""
     if not isinstance(schema, Mapping):

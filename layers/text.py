@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from layers.reasoning import ReasoningFormat
+    from layers.tool_formats.base import ToolFormat
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,13 @@ class TextModel(Protocol):
     # whether its prompt opens the block (all it writes up to the end marker is reasoning).
     reasoning: ReasoningFormat | None
     reasoning_opens: bool
+    # How the model writes tool calls (layers/tool_formats, from its chat template).
+    tool_format: ToolFormat
+
+    def grammar_literal(self, text: str) -> str:
+        """A format's marker in a grammar: the special token (`<[id]>`) when the vocabulary
+        has the marker as one, a string literal otherwise."""
+        ...
 
     @property
     def max_token_bytes(self) -> int:

@@ -3,6 +3,7 @@ choice, and its text split into content and tool calls, as neutral events."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -25,7 +26,10 @@ from handlers._generation import (
 from handlers._stop import StopMatcher
 from handlers.conversation import events
 from handlers.conversation.plan import ChatPlan
-from layers import reasoning, tool_calls
+from layers import reasoning, tool_formats
+from layers.tool_formats.base import ToolFormat
+
+log = logging.getLogger("stratus.tool_calls")
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,25 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
         check_logit_bias(model, request)
         metering.count("prompt_tokens", len(prompt))  # output tokens count as generated
         thinks = model.reasoning if job.thinking else None
+        fmt: ToolFormat = model.tool_format
         grammar = plan.grammar
+        if grammar is not None:  # a JSON answer, in what the format wraps answers in
+            grammar = fmt.answer_grammar(grammar, model.grammar_literal)
+        if plan.mode != "none":
+            grammar = fmt.grammar(
+                plan.tools,
+                required=plan.mode == "required",
+                parallel=not plan.single_call,
+                literal=model.grammar_literal,
+            )
         # A constrained answer (tools, JSON) only after the block; a budget bounds the block.
         if thinks is not None and (grammar is not None or job.reasoning_budget is not None):
             grammar = reasoning.grammar(
-                grammar, thinks, model.reasoning_opens, job.reasoning_budget
+                grammar,
+                thinks,
+                model.reasoning_opens,
+                job.reasoning_budget,
+                literal=model.grammar_literal,
             )
         yield events.Started(len(prompt), model.fingerprint)
 
@@ -135,7 +153,7 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
                 split = (
                     reasoning.ReasoningSplitter(thinks, model.reasoning_opens) if thinks else None
                 )
-                yield from _choice(index, _Thoughts(index, generation, split), job)
+                yield from _choice(index, _Thoughts(index, generation, split), job, fmt)
                 completion_tokens += generation.completion_tokens
         finally:
             for generation in generations:
@@ -177,9 +195,11 @@ class _Thoughts:
         return out
 
 
-def _choice(index: int, thoughts: _Thoughts, job: Generation) -> Iterator[events.Event]:
+def _choice(
+    index: int, thoughts: _Thoughts, job: Generation, fmt: ToolFormat
+) -> Iterator[events.Event]:
     generation = thoughts.generation
-    if job.plan.mode == "none":
+    if job.plan.mode == "none" and not fmt.parses_every_answer:
         for piece in thoughts:
             yield from thoughts.drain()
             if piece.text:
@@ -188,7 +208,7 @@ def _choice(index: int, thoughts: _Thoughts, job: Generation) -> Iterator[events
         reason = generation.finish_reason or "stop"
         stop = generation.stop_sequence
     else:
-        answer = _Answer(index, job)
+        answer = _Answer(index, job, fmt)
         for piece in thoughts:
             yield from thoughts.drain()
             yield from answer.feed(piece)
@@ -206,16 +226,25 @@ def _choice(index: int, thoughts: _Thoughts, job: Generation) -> Iterator[events
 
 
 class _Answer:
-    """Generated text split into content and tool calls: a call starts with its id and name,
-    then comes its argument text as it is generated, then its end."""
+    """Generated text split into content, reasoning and tool calls, by the model's format: a
+    call starts with its id and name, then comes its argument text as it is generated, then
+    its end.
 
-    def __init__(self, choice: int, job: Generation) -> None:
+    A call that repeats one already made in this answer, name and arguments, is not sent: its
+    events are held while it could still be a repeat, and if it is one the answer ends there
+    (a small model otherwise loops on the same call until the budget cuts it)."""
+
+    def __init__(self, choice: int, job: Generation, fmt: ToolFormat) -> None:
         self._choice = choice
-        self._parser = tool_calls.ToolCallParser()
+        self._fmt = fmt
+        self._calls_offered = job.plan.mode != "none"
+        self._parser = fmt.parser(job.plan.tools)
         self._stops = StopMatcher(job.stops)  # they end text answers; calls end by the grammar
         self._prefix = job.call_prefix
         self._open: events.CallStarted | None = None
         self._arguments: list[str] = []
+        self._made: list[tuple[str, str]] = []  # the complete calls so far: name, arguments
+        self._held: list[events.Event] = []  # a call's events while it may be a repeat
         self.stopped = False
         self.calls = 0
 
@@ -230,32 +259,53 @@ class _Answer:
         yield from self._events(self._parser.finish(), Piece(""))
         if not self.stopped and (held := self._stops.flush()):
             yield events.TextDelta(self._choice, held)
-        yield from self._close_call()
+        if self._open is not None:  # cut by the budget: what it sent stands, it never ended
+            self._held = []
+            log.info("A %s tool call was cut before its arguments ended.", self._fmt.name)
 
-    def _events(self, parsed: Iterator[tool_calls.Event], piece: Piece) -> Iterator[events.Event]:
+    def _events(self, parsed: Iterator[tool_formats.Event], piece: Piece) -> Iterator[events.Event]:
         for event in parsed:
             if self.stopped:
                 return
-            if isinstance(event, tool_calls.Text):
-                yield from self._close_call()
+            if isinstance(event, tool_formats.Text):
                 text, self.stopped = self._stops.feed(event.text)
                 if text:
                     yield events.TextDelta(self._choice, text, piece.tokens)
-            elif isinstance(event, tool_calls.CallStarted):
-                yield from self._close_call()
+            elif isinstance(event, tool_formats.Reasoning):
+                yield events.ReasoningDelta(self._choice, event.text)
+            elif isinstance(event, tool_formats.CallStarted):
                 self.calls += 1
-                call_id = new_id(self._prefix).replace("-", "_")
+                call_id = self._fmt.new_call_id() or new_id(self._prefix).replace("-", "_")
                 self._open = events.CallStarted(self._choice, event.index, call_id, event.name)
-                yield self._open
-            else:
+                yield from self._send(self._open)
+            elif self._open is not None:
                 self._arguments.append(event.text)
-                yield events.ArgumentsDelta(self._choice, event.index, event.text)
-        if self._open is not None and self._parser.calls > self._open.index:
-            yield from self._close_call()  # its arguments are complete
+                yield from self._send(events.ArgumentsDelta(self._choice, event.index, event.text))
+            if self._open is not None and self._parser.calls > self._open.index:
+                yield from self._close_call()  # its arguments are complete
+
+    def _send(self, event: events.Event) -> Iterator[events.Event]:
+        """The event, or held with the rest of its call while the call repeats an earlier one
+        so far."""
+        assert self._open is not None
+        so_far = (self._open.name, "".join(self._arguments))
+        if self._held or self._open.index > 0:
+            if any(n == so_far[0] and a.startswith(so_far[1]) for n, a in self._made):
+                self._held.append(event)
+                return
+        held, self._held = self._held, []
+        yield from held
+        yield event
 
     def _close_call(self) -> Iterator[events.Event]:
-        if self._open is None:
-            return
+        assert self._open is not None
         call, self._open = self._open, None
         arguments, self._arguments = "".join(self._arguments), []
+        if self._held and (call.name, arguments) in self._made:
+            self._held, self.stopped, self.calls = [], True, self.calls - 1
+            log.info("The model repeated its call of %s; the answer ends before it.", call.name)
+            return
+        held, self._held = self._held, []
+        yield from held
+        self._made.append((call.name, arguments))
         yield events.CallDone(self._choice, call.index, call.call_id, call.name, arguments)

@@ -20,7 +20,7 @@ from common.protocol.chat import (
     NamedFunction,
     NamedToolChoice,
 )
-from layers import structured, tool_calls
+from layers import structured
 from layers.text import ChatTurn, ToolCall, ToolSpec
 
 _ROLE_ALIASES = {"developer": "system", "function": "tool"}
@@ -44,6 +44,8 @@ class ChatPlan:
     turns: list[ChatTurn]
     tools: list[ToolSpec]  # described in the prompt
     mode: Literal["none", "auto", "required"]
+    # The answer's grammar when it is JSON (response_format); a tool grammar is the model's
+    # format's (layers/tool_formats), built once the model is known.
     grammar: str | None
     legacy_functions: bool = False  # answer with `function_call`, as the deprecated API does
     single_call: bool = False  # a named tool choice, or calls not parallel: one call at most
@@ -72,8 +74,7 @@ def make_plan(
                 param=format_param,
             )
         single = isinstance(choice, NamedChoice) or not parallel
-        grammar = tool_calls.grammar(offered, required=mode == "required", parallel=not single)
-        return ChatPlan(turns, offered, mode, grammar, legacy, single)
+        return ChatPlan(turns, offered, mode, None, legacy, single)
     return ChatPlan(turns, [], "none", output_grammar(*output, schema_param), legacy)
 
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from common.registry import ModelConfig, RegisteredModel, Registry
 from common.store import ModelStore
+from layers.structured import lark_string
 from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
+from layers.tool_formats.json_calls import HERMES
 
 
 class FakeTextModel:
@@ -21,6 +23,10 @@ class FakeTextModel:
     max_token_bytes = 1
     reasoning = None
     reasoning_opens = False
+    tool_format = HERMES
+
+    def grammar_literal(self, text: str) -> str:
+        return lark_string(text)
 
     def __init__(self, pieces: Sequence[bytes], context_length: int = 64) -> None:
         self.pieces = list(pieces)

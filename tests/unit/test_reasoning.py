@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from layers import reasoning, structured, tool_calls
+from layers import reasoning, structured
 from layers.chat_template import ChatTemplate
 from layers.reasoning import MAGISTRAL, THINK, ReasoningSplitter
 from layers.text import ChatTurn, ToolSpec
+from layers.tool_formats.json_calls import HERMES
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 TURNS = [ChatTurn("user", "Hi"), ChatTurn("assistant", "Hello", reasoning="I greet."),
@@ -78,7 +79,7 @@ def test_the_splitter_gives_the_same_split_in_every_cut(fmt, opened, output, tho
 
 
 def test_the_grammar_puts_a_call_after_the_block_and_bounds_it():
-    calls = tool_calls.grammar([ToolSpec("f", None, {"type": "object"})], True, False)
+    calls = HERMES.grammar([ToolSpec("f", None, {"type": "object"})], True, False)
     for opened in (True, False):
         for budget in (None, 64):
             grammar = reasoning.grammar(calls, THINK, opened, budget)
