@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from adapters.runtime import build_fetcher
 from common.errors import StratusError
-from common.registry import RegistryError, load_registry
+from common.registry import ModelConfig, RegistryError, load_registry
 from common.settings import Settings
 from common.sources import GENERATED
 
@@ -112,8 +112,30 @@ def _models(settings: Settings) -> int:
         if config.source.startswith(GENERATED):  # written by Stratus on first use
             state = "generated" if cached else "not generated yet"
         aliases = ", ".join(config.aliases) or "-"
-        print(f"{config.name}\t{config.backend}\t{config.source}\t{state}\taliases: {aliases}")
+        line = f"{config.name}\t{config.backend}\t{config.source}\t{state}\taliases: {aliases}"
+        print(line + _formats(config, fetcher.local_path(config) if cached is not False else None))
     return 0
+
+
+def _formats(config: ModelConfig, path: Path | None) -> str:
+    """How a chat model calls tools and thinks, as detected from its template (a GGUF's is
+    read when the file is here), or "?" when the template is not at hand."""
+    if config.backend not in ("llama-cpp", "exllamav2") or config.parameters.get("embedding"):
+        return ""
+    from layers.chat_template import formats_of
+
+    template = config.templates.get("chat")
+    if template is None and path is not None and config.backend == "llama-cpp":
+        from layers.llama_cpp import chat_template_of, gguf_file
+
+        try:
+            template = chat_template_of(gguf_file(config, path))
+        except Exception:  # a file that cannot be read: its detection is unknown
+            template = None
+    if template is None and not (config.tool_format and config.reasoning_format):
+        return "\ttools: ?\treasoning: ?"
+    tools, thinks = formats_of(template, config.reasoning_format, config.tool_format)
+    return f"\ttools: {tools}\treasoning: {thinks}"
 
 
 def _prefetch(settings: Settings, names: list[str], everything: bool) -> int:

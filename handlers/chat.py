@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -201,6 +202,12 @@ class _Message:
             self.finish_reason = choice.finish_reason
 
     def choice(self, index: int) -> ChatChoice:
+        if self.finish_reason == "length":
+            # A call the budget cut mid-arguments is not a call a client can make: a stream
+            # showed its start (and says "length"), a whole answer leaves it out.
+            self.calls = {i: c for i, c in self.calls.items() if _is_json(c.function.arguments)}
+            if self.function_call is not None and not _is_json(self.function_call.arguments):
+                self.function_call = None
         called = bool(self.calls) or self.function_call is not None
         content = "".join(self.content)
         message = ResponseMessage(
@@ -212,3 +219,11 @@ class _Message:
         return ChatChoice(
             index=index, message=message, logprobs=self.logprobs, finish_reason=self.finish_reason
         )
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

@@ -38,6 +38,20 @@ class PromptPiece(NamedTuple):
     from_client: bool  # tokenized as plain text: special tokens are not parsed in it
 
 
+def formats_of(
+    template: str | None, reasoning_format: str | None, tool_format: str | None
+) -> tuple[str, str]:
+    """The names of the tool-call and reasoning formats a model gets from its template and
+    the registry's overrides (what `stratus models` shows; the engine logs the same)."""
+    tools = tool_format or tool_formats.detect(template)
+    thinks = (
+        reasoning.detect(template)
+        if reasoning_format is None
+        else reasoning.FORMATS.get(reasoning_format)
+    )
+    return (tools or f"{tool_formats.GENERIC} (generic)", thinks.name if thinks else "none")
+
+
 class ChatTemplate:
     def __init__(
         self,

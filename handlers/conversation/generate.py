@@ -267,6 +267,8 @@ class _Answer:
         for event in parsed:
             if self.stopped:
                 return
+            if not isinstance(event, tool_formats.Arguments):
+                yield from self._close_if_complete()
             if isinstance(event, tool_formats.Text):
                 text, self.stopped = self._stops.feed(event.text)
                 if text:
@@ -281,8 +283,12 @@ class _Answer:
             elif self._open is not None:
                 self._arguments.append(event.text)
                 yield from self._send(events.ArgumentsDelta(self._choice, event.index, event.text))
-            if self._open is not None and self._parser.calls > self._open.index:
-                yield from self._close_call()  # its arguments are complete
+        yield from self._close_if_complete()
+
+    def _close_if_complete(self) -> Iterator[events.Event]:
+        # The parser counts a call once its arguments are complete, after their last piece.
+        if self._open is not None and self._parser.calls > self._open.index and not self.stopped:
+            yield from self._close_call()
 
     def _send(self, event: events.Event) -> Iterator[events.Event]:
         """The event, or held with the rest of its call while the call repeats an earlier one

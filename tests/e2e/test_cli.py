@@ -30,8 +30,11 @@ def test_models_command_lists_sources_cache_state_and_aliases(server, tmp_path):
     result = run("models", "--models", str(server.registry))
     assert result.returncode == 0, result.stderr
     lines = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
-    name, backend, source, state, aliases = lines["smollm2-135m-instruct"]
+    name, backend, source, state, aliases, tools, reasoning = lines["smollm2-135m-instruct"]
     assert source.startswith("pkg://") and state == "local" and "gpt-4" in aliases
+    # What the chat template says: SmolLM2's shows no tool format; R1's thinks in <think>.
+    assert (tools, reasoning) == ("tools: hermes (generic)", "reasoning: none")
+    assert lines["r1-chat"][5:] == ["tools: deepseek-r1", "reasoning: think"]
     assert "my-alias" in lines["tiny-chat"][4]
 
 

@@ -133,3 +133,31 @@ def test_conflicting_fields_are_400s(fields, param):
     with pytest.raises(InvalidRequest) as caught:
         chat(fake([b"x"]), **fields)
     assert caught.value.param == param
+
+
+def test_a_call_repeated_whole_is_not_sent_and_ends_the_answer():
+    other = CALL.replace("Oslo", "Oslo, Norway")
+    model = fake(pieces(f"{CALL}\n{other}\n{CALL}\n{CALL}"))
+    answer = chat(model, tools=[TOOL], tool_choice="required")
+    calls = answer.choices[0].message.tool_calls
+    assert [json.loads(c.function.arguments)["city"] for c in calls] == ["Oslo", "Oslo, Norway"]
+    assert answer.choices[0].finish_reason == "tool_calls"
+    # A call that only starts like an earlier one is sent, once it differs.
+    streamed = chat(fake(pieces(f"{CALL}\n{other}")), tools=[TOOL], stream=True)
+    names = [
+        d.tool_calls[0].function.name
+        for c in streamed
+        if c.choices and (d := c.choices[0].delta).tool_calls and d.tool_calls[0].id
+    ]
+    assert names == ["get_weather", "get_weather"]
+
+
+def test_a_call_cut_by_the_budget_is_left_out_of_a_whole_answer():
+    text = f"{CALL}\n{CALL.replace('Oslo', 'Bergen')}"
+    cut = len(pieces(text)) - 9  # inside "Bergen"
+    answer = chat(fake(pieces(text)), tools=[TOOL], tool_choice="required", max_tokens=cut)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "length"
+    assert [json.loads(c.function.arguments) for c in choice.message.tool_calls] == [
+        {"city": "Oslo"}
+    ]
