@@ -113,8 +113,18 @@ def _models(settings: Settings) -> int:
             state = "generated" if cached else "not generated yet"
         aliases = ", ".join(config.aliases) or "-"
         line = f"{config.name}\t{config.backend}\t{config.source}\t{state}\taliases: {aliases}"
-        print(line + _formats(config, fetcher.local_path(config) if cached is not False else None))
+        print(line + _formats(config, _present(fetcher, config, cached)))
     return 0
+
+
+def _present(fetcher: Any, config: ModelConfig, cached: bool | None) -> Path | None:
+    """The model's files if they are here (never fetched to be listed)."""
+    if cached is False:
+        return None
+    try:
+        return fetcher.local_path(config)
+    except StratusError:  # a local source whose files are missing: listed as it is
+        return None
 
 
 def _formats(config: ModelConfig, path: Path | None) -> str:

@@ -218,7 +218,9 @@ def _choice(
         yield from answer.finish()
         reason = generation.finish_reason or "stop"
         stop = answer.stop_sequence
-        if answer.calls and reason != "length":
+        # Complete calls are the answer, even where the budget ran out in the syntax after
+        # them (a format's closing markers spelt as text take many tokens).
+        if answer.calls and not answer.cut:
             reason = "tool_calls"
     if stop is not None:
         reason = "stop_sequence"
@@ -246,6 +248,7 @@ class _Answer:
         self._made: list[tuple[str, str]] = []  # the complete calls so far: name, arguments
         self._held: list[events.Event] = []  # a call's events while it may be a repeat
         self.stopped = False
+        self.cut = False  # the last call never ended
         self.calls = 0
 
     @property
@@ -260,7 +263,7 @@ class _Answer:
         if not self.stopped and (held := self._stops.flush()):
             yield events.TextDelta(self._choice, held)
         if self._open is not None:  # cut by the budget: what it sent stands, it never ended
-            self._held = []
+            self._held, self.cut = [], True
             log.info("A %s tool call was cut before its arguments ended.", self._fmt.name)
 
     def _events(self, parsed: Iterator[tool_formats.Event], piece: Piece) -> Iterator[events.Event]:
