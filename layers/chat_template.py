@@ -107,11 +107,14 @@ class ChatTemplate:
             turns = tool_calls.as_plain_turns(turns, fmt, tool_role=self._reads_tool_role)
         if tools and not self.takes_tools:
             turns = _with_system_text(turns, tool_calls.system_prompt(tools, fmt))
-        described = [tool.openai() for tool in tools] if tools and self.takes_tools else None
-        if history and self._renders_calls:
-            pieces = self._render_with_calls(turns, described, thinking)
-        else:
-            pieces = self._render([_plain_message(t) for t in turns], described, thinking)
+        described = [_described(tool) for tool in tools] if tools and self.takes_tools else None
+        try:
+            if history and self._renders_calls:
+                pieces = self._render_with_calls(turns, described, thinking)
+            else:
+                pieces = self._render([_plain_message(t) for t in turns], described, thinking)
+        except TypeError as exc:  # the template's own `+` on a field of another type
+            raise _unfit(exc) from None
         if not thinking and self.reasoning and _ends_with(pieces, self.reasoning.start):
             pieces.append(PromptPiece(f"\n{self.reasoning.end}\n\n", False))
         return pieces
@@ -131,11 +134,13 @@ class ChatTemplate:
         for as_text in (self._string_arguments, True):
             messages = [_template_message(t, self.tool_format, as_text) for t in turns]
             try:
-                return self._render(messages, tools, thinking)
+                pieces = self._render(messages, tools, thinking)
             except TypeError:
                 if as_text:
                     raise
-                self._string_arguments = True
+                continue
+            self._string_arguments = as_text  # learnt only when text is what renders
+            return pieces
         raise AssertionError("unreachable")
 
     def _opens_block(self, messages: list[dict[str, Any]]) -> bool:
@@ -160,12 +165,16 @@ class ChatTemplate:
         if self._formatter is None:
             lines = [f"{m['role']}: {m['content']}" for m in marked]
             return _pieces("\n".join(lines) + "\nassistant:", contents)
+        from jinja2 import TemplateError
+
         try:
             prompt = self._formatter(messages=marked, tools=tools, enable_thinking=thinking).prompt
         except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
             raise InvalidRequest(
                 f"The messages do not fit this model's chat template: {exc}", param="messages"
             ) from None
+        except TemplateError as exc:  # a field the template reads that the request lacks
+            raise _unfit(exc) from None
         if self._strip and prompt.startswith(self._strip):
             prompt = prompt[len(self._strip) :]
         return _pieces(prompt, contents)
@@ -212,6 +221,25 @@ def _pieces(rendered: str, contents: list[str]) -> list[PromptPiece]:
 
 def _ends_with(pieces: list[PromptPiece], marker: str) -> bool:
     return bool(pieces) and not pieces[-1].from_client and pieces[-1].text.rstrip().endswith(marker)
+
+
+def _described(tool: ToolSpec) -> dict[str, Any]:
+    """A tool as templates read it: OpenAI's form with a description always, empty where the
+    request has none (as llama.cpp's server gives them): GPT-OSS's template writes
+    `"// " + tool.description` unguarded."""
+    function = {"name": tool.name, "description": tool.description or ""}
+    return {"type": "function", "function": {**function, "parameters": dict(tool.parameters)}}
+
+
+def _unfit(exc: Exception) -> InvalidRequest:
+    """A template that failed on what a request sent (a tool without a field it reads, a
+    default of a type it cannot add to text): the client's 400, the details in the log."""
+    log.warning("The chat template failed on a request: %s: %s", type(exc).__name__, exc)
+    return InvalidRequest(
+        "The request does not fit this model's chat template: it failed on the tools or "
+        "messages as sent (a field it expects is missing, or has a type it does not take).",
+        param="messages",
+    )
 
 
 def _plain_message(turn: ChatTurn) -> dict[str, Any]:

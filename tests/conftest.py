@@ -20,6 +20,7 @@ from common.sources import local_path
 from tests.platforms import Platforms
 from tests.processes import free_port, running, runpod_local_api, stratus_serve
 from tests.s3_server import MotoServer, TcpProxy
+from tests.vocab_models import build_recipe, missing_reason
 
 API_KEYS = ("test-key", "second-key")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -28,6 +29,23 @@ MAX_QUEUE = 2
 MAX_BODY_BYTES = 64 * 1024
 MAX_AUDIO_SECONDS = 120  # the longest upload the test servers transcribe
 SERVER_MAX_TOKENS = 256
+# Family chat templates over the embedded weights (tests/e2e/test_tool_formats_live.py): each
+# family's tool-call format, its markers plain text (SmolLM2's vocabulary has none of them).
+FAMILY_CHATS = {
+    "llama3-chat": "meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "nemo-chat": "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+    "gptoss-chat": "openai-gpt-oss-120b.jinja",
+    "coder-chat": "Qwen3-Coder.jinja",
+}
+# Tiny random-weight models with real vocabularies (tests/vocab_models.py), where the formats'
+# markers are special tokens; registered only where llama.cpp's vocabulary files are.
+VOCAB_CHATS = {
+    "llama31-vocab": "llama31",
+    "nemo-vocab": "mistral-nemo",
+    "r1-vocab": "deepseek-r1",
+    "qwen25-vocab": "qwen25",
+}
+VOCAB_MISSING = missing_reason()  # why they are not registered, or None
 
 
 @dataclass(frozen=True)
@@ -186,6 +204,28 @@ def write_user_registry(directory: Path) -> Path:
             ],
             file,
         )
+        small = {"n_ctx": 2048, "parallel": 2}  # loaded fast, a small KV cache each
+        families = [
+            {
+                "name": name,
+                "backend": "llama-cpp",
+                "source": f"file://{smollm2_path()}",
+                "parameters": dict(small),
+                "templates": {"chat": (TEMPLATES / "families" / template).read_text()},
+            }
+            for name, template in FAMILY_CHATS.items()
+        ]
+        vocab = [
+            {
+                "name": name,
+                "backend": "llama-cpp",
+                "source": f"file://{build_recipe(recipe)}",
+                "parameters": dict(small),
+            }
+            for name, recipe in VOCAB_CHATS.items()
+            if VOCAB_MISSING is None
+        ]
+        yaml.safe_dump(families + vocab, file)
     return registry
 
 

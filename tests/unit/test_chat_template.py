@@ -61,3 +61,32 @@ def test_a_template_that_refuses_the_messages_is_a_400():
     with pytest.raises(InvalidRequest) as caught:
         ChatTemplate(strict, "", "", add_bos=False).text([ChatTurn("user", "hi")])
     assert caught.value.param == "messages" and "alternate" in caught.value.message
+
+
+GPT_OSS = Path(__file__).parents[1] / "templates" / "families" / "openai-gpt-oss-120b.jinja"
+
+
+def test_a_tool_without_a_description_gets_an_empty_one():
+    """GPT-OSS's template writes `"// " + tool.description` unguarded (as llama.cpp's server
+    does, every tool reaches a template with a description)."""
+    template = ChatTemplate(GPT_OSS.read_text(), "", "", add_bos=False)
+    bare = ToolSpec("get_time", None, {"type": "object", "properties": {}})
+    assert "type get_time = () => any;" in template.text([ChatTurn("user", "hi")], [bare])
+    # In OpenAI's key order: a template that writes tools as JSON shows them as sent.
+    hermes = ChatTemplate(HERMES, "", "", add_bos=False).text([ChatTurn("user", "hi")], [bare])
+    assert '{"name": "get_time", "description": "", "parameters": {' in hermes
+
+
+@pytest.mark.parametrize("case", ["a missing field", "a field of another type"])
+def test_a_template_that_fails_on_the_request_is_a_400_without_internals(case):
+    if case == "a missing field":
+        source = "{{ 'x' + messages[0].nothing.deeper }}"
+        tools = []
+    else:  # GPT-OSS's: a default added to text
+        source = GPT_OSS.read_text()
+        schema = {"type": "object", "properties": {"o": {"oneOf": [{}, {}], "default": 1}}}
+        tools = [ToolSpec("f", "F", schema)]
+    with pytest.raises(InvalidRequest) as caught:
+        ChatTemplate(source, "", "", add_bos=False).text([ChatTurn("user", "hi")], tools)
+    message = caught.value.message
+    assert "chat template" in message and "concatenate" not in message and "nothing" not in message
