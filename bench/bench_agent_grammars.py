@@ -69,15 +69,22 @@ def measure(model, path: Path) -> None:
 
     body = json.loads(path.read_text())
     plan = plan_of(body)
-    assert plan.grammar is not None
-    plan_ms = median_ms(lambda: plan_of(body))
-    mask_ms = median_ms(lambda: model._token_mask(plan.grammar))
-    mask = model._token_mask(plan.grammar)
+    assert plan.mode != "none"
+
+    def grammar_of(plan) -> str:  # as generation writes it, in the model's tool format
+        return model.tool_format.grammar(
+            plan.tools, plan.mode == "required", not plan.single_call, model.grammar_literal
+        )
+
+    grammar = grammar_of(plan)
+    plan_ms = median_ms(lambda: grammar_of(plan_of(body)))
+    mask_ms = median_ms(lambda: model._token_mask(grammar))
+    mask = model._token_mask(grammar)
     logits = np.zeros(model.vocab_size, dtype=np.float32)
     first_ms = median_ms(lambda: mask.apply(logits), times=5)
     print(
         f"{path.name}: {len(plan.tools)} function tools, grammar "
-        f"{len(plan.grammar) / 1024:.1f} KB; plan {plan_ms:.1f} ms, "
+        f"{len(grammar) / 1024:.1f} KB; plan {plan_ms:.1f} ms, "
         f"mask compiled {mask_ms:.1f} ms, a mask {first_ms:.2f} ms (medians)"
     )
 

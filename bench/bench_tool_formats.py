@@ -9,6 +9,11 @@ Greedy, `ignore_eos` so both answers have the same length; the rounds take turns
 decode rate (tokens after the first ÷ the time after the first), the time to first token, and
 the ratio; a round where the model called a tool instead is reported and left out.
 
+The tools make the prompt longer (their descriptions), and a longer context decodes slower
+whatever the grammar: for the generic model a third request sends the same prompt (the tools'
+system prompt as a system message) without tools, which splits the ratio into what the longer
+prompt costs and what the grammar costs.
+
     .venv/bin/python bench/bench_tool_formats.py --rounds 8 --tokens 128
 """
 
@@ -54,6 +59,19 @@ TOOLS = [
     }
     for name in ("get_weather", "get_time", "get_population")
 ]
+
+
+def tools_prompt() -> str:
+    """The system prompt the generic model gets for TOOLS (layers/tool_calls)."""
+    from layers import tool_calls
+    from layers.text import ToolSpec
+    from layers.tool_formats.json_calls import HERMES
+
+    specs = [
+        ToolSpec(t["function"]["name"], t["function"]["description"], t["function"]["parameters"])
+        for t in TOOLS
+    ]
+    return tool_calls.system_prompt(specs, HERMES)
 
 
 def registry(directory: Path) -> Path:
@@ -130,6 +148,9 @@ def main() -> None:
         }
         runs[(name, "no tools")] = plain
         runs[(name, "tools, auto")] = {**plain, "tools": TOOLS, "tool_choice": "auto"}
+        if MODELS[name] is None:
+            described = {"role": "system", "content": tools_prompt()}
+            runs[(name, "same prompt")] = {**plain, "messages": [described, *plain["messages"]]}
     results: dict[tuple[str, str], list[tuple[float, float, int, bool]]] = {k: [] for k in runs}
     with running(command, f"{url}/health", env), httpx.Client(base_url=url, timeout=600) as http:
         for body in runs.values():  # warm up: load, prefix cache, the grammar's tokenizer
@@ -154,6 +175,13 @@ def main() -> None:
         if (name, "tools, auto") in rates and (name, "no tools") in rates:
             ratio = rates[(name, "tools, auto")] / rates[(name, "no tools")]
             print(f"  {name}: tools offered ÷ no tools = {ratio:.3f} (goal >= 0.95)")
+        if (name, "same prompt") in rates and (name, "tools, auto") in rates:
+            grammar = rates[(name, "tools, auto")] / rates[(name, "same prompt")]
+            context = rates[(name, "same prompt")] / rates[(name, "no tools")]
+            print(
+                f"  {name}: of which the grammar {grammar:.3f} (tools ÷ the same prompt "
+                f"without them), the longer prompt {context:.3f}"
+            )
 
 
 if __name__ == "__main__":
