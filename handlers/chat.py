@@ -50,6 +50,7 @@ def chat_generation(request: ChatCompletionRequest) -> Generation:
         budget_param="max_completion_tokens" if request.max_completion_tokens else "max_tokens",
         thinking=request.thinking,
         reasoning_budget=request.reasoning_budget,
+        reasoning_effort=request.reasoning_effort,
     )
 
 
@@ -202,12 +203,12 @@ class _Message:
             self.finish_reason = choice.finish_reason
 
     def choice(self, index: int) -> ChatChoice:
-        if self.finish_reason == "length":
-            # A call the budget cut mid-arguments is not a call a client can make: a stream
-            # showed its start (and says "length"), a whole answer leaves it out.
-            self.calls = {i: c for i, c in self.calls.items() if _is_json(c.function.arguments)}
-            if self.function_call is not None and not _is_json(self.function_call.arguments):
-                self.function_call = None
+        # A call cut mid-arguments (by the budget, or an engine that stopped) is not a call a
+        # client can make: a stream showed its start, a whole answer leaves it out. Complete
+        # arguments are JSON by construction (the format's grammar).
+        self.calls = {i: c for i, c in self.calls.items() if _is_json(c.function.arguments)}
+        if self.function_call is not None and not _is_json(self.function_call.arguments):
+            self.function_call = None
         called = bool(self.calls) or self.function_call is not None
         content = "".join(self.content)
         message = ResponseMessage(

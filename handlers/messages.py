@@ -89,6 +89,7 @@ def message_generation(request: MessageCountTokensRequest) -> Generation:
         thinking=not (request.thinking and request.thinking.type == "disabled"),
         reasoning_budget=getattr(request.thinking, "budget_tokens", None)
         or REASONING_BUDGETS.get(getattr(request.output_config, "effort", None) or ""),
+        reasoning_effort=getattr(request.output_config, "effort", None),
     )
 
 

@@ -157,6 +157,7 @@ def _generation(
         budget_param="max_output_tokens",
         thinking=effort != "none",
         reasoning_budget=REASONING_BUDGETS.get(effort or ""),
+        reasoning_effort=effort,
     )
 
 

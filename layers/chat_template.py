@@ -29,6 +29,8 @@ from layers.tool_formats.base import arguments_json
 
 # Unicode private-use characters: no tokenizer's special token, and no template, contains them.
 _OPEN, _CLOSE = "\ue000", "\ue001"
+# OpenAI's reasoning efforts in the three words GPT-OSS's template knows.
+_TEMPLATE_EFFORTS = {"none": "low", "minimal": "low", "xhigh": "high", "max": "high"}
 _MARKER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 log = logging.getLogger("stratus.chat_template")
 
@@ -97,10 +99,19 @@ class ChatTemplate:
         )
 
     def render(
-        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+        self,
+        turns: Sequence[ChatTurn],
+        tools: Sequence[ToolSpec] = (),
+        thinking: bool = True,
+        effort: str | None = None,
     ) -> list[PromptPiece]:
         """`thinking` False: the template's own switch (`enable_thinking`, as Qwen3's and
-        DeepSeek R1's read it), and a block the prompt still opens is closed at once."""
+        DeepSeek R1's read it), and a block the prompt still opens is closed at once.
+        `effort`: the request's reasoning effort, as `reasoning_effort` for templates that
+        read one (GPT-OSS's: low, medium or high)."""
+        switches: dict[str, Any] = {"enable_thinking": thinking}
+        if effort is not None:
+            switches["reasoning_effort"] = _TEMPLATE_EFFORTS.get(effort, effort)
         fmt = self.tool_format
         history = any(t.tool_calls or t.role == "tool" for t in turns)
         if history and not self._renders_calls:
@@ -110,9 +121,9 @@ class ChatTemplate:
         described = [_described(tool) for tool in tools] if tools and self.takes_tools else None
         try:
             if history and self._renders_calls:
-                pieces = self._render_with_calls(turns, described, thinking)
+                pieces = self._render_with_calls(turns, described, switches)
             else:
-                pieces = self._render([_plain_message(t) for t in turns], described, thinking)
+                pieces = self._render([_plain_message(t) for t in turns], described, switches)
         except TypeError as exc:  # the template's own `+` on a field of another type
             raise _unfit(exc) from None
         if not thinking and self.reasoning and _ends_with(pieces, self.reasoning.start):
@@ -120,13 +131,20 @@ class ChatTemplate:
         return pieces
 
     def text(
-        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+        self,
+        turns: Sequence[ChatTurn],
+        tools: Sequence[ToolSpec] = (),
+        thinking: bool = True,
+        effort: str | None = None,
     ) -> str:
         """The prompt as one string (for reading it; the engine tokenizes the pieces)."""
-        return "".join(piece.text for piece in self.render(turns, tools, thinking))
+        return "".join(piece.text for piece in self.render(turns, tools, thinking, effort))
 
     def _render_with_calls(
-        self, turns: Sequence[ChatTurn], tools: list[dict[str, Any]] | None, thinking: bool
+        self,
+        turns: Sequence[ChatTurn],
+        tools: list[dict[str, Any]] | None,
+        switches: dict[str, Any],
     ) -> list[PromptPiece]:
         """Calls and results as message fields, their ids in the form the template accepts;
         arguments as objects (Hugging Face's convention), or as text for a template that
@@ -134,7 +152,7 @@ class ChatTemplate:
         for as_text in (self._string_arguments, True):
             messages = [_template_message(t, self.tool_format, as_text) for t in turns]
             try:
-                pieces = self._render(messages, tools, thinking)
+                pieces = self._render(messages, tools, switches)
             except TypeError:
                 if as_text:
                     raise
@@ -146,7 +164,8 @@ class ChatTemplate:
     def _opens_block(self, messages: list[dict[str, Any]]) -> bool:
         assert self.reasoning is not None
         try:
-            return _ends_with(self._render(messages, None, True), self.reasoning.start)
+            switches = {"enable_thinking": True}
+            return _ends_with(self._render(messages, None, switches), self.reasoning.start)
         except InvalidRequest:
             return False
 
@@ -154,8 +173,9 @@ class ChatTemplate:
         self,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
-        thinking: bool = True,
+        switches: dict[str, Any],
     ) -> list[PromptPiece]:
+        """`switches`: the template variables a request sets (enable_thinking...)."""
         contents = [m["content"] for m in messages]
         # Empty content stays empty: templates test it (`not message.content`: a call only).
         marked = [
@@ -168,7 +188,7 @@ class ChatTemplate:
         from jinja2 import TemplateError
 
         try:
-            prompt = self._formatter(messages=marked, tools=tools, enable_thinking=thinking).prompt
+            prompt = self._formatter(messages=marked, tools=tools, **switches).prompt
         except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
             raise InvalidRequest(
                 f"The messages do not fit this model's chat template: {exc}", param="messages"

@@ -163,10 +163,14 @@ class ExLlamaV2TextModel:
         return max((len(piece.encode()) for piece in self._pieces), default=1)
 
     def chat_prompt(
-        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+        self,
+        turns: Sequence[ChatTurn],
+        tools: Sequence[ToolSpec] = (),
+        thinking: bool = True,
+        effort: str | None = None,
     ) -> list[int]:
         tokens = [self._tokenizer.bos_token_id] if self._add_bos else []
-        for piece in self._template.render(turns, tools, thinking):
+        for piece in self._template.render(turns, tools, thinking, effort):
             # Special tokens are parsed in the template's text only, never in a client's.
             tokens += self._encode(piece.text, special=not piece.from_client)
         return tokens

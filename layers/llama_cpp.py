@@ -234,10 +234,14 @@ class LlamaCppTextModel:
         self._model.close()
 
     def chat_prompt(
-        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+        self,
+        turns: Sequence[ChatTurn],
+        tools: Sequence[ToolSpec] = (),
+        thinking: bool = True,
+        effort: str | None = None,
     ) -> list[int]:
         tokens = [self._model.token_bos()] if self._add_bos else []
-        for piece in self._template.render(turns, tools, thinking):
+        for piece in self._template.render(turns, tools, thinking, effort):
             # Special tokens are parsed in the template's text only, never in a client's.
             tokens += self._model.tokenize(
                 piece.text.encode(), add_bos=False, special=not piece.from_client

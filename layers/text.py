@@ -98,12 +98,17 @@ class TextModel(Protocol):
         ...
 
     def chat_prompt(
-        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+        self,
+        turns: Sequence[ChatTurn],
+        tools: Sequence[ToolSpec] = (),
+        thinking: bool = True,
+        effort: str | None = None,
     ) -> list[int]:
         """The tokens of the conversation rendered with the model's chat template, ready to
         generate; the tools, when there are any, described the way the template or
         layers/tool_calls asks. Special tokens come from the template only: what clients
-        wrote is tokenized as text. `thinking` False: a reasoning model answers at once."""
+        wrote is tokenized as text. `thinking` False: a reasoning model answers at once;
+        `effort`: the request's reasoning effort, for a template that reads one."""
         ...
 
     def tokenize(self, text: str) -> list[int]:

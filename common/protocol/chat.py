@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    BaseModel,
+    ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -117,6 +120,15 @@ class ResponseFormat(OpenAIRequest):
         return self
 
 
+class TemplateSwitches(BaseModel):
+    """chat_template_kwargs: the chat-template variables a request may set. Only these are
+    passed on; any other is refused by name, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enable_thinking: StrictBool | None = None
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: TokenBudget | None = None
@@ -133,19 +145,7 @@ class ChatCompletionRequest(SamplingFields):
     # "none" turns a reasoning model's thinking off; the others bound it (REASONING_BUDGETS).
     # Models without reasoning answer the same either way.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    chat_template_kwargs: dict[str, Any] | None = extension()  # llama.cpp's and vLLM's
-
-    @field_validator("chat_template_kwargs")
-    @classmethod
-    def _template_switches(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key, switch in (value or {}).items():
-            if key != "enable_thinking":
-                raise ValueError(
-                    f"'{key}' is not a template switch Stratus passes on (only enable_thinking is)"
-                )
-            if not isinstance(switch, bool):
-                raise ValueError("enable_thinking must be true or false")
-        return value
+    chat_template_kwargs: TemplateSwitches | None = extension()  # llama.cpp's and vLLM's
 
     @property
     def reasoning_budget(self) -> int | None:
@@ -153,8 +153,8 @@ class ChatCompletionRequest(SamplingFields):
 
     @property
     def thinking(self) -> bool:
-        switches = self.chat_template_kwargs or {}
-        return self.reasoning_effort != "none" and switches.get("enable_thinking") is not False
+        switches = self.chat_template_kwargs or TemplateSwitches()
+        return self.reasoning_effort != "none" and switches.enable_thinking is not False
 
     @field_validator("top_logprobs")
     @classmethod

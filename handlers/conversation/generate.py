@@ -55,6 +55,8 @@ class Generation:
     # Tokens a reasoning model may think before the end of its block is forced (None: as long
     # as it likes): Messages' thinking.budget_tokens, or a reasoning effort's.
     reasoning_budget: int | None = None
+    # The request's reasoning effort (none ... xhigh), for templates that read one (GPT-OSS's).
+    reasoning_effort: str | None = None
     # The dialect's names for the fields the checks may refuse.
     prompt_param: str = "messages"
     budget_param: str = "max_tokens"
@@ -75,7 +77,9 @@ def _prompt(job: Generation, model: Any) -> list[int]:
     """The conversation's tokens, refused from its size first when it cannot fit."""
     sent = sum(len(turn.content.encode()) for turn in job.plan.turns)
     check_prompt_size(model, sent, job.prompt_param)
-    return model.chat_prompt(job.plan.turns, job.plan.tools, job.thinking)
+    return model.chat_prompt(
+        job.plan.turns, job.plan.tools, job.thinking, effort=job.reasoning_effort
+    )
 
 
 def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:

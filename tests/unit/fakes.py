@@ -36,7 +36,11 @@ class FakeTextModel:
         self.closed = 0
 
     def chat_prompt(
-        self, turns: Sequence[ChatTurn], tools: Sequence[ToolSpec] = (), thinking: bool = True
+        self,
+        turns: Sequence[ChatTurn],
+        tools: Sequence[ToolSpec] = (),
+        thinking: bool = True,
+        effort: str | None = None,
     ) -> list[int]:
         described = "".join(f"<tool>{t.name}" for t in tools)
         text = described + "".join(f"<{t.role}>{t.content}" for t in turns) + "<assistant>"

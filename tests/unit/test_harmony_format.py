@@ -261,3 +261,16 @@ def test_the_grammars_accept_the_golden_outputs(vocabulary):
         vocabulary, structured, THINK + '<|start|>assistant<|channel|>final<|message|>{"a": 1}'
     )
     assert not accepts(vocabulary, structured, golden("reasoning then final"))
+
+
+def test_the_request_reasoning_effort_reaches_the_template():
+    from layers.chat_template import ChatTemplate
+    from layers.text import ChatTurn
+
+    path = Path(__file__).parent.parent / "templates" / "families" / "openai-gpt-oss-120b.jinja"
+    chat = ChatTemplate(path.read_text(), "<|startoftext|>", "<|return|>", add_bos=False)
+    turns = [ChatTurn("user", "Hi")]
+    assert "Reasoning: medium" in chat.text(turns)  # the template's default
+    assert "Reasoning: high" in chat.text(turns, effort="high")
+    assert "Reasoning: low" in chat.text(turns, effort="minimal")
+    assert "Reasoning: high" in chat.text(turns, effort="xhigh")
