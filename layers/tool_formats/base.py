@@ -71,6 +71,30 @@ class CallParser(Protocol):
         ...
 
 
+class StreamParser:
+    """The loop every format's parser runs: held text is handed to the method of the state the
+    parser is in (`_in_<state>`), which consumes some of it or changes state; when a pass does
+    neither, the held text waits for the next piece."""
+
+    def __init__(self, state: str) -> None:
+        self._state = state
+        self._held = ""
+        self._calls = 0
+
+    @property
+    def calls(self) -> int:
+        """Calls whose arguments are complete."""
+        return self._calls
+
+    def feed(self, text: str) -> Iterator[Event]:
+        self._held += text
+        while self._held:
+            before = (self._state, len(self._held))
+            yield from getattr(self, f"_in_{self._state}")()
+            if (self._state, len(self._held)) == before:
+                return  # needs more text
+
+
 class ToolFormat(ABC):
     """One family's tool-call format."""
 

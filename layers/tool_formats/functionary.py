@@ -28,6 +28,7 @@ from layers.tool_formats.base import (
     Event,
     JsonScanner,
     Literal,
+    StreamParser,
     Text,
     ToolFormat,
     arguments_json,
@@ -89,27 +90,16 @@ class Functionary(ToolFormat):
         )
 
 
-class _Parser:
+class _Parser(StreamParser):
     """One answer, split as it streams. A part that cannot be read is logged and skipped up to
     the next `>>>`; a call whose arguments are not JSON is logged and not counted."""
 
     def __init__(self) -> None:
-        self._state, self._held, self._name = "first", "", ""
-        self._calls = self._started = 0
+        super().__init__("first")
+        self._name = ""
+        self._started = 0
         self._arguments = ""
         self._json = JsonScanner()
-
-    @property
-    def calls(self) -> int:
-        return self._calls
-
-    def feed(self, text: str) -> Iterator[Event]:
-        self._held += text
-        while self._held:
-            before = (self._state, len(self._held))
-            yield from getattr(self, f"_in_{self._state}")()
-            if (self._state, len(self._held)) == before:
-                return  # needs more text
 
     def finish(self) -> Iterator[Event]:
         held, self._held = self._held, ""

@@ -36,6 +36,7 @@ from layers.tool_formats.base import (
     Event,
     Literal,
     Reasoning,
+    StreamParser,
     Text,
     ToolFormat,
     arguments_json,
@@ -154,7 +155,7 @@ def _first_marker(text: str) -> tuple[int, str] | None:
     return min(found) if found else None
 
 
-class _Parser:
+class _Parser(StreamParser):
     """One harmony answer, split as it streams.
 
     States: `header` (held whole until `<|message|>`: nothing in it is ever shown), `content`
@@ -163,25 +164,12 @@ class _Parser:
     """
 
     def __init__(self) -> None:
-        self._state = "header"  # the prompt's `<|start|>assistant` opened the first header
+        # The prompt's `<|start|>assistant` opened the first header.
+        super().__init__("header")
         self._kind = "text"
-        self._held = ""
         self._started = 0  # calls begun: the next call's index
-        self._calls = 0
         self._arguments: list[str] = []
         self._warned_plain = False
-
-    @property
-    def calls(self) -> int:
-        return self._calls
-
-    def feed(self, text: str) -> Iterator[Event]:
-        self._held += text
-        while self._held:
-            before = (self._state, len(self._held))
-            yield from getattr(self, f"_in_{self._state}")()
-            if (self._state, len(self._held)) == before:
-                return  # needs more text
 
     def finish(self) -> Iterator[Event]:
         held, self._held = self._held, ""

@@ -28,6 +28,7 @@ from layers.tool_formats.base import (
     Event,
     JsonScanner,
     Literal,
+    StreamParser,
     Text,
     ToolFormat,
     alphanumeric_id,
@@ -185,30 +186,16 @@ def _last_text(piece: str) -> str:
     return _PLACEHOLDER.split(piece)[-1]
 
 
-class _Parser:
+class _Parser(StreamParser):
     """One answer in a JsonCalls format, split as it streams (see the module's docstring)."""
 
     def __init__(self, fmt: JsonCalls) -> None:
+        super().__init__("text")
         self._fmt = fmt
         self._anchor = _last_text(fmt.call_open)  # just before a name
         self._name_stop = _first_text(fmt.name_end)[:1] or "{"
         self._stripped = _texts(fmt)
-        self._state = "text"
-        self._held = ""
-        self._calls = 0
         self._json = JsonScanner()
-
-    @property
-    def calls(self) -> int:
-        return self._calls
-
-    def feed(self, text: str) -> Iterator[Event]:
-        self._held += text
-        while self._held:
-            before = (self._state, len(self._held))
-            yield from getattr(self, f"_in_{self._state}")()
-            if (self._state, len(self._held)) == before:
-                return  # needs more text
 
     def finish(self) -> Iterator[Event]:
         held, self._held = self._held, ""

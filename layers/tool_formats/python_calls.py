@@ -29,6 +29,7 @@ from layers.tool_formats.base import (
     CallStarted,
     Event,
     Literal,
+    StreamParser,
     Text,
     ToolFormat,
     arguments_json,
@@ -128,26 +129,14 @@ def _call_rules(i: int, tool: ToolSpec) -> list[str]:
     return [f'{head} {arguments} ")"', *rules]
 
 
-class _Parser:
+class _Parser(StreamParser):
     """One LFM2 answer, split as it streams. A call that cannot be read is logged and skipped
     up to the end marker; its events so far stay sent, but it is not counted."""
 
     def __init__(self) -> None:
-        self._state, self._held = "text", ""
-        self._calls = self._started = self._keys = 0
+        super().__init__("text")
+        self._started = self._keys = 0
         self._value = ValueEnd()
-
-    @property
-    def calls(self) -> int:
-        return self._calls
-
-    def feed(self, text: str) -> Iterator[Event]:
-        self._held += text
-        while self._held:
-            before = (self._state, len(self._held))
-            yield from getattr(self, f"_in_{self._state}")()
-            if (self._state, len(self._held)) == before:
-                return  # needs more text
 
     def finish(self) -> Iterator[Event]:
         held, self._held = self._held, ""

@@ -35,6 +35,7 @@ from layers.tool_formats.base import (
     CallStarted,
     Event,
     Literal,
+    StreamParser,
     Text,
     ToolFormat,
     arguments_json,
@@ -209,31 +210,17 @@ def _render_call(call: ToolCall) -> str:
     return "\n".join([*lines, FUNCTION_CLOSE, CALL_CLOSE])
 
 
-class _Parser:
+class _Parser(StreamParser):
     """One answer, split as it streams: text until `<tool_call>`; then each call's name, and
     its arguments' JSON a value at a time, as each `</parameter>` closes one."""
 
     def __init__(self, tools: Sequence[ToolSpec]) -> None:
+        super().__init__("text")
         self._schemas = {tool.name: _properties(tool) for tool in tools}
         self._properties: Mapping[str, Mapping[str, Any]] = {}  # the current call's
         self._name = ""  # the current call's function
         self._parameter = ""  # the parameter whose value is being read
         self._written = 0  # parameters written of the current call's arguments
-        self._state = "text"
-        self._held = ""
-        self._calls = 0
-
-    @property
-    def calls(self) -> int:
-        return self._calls
-
-    def feed(self, text: str) -> Iterator[Event]:
-        self._held += text
-        while self._held:
-            before = (self._state, len(self._held))
-            yield from getattr(self, f"_in_{self._state}")()
-            if (self._state, len(self._held)) == before:
-                return  # needs more text
 
     def finish(self) -> Iterator[Event]:
         held, self._held = self._held, ""
