@@ -145,7 +145,7 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
                 prompt,
                 sampling_for(request, defaults, choice=index),
                 budget,
-                job.stops if plan.mode == "none" else (),
+                job.stops if _text_is_answer(job, thinks, fmt) else (),
                 grammar=grammar,
                 logprobs=job.top_logprobs,
             )
@@ -157,7 +157,8 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
                 split = (
                     reasoning.ReasoningSplitter(thinks, model.reasoning_opens) if thinks else None
                 )
-                yield from _choice(index, _Thoughts(index, generation, split), job, fmt)
+                plain = _text_is_answer(job, thinks, fmt)
+                yield from _choice(index, _Thoughts(index, generation, split), job, fmt, plain)
                 completion_tokens += generation.completion_tokens
         finally:
             for generation in generations:
@@ -199,11 +200,20 @@ class _Thoughts:
         return out
 
 
+def _text_is_answer(
+    job: Generation, thinks: reasoning.ReasoningFormat | None, fmt: ToolFormat
+) -> bool:
+    """Whether the generated text is the answer as it is: then the engine matches the stop
+    sequences itself. Otherwise (reasoning to split out, calls or channels to parse) they are
+    matched on the answer's text only: a stop sequence inside a thought does not end it."""
+    return job.plan.mode == "none" and thinks is None and not fmt.parses_every_answer
+
+
 def _choice(
-    index: int, thoughts: _Thoughts, job: Generation, fmt: ToolFormat
+    index: int, thoughts: _Thoughts, job: Generation, fmt: ToolFormat, plain: bool
 ) -> Iterator[events.Event]:
     generation = thoughts.generation
-    if job.plan.mode == "none" and not fmt.parses_every_answer:
+    if plain:
         for piece in thoughts:
             yield from thoughts.drain()
             if piece.text:
@@ -244,7 +254,8 @@ class _Answer:
         self._choice = choice
         self._fmt = fmt
         self._calls_offered = job.plan.mode != "none"
-        self._parser = fmt.parser(job.plan.tools)
+        parses = job.plan.mode != "none" or fmt.parses_every_answer
+        self._parser = fmt.parser(job.plan.tools) if parses else tool_formats.PlainText()
         self._stops = StopMatcher(job.stops)  # they end text answers; calls end by the grammar
         self._prefix = job.call_prefix
         self._open: events.CallStarted | None = None

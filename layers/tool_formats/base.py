@@ -95,6 +95,18 @@ class StreamParser:
                 return  # needs more text
 
 
+class PlainText:
+    """The parser of an answer that is only text (no tools offered, no channels)."""
+
+    calls = 0
+
+    def feed(self, text: str) -> Iterator[Event]:
+        yield Text(text)
+
+    def finish(self) -> Iterator[Event]:
+        yield from ()
+
+
 class ToolFormat(ABC):
     """One family's tool-call format."""
 

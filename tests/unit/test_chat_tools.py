@@ -161,3 +161,21 @@ def test_a_call_cut_by_the_budget_is_left_out_of_a_whole_answer():
     assert [json.loads(c.function.arguments) for c in choice.message.tool_calls] == [
         {"city": "Oslo"}
     ]
+
+
+def test_a_stop_sequence_inside_the_reasoning_does_not_end_the_answer():
+    from layers.reasoning import THINK
+
+    model = fake(pieces("I think. STOP? No.</think>The answer. STOP here"))
+    model.reasoning, model.reasoning_opens = THINK, True
+    for stream in (False, True):
+        answer = chat(model, stop=["STOP"], stream=stream)
+        if stream:
+            deltas = [c.choices[0].delta for c in answer if c.choices]
+            content = "".join(d.content or "" for d in deltas)
+            thought = "".join(d.reasoning_content or "" for d in deltas)
+        else:
+            message = answer.choices[0].message
+            content, thought = message.content, message.reasoning_content
+        assert thought == "I think. STOP? No."
+        assert content == "The answer. "
