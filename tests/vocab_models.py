@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.gguf_io import ALIGNMENT, ARRAY, BOOL, FLOAT32, STRING, UINT32, read_metadata, write_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / "build" / "vocab-models"  # git-ignored, kept between runs
@@ -39,24 +40,8 @@ GENERATOR_VERSION = 1  # part of every file's hash: bump when the bytes written 
 N_EMBD, N_HEAD, N_LAYER, N_FF, N_CTX_TRAIN = 64, 4, 2, 128, 4096
 SEED = 1234
 
-# GGUF value types, and llama.cpp's token types (llama_token_type).
-_UINT32, _INT32, _FLOAT32, _BOOL, _STRING, _ARRAY = 4, 5, 6, 7, 8, 9
-_SCALARS = {
-    0: "B",
-    1: "b",
-    2: "H",
-    3: "h",
-    4: "I",
-    5: "i",
-    6: "f",
-    7: "?",
-    10: "Q",
-    11: "q",
-    12: "d",
-}
-_GGML_F32, _GGML_F16 = 0, 1
+# llama.cpp's token types (llama_token_type).
 TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4
-ALIGNMENT = 32
 
 
 @dataclass(frozen=True)
@@ -244,16 +229,16 @@ def build_chat_model(
     path = dest_dir / f"{vocab}-{digest.hexdigest()[:16]}.gguf"
     if path.is_file():
         return path
-    keys = {k: v for k, v in _read_metadata(raw).items() if k.startswith("tokenizer.")}
+    keys = {k: v for k, v in read_metadata(raw).items() if k.startswith("tokenizer.")}
     _edit_vocabulary(keys, extra_special, extra_user_defined, replace)
-    keys["tokenizer.chat_template"] = (_STRING, template.encode())
+    keys["tokenizer.chat_template"] = (STRING, template.encode())
     for key, value in metadata.items():
         if isinstance(value, bool):
-            keys[key] = (_BOOL, value)
+            keys[key] = (BOOL, value)
         elif isinstance(value, int):
-            keys[key] = (keys.get(key, (_UINT32,))[0], value)
+            keys[key] = (keys.get(key, (UINT32,))[0], value)
         else:
-            keys[key] = (_STRING, str(value).encode())
+            keys[key] = (STRING, str(value).encode())
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=dest_dir, suffix=".partial", delete=False) as file:
         try:
@@ -290,48 +275,33 @@ def _edit_vocabulary(
                 added.setdefault(text.encode(), kind)
     tokens += added
     types = np.concatenate([types, np.array(list(added.values()), dtype=types.dtype)])
-    keys["tokenizer.ggml.tokens"] = (_ARRAY, (_STRING, tokens))
-    keys["tokenizer.ggml.token_type"] = (_ARRAY, (type_kind, types))
+    keys["tokenizer.ggml.tokens"] = (ARRAY, (STRING, tokens))
+    keys["tokenizer.ggml.token_type"] = (ARRAY, (type_kind, types))
     if "tokenizer.ggml.scores" in keys:  # SentencePiece: added tokens score 0
         score_kind, scores = keys["tokenizer.ggml.scores"][1]
         more = np.zeros(len(added), dtype=scores.dtype)
-        keys["tokenizer.ggml.scores"] = (_ARRAY, (score_kind, np.concatenate([scores, more])))
+        keys["tokenizer.ggml.scores"] = (ARRAY, (score_kind, np.concatenate([scores, more])))
 
 
 def _write_model(file: Any, keys: dict[str, tuple[int, Any]], vocab: str) -> None:
     n_vocab = len(keys["tokenizer.ggml.tokens"][1][1])
     kv: dict[str, tuple[int, Any]] = {
-        "general.architecture": (_STRING, b"llama"),
-        "general.name": (_STRING, f"tiny-{vocab}".encode()),
-        "general.alignment": (_UINT32, ALIGNMENT),
-        "llama.vocab_size": (_UINT32, n_vocab),
-        "llama.context_length": (_UINT32, N_CTX_TRAIN),
-        "llama.embedding_length": (_UINT32, N_EMBD),
-        "llama.block_count": (_UINT32, N_LAYER),
-        "llama.feed_forward_length": (_UINT32, N_FF),
-        "llama.attention.head_count": (_UINT32, N_HEAD),
-        "llama.attention.head_count_kv": (_UINT32, N_HEAD),
-        "llama.rope.dimension_count": (_UINT32, N_EMBD // N_HEAD),
-        "llama.rope.freq_base": (_FLOAT32, 10000.0),
-        "llama.attention.layer_norm_rms_epsilon": (_FLOAT32, 1e-5),
+        "general.architecture": (STRING, b"llama"),
+        "general.name": (STRING, f"tiny-{vocab}".encode()),
+        "general.alignment": (UINT32, ALIGNMENT),
+        "llama.vocab_size": (UINT32, n_vocab),
+        "llama.context_length": (UINT32, N_CTX_TRAIN),
+        "llama.embedding_length": (UINT32, N_EMBD),
+        "llama.block_count": (UINT32, N_LAYER),
+        "llama.feed_forward_length": (UINT32, N_FF),
+        "llama.attention.head_count": (UINT32, N_HEAD),
+        "llama.attention.head_count_kv": (UINT32, N_HEAD),
+        "llama.rope.dimension_count": (UINT32, N_EMBD // N_HEAD),
+        "llama.rope.freq_base": (FLOAT32, 10000.0),
+        "llama.attention.layer_norm_rms_epsilon": (FLOAT32, 1e-5),
         **keys,
     }
-    tensors = _random_tensors(n_vocab)
-    header = [b"GGUF", struct.pack("<IQQ", 3, len(tensors), len(kv))]
-    header += [_string(k.encode()) + _value(kind, value) for k, (kind, value) in kv.items()]
-    offset = 0
-    for name, array in tensors:
-        ggml_type = _GGML_F16 if array.dtype == np.float16 else _GGML_F32
-        dims = array.shape[::-1]  # ggml lists the fastest-varying dimension first
-        header.append(
-            _string(name.encode())
-            + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, ggml_type, offset)
-        )
-        offset += _padded(array.nbytes)
-    blob = b"".join(header)
-    file.write(blob + bytes(_padded(len(blob)) - len(blob)))
-    for _, array in tensors:
-        file.write(array.tobytes() + bytes(_padded(array.nbytes) - array.nbytes))
+    write_gguf(file, kv, _random_tensors(n_vocab))
 
 
 def _random_tensors(n_vocab: int) -> list[tuple[str, np.ndarray]]:
@@ -358,67 +328,3 @@ def _random_tensors(n_vocab: int) -> list[tuple[str, np.ndarray]]:
             (f"{blk}.ffn_down.weight", matrix(N_EMBD, N_FF)),
         ]
     return tensors
-
-
-def _padded(size: int) -> int:
-    return -(-size // ALIGNMENT) * ALIGNMENT
-
-
-def _string(data: bytes) -> bytes:
-    return struct.pack("<Q", len(data)) + data
-
-
-def _value(kind: int, value: Any) -> bytes:
-    kind_bytes = struct.pack("<I", kind)
-    if kind == _STRING:
-        return kind_bytes + _string(value)
-    if kind != _ARRAY:
-        return kind_bytes + struct.pack("<" + _SCALARS[kind], value)
-    item_kind, items = value
-    head = kind_bytes + struct.pack("<IQ", item_kind, len(items))
-    if item_kind == _STRING:
-        return head + b"".join(struct.pack("<Q", len(s)) + s for s in items)
-    return head + np.asarray(items, dtype="<" + _SCALARS[item_kind]).tobytes()
-
-
-def _read_metadata(data: bytes) -> dict[str, tuple[int, Any]]:
-    """A GGUF file's key-values: scalars as Python values, strings as bytes, arrays as
-    (item type, list of bytes or numpy array)."""
-    if data[:4] != b"GGUF":
-        raise ValueError("not a GGUF file")
-    version, _, n_kv = struct.unpack_from("<IQQ", data, 4)
-    if version < 2:
-        raise ValueError(f"GGUF version {version} is not supported")
-    position = 24
-    unpack = struct.unpack_from
-
-    def string() -> bytes:
-        nonlocal position
-        (size,) = unpack("<Q", data, position)
-        position += 8 + size
-        return data[position - size : position]
-
-    def value(kind: int) -> Any:
-        nonlocal position
-        if kind == _STRING:
-            return string()
-        if kind != _ARRAY:
-            fmt = "<" + _SCALARS[kind]
-            position += struct.calcsize(fmt)
-            return unpack(fmt, data, position - struct.calcsize(fmt))[0]
-        item_kind, count = unpack("<IQ", data, position)
-        position += 12
-        if item_kind == _STRING:
-            return item_kind, [string() for _ in range(count)]
-        dtype = np.dtype("<" + _SCALARS[item_kind])
-        items = np.frombuffer(data, dtype=dtype, count=count, offset=position).copy()
-        position += dtype.itemsize * count
-        return item_kind, items
-
-    result = {}
-    for _ in range(n_kv):
-        key = string().decode()
-        (kind,) = unpack("<I", data, position)
-        position += 4
-        result[key] = (kind, value(kind))
-    return result

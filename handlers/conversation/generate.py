@@ -262,6 +262,7 @@ class _Answer:
         self._arguments: list[str] = []
         self._made: list[tuple[str, str]] = []  # the complete calls so far: name, arguments
         self._held: list[events.Event] = []  # a call's events while it may be a repeat
+        self._may_repeat = False  # the open call is, so far, an earlier one's start
         self.stopped = False
         self.cut = False  # the last call never ended
         self.calls = 0
@@ -297,6 +298,7 @@ class _Answer:
                 self.calls += 1
                 call_id = self._fmt.new_call_id() or new_id(self._prefix).replace("-", "_")
                 self._open = events.CallStarted(self._choice, event.index, call_id, event.name)
+                self._may_repeat = any(name == event.name for name, _ in self._made)
                 yield from self._send(self._open)
             elif self._open is not None:
                 self._arguments.append(event.text)
@@ -312,11 +314,12 @@ class _Answer:
         """The event, or held with the rest of its call while the call repeats an earlier one
         so far."""
         assert self._open is not None
-        so_far = (self._open.name, "".join(self._arguments))
-        if self._held or self._open.index > 0:
-            if any(n == so_far[0] and a.startswith(so_far[1]) for n, a in self._made):
+        if self._may_repeat:  # checked until the call differs, not on every later fragment
+            name, so_far = self._open.name, "".join(self._arguments)
+            if any(n == name and a.startswith(so_far) for n, a in self._made):
                 self._held.append(event)
                 return
+            self._may_repeat = False
         held, self._held = self._held, []
         yield from held
         yield event

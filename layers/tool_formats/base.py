@@ -151,9 +151,9 @@ class ToolFormat(ABC):
         """A call id as the template accepts it (an id from another model, sent back)."""
         return call_id
 
+    @abstractmethod
     def render_calls(self, calls: Sequence[ToolCall]) -> str:
         """Earlier calls as the model writes them, for templates that do not render calls."""
-        raise NotImplementedError
 
 
 def alphanumeric_id(length: int) -> str:

@@ -15,6 +15,7 @@ from layers.structured import check_grammar
 from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats.base import Arguments, CallStarted, Text
 from layers.tool_formats.functionary import FUNCTIONARY_V32
+from tests.unit.format_checks import every_cut, merged, run
 from tests.unit.grammar_check import accepts
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "families"
@@ -61,25 +62,8 @@ GOLDEN = {
 }
 
 
-def merged(events: list) -> list:
-    """Consecutive pieces of the same text or arguments as one: what a client sees."""
-    out: list = []
-    for event in events:
-        last = out[-1] if out else None
-        if isinstance(event, Text) and isinstance(last, Text):
-            out[-1] = Text(last.text + event.text)
-        elif isinstance(event, Arguments) and isinstance(last, Arguments):
-            assert last.index == event.index
-            out[-1] = Arguments(event.index, last.text + event.text)
-        else:
-            out.append(event)
-    return out
-
-
 def parse(pieces: list[str]) -> tuple[list, int]:
-    parser = FUNCTIONARY_V32.parser()
-    events = [e for piece in pieces for e in parser.feed(piece)] + list(parser.finish())
-    return merged(events), parser.calls
+    return run(FUNCTIONARY_V32.parser(), pieces)
 
 
 def template_source() -> str:
@@ -128,10 +112,8 @@ def test_golden_outputs_parse_the_same_however_they_are_cut(name, caplog):
     caplog.set_level(logging.WARNING, logger="stratus.tool_calls")
     output, expected = GOLDEN[name]
     calls = sum(isinstance(e, CallStarted) for e in expected)
-    assert parse([output]) == (expected, calls)
-    assert parse(list(output)) == (expected, calls)
-    for cut in range(len(output) + 1):
-        assert parse([output[:cut], output[cut:]]) == (expected, calls), cut
+    for pieces in every_cut(output):
+        assert parse(pieces) == (expected, calls), pieces
     assert not caplog.records
 
 

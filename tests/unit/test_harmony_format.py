@@ -15,6 +15,7 @@ from layers.structured import check_grammar, json_schema_grammar
 from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats.base import Arguments, CallStarted, Reasoning, Text
 from layers.tool_formats.harmony import HARMONY, MARKERS
+from tests.unit.format_checks import every_cut, run
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "families" / "openai-gpt-oss-120b.jinja"
 WEATHER = ToolSpec(
@@ -80,27 +81,8 @@ CALLS = {
 }
 
 
-def merged(events: list) -> list:
-    """Consecutive pieces of the same text or arguments as one: what a client sees."""
-    out: list = []
-    for event in events:
-        last = out[-1] if out else None
-        if type(event) is type(last) and isinstance(event, Text | Reasoning):
-            out[-1] = type(event)(last.text + event.text)
-        elif isinstance(event, Arguments) and isinstance(last, Arguments):
-            if last.index == event.index:
-                out[-1] = Arguments(event.index, last.text + event.text)
-            else:
-                out.append(event)
-        else:
-            out.append(event)
-    return out
-
-
 def parse(pieces: list[str]) -> tuple[list, int]:
-    parser = HARMONY.parser()
-    events = [e for piece in pieces for e in parser.feed(piece)] + list(parser.finish())
-    return merged(events), parser.calls
+    return run(HARMONY.parser(), pieces)
 
 
 def template_source() -> str:
@@ -142,10 +124,8 @@ def test_a_call_the_template_renders_is_parsed_back():
 @pytest.mark.parametrize("name", GOLDEN)
 def test_golden_outputs_parse_the_same_however_they_are_cut(name):
     output, expected = GOLDEN[name]
-    assert parse([output]) == (expected, CALLS[name])
-    assert parse(list(output)) == (expected, CALLS[name])
-    for cut in range(len(output) + 1):
-        assert parse([output[:cut], output[cut:]]) == (expected, CALLS[name]), cut
+    for pieces in every_cut(output):
+        assert parse(pieces) == (expected, CALLS[name]), pieces
 
 
 @pytest.mark.parametrize("name", GOLDEN)

@@ -16,6 +16,7 @@ from layers.structured import check_grammar
 from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats.base import Arguments, CallStarted, Text
 from layers.tool_formats.python_calls import END, LFM2, START
+from tests.unit.format_checks import every_cut, run
 from tests.unit.grammar_check import accepts, literal_for
 
 FAMILIES = Path(__file__).parents[1] / "templates" / "families"
@@ -120,25 +121,8 @@ GOLDEN = {
 }
 
 
-def merged(events: list) -> list:
-    """Consecutive pieces of the same text or arguments as one: what a client sees."""
-    out: list = []
-    for event in events:
-        last = out[-1] if out else None
-        if isinstance(event, Text) and isinstance(last, Text):
-            out[-1] = Text(last.text + event.text)
-        elif isinstance(event, Arguments) and isinstance(last, Arguments):
-            assert last.index == event.index
-            out[-1] = Arguments(event.index, last.text + event.text)
-        else:
-            out.append(event)
-    return out
-
-
 def parse(pieces: list[str]) -> tuple[list, int]:
-    parser = LFM2.parser(TOOLS)
-    events = [e for piece in pieces for e in parser.feed(piece)] + list(parser.finish())
-    return merged(events), parser.calls
+    return run(LFM2.parser(TOOLS), pieces)
 
 
 def template(name: str) -> str:
@@ -219,10 +203,8 @@ def test_a_call_the_lfm25_template_renders_is_parsed_back():
 def test_golden_outputs_parse_the_same_however_they_are_cut(name):
     output, expected = GOLDEN[name]
     calls = sum(isinstance(e, CallStarted) for e in expected)
-    assert parse([output]) == (expected, calls)
-    assert parse(list(output)) == (expected, calls)
-    for cut in range(len(output) + 1):
-        assert parse([output[:cut], output[cut:]]) == (expected, calls), cut
+    for pieces in every_cut(output):
+        assert parse(pieces) == (expected, calls), pieces
 
 
 def test_arguments_stream_as_each_value_ends():

@@ -13,6 +13,7 @@ from layers import tool_formats
 from layers.chat_template import ChatTemplate
 from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats import json_calls
+from tests.unit.format_checks import every_cut
 from tests.unit.grammar_check import accepts, literal_for
 
 FAMILIES = Path(__file__).parent.parent / "templates" / "families"
@@ -87,13 +88,6 @@ def parse(fmt, pieces):
         elif isinstance(e, tool_formats.Arguments):
             calls[e.index][1] += e.text
     return content, [(n, json.loads(a)) for n, a in (calls[i] for i in sorted(calls))]
-
-
-def every_cut(text: str):
-    yield [text]
-    yield list(text)  # a character at a time
-    for at in range(1, len(text)):
-        yield [text[:at], text[at:]]
 
 
 @pytest.mark.parametrize("name", sorted(DETECTED))

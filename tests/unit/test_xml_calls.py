@@ -15,6 +15,7 @@ from layers.structured import check_grammar
 from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats.base import Arguments, CallStarted, Text
 from layers.tool_formats.xml_calls import QWEN3_CODER
+from tests.unit.format_checks import every_cut
 
 FAMILIES = Path(__file__).resolve().parents[1] / "templates" / "families"
 LLAMA_CPP = Path(
@@ -77,11 +78,6 @@ def parse(pieces: list[str], tools=TOOLS) -> tuple[str, list[tuple[str, str]], i
             calls[event.index][1] += event.text  # never before its call started
     text = "".join(e.text for e in events if isinstance(e, Text))
     return text, [(name, arguments) for name, arguments in calls.values()], parser.calls
-
-
-def every_cut(output: str) -> list[list[str]]:
-    """The output in two pieces at every position, and character by character."""
-    return [[output[:i], output[i:]] for i in range(len(output) + 1)] + [list(output)]
 
 
 CANONICAL = [
