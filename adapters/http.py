@@ -32,7 +32,7 @@ from adapters.bodies import BodyReader
 from adapters.error_responses import error_response, unrouted
 from adapters.event_stream import RAW, EventStreamResponse, event_stream, sse
 from adapters.operations import OPERATIONS, Operation, start
-from adapters.parsed import Publishing, Stateful, requested_model
+from adapters.parsed import Publishing, Reading, Stateful, requested_model
 from adapters.playground import ROUTE as PLAYGROUND
 from adapters.runtime import build_image_urls, build_response_store, build_store
 from common import cancellation, metering
@@ -45,6 +45,7 @@ from common.errors import (
     StratusError,
     Unauthorized,
 )
+from common.image_input import ImageLimits
 from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.image_urls import ImageUrls, ServedImages
 from common.metering import CostLog, RequestRecord
@@ -122,6 +123,7 @@ class Gateway:
     ) -> None:
         self.store = store
         self.image_urls = image_urls
+        self.image_limits = ImageLimits.from_settings(settings)
         self.responses = build_response_store(settings)
         self.sealer = Sealer.from_settings(settings.secret, settings.api_keys)
         self.platform = platform
@@ -220,6 +222,8 @@ class Gateway:
                 if operation.stateful:
                     owner = request.state.owner
                     parsed = Stateful(parsed, self.responses, owner, self.sealer)
+                if operation.reads_images:
+                    parsed = Reading(parsed, self.image_limits)
                 if operation.stateful and not operation.inference:  # the store may be remote
                     return await run_in_threadpool(operation.handle, parsed, self.store)
                 if not operation.inference:

@@ -108,6 +108,7 @@ class Operation:
     query: tuple[tuple[str, str], ...] = ()  # query parameters: (name, description)
     dialect: Dialect = OPENAI
     stateful: bool = False  # reads or writes stored responses: the adapter gives it the store
+    reads_images: bool = False  # its messages may hold images: the adapter says how to read them
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -132,6 +133,11 @@ def _upload(request_type: type[TranscriptionRequest]) -> Parse:
 
 def _images(job: Publishing, store: ModelStore) -> Result:
     return create_images(job.request, store, job.urls, job.base_url)
+
+
+def _reading(handle: Callable[..., Result]) -> Handle:
+    """A handler of requests whose messages may hold images, given the adapter's limits."""
+    return lambda job, store: handle(job.request, store, job.images)
 
 
 def query_bool(params: Mapping[str, str], name: str) -> bool:
@@ -166,7 +172,8 @@ OPERATIONS = (
         "createChatCompletion",
         "/chat/completions",
         ChatCompletionRequest,
-        create_chat_completion,
+        _reading(create_chat_completion),
+        reads_images=True,
         summary="Chat: a model's reply to a conversation, with tools and structured output",
         answers=Answers(json=(ChatCompletion,), events=(ChatCompletionChunk,)),
     ),
@@ -236,7 +243,8 @@ OPERATIONS = (
         "createResponse",
         "/responses",
         ResponsesRequest,
-        create_response,
+        _reading(create_response),
+        reads_images=True,
         summary="Responses: a model's response to input items, with tools, structured output "
         "and stored conversations (previous_response_id)",
         answers=Answers(json=(Response,), events=typing.get_args(ResponseStreamEvent)),
@@ -285,7 +293,8 @@ OPERATIONS = (
         "createMessage",
         "/messages",
         MessageCreateRequest,
-        create_message,
+        _reading(create_message),
+        reads_images=True,
         summary="Messages: Anthropic's Messages API (the anthropic SDK, Claude Code) over the "
         "same generation, with tools and structured output",
         answers=Answers(json=(Message,), events=typing.get_args(MessageStreamEvent)),
@@ -295,7 +304,8 @@ OPERATIONS = (
         "countMessageTokens",
         "/messages/count_tokens",
         MessageCountTokensRequest,
-        count_message_tokens,
+        _reading(count_message_tokens),
+        reads_images=True,
         summary="The input tokens a message would count, without generating it (Anthropic's)",
         answers=Answers(json=(MessageTokensCount,)),
         dialect=ANTHROPIC,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from common.image_input import ImageLimits
 from common.image_urls import ImageUrls
 
 
@@ -30,8 +31,19 @@ class Stateful:
     sealer: Any = None  # common.sealed.Sealer: blobs the client hands back
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A parsed request of an operation that reads images from its messages, with how (the
+    operator's size caps and which hosts their URLs may reach)."""
+
+    request: Any  # the request, or its Stateful
+    images: ImageLimits
+
+
 def requested_model(parsed: Any) -> str:
     """The model id a parsed inference request names (or its operation's default)."""
+    if isinstance(parsed, Reading):
+        parsed = parsed.request
     if isinstance(parsed, Publishing | Stateful):
         parsed = parsed.request
     elif isinstance(parsed, tuple):  # an upload: (its form fields, the audio)

@@ -59,6 +59,10 @@ class ModelConfig(BaseModel):
     # How the model writes tool calls, when its template does not tell or tells wrong
     # (layers/tool_formats detects it otherwise): a format's name (hermes, llama3, mistral...).
     tool_format: str | None = None
+    # A vision model's projector (llama.cpp's mmproj GGUF): a file name beside the model's GGUF
+    # (in its directory, package, S3 prefix), or an address of its own (a path, file://, pkg://,
+    # s3://), fetched and cached as models are. Images in chat are refused without one.
+    mmproj: str | None = None
 
     @property
     def parallel(self) -> int:

@@ -187,6 +187,20 @@ class Settings(BaseSettings):
         description="Comma-separated hosts and networks (CIDR) that URLs in requests may reach "
         "even though they are private, loopback or link-local; empty: public addresses only.",
     )
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("STRATUS_MAX_IMAGE_BYTES", "max_image_bytes"),
+        description="The largest image a chat may send (its encoded bytes, as a data: URL's "
+        "payload or a URL's body); OpenAI's limit is 20 MB.",
+    )
+    max_image_pixels: int = Field(
+        8192 * 8192,
+        ge=1,
+        validation_alias=AliasChoices("STRATUS_MAX_IMAGE_PIXELS", "max_image_pixels"),
+        description="The most pixels (width times height, as the file declares them) an image "
+        "in a chat may have; a larger one is refused before it is decoded.",
+    )
     runpod_concurrency: int | None = Field(
         None,
         ge=1,

@@ -23,7 +23,7 @@ from typing import Any
 from common import metering
 from common.errors import EngineUnavailable, StratusError
 from common.metering import span
-from common.registry import ModelConfig, Registry
+from common.registry import SOURCE_SCHEMES, ModelConfig, Registry
 from common.sources import local_path
 
 log = logging.getLogger("stratus.store")
@@ -127,6 +127,7 @@ class ModelStore:
                 metering.model_source("memory")
                 return model  # another request loaded it while we waited
             path = self._fetch(config)
+            config = self._with_projector(config)
             with span("load"):
                 model = self._load(config, path)
             with self._guard:
@@ -134,6 +135,17 @@ class ModelStore:
                 unloaded = self._over_caps(keep=name)
         self._close(unloaded, "over the cap")
         return model
+
+    def _with_projector(self, config: ModelConfig) -> ModelConfig:
+        """A projector named by an address of its own is fetched (and cached) as models are;
+        the engine gets its local path. A bare file name is the engine's to find beside the
+        model."""
+        if config.mmproj is None or not config.mmproj.startswith(SOURCE_SCHEMES):
+            return config
+        projector = self._fetch(
+            config.model_copy(update={"source": config.mmproj, "mmproj": None, "sha256": None})
+        )
+        return config.model_copy(update={"mmproj": str(projector)})
 
     def _take(self, name: str) -> Any:
         with self._guard:

@@ -14,11 +14,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from common.errors import InvalidRequest
+from common.image_input import check_text
 from common.protocol.base import new_id, parse_request
 from common.protocol.responses import FunctionTool
 from common.sealed import Unsealed
-from handlers.conversation.plan import answered_call, check_unique, tool_spec
-from layers.text import ChatTurn, ToolCall, ToolSpec
+from handlers.conversation.plan import (
+    answered_call,
+    check_unique,
+    image_ref,
+    tool_spec,
+)
+from layers.text import IMAGE_MARKER, ChatTurn, ToolCall, ToolSpec
 
 log = logging.getLogger("stratus.responses")
 
@@ -137,7 +143,7 @@ def normalise(
                     "type": "function_call_output",
                     "id": _string(item, "id", where, new_id("fco")),
                     "call_id": _string(item, "call_id", where),
-                    "output": _output(item, where),
+                    "output": _checked(_output(item, where), f"{where}.output"),
                     "status": "completed",
                 }
             )
@@ -191,15 +197,19 @@ def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
         parts = []
         for j, part in enumerate(content):
             part_type = part.get("type") if isinstance(part, Mapping) else None
+            if part_type == "input_image":
+                parts.append(_image(part, role, f"{where}.content[{j}]"))
+                continue
             if part_type not in _TEXT_PARTS:
                 raise InvalidRequest(
-                    f"This model reads text only; content parts of type '{part_type}' are not "
-                    "supported.",
+                    f"Content parts of type '{part_type}' are not supported: send text and "
+                    "input_image parts.",
                     param=f"{where}.content[{j}].type",
                 )
             text = part.get("text", part.get("refusal"))
             if not isinstance(text, str):
                 raise InvalidRequest("A text part needs its text.", param=f"{where}.content[{j}]")
+            check_text(text, f"{where}.content[{j}].text")
             parts.append({"type": kind, "text": text})
     else:
         raise InvalidRequest(
@@ -214,6 +224,30 @@ def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
         "status": "completed",
     }
     return message
+
+
+def _image(part: Mapping[str, Any], role: str, where: str) -> dict[str, Any]:
+    """An input_image part, as it is stored: its image_url (a data: or http(s) URL) and
+    detail. A file_id names an uploaded file, which this server has no store of."""
+    if part.get("file_id") is not None:
+        raise InvalidRequest(
+            "Images by file_id are not supported here: send the image's data: or http(s) URL "
+            "as image_url.",
+            param=f"{where}.file_id",
+        )
+    url = part.get("image_url")
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest("An input_image part needs its image_url.", param=f"{where}.image_url")
+    detail = part.get("detail", "auto")
+    if detail not in ("auto", "low", "high"):
+        raise InvalidRequest("detail is auto, low or high.", param=f"{where}.detail")
+    image_ref(role, url, detail, where)  # refused now if the role cannot hold images
+    return {"type": "input_image", "image_url": url, "detail": detail}
+
+
+def _checked(text: str, param: str) -> str:
+    check_text(text, param)
+    return text
 
 
 def _output(item: Mapping[str, Any], where: str) -> str:
@@ -247,14 +281,23 @@ def turns_of(
 ) -> list[ChatTurn]:
     """A conversation's stored items (earlier turns, then this request's, whose `input[i]`
     starts at `first_param`) as chat turns."""
+    check_text(instructions or "", "instructions")
     turns: list[ChatTurn] = [ChatTurn("system", instructions)] if instructions else []
     calls: dict[str, str] = {}
     for index, item in enumerate(items):
         where = f"input[{index - first_param}]" if index >= first_param else "previous_response_id"
         kind = item["type"]
         if kind == "message":
-            text = "".join(part["text"] for part in item["content"])
-            turns.append(ChatTurn(_ROLES[item["role"]], text))
+            role = _ROLES[item["role"]]
+            texts, images = [], []
+            for j, part in enumerate(item["content"]):
+                if part["type"] == "input_image":
+                    param = f"{where}.content[{j}]"
+                    images.append(image_ref(role, part["image_url"], part["detail"], param))
+                    texts.append(IMAGE_MARKER)
+                else:
+                    texts.append(part["text"])
+            turns.append(ChatTurn(role, "".join(texts), images=tuple(images)))
         elif kind == "function_call":
             name = model_name(item.get("namespace"), item["name"])
             call = ToolCall(item["call_id"], name, item["arguments"])

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 
+from common.image_input import ImageLimits
 from common.protocol.base import Usage, new_id
 from common.protocol.chat import (
     ChatChoice,
@@ -30,15 +31,18 @@ from handlers.conversation.plan import ChatPlan, chat_plan
 
 
 def create_chat_completion(
-    request: ChatCompletionRequest, store: ModelStore
+    request: ChatCompletionRequest, store: ModelStore, images: ImageLimits | None = None
 ) -> ChatCompletion | Iterator[ChatCompletionChunk]:
-    stream = _chat(request, store)
+    """`images`: how images in the messages are read (the adapter's limits; defaults else)."""
+    stream = _chat(chat_generation(request, images), request, store)
     if request.stream:
         return stream
     return _collect(stream)
 
 
-def chat_generation(request: ChatCompletionRequest) -> Generation:
+def chat_generation(
+    request: ChatCompletionRequest, images: ImageLimits | None = None
+) -> Generation:
     return Generation(
         model=request.model,
         plan=chat_plan(request),
@@ -51,12 +55,14 @@ def chat_generation(request: ChatCompletionRequest) -> Generation:
         thinking=request.thinking,
         reasoning_budget=request.reasoning_budget,
         reasoning_effort=request.reasoning_effort,
+        image_limits=images or ImageLimits(),
     )
 
 
-def _chat(request: ChatCompletionRequest, store: ModelStore) -> Iterator[ChatCompletionChunk]:
+def _chat(
+    job: Generation, request: ChatCompletionRequest, store: ModelStore
+) -> Iterator[ChatCompletionChunk]:
     """Every chat, streamed or not, is this stream of chunks; errors come before the first."""
-    job = chat_generation(request)
     chunk_id, created = new_id("chatcmpl"), int(time.time())
     renderer = _Chunks(job.plan, job.top_logprobs)
     fingerprint = ""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pydantic_core import from_json
 
 from common.errors import InvalidRequest
+from common.image_input import ImageLimits, check_text
 from common.protocol.base import new_id
 from common.protocol.chat import REASONING_BUDGETS
 from common.protocol.messages import (
@@ -48,10 +49,11 @@ from handlers.conversation.plan import (
     ToolChoice,
     answered_call,
     check_unique,
+    image_ref,
     make_plan,
     tool_spec,
 )
-from layers.text import ChatTurn, ToolCall, ToolSpec
+from layers.text import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
 
 log = logging.getLogger("stratus.messages")
 
@@ -62,20 +64,24 @@ THINKING = ("thinking", "redacted_thinking")  # old thinking: left out of the pr
 
 
 def create_message(
-    request: MessageCreateRequest, store: ModelStore
+    request: MessageCreateRequest, store: ModelStore, images: ImageLimits | None = None
 ) -> Message | Iterator[MessageStreamEvent]:
-    stream = _render(request, store)
+    """`images`: how images in the messages are read (the adapter's limits; defaults else)."""
+    stream = _render(message_generation(request, images), request, store)
     return stream if request.stream else _collect(stream)
 
 
 def count_message_tokens(
-    request: MessageCountTokensRequest, store: ModelStore
+    request: MessageCountTokensRequest, store: ModelStore, images: ImageLimits | None = None
 ) -> MessageTokensCount:
     """The usage.input_tokens the same message would have."""
-    return MessageTokensCount(input_tokens=count_prompt(message_generation(request), store))
+    job = message_generation(request, images)
+    return MessageTokensCount(input_tokens=count_prompt(job, store))
 
 
-def message_generation(request: MessageCountTokensRequest) -> Generation:
+def message_generation(
+    request: MessageCountTokensRequest, images: ImageLimits | None = None
+) -> Generation:
     budget = getattr(request, "max_tokens", None)
     sampling = {name: getattr(request, name, None) for name in ("temperature", "top_p", "top_k")}
     return Generation(
@@ -90,6 +96,7 @@ def message_generation(request: MessageCountTokensRequest) -> Generation:
         reasoning_budget=getattr(request.thinking, "budget_tokens", None)
         or REASONING_BUDGETS.get(getattr(request.output_config, "effort", None) or ""),
         reasoning_effort=getattr(request.output_config, "effort", None),
+        image_limits=images or ImageLimits(),
     )
 
 
@@ -133,20 +140,27 @@ def message_turns(request: MessageCountTokensRequest) -> list[ChatTurn]:
     system = request.system
     if isinstance(system, list):
         system = "\n\n".join(block.text for block in system)
+    check_text(system or "", "system")
     turns = [ChatTurn("system", system)] if system else []
     calls: dict[str, str] = {}  # tool_use id -> tool name, of the calls made so far
     for i, message in enumerate(request.messages):
         if isinstance(message.content, str):
+            check_text(message.content, f"messages[{i}].content")
             turns.append(ChatTurn(message.role, message.content))
             continue
         texts: list[str] = []
+        images: list[ImageRef] = []
         made: list[ToolCall] = []
         results: list[ChatTurn] = []
         for j, block in enumerate(message.content):
             param = f"messages[{i}].content[{j}]"
             kind = (message.role, block.type)
             if block.type == "text":
+                check_text(block.text or "", f"{param}.text")
                 texts.append(block.text or "")
+            elif block.type == "image" and block.source is not None:
+                images.append(image_ref(message.role, block.source.address, None, param))
+                texts.append(IMAGE_MARKER)
             elif kind == ("assistant", "tool_use"):
                 assert block.id and block.name
                 made.append(ToolCall(block.id, block.name, json.dumps(block.input)))
@@ -162,7 +176,8 @@ def message_turns(request: MessageCountTokensRequest) -> list[ChatTurn]:
         calls.update((call.id, call.name) for call in made)
         turns.extend(results)
         if texts or made or not results and message.role == "user":
-            turns.append(ChatTurn(message.role, "\n\n".join(texts), tuple(made)))
+            content = "\n\n".join(texts)
+            turns.append(ChatTurn(message.role, content, tuple(made), images=tuple(images)))
     return turns
 
 
@@ -171,7 +186,7 @@ def _refusal(role: str, kind: str) -> str:
         return f"A '{kind}' block belongs in an assistant message, not a {role} message."
     if kind == "tool_result":
         return "A 'tool_result' block belongs in a user message, not an assistant message."
-    return f"This model reads text only; content blocks of type '{kind}' are not supported."
+    return f"Content blocks of type '{kind}' are not supported: send text and image blocks."
 
 
 def _result_text(block: ContentBlockParam, param: str) -> str:
@@ -183,12 +198,14 @@ def _result_text(block: ContentBlockParam, param: str) -> str:
                     _refusal("user", part.type), param=f"{param}.content[{k}].type"
                 )
         content = "\n\n".join(part.text or "" for part in content)
+    check_text(content, f"{param}.content")
     return f"Error: {content}" if block.is_error else content
 
 
-def _render(request: MessageCreateRequest, store: ModelStore) -> Iterator[MessageStreamEvent]:
+def _render(
+    job: Generation, request: MessageCreateRequest, store: ModelStore
+) -> Iterator[MessageStreamEvent]:
     """Every message, streamed or not, is this stream of events; errors come before the first."""
-    job = message_generation(request)
     message_id = new_id("msg").replace("-", "_")
     display = getattr(request.thinking, "display", None)
     blocks = _Blocks(omit_thinking=display == "omitted")

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from common.errors import InvalidRequest, NotFound
+from common.image_input import ImageLimits
 from common.protocol.base import new_id
 from common.protocol.chat import REASONING_BUDGETS
 from common.protocol.responses import (
@@ -33,8 +34,11 @@ from handlers.conversation.plan import NamedChoice, make_plan
 RESPONSE, INPUT, HISTORY = "response", "input_items", "history"
 
 
-def create_response(job: Any, store: ModelStore) -> Response | Iterator[StreamEvent]:
-    """`job` is the adapter's Stateful: the request, the response store and its owner."""
+def create_response(
+    job: Any, store: ModelStore, images: ImageLimits | None = None
+) -> Response | Iterator[StreamEvent]:
+    """`job` is the adapter's Stateful: the request, the response store and its owner;
+    `images`: how images in the input are read (the adapter's limits; defaults else)."""
     request: ResponsesRequest = job.request
     history: list[dict[str, Any]] = []
     if request.previous_response_id is not None:
@@ -45,7 +49,7 @@ def create_response(job: Any, store: ModelStore) -> Response | Iterator[StreamEv
     if request.store:  # a conversation too large to keep is refused before it is generated
         serialise({INPUT: items, HISTORY: history}, job.responses.max_bytes)
     tools = read_tools(request.tools)
-    generation = _generation(request, history, items, tools)
+    generation = _generation(request, history, items, tools, images or ImageLimits())
     response = _initial(request, tools)
     sealed = "reasoning.encrypted_content" in (request.include or ())
     obfuscate = request.stream_options is None or request.stream_options.include_obfuscation
@@ -124,6 +128,7 @@ def _generation(
     history: list[dict[str, Any]],
     items: list[dict[str, Any]],
     tools: Tools,
+    images: ImageLimits,
 ) -> Generation:
     turns = turns_of([*history, *items], request.instructions, first_param=len(history))
     choice: Any = request.tool_choice
@@ -158,6 +163,7 @@ def _generation(
         thinking=effort != "none",
         reasoning_budget=REASONING_BUDGETS.get(effort or ""),
         reasoning_effort=effort,
+        image_limits=images,
     )
 
 

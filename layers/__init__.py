@@ -27,6 +27,7 @@ _ENGINES: dict[str, tuple[str, str, str]] = {
 # generated://NAME -> (module with VERSION and generate(directory), pip extra it needs)
 _GENERATED: dict[str, tuple[str, str]] = {
     "tiny-sd": ("layers.tiny_sd", "images"),
+    "tiny-vlm": ("layers.tiny_vlm", "vision"),
 }
 
 

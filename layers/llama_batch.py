@@ -24,6 +24,10 @@ takes the free slot that shares the most blocks with its prompt, or copies anoth
 stream when that one shares more (how the n choices of one request evaluate their prompt
 once). Copies are of whole streams and trimmed after, so the cells are the same as if
 evaluated in place.
+
+An image in a prompt (layers/media_prompt) is a unit of its own: the model's projector encodes
+it and decodes its embeddings into the sequence's stream (`evaluate_media`). One image a step,
+after the step's other units: a running stream waits for one image's encode at most.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from typing import Any
 
 from common.errors import EngineUnavailable
 from layers.llama_sequences import END, Job, Slot, TokenStream
-from layers.prefix_cache import prompt_blocks
+from layers.media_prompt import MediaSpan, Prompt, position
+from layers.prefix_cache import blocks_of
 from layers.text import GeneratedToken
 
 log = logging.getLogger(__name__)
@@ -47,8 +52,13 @@ log = logging.getLogger(__name__)
 class _Unit:
     job: Job
     tokens: Sequence[int]
-    start: int  # position of the first token
+    start: int  # place of the first token in the sequence (layers/media_prompt: its position)
     logits: str  # "none", "last" or "all"
+
+
+# (the image's chunk, its first position, the sequence id, whether to keep the last logits):
+# evaluates an image into a sequence's stream; raises if the engine cannot.
+EvaluateMedia = Callable[[Any, int, int, bool], None]
 
 
 class BatchScheduler:
@@ -64,6 +74,7 @@ class BatchScheduler:
         vocab_size: int,
         piece: Callable[[int], bytes],
         is_eog: Callable[[int], bool],
+        evaluate_media: EvaluateMedia | None = None,
     ) -> None:
         import numpy as np
 
@@ -72,6 +83,7 @@ class BatchScheduler:
         self._context_length = context_length
         self._vocab_size = vocab_size
         self._piece, self._is_eog = piece, is_eog
+        self._evaluate_media = evaluate_media
         self._slots = [Slot(i) for i in range(parallel)]
         self._n_batch = n_batch
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
@@ -178,12 +190,16 @@ class BatchScheduler:
         """Trims the job's slot to the `reuse` blocks it shares and plans the rest."""
         slot = job.slot
         assert slot is not None
-        blocks = prompt_blocks(len(job.prompt))
+        blocks = blocks_of(job.prompt)
         keep = blocks[reuse - 1][1] if reuse else 0
-        if not self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
+        cut = position(job.prompt, keep)
+        if not self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, cut, -1):
             self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             keep, reuse = 0, 0
-        slot.tokens, slot.blocks = job.prompt, blocks[:reuse]
+        # The slot remembers the prompt's places, not its images' pixels.
+        prompt = job.prompt
+        slot.tokens = prompt.detached() if isinstance(prompt, Prompt) else prompt
+        slot.blocks = blocks[:reuse]
         job.todo, job.n_past = deque(blocks[reuse:]), keep
 
     def _copy_prefixes(self) -> None:
@@ -211,12 +227,16 @@ class BatchScheduler:
     def _step(self) -> None:
         self._copy_prefixes()
         units: dict[int, list[_Unit]] = {}
+        images: list[tuple[Job, MediaSpan]] = []
         for slot in self._slots:
             job = slot.job
             if job is None or job.source is not None:
                 continue
             if job.todo:
                 start, end = job.todo[0]
+                if isinstance(job.prompt, Prompt) and (span := job.prompt.span_at(start)):
+                    images.append((job, span))
+                    continue
                 if job.on_prompt_logits:
                     wants = "all"
                 else:
@@ -231,6 +251,24 @@ class BatchScheduler:
         for group in units.values():
             for part in self._parts(group):
                 self._decode(part)
+        if images:
+            self._evaluate_image(*images[0])
+
+    def _evaluate_image(self, job: Job, span: MediaSpan) -> None:
+        slot = job.slot
+        assert slot is not None and self._evaluate_media is not None
+        last = span.end == len(job.prompt)
+        try:
+            self._evaluate_media(span.chunk, position(job.prompt, span.start), slot.seq_id, last)
+        except Exception as error:
+            log.warning("an image could not be evaluated: %s", error)
+            return self._finish(job, error)
+        job.todo.popleft()
+        job.n_past = span.end
+        slot.blocks.append((span.start, span.end))
+        if last:  # a prompt that ends with an image: its last embedding's logits
+            self._sample(job, -1)
+        return None
 
     def _parts(self, group: list[_Unit]) -> Iterator[list[_Unit]]:
         size = len(group[0].tokens)
@@ -246,7 +284,7 @@ class BatchScheduler:
             last = len(unit.tokens) - 1
             for offset, token in enumerate(unit.tokens):
                 batch.token[index] = token
-                batch.pos[index] = unit.start + offset
+                batch.pos[index] = position(unit.job.prompt, unit.start + offset)
                 batch.n_seq_id[index] = 1
                 batch.seq_id[index][0] = seq_id
                 batch.logits[index] = unit.logits == "all" or (

@@ -12,16 +12,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.errors import EngineUnavailable
+from common.errors import EngineUnavailable, InvalidRequest
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.chat_template import ChatTemplate
 from layers.llama_batch import BatchScheduler
 from layers.llama_sequences import Job
 from layers.logprobs import TokenLogprobs
+from layers.media_prompt import Prompt
 from layers.prefix_cache import BLOCK
 from layers.structured import lark_string
-from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
+from layers.text import (
+    IMAGE_MARKER,
+    ChatTurn,
+    GeneratedToken,
+    Picture,
+    Sampling,
+    TokenLogprob,
+    ToolSpec,
+)
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
 MODEL_PARAMETERS = ("n_gpu_layers", "use_mmap", "use_mlock")
@@ -95,6 +104,25 @@ def gguf_file(config: ModelConfig, path: Path) -> Path:
     return candidates[0]
 
 
+def projector_file(config: ModelConfig, path: Path) -> Path:
+    """The model's projector: `mmproj` as a path (the store has fetched one named by an
+    address), or a file name beside the GGUF."""
+    assert config.mmproj is not None
+    named = Path(config.mmproj)
+    if named.is_absolute():
+        return named
+    return (path if path.is_dir() else path.parent) / named
+
+
+def images_not_read(model: str, param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"The model '{model}' does not read images (its registry entry names no projector, "
+        "`mmproj`); send text, or choose a vision model.",
+        param=param,
+        code="images_not_supported",
+    )
+
+
 class LlamaCppTextModel:
     """A GGUF model generating for many requests at once (layers/llama_batch)."""
 
@@ -119,6 +147,21 @@ class LlamaCppTextModel:
         self.context_length: int = llama_cpp.llama_n_ctx(self._context) // self.parallel
         self.vocab_size: int = self._model.n_vocab()
         self.fingerprint = fingerprint(path, kwargs, llama_cpp.__version__)
+        self._vision = None
+        if config.mmproj is not None:
+            from layers.llama_vision import Projector
+
+            projector = projector_file(config, path)
+            self._vision = Projector(
+                projector,
+                self._model.model,
+                self._context,
+                kwargs["n_threads_batch"],
+                llama_cpp.llama_n_batch(self._context),
+            )
+            # Its weights shape the answers to images as the model's shape all answers.
+            self.fingerprint = fingerprint(projector, {"model": self.fingerprint}, "mtmd")
+        self.accepts_images = self._vision is not None
         self._vocab = self._model.vocab
         self._add_bos: bool = self._model.add_bos_token()
         self._pieces: dict[int, bytes] = {}
@@ -133,6 +176,7 @@ class LlamaCppTextModel:
             self.vocab_size,
             self._piece,
             lambda token: llama_cpp.llama_vocab_is_eog(self._vocab, token),
+            self._vision.evaluate if self._vision is not None else None,
         )
         self._template = ChatTemplate(
             config.templates.get("chat") or self._model.metadata().get("tokenizer.chat_template"),
@@ -202,6 +246,8 @@ class LlamaCppTextModel:
 
     def close(self) -> None:
         self._scheduler.close()  # stops the running sequences first
+        if self._vision is not None:
+            self._vision.close()
         self._llama_cpp.llama_free(self._context)
         self._model.close()
 
@@ -213,12 +259,44 @@ class LlamaCppTextModel:
         effort: str | None = None,
     ) -> list[int]:
         tokens = [self._model.token_bos()] if self._add_bos else []
-        for piece in self._template.render(turns, tools, thinking, effort):
+        pieces = self._template.render(turns, tools, thinking, effort)
+        pictures = [image for turn in turns for image in turn.images]
+        if pictures:
+            return self._prompt_with_images(pieces, pictures, tokens)
+        for piece in pieces:
             # Special tokens are parsed in the template's text only, never in a client's.
             tokens += self._model.tokenize(
                 piece.text.encode(), add_bos=False, special=not piece.from_client
             )
         return tokens
+
+    def _prompt_with_images(
+        self, pieces: Sequence[Any], pictures: Sequence[Any], first: list[int]
+    ) -> Prompt:
+        """The rendered conversation with each image where its marker is, in order."""
+        from layers.llama_vision import Part
+
+        if self._vision is None:
+            raise images_not_read(self.name, pictures[0].param)
+        images = iter(pictures)
+        parts: list[Part] = []
+        placed = 0
+        for piece in pieces:
+            for k, text in enumerate(piece.text.split(IMAGE_MARKER)):
+                if k:
+                    image = next(images, None)
+                    assert isinstance(image, Picture), "images are read before the prompt"
+                    parts.append(Part(image=image))
+                    placed += 1
+                if text:
+                    parts.append(Part(text, special=not piece.from_client))
+        if placed != len(pictures):
+            raise InvalidRequest(
+                f"The chat template of '{self.name}' placed {placed} of the conversation's "
+                f"{len(pictures)} images (images are read in user messages).",
+                param="messages",
+            )
+        return self._vision.prompt(parts, first)
 
     @functools.cached_property
     def max_token_bytes(self) -> int:
@@ -262,7 +340,7 @@ class LlamaCppTextModel:
         """Starts at once: the sequence is queued for the engine before the first token is
         asked for (the n choices of a request run side by side)."""
         job = Job(
-            prompt=list(prompt),
+            prompt=prompt if isinstance(prompt, Prompt) else list(prompt),
             sampler=self._sampler(sampling),
             mask=self._token_mask(grammar) if grammar else None,
             scorer=TokenLogprobs(self._piece) if logprobs is not None else None,

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from common import cancellation
 from layers.logprobs import TokenLogprobs
-from layers.prefix_cache import Block, prompt_blocks, reusable_blocks
+from layers.prefix_cache import Block, blocks_of, reusable_blocks
 from layers.text import GeneratedToken
 
 
@@ -102,5 +102,5 @@ class Slot:
     def reusable(self, prompt: Sequence[int], planned: bool = False) -> int:
         """Leading blocks of `prompt` this slot holds (planned: will hold once its prompt is
         evaluated)."""
-        blocks = prompt_blocks(len(self.tokens)) if planned else self.blocks
+        blocks = blocks_of(self.tokens) if planned else self.blocks
         return reusable_blocks(self.tokens, blocks, prompt)

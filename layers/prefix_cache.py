@@ -9,11 +9,16 @@ of BLOCK tokens, then the remainder in descending powers of two (23 -> 16, 4, 2,
 prompt reuses the cached blocks that it would itself evaluate identically (same boundaries,
 same tokens): the result is bitwise what a fresh evaluation gives. The last block is always
 evaluated again, as its logits are the ones sampled from; usually it is one or two tokens.
+
+A prompt with images (layers/media_prompt) is planned the same way between its images, and
+each image is one block of its own: it is evaluated whole, by the model's projector.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from layers.media_prompt import spans_of
 
 BLOCK = 64
 
@@ -32,6 +37,23 @@ def prompt_blocks(length: int, block: int = BLOCK) -> list[Block]:
     return blocks
 
 
+def blocks_of(tokens: Sequence[int], block: int = BLOCK) -> list[Block]:
+    """The blocks a prompt is evaluated in: prompt_blocks of its length, or, with images in
+    it, of each run of text between them, and each image whole."""
+    spans = spans_of(tokens)
+    if not spans:
+        return prompt_blocks(len(tokens), block)
+    blocks: list[Block] = []
+    start = 0
+    for span in (*spans, None):
+        end = len(tokens) if span is None else span.start
+        blocks += [(start + a, start + b) for a, b in prompt_blocks(end - start, block)]
+        if span is not None:
+            blocks.append((span.start, span.end))
+            start = span.end
+    return blocks
+
+
 def reusable_blocks(
     cached_tokens: Sequence[int], cached_blocks: Sequence[Block], prompt: Sequence[int]
 ) -> int:
@@ -44,7 +66,7 @@ def reusable_blocks(
         if a != b:
             break
         common += 1
-    wanted = prompt_blocks(len(prompt))
+    wanted = blocks_of(prompt)
     reused = 0
     for cached, new in zip(cached_blocks, wanted[:-1], strict=False):
         if cached != new or new[1] > common:

@@ -34,16 +34,26 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "functi
 FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
 
+class ImageUrl(OpenAIRequest):
+    """An image_url part's image: a data: URL (base64) or an http(s) URL."""
+
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
 class ContentPart(OpenAIRequest):
-    """One part of a message's content; only text parts are read by a text model."""
+    """One part of a message's content: text, or an image for a vision model."""
 
     type: str
     text: str | None = None
+    image_url: ImageUrl | None = None
 
     @model_validator(mode="after")
-    def _text_needs_text(self) -> ContentPart:
+    def _parts_need_their_field(self) -> ContentPart:
         if self.type == "text" and self.text is None:
             raise ValueError("a text content part needs 'text'")
+        if self.type == "image_url" and self.image_url is None:
+            raise ValueError("an image_url content part needs 'image_url'")
         return self
 
 

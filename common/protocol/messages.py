@@ -37,13 +37,34 @@ class ToolResultBlockParam(OpenAIRequest):
     text: str | None = None
 
 
+class Base64ImageSource(OpenAIRequest):
+    type: Literal["base64"]
+    media_type: str
+    data: str
+
+    @property
+    def address(self) -> str:
+        """The image as a data: URL."""
+        return f"data:{self.media_type};base64,{self.data}"
+
+
+class UrlImageSource(OpenAIRequest):
+    type: Literal["url"]
+    url: str
+
+    @property
+    def address(self) -> str:
+        return self.url
+
+
 class ContentBlockParam(OpenAIRequest):
-    """One block of a message's content. `text`, `tool_use` (assistant), `tool_result` (user)
-    and `thinking` / `redacted_thinking` (assistant, left out of the prompt) are read; the
-    handler refuses the others."""
+    """One block of a message's content. `text`, `image` (user), `tool_use` (assistant),
+    `tool_result` (user) and `thinking` / `redacted_thinking` (assistant, left out of the
+    prompt) are read; the handler refuses the others."""
 
     type: str
     text: str | None = None
+    source: ImageSource | None = None  # image
     id: str | None = None  # tool_use
     name: str | None = None
     input: dict[str, Any] | None = None
@@ -51,10 +72,20 @@ class ContentBlockParam(OpenAIRequest):
     content: str | list[ToolResultBlockParam] | None = None
     is_error: bool | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _image_sources_only(cls, data: Any) -> Any:
+        # Documents have sources too (PDF, text); their blocks are refused by their type, not
+        # by a source that is not an image's.
+        if isinstance(data, dict) and data.get("type") != "image" and "source" in data:
+            return {key: value for key, value in data.items() if key != "source"}
+        return data
+
     @model_validator(mode="after")
     def _fields_of_its_type(self) -> ContentBlockParam:
         needs = {"text": ("text",), "tool_use": ("id", "name", "input"),
-                 "tool_result": ("tool_use_id",)}.get(self.type, ())  # fmt: skip
+                 "tool_result": ("tool_use_id",),
+                 "image": ("source",)}.get(self.type, ())  # fmt: skip
         missing = [name for name in needs if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a '{self.type}' block needs '{missing[0]}'")
@@ -154,6 +185,7 @@ def _by_type(*models: type[OpenAIRequest]) -> Any:
 
 
 ToolChoice = _by_type(ToolChoiceToolParam, ToolChoiceParam)
+ImageSource = _by_type(Base64ImageSource, UrlImageSource)
 Thinking = _by_type(ThinkingEnabledParam, ThinkingParam)
 
 

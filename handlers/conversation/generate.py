@@ -4,12 +4,14 @@ choice, and its text split into content and tool calls, as neutral events."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 from common import metering
+from common.errors import InvalidRequest
+from common.image_input import ImageLimits, read_image
 from common.protocol.base import new_id
 from common.store import ModelStore
 from handlers._generation import (
@@ -27,6 +29,7 @@ from handlers._stop import StopMatcher
 from handlers.conversation import events
 from handlers.conversation.plan import ChatPlan
 from layers import reasoning, tool_formats
+from layers.text import ChatTurn, ImageRef
 from layers.tool_formats.base import ToolFormat
 
 log = logging.getLogger("stratus.tool_calls")
@@ -57,6 +60,8 @@ class Generation:
     reasoning_budget: int | None = None
     # The request's reasoning effort (none ... xhigh), for templates that read one (GPT-OSS's).
     reasoning_effort: str | None = None
+    # How images in the conversation are read: size caps, and which hosts URLs may reach.
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
     # The dialect's names for the fields the checks may refuse.
     prompt_param: str = "messages"
     budget_param: str = "max_tokens"
@@ -66,20 +71,44 @@ class Generation:
 def count_prompt(job: Generation, store: ModelStore) -> int:
     """The prompt tokens the generation would count (its usage's prompt_tokens), without
     generating: every check up to the prompt's own is made."""
+    turns = _read_images(job, store)
     with store.use(job.model) as loaded:
         model = text_model(loaded, job.model)
-        prompt = _prompt(job, model)
+        prompt = _prompt(job, model, turns)
         check_context(model, len(prompt), None, prompt_param=job.prompt_param)
         return len(prompt)
 
 
-def _prompt(job: Generation, model: Any) -> list[int]:
-    """The conversation's tokens, refused from its size first when it cannot fit."""
-    sent = sum(len(turn.content.encode()) for turn in job.plan.turns)
-    check_prompt_size(model, sent, job.prompt_param)
-    return model.chat_prompt(
-        job.plan.turns, job.plan.tools, job.thinking, effort=job.reasoning_effort
+def _read_images(job: Generation, store: ModelStore) -> list[ChatTurn]:
+    """The turns with their images read (fetched, checked, decoded), before the model is
+    loaded or a sequence started: a model without a projector refuses them first."""
+    turns = job.plan.turns
+    refs = [image for turn in turns for image in turn.images if isinstance(image, ImageRef)]
+    if not refs:
+        return list(turns)
+    config = store.registry.resolve(job.model)
+    if config.backend != "llama-cpp" or config.mmproj is None:
+        raise InvalidRequest(
+            f"The model '{job.model}' does not read images (it has no projector, `mmproj`, "
+            "in its registry entry); send text, or choose a vision model.",
+            param=refs[0].param,
+            code="images_not_supported",
+        )
+    return [_read(turn, job.image_limits) if turn.images else turn for turn in turns]
+
+
+def _read(turn: ChatTurn, limits: ImageLimits) -> ChatTurn:
+    images = tuple(
+        read_image(image, limits) if isinstance(image, ImageRef) else image for image in turn.images
     )
+    return replace(turn, images=images)
+
+
+def _prompt(job: Generation, model: Any, turns: Sequence[ChatTurn]) -> list[int]:
+    """The conversation's tokens, refused from its size first when it cannot fit."""
+    sent = sum(len(turn.content.encode()) for turn in turns)
+    check_prompt_size(model, sent, job.prompt_param)
+    return model.chat_prompt(turns, job.plan.tools, job.thinking, effort=job.reasoning_effort)
 
 
 def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
@@ -87,10 +116,11 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
     (`Started`), so that a stream can still be refused with its status."""
     plan = job.plan
     request = SimpleNamespace(**job.sampling)
+    turns = _read_images(job, store)
     with store.use(job.model) as loaded:
         model = text_model(loaded, job.model)
         defaults = store.registry.resolve(job.model).parameters
-        prompt = _prompt(job, model)
+        prompt = _prompt(job, model, turns)
         budget = token_budget(job.budget, defaults)
         named = job.budget is not None and not job.budget_is_ceiling
         # A budget the client did not name (the model's or the operator's default) is cut to

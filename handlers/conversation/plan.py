@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.errors import InvalidRequest
+from common.image_input import check_text
 from common.protocol.chat import (
     ChatCompletionRequest,
     ChatMessage,
@@ -21,7 +22,7 @@ from common.protocol.chat import (
     NamedToolChoice,
 )
 from layers import structured
-from layers.text import ChatTurn, ToolCall, ToolSpec
+from layers.text import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
 
 _ROLE_ALIASES = {"developer": "system", "function": "tool"}
 # A function without parameters takes none: its arguments are always {}.
@@ -190,7 +191,7 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
     turns = []
     calls: dict[str, str] = {}  # id -> function name, of the calls made so far
     for i, message in enumerate(messages):
-        content = _text(message, i)
+        content, images = _content(message, i)
         role = _ROLE_ALIASES.get(message.role, message.role)
         made: list[ToolCall] = []
         if message.role == "assistant":
@@ -218,7 +219,7 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
         thought = (
             (message.reasoning_content or message.reasoning or "") if role == "assistant" else ""
         )
-        turns.append(ChatTurn(role, content, tuple(made), call_id, name, thought))
+        turns.append(ChatTurn(role, content, tuple(made), call_id, name, thought, images))
     return turns
 
 
@@ -233,17 +234,36 @@ def answered_call(calls: Mapping[str, str], call_id: str, param: str) -> str:
     return calls[call_id]
 
 
-def _text(message: ChatMessage, i: int) -> str:
+def _content(message: ChatMessage, i: int) -> tuple[str, tuple[ImageRef, ...]]:
+    """A message's text, with a marker where each of its images is, and the images."""
     content = message.content
     if not isinstance(content, list):
-        return content or ""
-    texts = []
+        text = content or ""
+        check_text(text, f"messages[{i}].content")
+        return text, ()
+    texts: list[str] = []
+    images: list[ImageRef] = []
     for j, part in enumerate(content):
-        if part.type not in ("text", "input_text"):
+        param = f"messages[{i}].content[{j}]"
+        if part.type in ("text", "input_text"):
+            check_text(part.text or "", f"{param}.text")
+            texts.append(part.text or "")
+        elif part.type == "image_url" and part.image_url is not None:
+            images.append(image_ref(message.role, part.image_url.url, part.image_url.detail, param))
+            texts.append(IMAGE_MARKER)
+        else:
             raise InvalidRequest(
-                f"This model reads text only; content parts of type '{part.type}' are not "
-                "supported.",
-                param=f"messages[{i}].content[{j}].type",
+                f"Content parts of type '{part.type}' are not supported: send text and "
+                "image_url parts.",
+                param=f"{param}.type",
             )
-        texts.append(part.text or "")
-    return "".join(texts)
+    return "".join(texts), tuple(images)
+
+
+def image_ref(role: str, url: str, detail: str | None, param: str) -> ImageRef:
+    """An image a message holds; images are read in user messages only (as OpenAI's)."""
+    if role != "user":
+        raise InvalidRequest(
+            f"Images are read in user messages only, not in {role} messages.", param=param
+        )
+    return ImageRef(url, detail or "auto", param)

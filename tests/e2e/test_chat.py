@@ -182,10 +182,16 @@ def test_prompt_longer_than_the_context_is_a_400(client):
         chat(client, messages=[{"role": "user", "content": long_text}], stream=True)
 
 
-def test_non_text_content_parts_are_a_clear_400(client):
+def test_content_parts_a_model_cannot_read_are_a_clear_400(client):
+    # gpt-4 (SmolLM2) has no projector: its images are refused by their place.
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     with pytest.raises(openai.BadRequestError) as caught:
         chat(client, messages=[{"role": "user", "content": [image]}])
+    assert caught.value.param == "messages[0].content[0]"
+    assert caught.value.code == "images_not_supported"
+    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(client, messages=[{"role": "user", "content": [audio]}])
     assert caught.value.param == "messages[0].content[0].type"
 
 

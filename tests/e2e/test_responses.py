@@ -264,8 +264,16 @@ def test_tools_stratus_cannot_run_are_skipped_and_namespaces_offer_their_functio
             "input[0].call_id",
         ),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "x"}]}]},
             "input[0].content[0].type",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
+            "input[0].content[0].file_id",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            "input[0].content[0]",
         ),
         (
             {"input": [{"type": "reasoning", "summary": [], "encrypted_content": "forged"}]},

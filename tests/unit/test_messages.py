@@ -278,7 +278,9 @@ def test_the_sdk_reads_the_gateway_s_messages_and_errors(tmp_path):
     assert "[DONE]" not in raw.text and raw.text.endswith('data: {"type":"message_stop"}\n\n')
     image, unknown, wrong_key = errors
     assert image[0] == 400 and image[1]["error"]["type"] == "invalid_request_error"
-    assert image[1]["error"]["message"].startswith("messages.0.content.0.type: ")
+    # An image sent to a model without a projector: refused by its place.
+    assert image[1]["error"]["message"].startswith("messages.0.content.0: ")
+    assert "does not read images" in image[1]["error"]["message"]
     assert unknown[0] == 404 and unknown[1]["error"]["type"] == "not_found_error"
     assert wrong_key[0] == 401 and wrong_key[1] == {
         "type": "error",
