@@ -137,7 +137,7 @@ def _formats(config: ModelConfig, path: Path | None) -> str:
     template = config.templates.get("chat")
     if template is None and path is not None and config.backend == "llama-cpp":
         from layers.gguf_template import chat_template_of
-        from layers.llama_cpp import gguf_file
+        from layers.llama_files import gguf_file
 
         try:
             template = chat_template_of(gguf_file(config, path))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import math
 import threading
@@ -17,6 +16,13 @@ from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.chat_template import ChatTemplate
 from layers.llama_batch import BatchScheduler
+from layers.llama_files import (
+    MODEL_PARAMETERS,
+    fingerprint,
+    gguf_file,
+    llama_kwargs,
+    projector_file,
+)
 from layers.llama_sequences import Job
 from layers.logprobs import TokenLogprobs
 from layers.media_prompt import Prompt
@@ -32,51 +38,9 @@ from layers.text import (
     ToolSpec,
 )
 
-# Registry `parameters` that configure the engine (the rest are request defaults).
-MODEL_PARAMETERS = ("n_gpu_layers", "use_mmap", "use_mlock")
-CONTEXT_PARAMETERS = ("n_ctx", "n_batch", "n_ubatch", "rope_freq_base", "rope_freq_scale")
-ENGINE_PARAMETERS = (*MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel")
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp draws a fresh seed for this value
 PENALTY_WINDOW = 64  # tokens the repetition penalties look back over (llama.cpp's default)
 _PIECE_BUFFER = 256
-
-
-def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[str, Any]:
-    """The engine settings from a registry entry and process options (llama_cpp.Llama's
-    names and defaults; n_ctx is each sequence's context)."""
-    kwargs: dict[str, Any] = {
-        "n_ctx": 2048,
-        "n_batch": 512,
-        # Flash attention where the device has it (llama.cpp's server default; 14% more tokens
-        # per second here); `flash_attn: false` turns it off.
-        "flash_attn": "auto",
-        "n_threads": options.threads,
-        "n_threads_batch": options.threads,
-        "verbose": False,
-    }
-    kwargs.update({k: parameters[k] for k in ENGINE_PARAMETERS if k in parameters})
-    return kwargs
-
-
-def fingerprint(path: Path, kwargs: Mapping[str, Any], engine_version: str) -> str:
-    """OpenAI's `system_fingerprint`: the same for two requests only when the engine, its
-    version, the model file and the settings that shape its numbers are the same.
-
-    The file is identified by its size and a hash of its first and last MiB (the GGUF header,
-    metadata and the tail of the tensors): hashing a multi-GB file at every cold start would
-    cost seconds.
-    """
-    digest = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as file:
-        digest.update(file.read(1 << 20))
-        file.seek(max(size - (1 << 20), 0))
-        digest.update(file.read(1 << 20))
-    # Parallelism and batch sizes do not change a sequence's numbers (layers/llama_batch).
-    ignored = ("verbose", "n_threads_batch", "parallel", "n_batch", "n_ubatch")
-    shaping = {k: kwargs[k] for k in sorted(kwargs) if k not in ignored}
-    digest.update(f"llama-cpp-python {engine_version} {size} {shaping}".encode())
-    return "fp_" + digest.hexdigest()[:12]
 
 
 def load(config: ModelConfig, path: Path, options: EngineOptions) -> Any:
@@ -85,42 +49,6 @@ def load(config: ModelConfig, path: Path, options: EngineOptions) -> Any:
 
         return LlamaCppEmbeddingModel(config, gguf_file(config, path), options)
     return LlamaCppTextModel(config, gguf_file(config, path), options)
-
-
-def gguf_file(config: ModelConfig, path: Path) -> Path:
-    """The GGUF file of a model: the path itself, or in a directory model `parameters.file`
-    or its only .gguf file."""
-    if path.is_file():
-        return path
-    if "file" in config.parameters:
-        return path / str(config.parameters["file"])
-    candidates = sorted(path.rglob("*.gguf"))
-    if len(candidates) != 1:
-        found = ", ".join(p.name for p in candidates) or "none"
-        raise EngineUnavailable(
-            f"The model '{config.name}' is a directory with {len(candidates)} .gguf files "
-            f"({found}); name one with `parameters: {{file: NAME}}` in its registry entry."
-        )
-    return candidates[0]
-
-
-def projector_file(config: ModelConfig, path: Path) -> Path:
-    """The model's projector: `mmproj` as a path (the store has fetched one named by an
-    address), or a file name beside the GGUF."""
-    assert config.mmproj is not None
-    named = Path(config.mmproj)
-    if named.is_absolute():
-        return named
-    return (path if path.is_dir() else path.parent) / named
-
-
-def images_not_read(model: str, param: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"The model '{model}' does not read images (its registry entry names no projector, "
-        "`mmproj`); send text, or choose a vision model.",
-        param=param,
-        code="images_not_supported",
-    )
 
 
 class LlamaCppTextModel:
@@ -276,8 +204,12 @@ class LlamaCppTextModel:
         """The rendered conversation with each image where its marker is, in order."""
         from layers.llama_vision import Part
 
-        if self._vision is None:
-            raise images_not_read(self.name, pictures[0].param)
+        if self._vision is None:  # handlers refuse them first, from the registry entry
+            raise InvalidRequest(
+                f"The model '{self.name}' does not read images.",
+                param=pictures[0].param,
+                code="images_not_supported",
+            )
         images = iter(pictures)
         parts: list[Part] = []
         placed = 0
