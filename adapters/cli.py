@@ -158,6 +158,9 @@ def _prefetch(settings: Settings, names: list[str], everything: bool) -> int:
         bar = ProgressBar()
         path = fetcher.local_path(config, progress=bar)
         bar.finish(config.name, path)
+        if (projector := config.projector_source()) is not None:  # a vision model's own file
+            bar = ProgressBar()
+            bar.finish(f"{config.name} (mmproj)", fetcher.local_path(projector, progress=bar))
     return 0
 
 

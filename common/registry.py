@@ -73,6 +73,13 @@ class ModelConfig(BaseModel):
             return DEFAULT_PARALLEL["sentence-transformers"]
         return DEFAULT_PARALLEL.get(self.backend, 1)
 
+    def projector_source(self) -> ModelConfig | None:
+        """The projector as a model of its own to fetch, when `mmproj` is an address (a bare
+        file name is found beside the model's GGUF)."""
+        if self.mmproj is None or not self.mmproj.startswith(SOURCE_SCHEMES):
+            return None
+        return self.model_copy(update={"source": self.mmproj, "mmproj": None, "sha256": None})
+
     @field_validator("tool_format")
     @classmethod
     def _known_tool_format(cls, value: str | None) -> str | None:

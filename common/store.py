@@ -23,7 +23,7 @@ from typing import Any
 from common import metering
 from common.errors import EngineUnavailable, StratusError
 from common.metering import span
-from common.registry import SOURCE_SCHEMES, ModelConfig, Registry
+from common.registry import ModelConfig, Registry
 from common.sources import local_path
 
 log = logging.getLogger("stratus.store")
@@ -140,12 +140,10 @@ class ModelStore:
         """A projector named by an address of its own is fetched (and cached) as models are;
         the engine gets its local path. A bare file name is the engine's to find beside the
         model."""
-        if config.mmproj is None or not config.mmproj.startswith(SOURCE_SCHEMES):
+        source = config.projector_source()
+        if source is None:
             return config
-        projector = self._fetch(
-            config.model_copy(update={"source": config.mmproj, "mmproj": None, "sha256": None})
-        )
-        return config.model_copy(update={"mmproj": str(projector)})
+        return config.model_copy(update={"mmproj": str(self._fetch(source))})
 
     def _take(self, name: str) -> Any:
         with self._guard:

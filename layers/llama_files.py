@@ -56,7 +56,6 @@ def fingerprint(path: Path, kwargs: Mapping[str, Any], engine_version: str) -> s
     return "fp_" + digest.hexdigest()[:12]
 
 
-
 def gguf_file(config: ModelConfig, path: Path) -> Path:
     """The GGUF file of a model: the path itself, or in a directory model `parameters.file`
     or its only .gguf file."""
