@@ -9,9 +9,7 @@ import http.server
 import io
 import json
 import os
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import openai
 import pytest
 
 from tests.conftest import BUCKET, S3World
+from tests.crafted_images import png_declaring
 from tests.platforms import PLATFORMS
 from tests.processes import stratus_serve
 
@@ -372,27 +371,11 @@ def test_every_platform_refuses_bad_images_by_their_part(platforms, platform):
         assert (error["param"], error["code"]) == ("messages[0].content[1]", code), error
 
 
-def bomb_png(width: int, height: int) -> bytes:
-    """A PNG that declares width x height pixels and holds almost nothing."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 REFUSALS = [
     ("corrupt", lambda v: image_part(data_url(RED[:60])), "invalid_image"),
     ("unsupported", lambda v: image_part(data_url(b"BM" + b"\0" * 64, "image/bmp")),
      "unsupported_image_format"),
-    ("bomb", lambda v: image_part(data_url(bomb_png(100_000, 100_000))), "image_too_large"),
+    ("bomb", lambda v: image_part(data_url(png_declaring(100_000, 100_000))), "image_too_large"),
     ("loopback", lambda v: image_part(v.images.replace("127.0.0.1", "127.0.0.2") + "/red.png"),
      "invalid_image_url"),
     ("file", lambda v: image_part("file:///etc/passwd"), "invalid_image_url"),

@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from io import BytesIO
 
@@ -22,6 +20,7 @@ from common.image_input import LOW_DETAIL_SIDE, ImageLimits, check_text, read_im
 from common.settings import Settings
 from common.url_fetch import FetchPolicy
 from layers.text import IMAGE_MARKER, ImageRef, Picture
+from tests.crafted_images import png_declaring
 
 PARAM = "messages[1].content[2]"
 LIMITS = ImageLimits()
@@ -62,22 +61,6 @@ def _pixel(picture: Picture, x: int, y: int) -> tuple[int, ...]:
 
 def _near(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int) -> bool:
     return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
-
-
-def _png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height, with a body of a few bytes."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -226,7 +209,7 @@ def test_a_png_declaring_too_many_pixels_is_refused_before_decoding(side: int) -
     # is past Pillow's too. Neither allocates: both answer at once.
     pillows_limit = Image.MAX_IMAGE_PIXELS
     started = time.perf_counter()
-    message = _refused(_data_url(_png_declaring(side, side)), "image_too_large")
+    message = _refused(_data_url(png_declaring(side, side)), "image_too_large")
     assert time.perf_counter() - started < 0.5
     assert str(LIMITS.max_pixels) in message
     assert Image.MAX_IMAGE_PIXELS == pillows_limit
