@@ -84,7 +84,7 @@ class LlamaCppTextModel:
                 projector,
                 self._model.model,
                 self._context,
-                kwargs["n_threads_batch"],
+                kwargs.get("mmproj_threads", kwargs["n_threads_batch"]),
                 llama_cpp.llama_n_batch(self._context),
             )
             # Its weights shape the answers to images as the model's shape all answers.

@@ -110,42 +110,76 @@ class Projector:
         return bitmap
 
     def _places(self, chunks: _Chunks, places: list[int]) -> Prompt:
-        mtmd = self._mtmd
+        """mtmd's chunks as places. An image's chunks (SmolVLM's tiles, with their row and
+        column tokens between them) are one span, evaluated in one go: the streams running
+        beside it wait for one image, and its tiles follow each other without a step between
+        (two engine threads left apart for a step meet again slowly on small machines)."""
+        items = [
+            self._item(chunks, i) for i in range(self._mtmd.mtmd_input_chunks_size(chunks.handle))
+        ]
         spans: list[MediaSpan] = []
-        for i in range(mtmd.mtmd_input_chunks_size(chunks.handle)):
-            chunk = mtmd.mtmd_input_chunks_get(chunks.handle, i)
-            if mtmd.mtmd_input_chunk_get_type(chunk) == _TEXT_CHUNK:
-                count = ctypes.c_size_t()
-                tokens = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
-                places += tokens[: count.value]
+        start = 0
+        while start < len(items):
+            image = items[start].image
+            if image is None:
+                places += items[start].places
+                start += 1
                 continue
-            length = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
-            # The chunk's id is its image's digest; i tells one tile of it from another.
-            key = f"{(mtmd.mtmd_input_chunk_get_id(chunk) or b'').decode()}/{i}"
-            spans.append(
-                MediaSpan(len(places), length, mtmd.mtmd_input_chunk_get_n_pos(chunk), chunk)
-            )
-            places += placeholders(key, length)
+            # The image's last chunk: its text chunks between tiles go with it.
+            end = max(k for k in range(start, len(items)) if items[k].image == image) + 1
+            run = items[start:end]
+            length = sum(len(item.places) for item in run)
+            positions = sum(item.positions for item in run)
+            chunks_of = tuple(item.chunk for item in run)
+            spans.append(MediaSpan(len(places), length, positions, chunks_of))
+            places += [place for item in run for place in item.places]
+            start = end
         return Prompt(places, spans, owner=chunks)
 
-    def evaluate(self, chunk: Any, position: int, seq_id: int, logits_last: bool) -> None:
-        """Encodes an image chunk and decodes its embeddings into sequence `seq_id`'s stream
-        from `position` on (Gemma 3's bidirectional attention over an image included)."""
-        if chunk is None:
+    def _item(self, chunks: _Chunks, i: int) -> _Item:
+        mtmd = self._mtmd
+        chunk = mtmd.mtmd_input_chunks_get(chunks.handle, i)
+        if mtmd.mtmd_input_chunk_get_type(chunk) == _TEXT_CHUNK:
+            count = ctypes.c_size_t()
+            tokens = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
+            text = tokens[: count.value]
+            return _Item(chunk, None, text, len(text))
+        length = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+        # The chunk's id is its image's digest; i tells one tile of it from another.
+        image = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode()
+        positions = mtmd.mtmd_input_chunk_get_n_pos(chunk)
+        return _Item(chunk, image, placeholders(f"{image}/{i}", length), positions)
+
+    def evaluate(self, chunks: Any, position: int, seq_id: int, logits_last: bool) -> None:
+        """Decodes an image's chunks into sequence `seq_id`'s stream from `position` on: each
+        tile encoded by the projector and its embeddings decoded (Gemma 3's bidirectional
+        attention over an image included), the text between tiles as text."""
+        if chunks is None:
             raise EngineUnavailable("An image was evaluated twice; please retry the request.")
-        after = self._lib.llama_pos(0)
-        status = self._mtmd.mtmd_helper_eval_chunk_single(
-            self._handle,
-            self._context,
-            chunk,
-            position,
-            seq_id,
-            self._n_batch,
-            logits_last,
-            ctypes.byref(after),
-        )
-        if status != 0:
-            raise EngineUnavailable(f"llama.cpp could not evaluate an image (status {status}).")
+        for k, chunk in enumerate(chunks):
+            after = self._lib.llama_pos(position)  # the helper adds a text chunk's tokens to it
+            status = self._mtmd.mtmd_helper_eval_chunk_single(
+                self._handle,
+                self._context,
+                chunk,
+                position,
+                seq_id,
+                self._n_batch,
+                logits_last and k == len(chunks) - 1,
+                ctypes.byref(after),
+            )
+            if status != 0:
+                raise EngineUnavailable(f"llama.cpp could not evaluate an image (status {status}).")
+            position = after.value
+
+
+class _Item(NamedTuple):
+    """One of mtmd's chunks: text (image None) or an image's tile (image: its digest)."""
+
+    chunk: Any
+    image: str | None
+    places: list[int]
+    positions: int
 
 
 class _Bitmap:

@@ -27,7 +27,7 @@ class MediaSpan:
     start: int
     length: int
     positions: int
-    chunk: Any = None  # the engine's handle (llama.cpp: an mtmd chunk); None once evaluated
+    chunk: Any = None  # the engine's handles (llama.cpp: mtmd chunks); None in a cache's copy
 
     @property
     def end(self) -> int:
