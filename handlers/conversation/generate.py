@@ -94,7 +94,7 @@ def _read_images(job: Generation, store: ModelStore) -> list[ChatTurn]:
             param=refs[0].param,
             code="images_not_supported",
         )
-    metering.count("images", len(refs))  # billed as their tokens are, and counted apart
+    metering.count("input_images", len(refs))  # in prompt_tokens too; counted apart
     return [_read(turn, job.image_limits) if turn.images else turn for turn in turns]
 
 

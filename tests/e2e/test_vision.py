@@ -270,6 +270,22 @@ def test_tools_and_json_schemas_hold_with_an_image(vision, generated):
     assert isinstance(json.loads(shaped.choices[0].message.content)["count"], int)
 
 
+def test_stop_sequences_end_an_answer_about_an_image(vision, generated):
+    def answer(**fields):
+        reply = vision.client.chat.completions.create(
+            model=MODEL, messages=ask(image_part(data_url(BLUE))), max_tokens=8, temperature=0,
+            **fields,
+        )  # fmt: skip
+        return reply.choices[0]
+
+    free = answer().message.content
+    assert len(free) >= 3, free
+    stop = free[1:3]
+    stopped = answer(stop=[stop])
+    assert stopped.finish_reason == "stop"
+    assert stopped.message.content == free[: free.index(stop)]
+
+
 def test_the_responses_and_messages_dialects_read_images(vision, generated):
     text_only = usage_of(vision, ask())
     red = image_places(generated, RED)
