@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,10 @@ class ImageLimits:
     max_pixels: int = 8192 * 8192  # width times height, as the file's header declares them
     policy: FetchPolicy = FetchPolicy()
     fetch_timeout: float = 30.0
+    # A request's images together (Anthropic's limit is 100 images a request): each decoded
+    # image is held until the prompt is made, so the sum of their pixels is bounded too.
+    max_images: int = 100
+    max_total_pixels: int = 2 * 8192 * 8192
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
@@ -76,7 +81,7 @@ class ImageLimits:
         )
 
 
-def read_image(image: ImageRef, limits: ImageLimits) -> Picture:
+def read_image(image: ImageRef, limits: ImageLimits, pixels_left: int | None = None) -> Picture:
     """The image's pixels, as RGB on white, upright, at most 512x512 for low detail.
 
     Raises InvalidRequest (400) naming `image.param` for anything wrong with it, with the
@@ -97,7 +102,25 @@ def read_image(image: ImageRef, limits: ImageLimits) -> Picture:
         data = _fetched_bytes(image.url, param, limits)
     else:
         raise _bad_url(param, "is neither a data: URL nor an http(s) URL")
-    return _decode(data, image, limits)
+    return _decode(data, image, limits, pixels_left)
+
+
+def read_images(images: Sequence[ImageRef], limits: ImageLimits) -> list[Picture]:
+    """Every image of a request, one at a time, within the request's caps: at most
+    `max_images` of them, and `max_total_pixels` in all (each checked before it is decoded)."""
+    if len(images) > limits.max_images:
+        raise InvalidRequest(
+            f"A request may hold at most {limits.max_images} images; this one holds {len(images)}.",
+            param=images[limits.max_images].param,
+            code="too_many_images",
+        )
+    pictures: list[Picture] = []
+    left = limits.max_total_pixels
+    for image in images:
+        picture = read_image(image, limits, pixels_left=left)
+        left -= picture.width * picture.height  # what it holds (low detail: shrunk)
+        pictures.append(picture)
+    return pictures
 
 
 def check_text(text: str, param: str) -> None:
@@ -168,7 +191,7 @@ def _format(data: bytes) -> str | None:
     return None
 
 
-def _decode(data: bytes, image: ImageRef, limits: ImageLimits) -> Picture:
+def _decode(data: bytes, image: ImageRef, limits: ImageLimits, pixels_left: int | None) -> Picture:
     from PIL import Image, ImageOps
 
     param = image.param
@@ -193,6 +216,13 @@ def _decode(data: bytes, image: ImageRef, limits: ImageLimits) -> Picture:
             width, height = opened.size
             if width * height > limits.max_pixels:
                 raise _too_many_pixels(param, limits.max_pixels, f"{width}x{height}")
+            if pixels_left is not None and width * height > pixels_left:
+                raise InvalidRequest(
+                    f"The images of this request have more than {limits.max_total_pixels} "
+                    f"pixels in all (width times height, summed); '{param}' is past that.",
+                    param=param,
+                    code="image_too_large",
+                )
             if low:
                 # JPEG only (a no-op otherwise): decode at 1/2 to 1/8 scale, still >= 512.
                 opened.draft(None, (LOW_DETAIL_SIDE, LOW_DETAIL_SIDE))

@@ -11,7 +11,7 @@ from typing import Any
 
 from common import metering
 from common.errors import InvalidRequest
-from common.image_input import ImageLimits, read_image
+from common.image_input import ImageLimits, read_images
 from common.protocol.base import new_id
 from common.store import ModelStore
 from handlers._generation import (
@@ -94,15 +94,12 @@ def _read_images(job: Generation, store: ModelStore) -> list[ChatTurn]:
             param=refs[0].param,
             code="images_not_supported",
         )
+    pictures = iter(read_images(refs, job.image_limits))
     metering.count("input_images", len(refs))  # in prompt_tokens too; counted apart
-    return [_read(turn, job.image_limits) if turn.images else turn for turn in turns]
-
-
-def _read(turn: ChatTurn, limits: ImageLimits) -> ChatTurn:
-    images = tuple(
-        read_image(image, limits) if isinstance(image, ImageRef) else image for image in turn.images
-    )
-    return replace(turn, images=images)
+    return [
+        replace(turn, images=tuple(next(pictures) for _ in turn.images)) if turn.images else turn
+        for turn in turns
+    ]
 
 
 def _prompt(job: Generation, model: Any, turns: Sequence[ChatTurn]) -> list[int]:

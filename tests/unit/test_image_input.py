@@ -391,3 +391,25 @@ def test_a_url_that_fails_is_refused(server: _Server) -> None:
 def test_a_fetched_body_over_max_bytes_is_refused(server: _Server) -> None:
     limits = ImageLimits(max_bytes=4096, policy=LOOPBACK.policy)
     assert "4096 bytes" in _refused(server.url("/big.bin"), "image_too_large", limits)
+
+
+# --- a request's images together ------------------------------------------------------------
+
+
+def test_a_request_s_images_are_capped_in_number_and_in_pixels_before_decoding():
+    from common.image_input import read_images
+
+    url = _data_url(_file(Image.new("RGB", (100, 100), RED), "PNG"))
+    refs = [ImageRef(url, "auto", f"messages[0].content[{i}]") for i in range(4)]
+    assert len(read_images(refs, ImageLimits(max_images=4))) == 4
+    with pytest.raises(InvalidRequest) as caught:
+        read_images(refs, ImageLimits(max_images=3))
+    assert (caught.value.param, caught.value.code) == ("messages[0].content[3]", "too_many_images")
+    # 25,000 pixels in all: the third image (30,000 by then) is refused by its header.
+    with pytest.raises(InvalidRequest) as caught:
+        read_images(refs, ImageLimits(max_total_pixels=25_000))
+    assert (caught.value.param, caught.value.code) == ("messages[0].content[2]", "image_too_large")
+    bomb = ImageRef(_data_url(png_declaring(5000, 5000)), "auto", "messages[0].content[4]")
+    with pytest.raises(InvalidRequest) as caught:
+        read_images([*refs[:1], bomb], ImageLimits(max_total_pixels=20_000_000))
+    assert caught.value.param == "messages[0].content[4]"
