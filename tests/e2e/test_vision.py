@@ -18,12 +18,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import BUCKET, S3World
+from tests.conftest import BUCKET, VOCAB_MISSING, S3World
 from tests.crafted_images import png_declaring
 from tests.platforms import PLATFORMS
 from tests.processes import stratus_serve
 
 MODEL = "gpt-4-vision-preview"
+QWEN = "qwen25-vl-vocab"
 BODY_CAP = 160 * 1024 * 1024  # above the 20 MB image cap: the image's own cap answers
 
 
@@ -81,20 +82,39 @@ class _Images(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def vision(tmp_path_factory: pytest.TempPathFactory, s3: S3World) -> Iterator[Vision]:
+def qwen_dir() -> Path | None:
+    """A tiny Qwen2.5-VL (tests/vision_models.py), where llama.cpp's vocabularies are."""
+    if VOCAB_MISSING is not None:
+        return None
+    from tests.vision_models import build_qwen25_vl
+
+    return build_qwen25_vl()
+
+
+@pytest.fixture(scope="module")
+def vision(
+    tmp_path_factory: pytest.TempPathFactory, s3: S3World, qwen_dir: Path | None
+) -> Iterator[Vision]:
     images = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Images)
     threading.Thread(target=images.serve_forever, daemon=True).start()
     registry = tmp_path_factory.mktemp("vision-registry") / "models.yaml"
     # The generated model again, its GGUF and projector from S3 (uploaded by a test).
-    registry.write_text(
-        f"""
+    text = f"""
 - name: vlm-s3
   backend: llama-cpp
   source: s3://{BUCKET}/vlm/model.gguf
   mmproj: s3://{BUCKET}/vlm/mmproj.gguf
   parameters: {{n_ctx: 2048, parallel: 2}}
 """
-    )
+    if qwen_dir is not None:
+        text += f"""
+- name: {QWEN}
+  backend: llama-cpp
+  source: file://{qwen_dir}
+  mmproj: mmproj.gguf
+  parameters: {{file: model.gguf, n_ctx: 2048, parallel: 2}}
+"""
+    registry.write_text(text)
     cache_dir = tmp_path_factory.mktemp("vision-cache")
     env = {
         **os.environ,
@@ -164,11 +184,51 @@ def image_places(directory: Path, image: bytes) -> int:
     return places
 
 
-def usage_of(vision: Vision, messages: list[dict], **fields) -> int:
-    answer = vision.client.chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=1, **fields
-    )
+def usage_of(vision: Vision, messages: list[dict], model: str = MODEL) -> int:
+    answer = vision.client.chat.completions.create(model=model, messages=messages, max_tokens=1)
     return answer.usage.prompt_tokens
+
+
+def raw_first_token(directory: Path, prompt: str, image: bytes) -> tuple[str, float]:
+    """The most likely first token of `prompt` (one image at mtmd's marker) and its log
+    probability, as llama.cpp's own helper evaluates it: no Stratus in between."""
+    import ctypes
+
+    import llama_cpp
+    import llama_cpp.mtmd_cpp as mtmd
+    import numpy as np
+    from llama_cpp._internals import LlamaModel
+
+    model = LlamaModel(path_model=str(directory / "model.gguf"),
+                       params=llama_cpp.llama_model_default_params(), verbose=False)  # fmt: skip
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = 2048
+    context = llama_cpp.llama_init_from_model(model.model, params)
+    vision = mtmd.mtmd_context_params_default()
+    vision.use_gpu, vision.warmup, vision.print_timings = False, False, False
+    projector = mtmd.mtmd_init_from_file(str(directory / "mmproj.gguf").encode(), model.model,
+                                         vision)  # fmt: skip
+    data = (ctypes.c_uint8 * len(image)).from_buffer_copy(image)
+    bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(projector, data, len(image), False)
+    text = prompt.replace("<image>", mtmd.mtmd_default_marker().decode()).encode()
+    chunks = mtmd.mtmd_input_chunks_init()
+    parts = mtmd.mtmd_input_text(text, len(text), False, True)
+    bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
+    assert mtmd.mtmd_tokenize(projector, chunks, ctypes.byref(parts), bitmaps, 1) == 0
+    past = llama_cpp.llama_pos(0)
+    assert mtmd.mtmd_helper_eval_chunks(projector, context, chunks, 0, 0, 512, True,
+                                        ctypes.byref(past)) == 0  # fmt: skip
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(context, -1),
+                                   shape=(model.n_vocab(),)).astype(np.float64)  # fmt: skip
+    best = int(logits.argmax())
+    logprob = float(logits[best] - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
+    piece = model.token_to_piece(best, special=False).rstrip(b"\0").decode(errors="replace")
+    mtmd.mtmd_input_chunks_free(chunks)
+    mtmd.mtmd_bitmap_free(bitmap)
+    mtmd.mtmd_free(projector)
+    llama_cpp.llama_free(context)
+    model.close()
+    return piece, logprob
 
 
 def test_an_image_counts_the_places_mtmd_gives_it(vision, generated):
@@ -189,6 +249,42 @@ def test_an_image_counts_the_places_mtmd_gives_it(vision, generated):
 
     across = conversation([image_part(data_url(RED))], [image_part(data_url(BLUE))])
     assert usage_of(vision, across) == usage_of(vision, conversation([], [])) + red + blue
+
+
+QWEN_PROMPT = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\n<|im_start|>user\nWhat is in <image> this image?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+def test_an_m_rope_image_reads_as_llama_cpp_reads_it(vision, qwen_dir):
+    """Qwen2.5-VL places an image's embeddings at fewer positions than it has (M-RoPE): the
+    text after it, and the tokens generated, sit at the positions llama.cpp gives them, the
+    first time and when the prefix cache serves the prompt again."""
+    if qwen_dir is None:
+        pytest.skip(VOCAB_MISSING)
+    places = image_places(qwen_dir, RED)
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "What is in "}, image_part(data_url(RED)),
+        {"type": "text", "text": " this image?"},
+    ]}]  # fmt: skip
+    text_only = [{"role": "user", "content": "What is in  this image?"}]
+    assert usage_of(vision, messages, QWEN) == usage_of(vision, text_only, QWEN) + places
+
+    def first_token() -> tuple[str, float]:
+        answer = vision.client.chat.completions.create(
+            model=QWEN, messages=messages, max_tokens=1, temperature=0, logprobs=True
+        )
+        [token] = answer.choices[0].logprobs.content
+        return token.token, token.logprob
+
+    token, logprob = first_token()
+    raw_token, raw_logprob = raw_first_token(qwen_dir, QWEN_PROMPT, RED)
+    assert token == raw_token
+    # The same numbers (equal here; a position off by the image's shift moves them by 1e-3).
+    assert logprob == pytest.approx(raw_logprob, abs=1e-5), logprob - raw_logprob
+    assert first_token() == (token, logprob)  # from the cache: bit for bit
 
 
 def test_streamed_and_whole_answers_agree(vision, generated):
@@ -242,6 +338,7 @@ def test_tools_and_json_schemas_hold_with_an_image(vision, generated):
                 "type": "object",
                 "properties": {"colour": {"type": "string", "enum": ["red", "blue"]}},
                 "required": ["colour"],
+                "additionalProperties": False,  # else the model may add keys to the budget
             },
         },
     }
