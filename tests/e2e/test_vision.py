@@ -287,11 +287,33 @@ def test_an_m_rope_image_reads_as_llama_cpp_reads_it(vision, qwen_dir):
     assert first_token() == (token, logprob)  # from the cache: bit for bit
 
 
+SMOLLM_PROMPT = (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n<|im_start|>user\nWhat is in this image?<image><|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+def test_tiles_read_as_llama_cpp_reads_them(vision, generated):
+    """SmolVLM's tiles, with the row and column tokens between them, evaluated as one span:
+    the first token's numbers are llama.cpp's own."""
+    answer = vision.client.chat.completions.create(
+        model=MODEL, messages=ask(image_part(data_url(BLUE))), max_tokens=1, temperature=0,
+        logprobs=True,
+    )  # fmt: skip
+    [token] = answer.choices[0].logprobs.content
+    raw_token, raw_logprob = raw_first_token(generated, SMOLLM_PROMPT, BLUE)
+    assert token.token == raw_token
+    assert token.logprob == pytest.approx(raw_logprob, abs=1e-5), token.logprob - raw_logprob
+
+
 def test_streamed_and_whole_answers_agree(vision, generated):
-    messages = ask(image_part(data_url(BLUE)))
+    messages = ask(image_part(data_url(png(180, 120, (90, 200, 90)))))
+    # Two choices: the second copies the first's evaluated image rather than encoding it again.
     whole = vision.client.chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=6, temperature=0
+        model=MODEL, messages=messages, max_tokens=6, temperature=0, n=2
     )
+    assert whole.choices[0].message.content == whole.choices[1].message.content
     chunks = list(
         vision.client.chat.completions.create(
             model=MODEL,
