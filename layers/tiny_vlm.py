@@ -80,6 +80,21 @@ def convert(checkpoint: Path, directory: Path) -> None:
     checkpoint.rmdir()
 
 
+def tiny_language_half(vocab_size: int, **more: object) -> dict[str, object]:
+    """The text config of a generated vision-language model: 2 layers of 64, 4 heads (2 for
+    keys and values), the embeddings tied; `more` adds the architecture's own keys."""
+    return {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": True,
+        **more,
+    }
+
+
 def _write_checkpoint(checkpoint: Path) -> None:
     """The Hugging Face checkpoint: config, safetensors, tokenizer and image processor."""
     from layers.diffusers import quiet_libraries
@@ -91,22 +106,16 @@ def _write_checkpoint(checkpoint: Path) -> None:
     gguf = local_path("tiny-vlm", SMOLLM2)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS})
-    text = {
+    text = tiny_language_half(
+        len(tokenizer),
         # The converter reads the language half by this name, as in SmolVLM's own config.
-        "architectures": ["VLlama3ForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": 8192,
-        "tie_word_embeddings": True,
-        "rms_norm_eps": 1e-5,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
+        architectures=["VLlama3ForCausalLM"],
+        model_type="llama",
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     vision = {
         "hidden_size": 32,
         "intermediate_size": 64,

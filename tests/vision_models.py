@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from layers.tiny_vlm import convert, tiny_language_half
 from tests.vocab_models import CACHE_DIR, models_dir, template_text
 
 GENERATOR_VERSION = 1  # part of the directory's name: bump when the files written change
@@ -49,8 +50,6 @@ def build_qwen25_vl(dest_dir: Path = CACHE_DIR) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     _write_checkpoint(partial / "hf")
-    from layers.tiny_vlm import convert
-
     convert(partial / "hf", partial)
     partial.rename(directory)  # whole, or not there
     return directory
@@ -67,20 +66,14 @@ def _write_checkpoint(checkpoint: Path) -> None:
     )
     tokenizer.chat_template = template_text(TEMPLATE)
     ids = tokenizer.convert_tokens_to_ids
-    text = {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": 4096,
+    text = tiny_language_half(
+        len(tokenizer),
+        max_position_embeddings=4096,
         # M-RoPE: the head's 8 rotary pairs split between time, height and width.
-        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
-        "tie_word_embeddings": True,
-        "rms_norm_eps": 1e-6,
-        "eos_token_id": ids("<|im_end|>"),
-    }
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        rms_norm_eps=1e-6,
+        eos_token_id=ids("<|im_end|>"),
+    )
     vision = {
         "depth": 4,  # the converter maps the merger's layers by block number: 2 needs 3 blocks
         "hidden_size": 32,
