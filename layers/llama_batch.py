@@ -56,7 +56,7 @@ class _Unit:
     logits: str  # "none", "last" or "all"
 
 
-# (the image's chunk, its first position, the sequence id, whether to keep the last logits):
+# (the image's chunks, its first position, the sequence id, whether to keep the last logits):
 # evaluates an image into a sequence's stream; raises if the engine cannot.
 EvaluateMedia = Callable[[Any, int, int, bool], None]
 
