@@ -6,6 +6,10 @@ lambda      a fresh Python process that imports adapters.aws_lambda and invokes 
             with tests/events/apigw_rest_v1_chat.json (what a Lambda cold start does)
 
 .venv/bin/python bench/bench_cold_start.py --rounds 3
+
+Each start is split in phases: `ready` (process start -> the server answers, or for Lambda the
+handler module imported), then the first request's `load_ms` (the model loaded) and the rest
+of its work, `compute_ms` (the first answer), as its cost line reports them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,12 +34,36 @@ from tests.processes import free_port, runpod_local_api, wait_until_up  # noqa: 
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
 ENV = {**os.environ, "STRATUS_LOG_LEVEL": "warning", "API_KEY": "test-key"}
 LAMBDA_SCRIPT = """
-import json, sys
+import json, sys, time
+started = time.perf_counter()
 from adapters.aws_lambda import handler
+print("IMPORTED", time.perf_counter() - started, flush=True)
 event = json.load(open(sys.argv[1]))
 response = handler(event, None)
-print(response["statusCode"], flush=True)
+print("STATUS", response["statusCode"], flush=True)
 """
+
+
+@dataclass
+class ColdStart:
+    total: float  # process start -> first answer, seconds
+    ready: float  # process start -> serving (Lambda: the handler's module imported)
+    load_ms: float  # the first request's model load, from its cost line
+    compute_ms: float  # the rest of its work
+
+
+def cost_line(lines: list[str]) -> dict:
+    """The first request's cost line (stdout, one JSON object a line)."""
+    for line in lines:
+        if line.startswith("{") and '"event":"request"' in line:
+            return json.loads(line)
+    raise AssertionError(f"no cost line in: {lines[:5]}")
+
+
+def finish(process: subprocess.Popen) -> list[str]:
+    process.terminate()
+    out, _ = process.communicate(timeout=10)
+    return out.splitlines()
 
 
 def spawn(command: list[str]) -> tuple[subprocess.Popen, float]:
@@ -45,12 +74,13 @@ def spawn(command: list[str]) -> tuple[subprocess.Popen, float]:
     return process, started
 
 
-def http_cold_start() -> float:
+def http_cold_start() -> ColdStart:
     port = free_port()
     process, started = spawn([sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)])
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{url}/health", process)
+        ready = time.perf_counter() - started
         answer = httpx.post(
             f"{url}/v1/chat/completions",
             json=CHAT,
@@ -58,51 +88,70 @@ def http_cold_start() -> float:
             headers={"Authorization": "Bearer test-key"},
         )
         assert answer.status_code == 200, answer.text
-        return time.perf_counter() - started
+        total = time.perf_counter() - started
     finally:
-        process.terminate()
-        process.wait(10)
+        lines = finish(process)
+    line = cost_line(lines)
+    return ColdStart(total, ready, line["load_ms"], line["compute_ms"])
 
 
-def runpod_cold_start() -> float:
+def runpod_cold_start() -> ColdStart:
     port = free_port()
     process, started = spawn(runpod_local_api(port))
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{url}/docs", process)
+        ready = time.perf_counter() - started
         job = {"input": {"openai_route": "/v1/chat/completions", "openai_input": CHAT}}
         answer = httpx.post(f"{url}/runsync", json=job, timeout=60).json()
         assert answer["status"] == "COMPLETED", answer
-        return time.perf_counter() - started
+        total = time.perf_counter() - started
     finally:
-        process.terminate()
-        process.wait(10)
+        lines = finish(process)
+    line = cost_line(lines)
+    return ColdStart(total, ready, line["load_ms"], line["compute_ms"])
 
 
-def lambda_cold_start() -> float:
+def lambda_cold_start() -> ColdStart:
     event = ROOT / "tests" / "events" / "apigw_rest_v1_chat.json"
     process, started = spawn([sys.executable, "-c", LAMBDA_SCRIPT, str(event)])
-    status = process.stdout.readline().strip()
-    elapsed = time.perf_counter() - started
+    lines, ready, total = [], 0.0, 0.0
+    for line in process.stdout:  # the cost line comes between the two markers
+        lines.append(line.strip())
+        if line.startswith("IMPORTED"):
+            ready = time.perf_counter() - started
+        if line.startswith("STATUS"):
+            total = time.perf_counter() - started
+            assert line.split()[1] == "200", line
+            break
     process.wait(30)
-    assert status == "200", status
-    return elapsed
+    line = cost_line(lines)
+    return ColdStart(total, ready, line["load_ms"], line["compute_ms"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    results = {}
+    results: dict[str, dict[str, float]] = {}
     for name, measure in (
         ("http", http_cold_start),
         ("runpod", runpod_cold_start),
         ("lambda", lambda_cold_start),
     ):
-        results[name] = statistics.median(measure() for _ in range(args.rounds))
-    print(json.dumps({k: round(v, 3) for k, v in results.items()}))
-    for name, seconds in results.items():
-        print(f"{name:8} process start -> first answer: {seconds:.3f} s")
+        runs = [measure() for _ in range(args.rounds)]
+        results[name] = {
+            phase: statistics.median(getattr(run, phase) for run in runs)
+            for phase in ("total", "ready", "load_ms", "compute_ms")
+        }
+        totals = " ".join(f"{run.total:.3f}" for run in runs)
+        median = results[name]
+        print(
+            f"{name:8} process start -> first answer: {median['total']:.3f} s (runs {totals}); "
+            f"ready {median['ready']:.3f} s, then load {median['load_ms']:.0f} ms, "
+            f"first answer {median['compute_ms']:.0f} ms"
+        )
+    print(json.dumps({k: {p: round(v, 3) for p, v in r.items()} for k, r in results.items()}))
 
 
 if __name__ == "__main__":

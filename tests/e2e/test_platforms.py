@@ -142,7 +142,9 @@ def test_models_are_the_same_everywhere(platforms, platform):
     answer = platforms.call(platform, "GET", "/v1/models", query={"filter": "^gpt-4"})
     assert answer.status == 200 and answer.body["object"] == "list"
     ids = {m["id"] for m in answer.body["data"]}
-    assert ids == {"gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4-turbo", "gpt-4o-mini-tts"}
+    assert ids == {
+        "gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4-turbo", "gpt-4o-mini-tts", "gpt-4-vision-preview"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
