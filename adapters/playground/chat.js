@@ -1,5 +1,6 @@
 // Chat: a streamed conversation. Tokens are rendered as they arrive (markdown, safely); Stop
-// aborts the request, which closes the connection: the server stops generating at once.
+// aborts the request, which closes the connection: the server stops generating at once. An
+// attached image goes with the message as an image_url part (a data: URL), for vision models.
 import { call, events, number, showError, value } from "./api.js";
 import { render } from "./markdown.js";
 
@@ -20,6 +21,7 @@ export function setUpChat() {
   const form = document.getElementById("chat-form");
   const log = document.getElementById("chat-log");
   const message = document.getElementById("chat-message");
+  const image = document.getElementById("chat-image");
   const send = document.getElementById("chat-send");
   const stop = document.getElementById("chat-stop");
   const format = document.getElementById("chat-format");
@@ -49,15 +51,26 @@ export function setUpChat() {
     if (!text || running) return;
     showError(null);
     let body;
+    let picture = null;
     try {
-      body = request(text, history);
+      picture = image.files.length ? await dataUrl(image.files[0]) : null;
+      body = request(text, picture, history);
     } catch (error) {
       showError(error);
       return;
     }
-    append(log, "user").textContent = text;
+    const asked = append(log, "user");
+    asked.textContent = text;
+    if (picture) {
+      const shown = document.createElement("img");
+      shown.src = picture;
+      shown.alt = "the attached image";
+      shown.className = "attached";
+      asked.append(shown);
+    }
     const answer = append(log, "assistant");
     message.value = "";
+    image.value = "";
     running = new AbortController();
     send.disabled = true;
     stop.disabled = false;
@@ -91,9 +104,12 @@ export function setUpChat() {
     }
   });
 
-  function request(text, previous) {
+  function request(text, picture, previous) {
     const system = value("chat-system");
-    const messages = [...(system ? [{ role: "system", content: system }] : []), ...previous, { role: "user", content: text }];
+    const content = picture
+      ? [{ type: "text", text }, { type: "image_url", image_url: { url: picture } }]
+      : text;
+    const messages = [...(system ? [{ role: "system", content: system }] : []), ...previous, { role: "user", content }];
     const body = {
       model: value("chat-model"),
       messages,
@@ -114,6 +130,15 @@ export function setUpChat() {
     if (document.getElementById("chat-tools").checked) body.tools = [WEATHER_TOOL];
     return body;
   }
+}
+
+function dataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`The image could not be read: ${reader.error}`));
+    reader.readAsDataURL(file);
+  });
 }
 
 function append(log, role) {

@@ -120,6 +120,29 @@ def test_a_chat_streams_into_the_page(browser, server):
     shot(browser, "chat")
 
 
+def test_a_chat_can_send_an_image_to_a_vision_model(browser, server, tmp_path):
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (120, 80), (200, 30, 40)).save(picture)
+    open_page(browser, server, key_of(server))
+    fill(browser, "chat-model", "gpt-4-vision-preview")  # tiny-vlm, generated on first use
+    fill(browser, "chat-max-tokens", "8")
+    fill(browser, "chat-message", "What is in this image?")
+    browser.find_element("id", "chat-image").send_keys(str(picture))
+    browser.find_element("id", "chat-send").click()
+    wait_for(browser, lambda: browser.execute_script(
+        "const a = document.querySelector('.message.assistant .content');"
+        "return a && a.dataset.done === 'true'"), timeout=180)  # fmt: skip
+    assert browser.find_element("id", "error").get_attribute("hidden") is not None
+    shown = browser.find_element("css selector", ".message.user img.attached")
+    assert browser.execute_script("return arguments[0].naturalWidth", shown) == 120
+    # Sent: the file input is cleared for the next message; the conversation keeps the image.
+    assert browser.find_element("id", "chat-image").get_attribute("value") == ""
+    assert not console_errors(browser)
+    shot(browser, "chat-image")
+
+
 def test_stop_ends_the_generation_and_frees_the_slot(browser, server):
     open_page(browser, server, key_of(server))
     # Greedy and without a system prompt, SmolLM2 counts on for hundreds of tokens (with the
