@@ -73,6 +73,11 @@ class ModelConfig(BaseModel):
             return DEFAULT_PARALLEL["sentence-transformers"]
         return DEFAULT_PARALLEL.get(self.backend, 1)
 
+    @property
+    def reads_images(self) -> bool:
+        """Whether images in chat reach this model: a llama.cpp model with a projector."""
+        return self.backend == "llama-cpp" and self.mmproj is not None
+
     def projector_source(self) -> ModelConfig | None:
         """The projector as a model of its own to fetch, when `mmproj` is an address (a bare
         file name is found beside the model's GGUF)."""

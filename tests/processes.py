@@ -82,3 +82,19 @@ def stratus_serve(
     url = f"http://127.0.0.1:{port}"
     with running(command, f"{url}/health", env, log) as process:
         yield ServerProcess(url, process)
+
+
+@contextlib.contextmanager
+def stratus_serve_logged(
+    registry: Path, env: Mapping[str, str], log: Path
+) -> Iterator[ServerProcess]:
+    """`stratus serve --models registry`, its output in `log`: a start that fails says what the
+    server printed; once stopped, it must have exited cleanly (nothing a client sent crashed
+    it)."""
+    with open(log, "wb") as log_file:
+        try:
+            with stratus_serve("--models", str(registry), env=env, log=log_file) as started:
+                yield started
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
+    assert started.process.returncode in (0, -15), log.read_text()

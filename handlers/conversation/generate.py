@@ -86,8 +86,7 @@ def _read_images(job: Generation, store: ModelStore) -> list[ChatTurn]:
     refs = [image for turn in turns for image in turn.images if isinstance(image, ImageRef)]
     if not refs:
         return list(turns)
-    config = store.registry.resolve(job.model)
-    if config.backend != "llama-cpp" or config.mmproj is None:
+    if not store.registry.resolve(job.model).reads_images:
         raise InvalidRequest(
             f"The model '{job.model}' does not read images (it has no projector, `mmproj`, "
             "in its registry entry); send text, or choose a vision model.",

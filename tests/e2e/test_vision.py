@@ -1,17 +1,12 @@
 """Images in chat, live: gpt-4-vision-preview (tiny-vlm, generated on first use by llama.cpp's
-converter) through the official SDKs, on a server of its own that may fetch from 127.0.0.1 (the
-test's image server) and takes bodies large enough to reach the image caps."""
+converter) through the official SDKs, on a server of its own (tests/vision_server.py), held to
+llama.cpp's own reading of the same images (tests/mtmd_reference.py)."""
 
 from __future__ import annotations
 
 import base64
-import http.server
-import io
 import json
-import os
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,66 +14,21 @@ import openai
 import pytest
 
 from tests.conftest import BUCKET, VOCAB_MISSING, S3World
-from tests.crafted_images import png_declaring
+from tests.crafted_images import data_url, png, png_declaring
+from tests.mtmd_reference import first_token as llama_cpp_first_token
+from tests.mtmd_reference import image_places
 from tests.platforms import PLATFORMS
-from tests.processes import stratus_serve
-
-MODEL = "gpt-4-vision-preview"
-QWEN = "qwen25-vl-vocab"
-BODY_CAP = 160 * 1024 * 1024  # above the 20 MB image cap: the image's own cap answers
-
-
-def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_url(image: bytes, media_type: str = "image/png") -> str:
-    return f"data:{media_type};base64,{base64.b64encode(image).decode()}"
-
-
-RED, BLUE = png(300, 200, (200, 30, 40)), png(200, 200, (20, 40, 220))
-
-
-def image_part(url: str, detail: str | None = None) -> dict:
-    image = {"url": url} if detail is None else {"url": url, "detail": detail}
-    return {"type": "image_url", "image_url": image}
-
-
-def ask(*parts: dict, text: str = "What is in this image?") -> list[dict]:
-    return [{"role": "user", "content": [{"type": "text", "text": text}, *parts]}]
-
-
-@dataclass(frozen=True)
-class Vision:
-    url: str
-    cache_dir: Path
-    images: str  # the image server's base URL (127.0.0.1, which the fetch policy allows)
-
-    @property
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="x", max_retries=0, timeout=300)
-
-
-class _Images(http.server.BaseHTTPRequestHandler):
-    files = {"/red.png": RED, "/blue.png": BLUE, "/big.png": b"\x89PNG" + b"\0" * (21 << 20)}
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.vision_server import (
+    BLUE,
+    MODEL,
+    QWEN,
+    RED,
+    Vision,
+    ask,
+    image_part,
+    usage_of,
+    vision_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,45 +45,8 @@ def qwen_dir() -> Path | None:
 def vision(
     tmp_path_factory: pytest.TempPathFactory, s3: S3World, qwen_dir: Path | None
 ) -> Iterator[Vision]:
-    images = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Images)
-    threading.Thread(target=images.serve_forever, daemon=True).start()
-    registry = tmp_path_factory.mktemp("vision-registry") / "models.yaml"
-    # The generated model again, its GGUF and projector from S3 (uploaded by a test).
-    text = f"""
-- name: vlm-s3
-  backend: llama-cpp
-  source: s3://{BUCKET}/vlm/model.gguf
-  mmproj: s3://{BUCKET}/vlm/mmproj.gguf
-  parameters: {{n_ctx: 2048, parallel: 2}}
-"""
-    if qwen_dir is not None:
-        text += f"""
-- name: {QWEN}
-  backend: llama-cpp
-  source: file://{qwen_dir}
-  mmproj: mmproj.gguf
-  parameters: {{file: model.gguf, n_ctx: 2048, parallel: 2}}
-"""
-    registry.write_text(text)
-    cache_dir = tmp_path_factory.mktemp("vision-cache")
-    env = {
-        **os.environ,
-        **s3.env,
-        "STRATUS_CACHE_DIR": str(cache_dir),
-        "STRATUS_FETCH_ALLOW": "127.0.0.1",
-        "STRATUS_MAX_BODY_BYTES": str(BODY_CAP),
-        "STRATUS_LOG_LEVEL": "warning",
-    }
-    log = tmp_path_factory.mktemp("vision-logs") / "server.log"
-    with open(log, "wb") as log_file:
-        try:
-            with stratus_serve("--models", str(registry), env=env, log=log_file) as started:
-                yield Vision(started.url, cache_dir, f"http://127.0.0.1:{images.server_port}")
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
-        finally:
-            images.shutdown()
-    assert started.process.returncode in (0, -15), log.read_text()
+    with vision_server(tmp_path_factory.mktemp("vision"), s3.env, qwen_dir) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -146,89 +59,6 @@ def generated(vision: Vision) -> Path:
     [model] = vision.cache_dir.rglob("model.gguf")
     assert (model.parent / "mmproj.gguf").is_file()
     return model.parent
-
-
-def image_places(directory: Path, image: bytes) -> int:
-    """The places mtmd gives an image with this projector: its embeddings and the model's
-    own tokens around them (tiles, rows, the overview), counted by llama.cpp itself."""
-    import ctypes
-
-    import llama_cpp
-    import llama_cpp.mtmd_cpp as mtmd
-    from llama_cpp._internals import LlamaModel
-    from llama_cpp._logger import llama_log_callback, set_verbose
-    from PIL import Image
-
-    set_verbose(False)
-    mtmd.mtmd_log_set(llama_log_callback, ctypes.c_void_p(0))
-
-    model = LlamaModel(path_model=str(directory / "model.gguf"),
-                       params=llama_cpp.llama_model_default_params(), verbose=False)  # fmt: skip
-    params = mtmd.mtmd_context_params_default()
-    params.use_gpu, params.warmup, params.print_timings = False, False, False
-    context = mtmd.mtmd_init_from_file(str(directory / "mmproj.gguf").encode(), model.model, params)
-    pixels = Image.open(io.BytesIO(image)).convert("RGB")
-    data = pixels.tobytes()
-    bitmap = mtmd.mtmd_bitmap_init(pixels.width, pixels.height,
-                                   (ctypes.c_uint8 * len(data)).from_buffer_copy(data))  # fmt: skip
-    marker = mtmd.mtmd_default_marker()
-    text = mtmd.mtmd_input_text(marker, len(marker), False, True)
-    chunks = mtmd.mtmd_input_chunks_init()
-    bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
-    assert mtmd.mtmd_tokenize(context, chunks, ctypes.byref(text), bitmaps, 1) == 0
-    places = mtmd.mtmd_helper_get_n_tokens(chunks)
-    mtmd.mtmd_input_chunks_free(chunks)
-    mtmd.mtmd_bitmap_free(bitmap)
-    mtmd.mtmd_free(context)
-    model.close()
-    return places
-
-
-def usage_of(vision: Vision, messages: list[dict], model: str = MODEL) -> int:
-    answer = vision.client.chat.completions.create(model=model, messages=messages, max_tokens=1)
-    return answer.usage.prompt_tokens
-
-
-def raw_first_token(directory: Path, prompt: str, image: bytes) -> tuple[str, float]:
-    """The most likely first token of `prompt` (one image at mtmd's marker) and its log
-    probability, as llama.cpp's own helper evaluates it: no Stratus in between."""
-    import ctypes
-
-    import llama_cpp
-    import llama_cpp.mtmd_cpp as mtmd
-    import numpy as np
-    from llama_cpp._internals import LlamaModel
-
-    model = LlamaModel(path_model=str(directory / "model.gguf"),
-                       params=llama_cpp.llama_model_default_params(), verbose=False)  # fmt: skip
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx = 2048
-    context = llama_cpp.llama_init_from_model(model.model, params)
-    vision = mtmd.mtmd_context_params_default()
-    vision.use_gpu, vision.warmup, vision.print_timings = False, False, False
-    projector = mtmd.mtmd_init_from_file(str(directory / "mmproj.gguf").encode(), model.model,
-                                         vision)  # fmt: skip
-    data = (ctypes.c_uint8 * len(image)).from_buffer_copy(image)
-    bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(projector, data, len(image), False)
-    text = prompt.replace("<image>", mtmd.mtmd_default_marker().decode()).encode()
-    chunks = mtmd.mtmd_input_chunks_init()
-    parts = mtmd.mtmd_input_text(text, len(text), False, True)
-    bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
-    assert mtmd.mtmd_tokenize(projector, chunks, ctypes.byref(parts), bitmaps, 1) == 0
-    past = llama_cpp.llama_pos(0)
-    assert mtmd.mtmd_helper_eval_chunks(projector, context, chunks, 0, 0, 512, True,
-                                        ctypes.byref(past)) == 0  # fmt: skip
-    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(context, -1),
-                                   shape=(model.n_vocab(),)).astype(np.float64)  # fmt: skip
-    best = int(logits.argmax())
-    logprob = float(logits[best] - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
-    piece = model.token_to_piece(best, special=False).rstrip(b"\0").decode(errors="replace")
-    mtmd.mtmd_input_chunks_free(chunks)
-    mtmd.mtmd_bitmap_free(bitmap)
-    mtmd.mtmd_free(projector)
-    llama_cpp.llama_free(context)
-    model.close()
-    return piece, logprob
 
 
 def test_an_image_counts_the_places_mtmd_gives_it(vision, generated):
@@ -280,7 +110,7 @@ def test_an_m_rope_image_reads_as_llama_cpp_reads_it(vision, qwen_dir):
         return token.token, token.logprob
 
     token, logprob = first_token()
-    raw_token, raw_logprob = raw_first_token(qwen_dir, QWEN_PROMPT, RED)
+    raw_token, raw_logprob = llama_cpp_first_token(qwen_dir, QWEN_PROMPT, RED)
     assert token == raw_token
     # The same numbers (equal here; a position off by the image's shift moves them by 1e-3).
     assert logprob == pytest.approx(raw_logprob, abs=1e-5), logprob - raw_logprob
@@ -302,7 +132,7 @@ def test_tiles_read_as_llama_cpp_reads_them(vision, generated):
         logprobs=True,
     )  # fmt: skip
     [token] = answer.choices[0].logprobs.content
-    raw_token, raw_logprob = raw_first_token(generated, SMOLLM_PROMPT, BLUE)
+    raw_token, raw_logprob = llama_cpp_first_token(generated, SMOLLM_PROMPT, BLUE)
     assert token.token == raw_token
     assert token.logprob == pytest.approx(raw_logprob, abs=1e-5), token.logprob - raw_logprob
 
