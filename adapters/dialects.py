@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import StratusError
-from common.protocol.base import ErrorResponse, OpenAIResponse
-from common.protocol.messages import MessagesErrorResponse
-from common.protocol.messages import error_body as messages_error_body
+from common.lazy import imported, later
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,12 @@ class Dialect:
 
     envelope: Callable[[StratusError], dict[str, Any]] = StratusError.envelope
     named_events: bool = False
-    error_schema: type[OpenAIResponse] = ErrorResponse  # the envelope's type, for the document
+    error_schema_name: str = "common.protocol.base:ErrorResponse"  # the envelope's type
+
+    @property
+    def error_schema(self) -> type:
+        """The envelope's protocol type, for the document."""
+        return imported(self.error_schema_name)
 
 
 OPENAI = Dialect()
@@ -29,4 +32,8 @@ OPENAI = Dialect()
 RESPONSES = Dialect(named_events=True)
 # Anthropic's Messages API: its own envelope ({"type": "error", "error": {type, message}}),
 # named events.
-ANTHROPIC = Dialect(messages_error_body, named_events=True, error_schema=MessagesErrorResponse)
+ANTHROPIC = Dialect(
+    later("common.protocol.messages:error_body"),
+    named_events=True,
+    error_schema_name="common.protocol.messages:MessagesErrorResponse",
+)

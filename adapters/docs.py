@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from adapters.openapi import build_document
 from adapters.operations import Operation
 from common.errors import EngineUnavailable, NotFound, StratusError
 
@@ -67,7 +66,10 @@ class Pages:
 
     @cached_property
     def document(self) -> bytes:
-        """Built on first use (a few hundred ms of schema generation), then kept."""
+        """Built on first use (a few hundred ms of schema generation), then kept; the module
+        that builds it is imported then too, not at every cold start."""
+        from adapters.openapi import build_document
+
         document = build_document(
             self._operations, serves_images=self._serves_images, metrics=self._metrics
         )

@@ -22,6 +22,7 @@ from adapters.dialects import Dialect
 from adapters.operations import Operation
 from adapters.playground import ROUTE as PLAYGROUND
 from common.image_urls import ROUTE as IMAGES_ROUTE
+from common.lazy import types_named
 from common.protocol.base import EXTENSION as EXTENSION_MARK
 from common.protocol.base import ErrorResponse
 
@@ -76,7 +77,7 @@ def build_document(
     operations: Sequence[Operation], *, serves_images: bool, metrics: bool
 ) -> dict[str, Any]:
     requests = [op.body for op in operations if op.body is not None]
-    answers = [m for op in operations for m in (*op.answers.json, *op.answers.events)]
+    answers = [m for op in operations for m in types_named((*op.answers.json, *op.answers.events))]
     dialects = list(dict.fromkeys(op.dialect for op in operations))
     envelopes = [dialect.error_schema for dialect in dialects]
     schemas = _schemas(requests, [*answers, ErrorResponse, *envelopes])
@@ -214,9 +215,10 @@ def _success(operation: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     answers = operation.answers
     content: dict[str, Any] = {}
     if answers.json:
-        content["application/json"] = {"schema": _one_of(schemas, answers.json)}
+        content["application/json"] = {"schema": _one_of(schemas, types_named(answers.json))}
     if answers.events:
-        content["text/event-stream"] = {"schema": _one_of(schemas, answers.events)}
+        events = types_named(answers.events)
+        content["text/event-stream"] = {"schema": _one_of(schemas, events)}
     for media in answers.media:
         if media.startswith("text/") or media == "application/x-subrip":
             content[media] = {"schema": {"type": "string"}}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,58 +15,13 @@ from typing import Any
 from adapters.dialects import ANTHROPIC, OPENAI, RESPONSES, Dialect
 from adapters.parsed import Publishing
 from common.errors import InvalidRequest, NotFound, StratusError
-from common.protocol import parse_request
-from common.protocol.audio import (
-    SpeechAudioDelta,
-    SpeechAudioDone,
-    SpeechRequest,
-    Transcription,
-    TranscriptionRequest,
-    TranscriptionVerbose,
-    TranscriptTextDelta,
-    TranscriptTextDone,
-    TranslationRequest,
-)
-from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
-from common.protocol.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from common.protocol.completions import Completion, CompletionRequest, Edit, EditRequest
-from common.protocol.embeddings import EmbeddingList, EmbeddingRequest
-from common.protocol.images import ImageGenerationRequest, ImagesResponse
-from common.protocol.messages import (
-    Message,
-    MessageCountTokensRequest,
-    MessageCreateRequest,
-    MessageStreamEvent,
-    MessageTokensCount,
-)
-from common.protocol.models import Model, ModelList
-from common.protocol.responses import (
-    DeletedResponse,
-    InputItemList,
-    Response,
-    ResponsesRequest,
-    ResponseStreamEvent,
-)
+from common.lazy import imported, later
+from common.protocol.audio import SPEECH_MEDIA_TYPES
+from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse, parse_request
 from common.store import ModelStore
-from handlers.chat import create_chat_completion
-from handlers.completions import create_completion
-from handlers.edits import create_edit
-from handlers.embeddings import create_embeddings
-from handlers.images import create_images
-from handlers.messages import count_message_tokens, create_message
-from handlers.models import list_models, retrieve_model
-from handlers.responses import (
-    create_response,
-    delete_response,
-    input_items_query,
-    list_input_items,
-    retrieve_response,
-)
-from handlers.speech import create_speech
-from handlers.transcriptions import create_transcription, create_translation
-from layers.audio_codec import MEDIA_TYPES as SPEECH_MEDIA_TYPES
 
 log = logging.getLogger("stratus.requests")
+
 
 Whole = OpenAIResponse | BinaryResponse  # answered at once
 Result = Whole | BinaryStream | Iterator[OpenAIResponse]  # or a stream of bytes or of chunks
@@ -87,8 +41,8 @@ class Answers:
     """What an operation answers with (for the OpenAPI document): a JSON body of one of
     `json`, server-sent events of `events` when streamed, or a body of one of `media`."""
 
-    json: tuple[type[OpenAIResponse], ...] = ()
-    events: tuple[type[OpenAIResponse], ...] = ()
+    json: tuple[str, ...] = ()  # the types' names ("module:Type", imported when documented)
+    events: tuple[str, ...] = ()  # the same; a union's name stands for its members
     media: tuple[str, ...] = ()
 
 
@@ -101,7 +55,7 @@ class Operation:
     handle: Handle
     inference: bool  # runs a model: goes through admission control
     summary: str
-    body: type | None = None  # the JSON body's (or the form fields') protocol type
+    body_type: str | None = None  # the JSON body's (or the form fields') protocol type's name
     answers: Answers = Answers()
     form: bool = False  # a multipart upload (fields and a `file`), not a JSON body
     publishes: bool = False  # may answer with URLs of files: the adapter says where they go
@@ -111,33 +65,37 @@ class Operation:
     reads_images: bool = False  # its messages may hold images: the adapter says how to read them
 
     @property
+    def body(self) -> type | None:
+        return imported(self.body_type) if self.body_type else None
+
+    @property
     def pattern(self) -> re.Pattern[str]:
         return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>.+)", self.path) + "$")
 
 
-def _body(request_type: type) -> Parse:
-    return lambda body, params: parse_request(request_type, body)
+def _body(request_type: str) -> Parse:
+    return lambda body, params: parse_request(imported(request_type), body)
 
 
-def _upload(request_type: type[TranscriptionRequest]) -> Parse:
-    def parse(body: Any, params: Mapping[str, str]) -> tuple[TranscriptionRequest, bytes]:
+def _upload(request_type: str) -> Parse:
+    def parse(body: Any, params: Mapping[str, str]) -> tuple[Any, bytes]:
         if not isinstance(body, Mapping) or not isinstance(body.get("file"), bytes):
             raise InvalidRequest("'file' (the audio) is a required multipart field.", param="file")
         if not body["file"]:
             raise InvalidRequest("'file' is empty.", param="file")
         fields = {k: v for k, v in body.items() if k != "file"}
-        return parse_request(request_type, fields), body["file"]
+        return parse_request(imported(request_type), fields), body["file"]
 
     return parse
 
 
 def _images(job: Publishing, store: ModelStore) -> Result:
-    return create_images(job.request, store, job.urls, job.base_url)
+    return imported("handlers.images:create_images")(job.request, store, job.urls, job.base_url)
 
 
-def _reading(handle: Callable[..., Result]) -> Handle:
+def _reading(handler: str) -> Handle:
     """A handler of requests whose messages may hold images, given the adapter's limits."""
-    return lambda job, store: handle(job.request, store, job.images)
+    return lambda job, store: imported(handler)(job.request, store, job.images)
 
 
 def query_bool(params: Mapping[str, str], name: str) -> bool:
@@ -150,73 +108,88 @@ def query_bool(params: Mapping[str, str], name: str) -> bool:
 
 
 def _posted(
-    name: str, path: str, body: type, handle: Handle, *, form: bool = False, **fields: Any
+    name: str, path: str, body: str, handle: Handle | str, *, form: bool = False, **fields: Any
 ) -> Operation:
-    """An inference operation that takes one protocol type: as a JSON body or, with
-    form=True, as the fields of a multipart upload with its `file`."""
+    """An inference operation that takes one protocol type (named "module:Type"): as a JSON
+    body or, with form=True, as the fields of a multipart upload with its `file`. `handle`: a
+    handler, or the name of one ("module:function")."""
     parse = _upload(body) if form else _body(body)
+    handler = later(handle) if isinstance(handle, str) else handle
     return Operation(
-        name, "POST", path, parse, handle, inference=True, body=body, form=form, **fields
+        name, "POST", path, parse, handler, inference=True, body_type=body, form=form, **fields
     )
 
 
 # Transcriptions and translations: JSON, text or subtitles, or events when streamed.
 TRANSCRIPTS = Answers(
-    json=(Transcription, TranscriptionVerbose),
-    events=(TranscriptTextDelta, TranscriptTextDone),
+    json=("common.protocol.audio:Transcription", "common.protocol.audio:TranscriptionVerbose"),
+    events=(
+        "common.protocol.audio:TranscriptTextDelta",
+        "common.protocol.audio:TranscriptTextDone",
+    ),
     media=("text/plain", "application/x-subrip", "text/vtt"),
 )
+RESPONSE = "common.protocol.responses:Response"
 
 OPERATIONS = (
     _posted(
         "createChatCompletion",
         "/chat/completions",
-        ChatCompletionRequest,
-        _reading(create_chat_completion),
+        "common.protocol.chat:ChatCompletionRequest",
+        _reading("handlers.chat:create_chat_completion"),
         reads_images=True,
         summary="Chat: a model's reply to a conversation, with tools and structured output",
-        answers=Answers(json=(ChatCompletion,), events=(ChatCompletionChunk,)),
+        answers=Answers(
+            json=("common.protocol.chat:ChatCompletion",),
+            events=("common.protocol.chat:ChatCompletionChunk",),
+        ),
     ),
     _posted(
         "createCompletion",
         "/completions",
-        CompletionRequest,
-        create_completion,
+        "common.protocol.completions:CompletionRequest",
+        "handlers.completions:create_completion",
         summary="Completions: text continued from a prompt",
-        answers=Answers(json=(Completion,), events=(Completion,)),
+        answers=Answers(
+            json=("common.protocol.completions:Completion",),
+            events=("common.protocol.completions:Completion",),
+        ),
     ),
     _posted(
         "createEdit",
         "/edits",
-        EditRequest,
-        create_edit,
+        "common.protocol.completions:EditRequest",
+        "handlers.edits:create_edit",
         summary="Edits: an input rewritten by an instruction (OpenAI's retired endpoint)",
-        answers=Answers(json=(Edit,)),
+        answers=Answers(json=("common.protocol.completions:Edit",)),
     ),
     _posted(
         "createEmbedding",
         "/embeddings",
-        EmbeddingRequest,
-        create_embeddings,
+        "common.protocol.embeddings:EmbeddingRequest",
+        "handlers.embeddings:create_embeddings",
         summary="Embeddings: a vector for each input",
-        answers=Answers(json=(EmbeddingList,)),
+        answers=Answers(json=("common.protocol.embeddings:EmbeddingList",)),
     ),
     _posted(
         "createSpeech",
         "/audio/speech",
-        SpeechRequest,
-        create_speech,
+        "common.protocol.audio:SpeechRequest",
+        "handlers.speech:create_speech",
         summary="Speech: text read aloud, as audio or as server-sent events of audio",
         answers=Answers(
-            events=(SpeechAudioDelta, SpeechAudioDone),
+            events=(
+                "common.protocol.audio:SpeechAudioDelta",
+                "common.protocol.audio:SpeechAudioDone",
+            ),
             media=tuple(dict.fromkeys(SPEECH_MEDIA_TYPES.values())),
         ),
     ),
     _posted(
         "createTranscription",
         "/audio/transcriptions",
-        TranscriptionRequest,
-        create_transcription,
+        "common.protocol.audio:TranscriptionRequest",
+        "handlers.transcriptions:create_transcription",
         summary="Transcription: the text of an audio file",
         answers=TRANSCRIPTS,
         form=True,
@@ -224,8 +197,8 @@ OPERATIONS = (
     _posted(
         "createTranslation",
         "/audio/translations",
-        TranslationRequest,
-        create_translation,
+        "common.protocol.audio:TranslationRequest",
+        "handlers.transcriptions:create_translation",
         summary="Translation: an audio file's speech as English text",
         answers=TRANSCRIPTS,
         form=True,
@@ -233,21 +206,23 @@ OPERATIONS = (
     _posted(
         "createImage",
         "/images/generations",
-        ImageGenerationRequest,
+        "common.protocol.images:ImageGenerationRequest",
         _images,
         summary="Images: pictures drawn from a prompt, inline or as URLs",
-        answers=Answers(json=(ImagesResponse,)),
+        answers=Answers(json=("common.protocol.images:ImagesResponse",)),
         publishes=True,
     ),
     _posted(
         "createResponse",
         "/responses",
-        ResponsesRequest,
-        _reading(create_response),
+        "common.protocol.responses:ResponsesRequest",
+        _reading("handlers.responses:create_response"),
         reads_images=True,
         summary="Responses: a model's response to input items, with tools, structured output "
         "and stored conversations (previous_response_id)",
-        answers=Answers(json=(Response,), events=typing.get_args(ResponseStreamEvent)),
+        answers=Answers(
+            json=(RESPONSE,), events=("common.protocol.responses:ResponseStreamEvent",)
+        ),
         dialect=RESPONSES,
         stateful=True,
     ),
@@ -255,8 +230,11 @@ OPERATIONS = (
         "listInputItems",
         "GET",
         "/responses/{response_id}/input_items",
-        lambda body, params: (params["response_id"], input_items_query(params)),
-        list_input_items,
+        lambda body, params: (
+            params["response_id"],
+            imported("handlers.responses:input_items_query")(params),
+        ),
+        later("handlers.responses:list_input_items"),
         inference=False,
         summary="The input items of a stored response",
         query=(
@@ -264,7 +242,7 @@ OPERATIONS = (
             ("order", "asc or desc (default desc: newest first)."),
             ("after", "An item id: list the items after it."),
         ),
-        answers=Answers(json=(InputItemList,)),
+        answers=Answers(json=("common.protocol.responses:InputItemList",)),
         stateful=True,
     ),
     Operation(
@@ -272,10 +250,10 @@ OPERATIONS = (
         "GET",
         "/responses/{response_id}",
         lambda body, params: params["response_id"],
-        retrieve_response,
+        later("handlers.responses:retrieve_response"),
         inference=False,
         summary="A stored response, by its id (only with the key that created it)",
-        answers=Answers(json=(Response,)),
+        answers=Answers(json=(RESPONSE,)),
         stateful=True,
     ),
     Operation(
@@ -283,31 +261,34 @@ OPERATIONS = (
         "DELETE",
         "/responses/{response_id}",
         lambda body, params: params["response_id"],
-        delete_response,
+        later("handlers.responses:delete_response"),
         inference=False,
         summary="Deletes a stored response",
-        answers=Answers(json=(DeletedResponse,)),
+        answers=Answers(json=("common.protocol.responses:DeletedResponse",)),
         stateful=True,
     ),
     _posted(
         "createMessage",
         "/messages",
-        MessageCreateRequest,
-        _reading(create_message),
+        "common.protocol.messages:MessageCreateRequest",
+        _reading("handlers.messages:create_message"),
         reads_images=True,
         summary="Messages: Anthropic's Messages API (the anthropic SDK, Claude Code) over the "
         "same generation, with tools and structured output",
-        answers=Answers(json=(Message,), events=typing.get_args(MessageStreamEvent)),
+        answers=Answers(
+            json=("common.protocol.messages:Message",),
+            events=("common.protocol.messages:MessageStreamEvent",),
+        ),
         dialect=ANTHROPIC,
     ),
     _posted(
         "countMessageTokens",
         "/messages/count_tokens",
-        MessageCountTokensRequest,
-        _reading(count_message_tokens),
+        "common.protocol.messages:MessageCountTokensRequest",
+        _reading("handlers.messages:count_message_tokens"),
         reads_images=True,
         summary="The input tokens a message would count, without generating it (Anthropic's)",
-        answers=Answers(json=(MessageTokensCount,)),
+        answers=Answers(json=("common.protocol.messages:MessageTokensCount",)),
         dialect=ANTHROPIC,
     ),
     Operation(
@@ -315,24 +296,26 @@ OPERATIONS = (
         "GET",
         "/models",
         lambda body, params: (params.get("filter"), query_bool(params, "excludeConfigured")),
-        lambda query, store: list_models(store.registry, *query),
+        lambda query, store: imported("handlers.models:list_models")(store.registry, *query),
         inference=False,
         summary="Models: every model served here, by its id and its aliases",
         query=(
             ("filter", "A regular expression (RE2) the ids listed must match (LocalAI's)."),
             ("excludeConfigured", "true: only the models not named in the registry (LocalAI's)."),
         ),
-        answers=Answers(json=(ModelList,)),
+        answers=Answers(json=("common.protocol.models:ModelList",)),
     ),
     Operation(
         "retrieveModel",
         "GET",
         "/models/{model}",
         lambda body, params: params["model"],
-        lambda model_id, store: retrieve_model(store.registry, model_id),
+        lambda model_id, store: imported("handlers.models:retrieve_model")(
+            store.registry, model_id
+        ),
         inference=False,
         summary="A model by its id or alias",
-        answers=Answers(json=(Model,)),
+        answers=Answers(json=("common.protocol.models:Model",)),
     ),
 )
 

@@ -10,11 +10,17 @@ import numpy as np
 
 from common import cancellation, metering
 from common.errors import InvalidRequest
-from common.protocol.audio import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, TokenUsage
+from common.protocol.audio import (
+    SPEECH_MEDIA_TYPES,
+    SpeechAudioDelta,
+    SpeechAudioDone,
+    SpeechRequest,
+    TokenUsage,
+)
 from common.protocol.base import BinaryStream
 from common.store import ModelStore
 from handlers._capabilities import require
-from layers.audio_codec import MEDIA_TYPES, AudioEncoder
+from layers.audio_codec import AudioEncoder
 from layers.speech import SpeechModel
 
 # Speech engines have no text tokenizer of OpenAI's: words and punctuation marks stand in.
@@ -27,7 +33,7 @@ def create_speech(
 ) -> BinaryStream | Iterator[SpeechAudioDelta | SpeechAudioDone]:
     if request.stream_format == "sse":
         return _events(request, store)
-    return BinaryStream(_audio(request, store), MEDIA_TYPES[request.response_format])
+    return BinaryStream(_audio(request, store), SPEECH_MEDIA_TYPES[request.response_format])
 
 
 def _audio(

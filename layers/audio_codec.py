@@ -15,14 +15,6 @@ import struct
 import numpy as np
 
 PCM_RATE = 24_000
-MEDIA_TYPES = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",
-}
 # format -> (container, codec, sample rate: None keeps the source's, muxer options)
 _CODECS = {
     "mp3": ("mp3", "libmp3lame", None, {}),

@@ -19,6 +19,9 @@ which holds because, as measured on llama.cpp's CPU backend:
   llama.cpp splits a batch of several streams into equal parts per sequence: so only units of
   equal length are decoded together, and no block is ever split.
 
+The context holds as many streams as sequences have run at once, doubling when more arrive
+than it holds, up to `parallel` (layers/llama_context): a slot is a stream of it.
+
 Prefix caching is per slot: a slot keeps the prompt it evaluated last, and a new sequence
 takes the free slot that shares the most blocks with its prompt, or copies another slot's
 stream when that one shares more (how the n choices of one request evaluate their prompt
@@ -40,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import EngineUnavailable
+from layers.llama_context import GrowingContext
 from layers.llama_sequences import END, Job, Slot, TokenStream
 from layers.media_prompt import MediaSpan, Prompt, position
 from layers.prefix_cache import blocks_of
@@ -56,9 +60,9 @@ class _Unit:
     logits: str  # "none", "last" or "all"
 
 
-# (the image's chunks, its first position, the sequence id, whether to keep the last logits):
-# evaluates an image into a sequence's stream; raises if the engine cannot.
-EvaluateMedia = Callable[[Any, int, int, bool], None]
+# (the context, the image's chunks, its first position, the sequence id, whether to keep the
+# last logits): evaluates an image into a sequence's stream; raises if the engine cannot.
+EvaluateMedia = Callable[[Any, Any, int, int, bool], None]
 
 
 class BatchScheduler:
@@ -67,10 +71,7 @@ class BatchScheduler:
     def __init__(
         self,
         lib: Any,
-        ctx: Any,
-        parallel: int,
-        context_length: int,
-        n_batch: int,
+        context: GrowingContext,
         vocab_size: int,
         piece: Callable[[int], bytes],
         is_eog: Callable[[int], bool],
@@ -78,15 +79,15 @@ class BatchScheduler:
     ) -> None:
         import numpy as np
 
-        self._lib, self._ctx, self._np = lib, ctx, np
-        self._memory = lib.llama_get_memory(ctx)
-        self._context_length = context_length
+        self._lib, self._context, self._np = lib, context, np
+        self._ctx, self._memory = context.handle, context.memory
+        self._context_length = context.context_length
         self._vocab_size = vocab_size
         self._piece, self._is_eog = piece, is_eog
         self._evaluate_media = evaluate_media
-        self._slots = [Slot(i) for i in range(parallel)]
-        self._n_batch = n_batch
-        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        self._slots = [Slot(i) for i in range(context.sequences)]
+        self._n_batch = context.n_batch
+        self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
         self._inbox: deque[Job] = deque()
         self._wake = threading.Condition()
         self._closed = False
@@ -116,6 +117,7 @@ class BatchScheduler:
             self._wake.notify()
         self._thread.join()
         self._lib.llama_batch_free(self._batch)
+        self._context.free()
 
     def _submit(self, job: Job) -> None:
         with self._wake:
@@ -168,8 +170,9 @@ class BatchScheduler:
         from a busier slot that shares more."""
         while self._inbox:
             free = [slot for slot in self._slots if slot.job is None]
-            if not free:
+            if not free and not self._grow():
                 return
+            free = free or [slot for slot in self._slots if slot.job is None]
             job = self._inbox.popleft()
             prompt = job.prompt
             slot = max(free, key=lambda s: (s.reusable(prompt), -s.seq_id))
@@ -185,6 +188,21 @@ class BatchScheduler:
                 job.source, job.wanted = source, source.reusable(prompt, planned=True)
             else:
                 self._start(job, 0 if job.on_prompt_logits else own)
+
+    def _grow(self) -> bool:
+        """More jobs wait than the context has free streams: a larger context, if it can grow
+        (once per doubling; the running streams pause for its creation, tens to a few hundred
+        ms). The streams that hold something (a running sequence or a cached prompt) move."""
+        context = self._context
+        if not context.growable:
+            return False
+        busy = sum(slot.job is not None for slot in self._slots)
+        occupied = [slot.seq_id for slot in self._slots if slot.job is not None or slot.blocks]
+        if not context.grow(busy + len(self._inbox), occupied):
+            return False
+        self._ctx, self._memory = context.handle, context.memory
+        self._slots += [Slot(i) for i in range(len(self._slots), context.sequences)]
+        return True
 
     def _start(self, job: Job, reuse: int) -> None:
         """Trims the job's slot to the `reuse` blocks it shares and plans the rest."""
@@ -259,7 +277,8 @@ class BatchScheduler:
         assert slot is not None and self._evaluate_media is not None
         last = span.end == len(job.prompt)
         try:
-            self._evaluate_media(span.chunk, position(job.prompt, span.start), slot.seq_id, last)
+            start = position(job.prompt, span.start)
+            self._evaluate_media(self._ctx, span.chunk, start, slot.seq_id, last)
         except Exception as error:
             log.warning("an image could not be evaluated: %s", error)
             return self._finish(job, error)

@@ -7,15 +7,16 @@ import functools
 import logging
 import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.errors import EngineUnavailable, InvalidRequest
+from common.errors import InvalidRequest
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.chat_template import ChatTemplate
 from layers.llama_batch import BatchScheduler
+from layers.llama_context import GrowingContext
 from layers.llama_files import (
     MODEL_PARAMETERS,
     fingerprint,
@@ -26,7 +27,6 @@ from layers.llama_files import (
 from layers.llama_sequences import Job
 from layers.logprobs import TokenLogprobs
 from layers.media_prompt import Prompt
-from layers.prefix_cache import BLOCK
 from layers.structured import lark_string
 from layers.text import (
     IMAGE_MARKER,
@@ -71,8 +71,8 @@ class LlamaCppTextModel:
             if key in kwargs:
                 setattr(model_params, key, kwargs[key])
         self._model = LlamaModel(path_model=str(path), params=model_params, verbose=False)
-        self._context = self._new_context(kwargs)
-        self.context_length: int = llama_cpp.llama_n_ctx(self._context) // self.parallel
+        context = GrowingContext(llama_cpp, self._model.model, kwargs, self.parallel, self.name)
+        self.context_length: int = context.context_length
         self.vocab_size: int = self._model.n_vocab()
         self.fingerprint = fingerprint(path, kwargs, llama_cpp.__version__)
         self._vision = None
@@ -83,9 +83,8 @@ class LlamaCppTextModel:
             self._vision = Projector(
                 projector,
                 self._model.model,
-                self._context,
                 kwargs.get("mmproj_threads", kwargs["n_threads_batch"]),
-                llama_cpp.llama_n_batch(self._context),
+                context.n_batch,
             )
             # Its weights shape the answers to images as the model's shape all answers.
             self.fingerprint = fingerprint(projector, {"model": self.fingerprint}, "mtmd")
@@ -97,10 +96,7 @@ class LlamaCppTextModel:
         self._grammar_lock = threading.Lock()
         self._scheduler = BatchScheduler(
             llama_cpp,
-            self._context,
-            self.parallel,
-            self.context_length,
-            llama_cpp.llama_n_batch(self._context),
+            context,
             self.vocab_size,
             self._piece,
             lambda token: llama_cpp.llama_vocab_is_eog(self._vocab, token),
@@ -122,37 +118,6 @@ class LlamaCppTextModel:
         for text, token in self._marker_tokens.items():
             self._pieces[token] = text.encode()  # generated, they show: the parser needs them
 
-    def _new_context(self, kwargs: Mapping[str, Any]) -> Any:
-        """One context for all sequences: a KV stream of n_ctx cells for each, and batches
-        large enough for a prompt block from every sequence at once."""
-        lib = self._llama_cpp
-        params = lib.llama_context_default_params()
-        params.n_seq_max = self.parallel
-        params.kv_unified = False
-        params.n_ctx = kwargs["n_ctx"] * self.parallel
-        params.n_batch = max(kwargs["n_batch"], self.parallel * BLOCK)
-        params.n_ubatch = max(kwargs.get("n_ubatch", params.n_batch), params.n_batch)
-        params.n_threads = kwargs["n_threads"]
-        params.n_threads_batch = kwargs["n_threads_batch"]
-        flash_attn = kwargs["flash_attn"]
-        params.flash_attn_type = (
-            lib.LLAMA_FLASH_ATTN_TYPE_AUTO
-            if flash_attn == "auto"
-            else lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if flash_attn
-            else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
-        for key in ("rope_freq_base", "rope_freq_scale"):
-            if key in kwargs:
-                setattr(params, key, kwargs[key])
-        context = lib.llama_init_from_model(self._model.model, params)
-        if context is None:
-            raise EngineUnavailable(
-                f"llama.cpp could not create a context for '{self.name}' ({self.parallel} "
-                f"sequences of {kwargs['n_ctx']} tokens): lower `parallel` or `n_ctx`."
-            )
-        return context
-
     def _special_markers(self) -> dict[str, int]:
         """The markers of the model's formats that its vocabulary has as one special token
         (control, or added by the model's authors): text -> token."""
@@ -173,10 +138,9 @@ class LlamaCppTextModel:
         return lark_string(text) if token is None else f"<[{token}]>"
 
     def close(self) -> None:
-        self._scheduler.close()  # stops the running sequences first
+        self._scheduler.close()  # stops the running sequences first, then frees the context
         if self._vision is not None:
             self._vision.close()
-        self._llama_cpp.llama_free(self._context)
         self._model.close()
 
     def chat_prompt(

@@ -36,12 +36,12 @@ class Projector:
     """An mtmd context beside a llama.cpp model; `prompt` is safe from any thread (mtmd's
     tokenizer is), `evaluate` runs on the scheduler thread only."""
 
-    def __init__(self, path: Path, model: Any, context: Any, threads: int, n_batch: int) -> None:
+    def __init__(self, path: Path, model: Any, threads: int, n_batch: int) -> None:
         import llama_cpp
         import llama_cpp.mtmd_cpp as mtmd
         from llama_cpp._logger import llama_log_callback
 
-        self._mtmd, self._lib, self._context, self._n_batch = mtmd, llama_cpp, context, n_batch
+        self._mtmd, self._lib, self._n_batch = mtmd, llama_cpp, n_batch
         # Its log goes where llama.cpp's does (errors only): every image prints a dozen lines.
         mtmd.mtmd_log_set(llama_log_callback, ctypes.c_void_p(0))
         mtmd.mtmd_helper_log_set(llama_log_callback, ctypes.c_void_p(0))
@@ -150,17 +150,19 @@ class Projector:
         positions = mtmd.mtmd_input_chunk_get_n_pos(chunk)
         return _Item(chunk, image, placeholders(f"{image}/{i}", length), positions)
 
-    def evaluate(self, chunks: Any, position: int, seq_id: int, logits_last: bool) -> None:
-        """Decodes an image's chunks into sequence `seq_id`'s stream from `position` on: each
-        tile encoded by the projector and its embeddings decoded (Gemma 3's bidirectional
-        attention over an image included), the text between tiles as text."""
+    def evaluate(
+        self, context: Any, chunks: Any, position: int, seq_id: int, logits_last: bool
+    ) -> None:
+        """Decodes an image's chunks into sequence `seq_id`'s stream of `context` from
+        `position` on: each tile encoded by the projector and its embeddings decoded (Gemma 3's
+        bidirectional attention over an image included), the text between tiles as text."""
         if chunks is None:
             raise EngineUnavailable("An image was evaluated twice; please retry the request.")
         for k, chunk in enumerate(chunks):
             after = self._lib.llama_pos(position)  # the helper adds a text chunk's tokens to it
             status = self._mtmd.mtmd_helper_eval_chunk_single(
                 self._handle,
-                self._context,
+                context,
                 chunk,
                 position,
                 seq_id,

