@@ -105,16 +105,28 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Every bench/bench_*.py (tests/e2e/test_bench_smoke.py checks that none is left out). A peer
+# that is not here is skipped, and said so: llama-server until `make llama-server`, infinity
+# unless INFINITY=path/to/infinity_emb; bench_gpu_text measures only on a CUDA GPU.
+# BENCH_ARGS=--smoke runs each at its smallest sizes (seconds: a check, not figures).
 bench: setup
 	$(BIN)/pip install --quiet -e '.[llama,embeddings,audio,images,runpod,aws,test,bench]'
-	$(BIN)/python bench/bench_text.py
-	$(BIN)/python bench/bench_store.py
-	$(BIN)/python bench/bench_cold_start.py
-	$(BIN)/python bench/bench_embeddings.py
-	$(BIN)/python bench/bench_speech.py
-	$(BIN)/python bench/bench_transcription.py
-	$(BIN)/python bench/bench_images.py
-	$(BIN)/python bench/bench_structured.py  # with its peer once `make llama-server` was run
+	$(BIN)/python bench/bench_text.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_store.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_cold_start.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_embeddings.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_embeddings_batching.py $(BENCH_ARGS) $(if $(INFINITY),--infinity $(INFINITY))
+	$(BIN)/python bench/bench_speech.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_transcription.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_images.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_vision.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_structured.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_batching.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_metrics_overhead.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_dialects.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_tool_formats.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_agent_grammars.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_gpu_text.py $(BENCH_ARGS)
 
 # llama.cpp's own C++ server, the peer of bench/bench_structured.py: built from the llama.cpp
 # vendored in the same llama-cpp-python release, with the same portable flags (~15 min on 2 cores;

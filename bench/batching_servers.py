@@ -43,12 +43,12 @@ def wait_healthy(client: httpx.Client, url: str) -> None:
 
 
 @contextlib.contextmanager
-def stratus(**settings: str) -> Iterator[Target]:
+def stratus(threads: int = THREADS, **settings: str) -> Iterator[Target]:
     """Stratus; `settings` are more environment variables (STRATUS_METRICS="false", ...)."""
     port = free_port()
     command = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)]
     env = {
-        "STRATUS_THREADS": str(THREADS),
+        "STRATUS_THREADS": str(threads),
         "STRATUS_LOG_LEVEL": "warning",
         "STRATUS_MAX_QUEUE": str(MAX_QUEUE),
         **settings,
@@ -64,11 +64,11 @@ def stratus(**settings: str) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def llama_cpp_python(path: Path) -> Iterator[Target]:
+def llama_cpp_python(path: Path, threads: int = THREADS) -> Iterator[Target]:
     port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--n_ctx", str(N_CTX),
-        "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS),
+        "--n_threads", str(threads), "--n_threads_batch", str(threads),
         "--interrupt_requests", "false", "--model_alias", "smollm2", "--port", str(port),
     ]  # fmt: skip
     with running(command, f"http://127.0.0.1:{port}/v1/models", os.environ):
@@ -80,11 +80,11 @@ def llama_cpp_python(path: Path) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def llama_server(binary: Path, path: Path) -> Iterator[Target]:
+def llama_server(binary: Path, path: Path, threads: int = THREADS) -> Iterator[Target]:
     port = free_port()
     command = [
         str(binary), "-m", str(path), "-c", str(N_CTX * SLOTS), "--parallel", str(SLOTS),
-        "--no-kv-unified", "-t", str(THREADS), "-tb", str(THREADS), "--no-webui",
+        "--no-kv-unified", "-t", str(threads), "-tb", str(threads), "--no-webui",
         "--port", str(port),
     ]  # fmt: skip
     with running(command, f"http://127.0.0.1:{port}/health", os.environ):

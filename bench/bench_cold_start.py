@@ -6,6 +6,7 @@ lambda      a fresh Python process that imports adapters.aws_lambda and invokes 
             with tests/events/apigw_rest_v1_chat.json (what a Lambda cold start does)
 
 .venv/bin/python bench/bench_cold_start.py --rounds 3
+.venv/bin/python bench/bench_cold_start.py --smoke   # one start of each, at 1 thread
 
 Each start is split in phases: `ready` (process start -> the server answers, or for Lambda the
 handler module imported), then the first request's `load_ms` (the model loaded) and the rest
@@ -29,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from tests.processes import free_port, runpod_local_api, wait_until_up  # noqa: E402
 
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
@@ -132,7 +134,10 @@ def lambda_cold_start() -> ColdStart:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, help="STRATUS_THREADS (default: the server's)")
+    args = smoke.parse_args(parser, {"rounds": 1, "threads": 1})
+    if args.threads:
+        ENV["STRATUS_THREADS"] = str(args.threads)
     results: dict[str, dict[str, float]] = {}
     for name, measure in (
         ("http", http_cold_start),

@@ -11,6 +11,7 @@ two-turn conversation, in process (goal: <= 5 ms), and a previous_response_id tu
 Server-Timing `compute` beside the same turn sent whole (`store: false`).
 
     .venv/bin/python bench/bench_dialects.py --rounds 8 --tokens 128
+    .venv/bin/python bench/bench_dialects.py --smoke   # 1 round of 16 tokens: seconds
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from tests.processes import free_port, running  # noqa: E402
 
 PROMPT = "Tell me a long story about a lighthouse keeper and a storm."
@@ -139,7 +141,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = smoke.parse_args(parser, {"rounds": 1, "tokens": 16, "threads": 1})
     port = free_port()
     env = {
         **os.environ,

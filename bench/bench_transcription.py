@@ -1,8 +1,9 @@
 """Transcription benchmark: real-time factor of raw faster-whisper in-process vs
-/v1/audio/transcriptions over HTTP (multipart upload), in one run. The audio is ~11 s of speech
-made by the embedded Piper voice, as mp3.
+/v1/audio/transcriptions over HTTP (multipart upload), in one run. The audio is ~9 s of speech
+(bench_speech.py's three sentences) made by the embedded Piper voice, as mp3.
 
     .venv/bin/python bench/bench_transcription.py --rounds 5
+    .venv/bin/python bench/bench_transcription.py --smoke   # 1 round of 1 sentence: seconds
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_speech import TEXT  # noqa: E402
+from bench import smoke  # noqa: E402
+from bench.bench_speech import SENTENCES  # noqa: E402
 from common.sources import local_path  # noqa: E402
 from tests.processes import stratus_serve  # noqa: E402
 
@@ -29,14 +31,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--sentences", type=int, default=len(SENTENCES), help="how many of the 3 to say"
+    )
+    args = smoke.parse_args(parser, {"rounds": 1, "sentences": 1, "threads": 1})
+    text = " ".join(SENTENCES[: args.sentences])
 
     from faster_whisper import WhisperModel
     from faster_whisper.audio import decode_audio
 
     env = {**os.environ, "STRATUS_LOG_LEVEL": "warning", "STRATUS_THREADS": str(args.threads)}
     with stratus_serve(env=env) as server, httpx.Client(base_url=server.url, timeout=120) as client:
-        speech = {"model": "tts-1", "input": TEXT, "voice": "alloy", "response_format": "mp3"}
+        speech = {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "mp3"}
         audio = client.post("/v1/audio/speech", json=speech).content
         seconds = len(decode_audio(io.BytesIO(audio))) / 16_000
 

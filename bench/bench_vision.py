@@ -3,12 +3,14 @@ llama.cpp's own llama-server with --mmproj, on the same generated model (tiny-vl
 
     make llama-server   # once: llama.cpp's server from the vendored source, portable flags
     .venv/bin/python bench/bench_vision.py [--rounds 15]
+    .venv/bin/python bench/bench_vision.py --smoke   # 1 round, every target at 1 thread
 
 Each round draws a new image (noise, so no server can answer it from a cache) and sends it to
 each target in turn: a chat with the image and one line of text, max_tokens 1, temperature 0,
 not streamed: the answer comes when the image is encoded, the prompt evaluated and one token
 sampled. llama-server runs at its defaults (as its users run it), and beside them with one
-thread, its best setting here; Stratus at its own.
+thread, its best setting here; Stratus at its own. Without llama-server, it is skipped (said so)
+and Stratus is compared with the raw engine alone.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import smoke  # noqa: E402
 from bench.batching_servers import shown_command, wait_healthy  # noqa: E402
 from tests.processes import free_port, running  # noqa: E402
 
-LLAMA_SERVER = ROOT / "build/llama-server/bin/llama-server"
 MODEL_DIR = ROOT / "build/bench-vlm"
 QUESTION = "Describe this image."
 SIZE = (640, 480)
@@ -108,7 +110,7 @@ def stratus(model_dir: Path, **settings: str) -> Iterator[tuple[Ask, str]]:
 def llama_server(model_dir: Path, *options: str) -> Iterator[tuple[Ask, str]]:
     port = free_port()
     files = ["-m", str(model_dir / "model.gguf"), "--mmproj", str(model_dir / "mmproj.gguf")]
-    command = [str(LLAMA_SERVER), *files, *options, "--port", str(port)]
+    command = [str(smoke.LLAMA_SERVER), *files, *options, "--port", str(port)]
     with running(command, f"http://127.0.0.1:{port}/health", os.environ):
         with httpx.Client(timeout=10) as client:
             wait_healthy(client, f"http://127.0.0.1:{port}/health")
@@ -117,7 +119,7 @@ def llama_server(model_dir: Path, *options: str) -> Iterator[tuple[Ask, str]]:
 
 
 @contextlib.contextmanager
-def raw_engine(model_dir: Path) -> Iterator[tuple[Ask, str]]:
+def raw_engine(model_dir: Path, threads: int = 2) -> Iterator[tuple[Ask, str]]:
     """llama.cpp and mtmd in this process: the image decoded by mtmd's helper, the chat
     template applied by hand (ChatML, as the model's), one token sampled."""
     import llama_cpp
@@ -131,7 +133,7 @@ def raw_engine(model_dir: Path) -> Iterator[tuple[Ask, str]]:
     model = LlamaModel(path_model=str(model_dir / "model.gguf"),
                        params=llama_cpp.llama_model_default_params(), verbose=False)  # fmt: skip
     params = llama_cpp.llama_context_default_params()
-    params.n_ctx, params.n_threads, params.n_threads_batch = 4096, 2, 2
+    params.n_ctx, params.n_threads, params.n_threads_batch = 4096, threads, threads
     context = llama_cpp.llama_init_from_model(model.model, params)
     vision = mtmd.mtmd_context_params_default()
     # One thread for the projector, as Stratus's entry for tiny-vlm has (mmproj_threads).
@@ -176,21 +178,35 @@ def raw_engine(model_dir: Path) -> Iterator[tuple[Ask, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
-    rounds = parser.parse_args().rounds
-    if not LLAMA_SERVER.is_file():
-        sys.exit(f"{LLAMA_SERVER} is missing: run `make llama-server` first.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="every target's (default: each at its own, and beside them at one thread)",
+    )
+    args = smoke.parse_args(parser, {"rounds": 1, "threads": 1})
+    rounds, threads = args.rounds, args.threads
+    peer = smoke.llama_server()
     model_dir = generated_model()
     with contextlib.ExitStack() as stack:
+        settings = {"STRATUS_THREADS": str(threads)} if threads else {}
+        options = ("-t", str(threads)) if threads else ()
         targets = {
-            "llama.cpp (raw)": stack.enter_context(raw_engine(model_dir)),
-            "stratus": stack.enter_context(stratus(model_dir)),
-            "stratus threads=1": stack.enter_context(stratus(model_dir, STRATUS_THREADS="1")),
-            "llama-server": stack.enter_context(llama_server(model_dir)),
-            # Beside its defaults, its best setting here: at its defaults the projector's
-            # threads and the model's spinning ones share two cores, and each 64-pixel tile
-            # takes 80 ms to encode instead of 1.
-            "llama-server -t 1": stack.enter_context(llama_server(model_dir, "-t", "1")),
+            "llama.cpp (raw)": stack.enter_context(raw_engine(model_dir, threads or 2)),
+            "stratus": stack.enter_context(stratus(model_dir, **settings)),
         }
+        if threads is None:
+            targets["stratus threads=1"] = stack.enter_context(
+                stratus(model_dir, STRATUS_THREADS="1")
+            )
+        if peer:
+            targets["llama-server"] = stack.enter_context(llama_server(model_dir, *options))
+            if threads is None:
+                # Beside its defaults, its best setting here: at its defaults the projector's
+                # threads and the model's spinning ones share two cores, and each 64-pixel tile
+                # takes 80 ms to encode instead of 1.
+                targets["llama-server -t 1"] = stack.enter_context(
+                    llama_server(model_dir, "-t", "1")
+                )
         for name, (_, command) in targets.items():
             print(f"{name}: {command}")
         times: dict[str, list[float]] = {name: [] for name in targets}
@@ -215,10 +231,13 @@ def main() -> None:
         print(f"{name:20} each (ms): {shown}")
     for name in targets:
         print(f"{name:20} median {median[name]:7.1f} ms   prompt tokens {sorted(tokens[name])}")
-    print(f"stratus / llama-server: {median['stratus'] / median['llama-server']:.3f} (goal <= 1.1)")
-    print(f"stratus / llama-server -t 1: {median['stratus'] / median['llama-server -t 1']:.3f}")
-    one = median["stratus threads=1"] / median["llama-server -t 1"]
-    print(f"stratus threads=1 / llama-server -t 1: {one:.3f}")
+    if "llama-server" in median:
+        ratio = median["stratus"] / median["llama-server"]
+        print(f"stratus / llama-server: {ratio:.3f} (goal <= 1.1)")
+    if "llama-server -t 1" in median:
+        print(f"stratus / llama-server -t 1: {median['stratus'] / median['llama-server -t 1']:.3f}")
+        one = median["stratus threads=1"] / median["llama-server -t 1"]
+        print(f"stratus threads=1 / llama-server -t 1: {one:.3f}")
     print(f"stratus / raw engine:   {median['stratus'] / median['llama.cpp (raw)']:.3f}")
 
 
