@@ -15,6 +15,9 @@ which holds because, as measured on llama.cpp's CPU backend:
   bit-identical alone or beside others in the same batch;
 - attention reads the sequence's own KV stream only (`kv_unified` off; with one unified
   buffer the other sequences' cells change the last bits, and near-ties flip tokens);
+- a token decoded alone goes beside a ballast token in another stream (removed after): alone,
+  a sequence with 512 cells or more in view gets its flash attention split between threads
+  and the parts added up, in another order than beside other sequences;
 - a prompt is evaluated in blocks that depend on its length only (layers/prefix_cache), and
   llama.cpp splits a batch of several streams into equal parts per sequence: so only units of
   equal length are decoded together, and no block is ever split.
@@ -310,8 +313,12 @@ class BatchScheduler:
                     unit.logits == "last" and offset == last
                 )
                 index += 1
-        batch.n_tokens = index
+        others = [s.seq_id for s in self._slots if s.seq_id != batch.seq_id[0][0]]
+        ballast = self._context.ballast(batch, others) if index == 1 else None
+        batch.n_tokens = index + (ballast is not None)
         status = lib.llama_decode(self._ctx, batch)
+        if ballast is not None:
+            lib.llama_memory_seq_rm(self._memory, *ballast, -1)
         if status != 0:
             error = EngineUnavailable(f"llama.cpp could not evaluate the batch (status {status}).")
             for unit in units:

@@ -3,8 +3,9 @@
 A context reserves the KV cells of every sequence it can hold when it is created, and llama.cpp
 clears them then: about 15 ms per 1,000 cells on these machines, 270 ms for SmolLM2's 8
 sequences of 2,048 (and 640 MB per 2,048-token sequence of a 70B model). So a model starts
-with a context for one sequence and grows it, doubling, when more sequences arrive than it
-holds, up to its `parallel`: a cold start pays for the one sequence it serves, and a model that
+with a context for two sequences (two, not one: the scheduler decodes a lone token beside a
+second stream, layers/llama_batch) and grows it, doubling, when more sequences arrive than it
+holds, up to its `parallel`: a cold start pays for two sequences, not eight, and a model that
 never runs eight at once never reserves memory for eight.
 
 Growing moves each occupied stream into the new, larger context with llama.cpp's sequence
@@ -22,7 +23,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from common.errors import EngineUnavailable
@@ -45,8 +46,8 @@ class GrowingContext:
     ) -> None:
         self._lib, self._model, self._kwargs, self._name = lib, model, kwargs, name
         self.parallel = parallel
-        self.growable = _plain_kv_cache(lib, model) and parallel > 1
-        self.sequences = 1 if self.growable else parallel
+        self.growable = _plain_kv_cache(lib, model) and parallel > 2
+        self.sequences = 2 if self.growable else parallel
         self.handle = self._create(self.sequences)
         self.memory = lib.llama_get_memory(self.handle)
         self.n_batch: int = lib.llama_n_batch(self.handle)
@@ -80,6 +81,28 @@ class GrowingContext:
         self.memory = self._lib.llama_get_memory(larger)
         self.growable = size < self.parallel
         return True
+
+    def ballast(self, batch: Any, streams: Sequence[int]) -> tuple[int, int] | None:
+        """Puts a ballast token after the batch's lone token, at the end of the emptiest of
+        `streams` (the caller removes it after the decode): its (sequence id, position), or
+        None where none has room.
+
+        Alone, a token of a sequence with 512 cells or more in view has its flash attention
+        split between threads and the parts added up (llama.cpp's CPU backend), which
+        changes the last bits of its numbers; beside a token of another stream it takes the
+        path it takes among other sequences.
+        """
+        lib, memory = self._lib, self.memory
+        ends = {seq_id: lib.llama_memory_seq_pos_max(memory, seq_id) + 1 for seq_id in streams}
+        if not ends or min(ends.values()) >= self.context_length:
+            return None
+        seq_id = min(ends, key=ends.__getitem__)
+        batch.token[1] = batch.token[0]
+        batch.pos[1] = ends[seq_id]
+        batch.n_seq_id[1] = 1
+        batch.seq_id[1][0] = seq_id
+        batch.logits[1] = False
+        return seq_id, ends[seq_id]
 
     def free(self) -> None:
         self._lib.llama_free(self.handle)

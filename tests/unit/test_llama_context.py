@@ -40,15 +40,15 @@ def _run(model, prompt: list[int], limit: int, started: threading.Event | None =
     return out
 
 
-def test_a_model_starts_with_one_sequence_and_grows_by_doubling_up_to_parallel(path):
+def test_a_model_starts_with_two_sequences_and_grows_by_doubling_up_to_parallel(path):
     model = _model(path, parallel=8)
     try:
         context = model._scheduler._context
-        assert context.sequences == 1 and context.growable
+        assert context.sequences == 2 and context.growable
         prompts = [model.tokenize(f"Count the {word}: 1, 2,") for word in "abcde"]
         results: dict[int, list] = {}
         threads = [
-            threading.Thread(target=lambda i=i: results.__setitem__(i, _run(model, p, 12)))
+            threading.Thread(target=lambda i=i, p=p: results.__setitem__(i, _run(model, p, 12)))
             for i, p in enumerate(prompts)
         ]
         for thread in threads:
@@ -56,7 +56,7 @@ def test_a_model_starts_with_one_sequence_and_grows_by_doubling_up_to_parallel(p
         for thread in threads:
             thread.join(timeout=120)
         assert sorted(results) == [0, 1, 2, 3, 4] and all(len(r) == 12 for r in results.values())
-        assert context.sequences == 8  # five at once: 1 -> 8, the next power of two
+        assert context.sequences == 8  # five at once: 2 -> 8, the next power of two
         assert not context.growable
     finally:
         model.close()
@@ -76,41 +76,69 @@ def _grown(model, sequences: int) -> None:
 
 
 def test_a_running_sequence_gets_the_same_numbers_when_its_stream_moves(path):
-    """A stream running alone in a context of one is moved twice (to 2, then 4 sequences) by
+    """A stream running in a context of two is moved twice (to 4, then 8 sequences) by
     requests that join it; its tokens and log-probabilities are those it gets alone in a
-    context that had 4 from the start, and so are the joiners'."""
-    full = _model(path, parallel=4)
+    context that had 8 from the start, and so are the joiners'."""
+    full = _model(path, parallel=8)
     try:
-        _grown(full, 4)
+        _grown(full, 8)
         counting = full.tokenize("Write the numbers from 1 to 100: 1, 2, 3,")
         sea = full.tokenize("Tell me about the sea.")
-        alone = _run(full, counting, 120)
+        alone = _run(full, counting, 160)
         joiner_alone = _run(full, sea, 16)
     finally:
         full.close()
-    growing = _model(path, parallel=4)
+    growing = _model(path, parallel=8)
     try:
         context = growing._scheduler._context
         started = threading.Event()
         results: dict[str, list] = {}
         runner = threading.Thread(
-            target=lambda: results.__setitem__("a", _run(growing, counting, 120, started))
+            target=lambda: results.__setitem__("a", _run(growing, counting, 160, started))
         )
         runner.start()
         assert started.wait(60)
-        assert context.sequences == 1
-        results["b"] = _run(growing, sea, 16)  # grows to 2 while "a" runs
         assert context.sequences == 2
-        joiners = [
-            threading.Thread(target=lambda k=k: results.__setitem__(k, _run(growing, sea, 16)))
-            for k in ("c", "d")
-        ]
-        for thread in joiners:
-            thread.start()
-        for thread in [*joiners, runner]:
-            thread.join(timeout=120)
-        assert context.sequences == 4  # "a" was still running: 3 at once, grown to 4
+
+        def join(keys: str) -> None:
+            threads = [
+                threading.Thread(target=lambda k=k: results.__setitem__(k, _run(growing, sea, 16)))
+                for k in keys
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+
+        join("bc")  # 3 at once while "a" runs: grows to 4
+        assert context.sequences == 4
+        join("defgh")  # 6 at once: grows to 8
+        runner.join(timeout=120)
+        assert context.sequences == 8
         assert results["a"] == alone
-        assert results["b"] == results["c"] == results["d"] == joiner_alone
+        assert all(results[k] == joiner_alone for k in "bcdefgh")
     finally:
         growing.close()
+
+
+def test_a_long_sequence_gets_the_same_numbers_alone_and_beside_another(path):
+    """Past 256 cells a token decoded alone would have its attention split between threads
+    (llama.cpp's CPU flash attention, 512 cells in view or more): the ballast token keeps it
+    on the path it takes beside other sequences."""
+    model = _model(path, parallel=2)
+    try:
+        text = " ".join(f"{n} apples and {n + 1} pears," for n in range(40))
+        long = model.tokenize(f"Count the fruit: {text}")
+        assert len(long) > 300
+        alone = _run(model, long, 24)
+        started = threading.Event()
+        neighbour = threading.Thread(
+            target=lambda: _run(model, model.tokenize("1, 2, 3,"), 400, started)
+        )
+        neighbour.start()
+        assert started.wait(60)
+        beside = _run(model, long, 24)
+        neighbour.join(timeout=120)
+        assert beside == alone
+    finally:
+        model.close()
