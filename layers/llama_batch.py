@@ -15,15 +15,15 @@ which holds because, as measured on llama.cpp's CPU backend:
   bit-identical alone or beside others in the same batch;
 - attention reads the sequence's own KV stream only (`kv_unified` off; with one unified
   buffer the other sequences' cells change the last bits, and near-ties flip tokens);
-- a token decoded alone goes beside a ballast token in another stream (removed after): alone,
-  a sequence with 512 cells or more in view gets its flash attention split between threads
-  and the parts added up, in another order than beside other sequences;
+- a lone token of a sequence past 224 cells goes beside a ballast token in another stream
+  (layers/llama_context; registry `batch_invariant`, on by default): alone, with 512 cells in
+  view, llama.cpp splits its flash attention between threads and adds the parts up;
 - a prompt is evaluated in blocks that depend on its length only (layers/prefix_cache), and
   llama.cpp splits a batch of several streams into equal parts per sequence: so only units of
   equal length are decoded together, and no block is ever split.
 
-The context holds as many streams as sequences have run at once, doubling when more arrive
-than it holds, up to `parallel` (layers/llama_context): a slot is a stream of it.
+A slot is a stream of the context, which doubles when more sequences arrive than it holds,
+up to `parallel` (layers/llama_context).
 
 Prefix caching is per slot: a slot keeps the prompt it evaluated last, and a new sequence
 takes the free slot that shares the most blocks with its prompt, or copies another slot's
@@ -313,8 +313,10 @@ class BatchScheduler:
                     unit.logits == "last" and offset == last
                 )
                 index += 1
-        others = [s.seq_id for s in self._slots if s.seq_id != batch.seq_id[0][0]]
-        ballast = self._context.ballast(batch, others) if index == 1 else None
+        ballast = None
+        if index == 1:  # a lone token
+            others = [s.seq_id for s in self._slots if s.seq_id != batch.seq_id[0][0]]
+            ballast = self._context.ballast(batch, units[0].start, others)
         batch.n_tokens = index + (ballast is not None)
         status = lib.llama_decode(self._ctx, batch)
         if ballast is not None:

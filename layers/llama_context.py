@@ -31,6 +31,9 @@ from layers.prefix_cache import BLOCK
 
 log = logging.getLogger(__name__)
 
+# A lone token of a sequence with more cells than this gets the ballast: llama.cpp pads the cells
+# in view to 256 and splits them between threads from 512 (a margin of 32 below 256).
+BALLAST_AFTER_CELLS = 224
 # A sequence's state: llama.cpp's magic (u32), the sequence id (i32), then the KV cache's stream
 # count (u32) and each stream's cell count (u32) with, when not 0, its cells.
 _STREAMS_AT = 8
@@ -47,6 +50,7 @@ class GrowingContext:
         self._lib, self._model, self._kwargs, self._name = lib, model, kwargs, name
         self.parallel = parallel
         self.growable = _plain_kv_cache(lib, model) and parallel > 2
+        self.batch_invariant = bool(kwargs.get("batch_invariant", True))
         self.sequences = 2 if self.growable else parallel
         self.handle = self._create(self.sequences)
         self.memory = lib.llama_get_memory(self.handle)
@@ -82,16 +86,19 @@ class GrowingContext:
         self.growable = size < self.parallel
         return True
 
-    def ballast(self, batch: Any, streams: Sequence[int]) -> tuple[int, int] | None:
-        """Puts a ballast token after the batch's lone token, at the end of the emptiest of
-        `streams` (the caller removes it after the decode): its (sequence id, position), or
-        None where none has room.
+    def ballast(self, batch: Any, place: int, streams: Sequence[int]) -> tuple[int, int] | None:
+        """Puts a ballast token after the batch's lone token (at `place` in its sequence), if
+        its sequence is long enough to need one and the model is batch-invariant, at the end
+        of the emptiest of `streams` (the caller removes it after the decode): its (sequence
+        id, position), or None.
 
         Alone, a token of a sequence with 512 cells or more in view has its flash attention
         split between threads and the parts added up (llama.cpp's CPU backend), which
         changes the last bits of its numbers; beside a token of another stream it takes the
         path it takes among other sequences.
         """
+        if not self.batch_invariant or place < BALLAST_AFTER_CELLS:
+            return None
         lib, memory = self._lib, self.memory
         ends = {seq_id: lib.llama_memory_seq_pos_max(memory, seq_id) + 1 for seq_id in streams}
         if not ends or min(ends.values()) >= self.context_length:

@@ -18,8 +18,12 @@ CONTEXT_PARAMETERS = ("n_ctx", "n_batch", "n_ubatch", "rope_freq_base", "rope_fr
 # mmproj_threads: the projector's threads (default: the engine's). A small vision tower's graph
 # is mostly synchronisation between threads: one thread encodes tiny-vlm's tiles in 3 ms, two
 # in 3 ms back to back but 75-230 ms after a tenth of a second idle on these machines.
+# batch_invariant: a sequence's numbers never depend on its neighbours (layers/llama_batch; on
+# by default; off saves the ballast token of a lone sequence past 224 cells, 27% of its
+# decoding on SmolLM2-135M here: docs/PERFORMANCE.md).
 ENGINE_PARAMETERS = (
-    *MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel", "mmproj_threads"
+    *MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel", "mmproj_threads",
+    "batch_invariant",
 )  # fmt: skip
 
 
@@ -32,6 +36,7 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
         # Flash attention where the device has it (llama.cpp's server default; 14% more tokens
         # per second here); `flash_attn: false` turns it off.
         "flash_attn": "auto",
+        "batch_invariant": True,
         "n_threads": options.threads,
         "n_threads_batch": options.threads,
         "verbose": False,

@@ -62,7 +62,7 @@ SMOKES = {  # bench -> what its output must show
         (
             rf"^stratus\s+2\s+{NUMBER}\s",
             rf"^raw\s+2\s+{NUMBER}\s",
-            r"^Stratus ÷ llama-server, aggregate tokens/s at 1|^llama-server: skipped \(.+\)$",
+            r"^Stratus ÷ llama-server +aggregate tokens/s at 1|^llama-server: skipped \(.+\)$",
             r"^llama-cpp-py\s+1\s|^llama_cpp\.server: skipped \(.+\)$",
         )
     ),
