@@ -49,7 +49,7 @@ from common.errors import EngineUnavailable
 from layers.llama_context import GrowingContext
 from layers.llama_sequences import END, Job, Slot, TokenStream
 from layers.media_prompt import MediaSpan, Prompt, position
-from layers.prefix_cache import blocks_of
+from layers.prefix_cache import plan
 from layers.text import GeneratedToken
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class BatchScheduler:
         piece: Callable[[int], bytes],
         is_eog: Callable[[int], bool],
         evaluate_media: EvaluateMedia | None = None,
+        exact_tail: bool = False,  # prompts share tails to the token (layers/prefix_cache)
     ) -> None:
         import numpy as np
 
@@ -88,7 +89,8 @@ class BatchScheduler:
         self._vocab_size = vocab_size
         self._piece, self._is_eog = piece, is_eog
         self._evaluate_media = evaluate_media
-        self._slots = [Slot(i) for i in range(context.sequences)]
+        self._exact_tail = exact_tail
+        self._slots = [Slot(i, exact_tail) for i in range(context.sequences)]
         self._n_batch = context.n_batch
         self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
         self._inbox: deque[Job] = deque()
@@ -200,28 +202,27 @@ class BatchScheduler:
         if not context.growable:
             return False
         busy = sum(slot.job is not None for slot in self._slots)
-        occupied = [slot.seq_id for slot in self._slots if slot.job is not None or slot.blocks]
+        occupied = [s.seq_id for s in self._slots if s.job is not None or s.evaluated]
         if not context.grow(busy + len(self._inbox), occupied):
             return False
         self._ctx, self._memory = context.handle, context.memory
-        self._slots += [Slot(i) for i in range(len(self._slots), context.sequences)]
+        added = range(len(self._slots), context.sequences)
+        self._slots += [Slot(i, self._exact_tail) for i in added]
         return True
 
-    def _start(self, job: Job, reuse: int) -> None:
-        """Trims the job's slot to the `reuse` blocks it shares and plans the rest."""
+    def _start(self, job: Job, keep: int) -> None:
+        """Trims the job's slot to the `keep` places it shares and plans the rest."""
         slot = job.slot
         assert slot is not None
-        blocks = blocks_of(job.prompt)
-        keep = blocks[reuse - 1][1] if reuse else 0
         cut = position(job.prompt, keep)
         if not self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, cut, -1):
             self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            keep, reuse = 0, 0
+            keep = 0
         # The slot remembers the prompt's places, not its images' pixels.
         prompt = job.prompt
         slot.tokens = prompt.detached() if isinstance(prompt, Prompt) else prompt
-        slot.blocks = blocks[:reuse]
-        job.todo, job.n_past = deque(blocks[reuse:]), keep
+        slot.evaluated = keep
+        job.todo, job.n_past = deque(plan(prompt, keep)), keep
 
     def _copy_prefixes(self) -> None:
         """Jobs waiting on another slot's prompt copy its stream once the blocks they share
@@ -286,8 +287,7 @@ class BatchScheduler:
             log.warning("an image could not be evaluated: %s", error)
             return self._finish(job, error)
         job.todo.popleft()
-        job.n_past = span.end
-        slot.blocks.append((span.start, span.end))
+        job.n_past = slot.evaluated = span.end
         if last:  # a prompt that ends with an image: its last embedding's logits
             self._sample(job, -1)
         return None
@@ -340,8 +340,7 @@ class BatchScheduler:
         end = unit.start + len(unit.tokens)
         if job.todo:  # a prompt block
             job.todo.popleft()
-            job.n_past = end
-            job.slot.blocks.append((unit.start, end))  # type: ignore[union-attr]
+            job.n_past = job.slot.evaluated = end  # type: ignore[union-attr]
             if job.on_prompt_logits:
                 for offset in range(len(unit.tokens)):
                     job.on_prompt_logits(unit.start + offset, self._logits(first + offset))

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from common import cancellation
 from layers.logprobs import TokenLogprobs
-from layers.prefix_cache import Block, blocks_of, reusable_blocks
+from layers.prefix_cache import Block, reusable
 from layers.text import GeneratedToken
 
 
@@ -95,12 +95,13 @@ class TokenStream:
 @dataclass(eq=False)
 class Slot:
     seq_id: int
+    exact_tail: bool = False  # prompts share tails to the token (layers/prefix_cache)
     tokens: list[int] = field(default_factory=list)  # the prompt its stream holds
-    blocks: list[Block] = field(default_factory=list)  # the leading blocks evaluated so far
+    evaluated: int = 0  # how many places of it are evaluated so far
     job: Job | None = None
 
     def reusable(self, prompt: Sequence[int], planned: bool = False) -> int:
-        """Leading blocks of `prompt` this slot holds (planned: will hold once its prompt is
+        """Leading places of `prompt` this slot holds (planned: will hold once its prompt is
         evaluated)."""
-        blocks = blocks_of(self.tokens) if planned else self.blocks
-        return reusable_blocks(self.tokens, blocks, prompt)
+        evaluated = len(self.tokens) if planned else self.evaluated
+        return reusable(self.tokens, evaluated, prompt, self.exact_tail)

@@ -12,6 +12,14 @@ evaluated again, as its logits are the ones sampled from; usually it is one or t
 
 A prompt with images (layers/media_prompt) is planned the same way between its images, and
 each image is one block of its own: it is evaluated whole, by the model's projector.
+
+Reuse to the token (`exact_tail`): measured on llama.cpp's CPU backend with flash attention
+(tests/unit/test_prefix_reuse.py), a token's numbers depend only on whether it was evaluated in
+a block of 64 tokens or more (the tiled kernel) or fewer (the one-pass kernel), not on how the
+blocks were cut otherwise. The tail of a plan (after its last full block) is all one-pass; so a
+later prompt with the same full blocks reuses the tail it shares to the token, and evaluates
+the rest of its tail in any blocks under 64. Elsewhere (flash attention off: a single-token
+block differs there; other backends: not measured) reuse stays whole blocks.
 """
 
 from __future__ import annotations
@@ -35,6 +43,44 @@ def prompt_blocks(length: int, block: int = BLOCK) -> list[Block]:
         blocks.append((start, start + size))
         start += size
     return blocks
+
+
+def body_end(length: int, block: int = BLOCK) -> int:
+    """Where a prompt's full blocks end and its tail begins."""
+    return length - length % block
+
+
+def plan(tokens: Sequence[int], keep: int = 0) -> list[Block]:
+    """The blocks left to evaluate once the first `keep` places are cached: `keep` is 0, the
+    end of a block of blocks_of(tokens), or a place in a text prompt's tail (`reusable`)."""
+    if keep > body_end(len(tokens)) and not spans_of(tokens):
+        return [(keep + a, keep + b) for a, b in prompt_blocks(len(tokens) - keep)]
+    return [(a, b) for a, b in blocks_of(tokens) if a >= keep]
+
+
+def reusable(
+    cached_tokens: Sequence[int],
+    evaluated: int,
+    prompt: Sequence[int],
+    exact_tail: bool,
+) -> int:
+    """How many leading places of `prompt` the cache holds bit for bit (`evaluated`: how many
+    of `cached_tokens` it holds): the end of the last block of its plan it shares, or with
+    `exact_tail`, a place in a shared tail. Never all: the last place is evaluated again, for
+    the logits to sample."""
+    common = 0
+    for a, b in zip(cached_tokens[:evaluated], prompt, strict=False):
+        if a != b:
+            break
+        common += 1
+    common = min(common, len(prompt) - 1)
+    if exact_tail and not spans_of(prompt) and not spans_of(cached_tokens):
+        body = body_end(len(prompt))
+        if common > body and body_end(len(cached_tokens)) == body:
+            return common  # the shared tail: one-pass in both
+    cached_blocks = [b for b in blocks_of(cached_tokens) if b[1] <= evaluated]
+    reused = reusable_blocks(cached_tokens, cached_blocks, prompt)
+    return blocks_of(prompt)[reused - 1][1] if reused else 0
 
 
 def blocks_of(tokens: Sequence[int], block: int = BLOCK) -> list[Block]:
