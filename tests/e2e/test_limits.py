@@ -153,7 +153,9 @@ def test_the_deadline_through_runpod(strict):
 
 def test_runpod_jobs_queue_and_overflow_with_429(strict):
     async def scenario() -> tuple[list[Any], list[Any]]:
-        long = {"route": "/v1/chat/completions", "body": {**LONG_STREAM, "max_tokens": 30}}
+        # Long enough to hold the engine while the others arrive (~0.6 s here: its prompt is
+        # cached to the token), short enough to finish within the deadline.
+        long = {"route": "/v1/chat/completions", "body": {**LONG_STREAM, "max_tokens": 60}}
         # Another model's jobs wait while the chat runs (one engine at a time).
         short = {
             "route": "/v1/embeddings",
@@ -162,7 +164,7 @@ def test_runpod_jobs_queue_and_overflow_with_429(strict):
         holding = strict.worker.handle({"id": "a", "input": long})
         first = await anext(holding)  # running: its model holds the engine
         waiting = asyncio.ensure_future(_collect(strict.worker.handle({"id": "b", "input": short})))
-        await asyncio.sleep(0.3)  # queued: the queue holds one
+        await asyncio.sleep(0.1)  # queued: the queue holds one
         overflow = await _collect(strict.worker.handle({"id": "c", "input": short}))
         rest = [first] + [output async for output in holding]
         return overflow, [rest, await waiting]
