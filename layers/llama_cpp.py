@@ -102,7 +102,8 @@ class LlamaCppTextModel:
             lambda token: llama_cpp.llama_vocab_is_eog(self._vocab, token),
             self._vision.evaluate if self._vision is not None else None,
             # Measured on the CPU backend with flash attention only (layers/prefix_cache).
-            exact_tail=kwargs["flash_attn"] is not False
+            exact_tail=kwargs["token_prefix_reuse"] is True
+            and kwargs["flash_attn"] is not False
             and not llama_cpp.llama_supports_gpu_offload(),
         )
         self._template = ChatTemplate(

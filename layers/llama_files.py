@@ -23,8 +23,10 @@ CONTEXT_PARAMETERS = ("n_ctx", "n_batch", "n_ubatch", "rope_freq_base", "rope_fr
 # decoding on SmolLM2-135M here: docs/PERFORMANCE.md).
 ENGINE_PARAMETERS = (
     *MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel", "mmproj_threads",
-    "batch_invariant",
+    "batch_invariant", "token_prefix_reuse",
 )  # fmt: skip
+# token_prefix_reuse: prefixes reused to the token in a prompt's tail (layers/prefix_cache;
+# off by default until a live-server failure with it is understood: docs/PERFORMANCE.md).
 
 
 def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[str, Any]:
@@ -37,6 +39,7 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
         # per second here); `flash_attn: false` turns it off.
         "flash_attn": "auto",
         "batch_invariant": True,
+        "token_prefix_reuse": False,
         "n_threads": options.threads,
         "n_threads_batch": options.threads,
         "verbose": False,

@@ -114,7 +114,7 @@ def test_a_prompt_reusing_a_cached_tail_gets_what_it_gets_from_scratch(path, sha
     monkeypatch.setattr(
         llama_batch, "plan", lambda tokens, keep=0: kept.append(keep) or plan(tokens, keep)
     )
-    model = _model(path, parallel=2)
+    model = _model(path, parallel=2, token_prefix_reuse=True)
     try:
         _greedy(model, cached)
         assert _greedy(model, prompt) == scratch
@@ -124,7 +124,7 @@ def test_a_prompt_reusing_a_cached_tail_gets_what_it_gets_from_scratch(path, sha
 
 
 def test_the_n_choices_of_a_request_evaluate_their_prompt_once_and_agree(path):
-    model = _model(path, parallel=4)
+    model = _model(path, parallel=4, token_prefix_reuse=True)
     try:
         prompt = model.tokenize("Tell me about the sea, the sky and the hills.")
         alone = _greedy(model, prompt)
