@@ -25,11 +25,9 @@ which holds because, as measured on llama.cpp's CPU backend:
 A slot is a stream of the context, which doubles when more sequences arrive than it holds,
 up to `parallel` (layers/llama_context).
 
-Prefix caching is per slot: a slot keeps the prompt it evaluated last, and a new sequence
-takes the free slot that shares the most blocks with its prompt, or copies another slot's
-stream when that one shares more (how the n choices of one request evaluate their prompt
-once). Copies are of whole streams and trimmed after, so the cells are the same as if
-evaluated in place.
+Prefix caching is per slot (layers/prefix_cache): a new sequence takes the free slot that
+holds most of its prompt, or copies a slot's stream that holds more (the n choices of one
+request evaluate their prompt once); copies are whole streams, trimmed after.
 
 An image in a prompt (layers/media_prompt) is a unit of its own: the model's projector encodes
 it and decodes its embeddings into the sequence's stream (`evaluate_media`). One image a step,
