@@ -25,8 +25,8 @@ ENGINE_PARAMETERS = (
     *MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel", "mmproj_threads",
     "batch_invariant", "token_prefix_reuse",
 )  # fmt: skip
-# token_prefix_reuse: prefixes reused to the token in a prompt's tail (layers/prefix_cache;
-# off by default until a live-server failure with it is understood: docs/PERFORMANCE.md).
+# token_prefix_reuse: prefixes reused to the token in a prompt's tail, where measured exact
+# (layers/prefix_cache; on by default, `false` keeps reuse to whole 64-token blocks).
 
 
 def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
         # per second here); `flash_attn: false` turns it off.
         "flash_attn": "auto",
         "batch_invariant": True,
-        "token_prefix_reuse": False,
+        "token_prefix_reuse": True,
         "n_threads": options.threads,
         "n_threads_batch": options.threads,
         "verbose": False,

@@ -168,7 +168,8 @@ def test_a_full_queue_gets_429_and_waiting_requests_finish(server, http, wait_id
         results.append(r.status_code)
 
     with http.stream("POST", "/v1/chat/completions", json=LONG_STREAM) as busy:
-        next(busy.iter_lines())
+        lines = busy.iter_lines()  # kept: a dropped iterator closes the connection
+        next(lines)
         waiters = [threading.Thread(target=waiting_request) for _ in range(MAX_QUEUE)]
         for t in waiters:
             t.start()
@@ -215,7 +216,8 @@ def test_a_client_that_leaves_a_plain_request_stops_it(server, http, wait_idle):
 
 def test_a_client_that_leaves_the_queue_is_never_run(server, http, wait_idle):
     with http.stream("POST", "/v1/chat/completions", json=LONG_STREAM) as busy:
-        next(busy.iter_lines())
+        lines = busy.iter_lines()  # kept: a dropped iterator closes the connection
+        next(lines)
         with httpx.Client(base_url=server.url, headers=server.headers(), timeout=1) as queued:
             with pytest.raises(httpx.TimeoutException):
                 queued.post("/v1/chat/completions", json={**LONG_STREAM, "stream": False})

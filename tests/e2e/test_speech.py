@@ -155,7 +155,8 @@ def test_a_client_that_leaves_stops_synthesis(http, wait_idle):
     body = {"model": "tts-1", "input": long_text, "voice": "alloy", "response_format": "pcm"}
     with http.stream("POST", "/v1/audio/speech", json=body) as response:
         assert response.status_code == 200
-        next(response.iter_raw())
+        audio = response.iter_raw()  # kept: a dropped iterator closes the connection
+        next(audio)
         assert http.get("/health").json()["active"] == 1
     # Synthesizing all of it takes ~6 s; a stopped stream frees the slot within a sentence.
     assert wait_idle(timeout=2.0) < 2.0
