@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from common.errors import EngineUnavailable
+from layers.llama_threads import ThreadPools
 from layers.prefix_cache import BLOCK
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,12 @@ class GrowingContext:
         self.growable = _plain_kv_cache(lib, model) and parallel > 2
         self.batch_invariant = bool(kwargs.get("batch_invariant", True))
         self.sequences = 2 if self.growable else parallel
-        self.handle = self._create(self.sequences)
+        self._threads = ThreadPools(lib, kwargs["n_threads"], kwargs["n_threads_batch"])
+        try:
+            self.handle = self._create(self.sequences)
+        except BaseException:
+            self._threads.free()
+            raise
         self.memory = lib.llama_get_memory(self.handle)
         self.n_batch: int = lib.llama_n_batch(self.handle)
         self.context_length: int = lib.llama_n_ctx(self.handle) // self.sequences
@@ -113,6 +119,7 @@ class GrowingContext:
 
     def free(self) -> None:
         self._lib.llama_free(self.handle)
+        self._threads.free()
 
     def _move(self, larger: Any, seq_id: int, streams: int) -> bool:
         lib = self._lib
@@ -157,6 +164,7 @@ class GrowingContext:
                 f"llama.cpp could not create a context for '{self._name}' ({sequences} "
                 f"sequences of {kwargs['n_ctx']} tokens): lower `parallel` or `n_ctx`."
             )
+        self._threads.attach(context)
         return context
 
 

@@ -143,3 +143,31 @@ def test_a_long_sequence_gets_the_same_numbers_alone_and_beside_another(path, in
         assert (beside == alone) is invariant
     finally:
         model.close()
+
+
+def test_the_contexts_compute_with_one_thread_pool_and_the_same_numbers(path, monkeypatch):
+    """llama.cpp's CPU threads live as long as the model (layers/llama_threads), not one graph;
+    a sequence's tokens and log-probabilities are those it gets with threads per graph."""
+    from layers import llama_context
+
+    prompt_text = "Count: 1, 2, 3,"
+    model = _model(path, parallel=2)
+    try:
+        assert model._scheduler._context._threads.generation is not None
+        pooled = _run(model, model.tokenize(prompt_text), 40)
+    finally:
+        model.close()
+
+    class NoPools:
+        generation = None
+
+        def __init__(self, *args) -> None: ...
+        def attach(self, context) -> None: ...
+        def free(self) -> None: ...
+
+    monkeypatch.setattr(llama_context, "ThreadPools", NoPools)
+    model = _model(path, parallel=2)
+    try:
+        assert _run(model, model.tokenize(prompt_text), 40) == pooled
+    finally:
+        model.close()
