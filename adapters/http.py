@@ -215,7 +215,8 @@ class Gateway:
                 params = {**request.query_params, **request.path_params}
                 # Validating megabytes of messages is slow too: off the event loop.
                 parse = functools.partial(operation.parse, body, params)
-                parsed = parse() if body is None else await run_in_threadpool(parse)
+                on_loop = body is None or self.bodies.small(request)
+                parsed = parse() if on_loop else await run_in_threadpool(parse)
                 if operation.publishes:
                     base_url = str(request.base_url).rstrip("/")
                     parsed = Publishing(parsed, self.image_urls, base_url)

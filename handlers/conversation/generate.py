@@ -163,9 +163,8 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
                 job.reasoning_budget,
                 literal=model.grammar_literal,
             )
-        yield events.Started(len(prompt), model.fingerprint)
-
-        # All choices start now and run side by side; they are read one after the other.
+        # All choices start now, before the first event goes out (the engine works while the
+        # response's head is sent), and run side by side; they are read one after the other.
         generations = [
             TextGeneration(
                 model,
@@ -180,6 +179,7 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
         ]
         completion_tokens = 0
         try:
+            yield events.Started(len(prompt), model.fingerprint)
             for index, generation in enumerate(generations):
                 split = (
                     reasoning.ReasoningSplitter(thinks, model.reasoning_opens) if thinks else None

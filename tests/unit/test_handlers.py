@@ -96,6 +96,26 @@ def test_n_streams_choices_with_their_indexes_and_usage():
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
 
 
+class _Counted(FakeTextModel):
+    """Counts the generations asked of it when they are asked for, as a batching engine
+    queues them (FakeTextModel's own generate starts when first read)."""
+
+    asked = 0
+
+    def generate(self, *args, **kwargs):
+        self.asked += 1
+        return super().generate(*args, **kwargs)
+
+
+def test_every_choice_is_queued_before_the_first_chunk_goes_out():
+    """The engine works while the response's head and first chunk are sent."""
+    model = _Counted(PIECES)
+    stream = chat(model, n=2, stream=True)
+    first = next(stream)
+    assert first.choices[0].delta.content == "" and model.asked == 2
+    stream.close()
+
+
 def test_completion_batch_echo_and_token_prompts():
     request = CompletionRequest(model="gpt-4", prompt=["ab", "c"], n=2, echo=True)
     result = create_completion(request, fake_store(FakeTextModel(PIECES)))
