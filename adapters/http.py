@@ -76,6 +76,7 @@ def create_app(
     """`platform` (http, lambda, runpod) is what the cost lines and metrics say served it."""
     store = store or build_store(settings)
     store.start_reaper()
+    store.preload(settings.preload_models)  # loads while the server starts (STRATUS_PRELOAD)
     image_urls = image_urls or build_image_urls(settings, "this server", serves_files=True)
     gateway = Gateway(settings, store, image_urls, platform)
     routes = [

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STRATUS_MODEL_TTL", "model_ttl"),
         description="Seconds an idle model stays loaded: -1 forever, 0 unload when idle.",
     )
+    preload: str = Field(
+        "",
+        validation_alias=AliasChoices("STRATUS_PRELOAD", "preload"),
+        description="Models to load when the process starts, comma-separated (registry names "
+        "or aliases), in the background: a cold start's first request does not wait for all "
+        "of the load. Empty: each model loads on its first request.",
+    )
     max_loaded_models: int = Field(
         0,
         ge=0,
@@ -250,6 +257,10 @@ class Settings(BaseSettings):
     @property
     def responses_max_bytes(self) -> int:
         return int(self.responses_max_mb * 1024 * 1024)
+
+    @property
+    def preload_models(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.preload.split(",") if m.strip())
 
     @property
     def api_keys(self) -> tuple[str, ...]:

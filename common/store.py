@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,15 +117,41 @@ class ModelStore:
             self._loaded.clear()
         self._close(unloaded, "shutting down")
 
+    def preload(self, model_ids: Sequence[str]) -> threading.Thread | None:
+        """Starts loading these models (registry names or aliases), one after another, on a
+        background thread, and returns it; None when there are none. They are kept as any
+        loaded model is (the TTL and the caps apply). A request for a model still loading
+        waits for that load, counted as its own `load` time. An unknown name raises here, at
+        start; a model that fails to load is logged, and loaded again by its first request."""
+        configs = [self.registry.resolve(model_id) for model_id in model_ids]
+        if not configs:
+            return None
+
+        def load_all() -> None:
+            for config in configs:
+                try:
+                    self._acquire(config)
+                except Exception:  # a request would meet it too: logged, and not the end
+                    log.exception("preloading model %s failed", config.name)
+                else:
+                    self._release(config.name)
+
+        thread = threading.Thread(target=load_all, name="model-preload", daemon=True)
+        thread.start()
+        return thread
+
     def _acquire(self, config: ModelConfig) -> Any:
         name = config.name
         if (model := self._take(name)) is not None:
             metering.model_source("memory")
             return model
-        with self._load_lock(name):
+        lock = self._load_lock(name)
+        with span("load"):  # or the wait for a load already under way (a preload's)
+            lock.acquire()
+        try:
             if (model := self._take(name)) is not None:
                 metering.model_source("memory")
-                return model  # another request loaded it while we waited
+                return model  # loaded while we waited
             path = self._fetch(config)
             config = self._with_projector(config)
             with span("load"):
@@ -133,6 +159,8 @@ class ModelStore:
             with self._guard:
                 self._loaded[name] = _Loaded(model, _size(path), 1, self._clock())
                 unloaded = self._over_caps(keep=name)
+        finally:
+            lock.release()
         self._close(unloaded, "over the cap")
         return model
 

@@ -123,6 +123,50 @@ def test_concurrent_first_uses_load_once():
     assert loads == ["a"] and len({id(m) for m in seen}) == 1 and len(seen) == 8
 
 
+def test_preloading_loads_in_the_background_and_a_request_waits_for_that_load():
+    from common import metering
+
+    loads = []
+    loading_a, gate = threading.Event(), threading.Event()
+
+    def slow_loader(config, path):
+        loads.append(config.name)
+        if config.name == "broken":
+            raise RuntimeError("no such weights")
+        loading_a.set()
+        gate.wait(5)
+        return Model(config.name)
+
+    registry = Registry(
+        [
+            RegisteredModel(ModelConfig(name=n, backend="llama-cpp", source=f"/{n}"), False)
+            for n in ("a", "broken")
+        ]
+    )
+    store = ModelStore(registry, slow_loader, lambda config: Path("/a"))
+    with pytest.raises(NotFound):
+        store.preload(["no-such-model"])  # a misconfiguration fails the start
+    assert store.preload([]) is None
+    thread = store.preload(["broken", "a"])  # a failed load is logged; the next one goes on
+    assert loading_a.wait(5)
+    record = metering.RequestRecord("r1", "createChatCompletion", "http")
+    seen = []
+
+    def request() -> None:
+        with metering.recording(record):
+            seen.append(use(store, "a"))
+
+    waiting = threading.Thread(target=request)
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive()  # waits for the preload's load, not a second one
+    gate.set()
+    waiting.join(10)
+    thread.join(10)
+    assert loads == ["broken", "a"] and store.loaded() == ["a"] and seen[0].name == "a"
+    assert record.cold_start and record.spans["load"] >= 0.2
+
+
 def test_huggingface_cache_sources(tmp_path):
     repo = tmp_path / "hub" / "models--org--name"
     (repo / "snapshots" / "abc123").mkdir(parents=True)
