@@ -188,7 +188,7 @@ class ChatTemplate:
         from jinja2 import TemplateError
 
         try:
-            prompt = self._formatter(messages=marked, tools=tools, **switches).prompt
+            prompt = self._formatter(marked, tools, **switches)
         except ValueError as exc:  # the template's raise_exception: e.g. roles out of order
             raise InvalidRequest(
                 f"The messages do not fit this model's chat template: {exc}", param="messages"
@@ -201,20 +201,62 @@ class ChatTemplate:
 
 
 def _formatter(template: str, eos_token: str, bos_token: str) -> Any:
-    """llama-cpp-python's Jinja formatter, with a `tojson` that also takes what a filter
-    chain yields (`tools | map(attribute='function') | tojson`, as DeepSeek R1's template
-    writes it; Jinja's `map` gives a generator, which minja and Hugging Face render as a
-    list)."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    """A render function of the template, as Hugging Face's transformers renders chat
+    templates (and llama-cpp-python after it): a sandboxed Jinja environment with
+    `loopcontrols`, `{% generation %}` passed through, trimmed blocks, `raise_exception` and
+    `strftime_now`; its `tojson` also takes what a filter chain yields (`tools |
+    map(attribute='function') | tojson`, as DeepSeek R1's template writes it; Jinja's `map`
+    gives a generator, which minja and Hugging Face render as a list)."""
+    from datetime import datetime
 
-    class Formatter(Jinja2ChatFormatter):
-        @staticmethod
-        def tojson(x: Any, *args: Any, **kwargs: Any) -> str:
-            if not isinstance(x, str | bytes | dict | list | tuple) and hasattr(x, "__iter__"):
-                x = list(x)
-            return Jinja2ChatFormatter.tojson(x, *args, **kwargs)
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return Formatter(template=template, eos_token=eos_token, bos_token=bos_token)
+    class IgnoreGenerationTags(jinja2.ext.Extension):
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            parser.stream.skip(1)
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
+               separators: Any = None, sort_keys: bool = False) -> str:  # fmt: skip
+        if not isinstance(x, str | bytes | dict | list | tuple) and hasattr(x, "__iter__"):
+            x = list(x)
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+            sort_keys=sort_keys,
+        )  # fmt: skip
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    environment = ImmutableSandboxedEnvironment(
+        loader=jinja2.BaseLoader(),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[IgnoreGenerationTags, jinja2.ext.loopcontrols],
+    )
+    environment.filters["tojson"] = tojson
+    compiled = environment.from_string(template)
+
+    def render(messages: list[dict[str, Any]], tools: Any, **switches: Any) -> str:
+        return compiled.render(
+            messages=messages,
+            eos_token=eos_token,
+            bos_token=bos_token,
+            raise_exception=raise_exception,
+            add_generation_prompt=True,
+            functions=None,
+            function_call=None,
+            tools=tools,
+            tool_choice=None,
+            strftime_now=lambda f: datetime.now().strftime(f),
+            **switches,
+        )
+
+    return render
 
 
 def _pieces(rendered: str, contents: list[str]) -> list[PromptPiece]:

@@ -11,15 +11,16 @@ from typing import Any
 
 @functools.cache
 def _quiet() -> Any:
-    import llama_cpp
+    from layers.llama_api import bindings
 
-    return llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+    return bindings().llama_log_callback(lambda level, text, user_data: None)
 
 
 def chat_template_of(path: Path) -> str | None:
     """The chat template in a GGUF's metadata, read with its vocabulary only (no weights)."""
-    import llama_cpp
+    from layers.llama_api import bindings
 
+    llama_cpp = bindings()
     llama_cpp.llama_log_set(_quiet(), ctypes.c_void_p())  # the loader's dump is not the answer
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True

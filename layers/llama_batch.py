@@ -79,9 +79,7 @@ class BatchScheduler:
         evaluate_media: EvaluateMedia | None = None,
         exact_tail: bool = False,  # prompts share tails to the token (layers/prefix_cache)
     ) -> None:
-        import numpy as np
-
-        self._lib, self._context, self._np = lib, context, np
+        self._lib, self._context = lib, context
         self._ctx, self._memory = context.handle, context.memory
         self._context_length = context.context_length
         self._vocab_size = vocab_size
@@ -384,9 +382,11 @@ class BatchScheduler:
         return None
 
     def _logits(self, index: int) -> Any:
-        """A position's logits, as a writable numpy view of llama.cpp's own buffer."""
+        """A position's logits: a writable numpy view of llama.cpp's buffer (numpy on first use)."""
+        import numpy as np
+
         pointer = self._lib.llama_get_logits_ith(self._ctx, index)
-        return self._np.ctypeslib.as_array(pointer, shape=(self._vocab_size,))
+        return np.ctypeslib.as_array(pointer, shape=(self._vocab_size,))
 
     def _finish(self, job: Job, error: BaseException | None = None) -> None:
         slot = job.slot

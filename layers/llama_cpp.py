@@ -55,26 +55,26 @@ class LlamaCppTextModel:
     """A GGUF model generating for many requests at once (layers/llama_batch)."""
 
     def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
-        import llama_cpp
-        from llama_cpp._internals import LlamaModel
+        from layers.llama_api import ModelFile, bindings, version
 
+        llama_cpp = bindings()
+        # llama.cpp's log, once llama-cpp-python's package is imported (the vision projector
+        # imports it) and routes it to this logger: errors only, as Llama(verbose=False) has it.
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         self.name = config.name
         self._llama_cpp = llama_cpp
         kwargs = llama_kwargs(config.parameters, options)
         self.parallel = config.parallel  # sequences at once, each with all of n_ctx
-        # llama.cpp's own log (llama-cpp-python routes it to this logger): errors only, as
-        # Llama(verbose=False) sets it; otherwise every load prints hundreds of lines.
-        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         for key in MODEL_PARAMETERS:
             if key in kwargs:
                 setattr(model_params, key, kwargs[key])
-        self._model = LlamaModel(path_model=str(path), params=model_params, verbose=False)
+        self._model = ModelFile(llama_cpp, path, model_params)
         context = GrowingContext(llama_cpp, self._model.model, kwargs, self.parallel, self.name)
         self.context_length: int = context.context_length
         self.vocab_size: int = self._model.n_vocab()
-        self.fingerprint = fingerprint(path, kwargs, llama_cpp.__version__)
+        self.fingerprint = fingerprint(path, kwargs, version())
         self._vision = None
         if config.mmproj is not None:
             from layers.llama_vision import Projector
@@ -293,37 +293,39 @@ class LlamaCppTextModel:
             pieces.append(piece)
             if lib.llama_vocab_is_eog(vocab, token):
                 ends.append(token)
-        tokenize = ctypes.cast(lib.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+        tokenize = ctypes.cast(lib._lib.llama_tokenize, ctypes.c_void_p).value
         return LLTokenizer.from_llamacpp(
             tokens=pieces, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=ends, slices=None
         )
 
     def _sampler(self, sampling: Sampling) -> Any:
         """A llama.cpp sampler chain: logit bias, penalties, then greedy or top-k/p/min-p."""
-        from llama_cpp._internals import LlamaSampler
+        from layers.llama_api import SamplerChain
 
-        n_vocab = self.vocab_size
-        sampler = LlamaSampler()
+        n_vocab, lib = self.vocab_size, self._llama_cpp
+        sampler = SamplerChain(lib)
         if sampling.logit_bias:
             # OpenAI's -100 means "never": a large finite bias is not always enough.
             bias = {t: (-math.inf if b <= -100 else b) for t, b in sampling.logit_bias}
             sampler.add_logit_bias(n_vocab, bias)
-        sampler.add_penalties(
-            n_vocab,
-            penalty_last_n=PENALTY_WINDOW,
-            penalty_repeat=sampling.repeat_penalty,
-            penalty_freq=sampling.frequency_penalty,
-            penalty_present=sampling.presence_penalty,
+        sampler.add(
+            lib.llama_sampler_init_penalties(
+                n_vocab,
+                PENALTY_WINDOW,
+                sampling.repeat_penalty,
+                sampling.frequency_penalty,
+                sampling.presence_penalty,
+            )
         )
         if sampling.temperature == 0:
-            sampler.add_greedy()
+            sampler.add(lib.llama_sampler_init_greedy())
             return sampler
         seed = RANDOM_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF
-        sampler.add_top_k(sampling.top_k)
-        sampler.add_top_p(sampling.top_p, 1)
-        sampler.add_min_p(sampling.min_p, 1)
-        sampler.add_temp(sampling.temperature)
-        sampler.add_dist(seed)
+        sampler.add(lib.llama_sampler_init_top_k(sampling.top_k))
+        sampler.add(lib.llama_sampler_init_top_p(sampling.top_p, 1))
+        sampler.add(lib.llama_sampler_init_min_p(sampling.min_p, 1))
+        sampler.add(lib.llama_sampler_init_temp(sampling.temperature))
+        sampler.add(lib.llama_sampler_init_dist(seed))
         return sampler
 
     def _piece(self, token: int) -> bytes:

@@ -29,7 +29,7 @@ class Job:
     """One sequence: a prompt to evaluate, then tokens to sample until it is done."""
 
     prompt: list[int]
-    sampler: Any  # llama_cpp._internals.LlamaSampler, used and closed by the scheduler thread
+    sampler: Any  # layers.llama_api.SamplerChain, used and closed by the scheduler thread
     mask: Any = None  # layers.structured.TokenMask
     scorer: TokenLogprobs | None = None
     top: int | None = None  # alternatives to score with each token

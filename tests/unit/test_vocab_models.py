@@ -3,6 +3,7 @@ are one special token each, their chat template reads back and Stratus's loader 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,14 +33,26 @@ def lib() -> Any:
 
 @contextmanager
 def loaded(lib: Any, path: Path) -> Iterator[Any]:
-    """The model as layers/llama_cpp.py opens it (llama-cpp-python's LlamaModel)."""
-    from llama_cpp._internals import LlamaModel
+    """The model as layers/llama_cpp.py opens it."""
+    from layers.llama_api import ModelFile
 
-    model = LlamaModel(path_model=str(path), params=lib.llama_model_default_params(), verbose=False)
+    model = ModelFile(lib, path, lib.llama_model_default_params())
     try:
         yield model
     finally:
         model.close()
+
+
+def text_of(lib: Any, model: Any, token: int) -> str:
+    """A token's text in the vocabulary."""
+    return lib.llama_vocab_get_text(model.vocab, token).decode()
+
+
+def piece(lib: Any, model: Any, token: int) -> bytes:
+    """A token's text as generation writes it (special tokens not spelled out)."""
+    buffer = (ctypes.c_char * 256)()
+    written = lib.llama_token_to_piece(model.vocab, token, buffer, 256, 0, False)
+    return bytes(buffer[:written])
 
 
 def special_token(lib: Any, model: Any, text: str) -> tuple[int, int]:
@@ -58,7 +71,7 @@ def test_llama31_has_its_control_tokens_where_llama3_reserved_them(lib):
         assert special_token(lib, model, "<|reserved_special_token_247|>")[0] == 128255
         # A client's text never becomes the control token.
         assert 128010 not in model.tokenize(b"<|python_tag|>", add_bos=False, special=False)
-        assert model.token_get_text(model.token_eos()) == "<|eot_id|>"
+        assert text_of(lib, model, model.token_eos()) == "<|eot_id|>"
         assert lib.llama_vocab_is_eog(model.vocab, 128008)  # <|eom_id|> ends a turn too
         template = template_text("meta-llama-Llama-3.1-8B-Instruct.jinja")
         assert model.metadata()["tokenizer.chat_template"] == template
@@ -71,7 +84,7 @@ def test_extra_specials_are_control_tokens_after_an_spm_vocabulary(lib):
             token, attributes = special_token(lib, model, text)
             assert token == 32000 + offset and attributes & lib.LLAMA_TOKEN_ATTR_CONTROL
         assert len(model.tokenize(b"[TOOL_CALLS]", add_bos=False, special=False)) > 1
-        assert model.token_get_text(model.token_bos()) == "<s>"
+        assert text_of(lib, model, model.token_bos()) == "<s>"
         template = template_text("mistralai-Mistral-Nemo-Instruct-2407.jinja")
         assert model.metadata()["tokenizer.chat_template"] == template
 
@@ -85,10 +98,10 @@ def test_deepseek_markers_are_control_and_think_is_user_defined(lib):
             assert attributes & lib.LLAMA_TOKEN_ATTR_USER_DEFINED
             # user-defined tokens stay whole in any text, and show when generated
             assert model.tokenize(text.encode(), add_bos=False, special=False) == [token]
-            assert model.detokenize([token], special=False) == text.encode()
+            assert piece(lib, model, token) == text.encode()
         bos, eos = model.token_bos(), model.token_eos()
-        assert model.token_get_text(bos) == "<｜begin▁of▁sentence｜>" and bos == 100000
-        assert model.token_get_text(eos) == "<｜end▁of▁sentence｜>"
+        assert text_of(lib, model, bos) == "<｜begin▁of▁sentence｜>" and bos == 100000
+        assert text_of(lib, model, eos) == "<｜end▁of▁sentence｜>"
 
 
 def test_qwen25_has_its_added_tokens_in_place_of_qwen2s_padding(lib):
@@ -101,7 +114,7 @@ def test_qwen25_has_its_added_tokens_in_place_of_qwen2s_padding(lib):
         assert special_token(lib, model, "</tool_call>")[0] == 151658
         assert special_token(lib, model, "<|im_start|>")[1] & lib.LLAMA_TOKEN_ATTR_CONTROL
         assert special_token(lib, model, "<|fim_prefix|>")[1] & lib.LLAMA_TOKEN_ATTR_CONTROL
-        assert model.token_get_text(model.token_eos()) == "<|im_end|>"
+        assert text_of(lib, model, model.token_eos()) == "<|im_end|>"
         assert model.add_bos_token() is False
 
 
