@@ -10,12 +10,20 @@ lambda      a fresh Python process that imports adapters.aws_lambda and invokes 
 
 Each start is split in phases: `ready` (process start -> the server answers, or for Lambda the
 handler module imported), then the first request's `load_ms` (the model loaded) and the rest
-of its work, `compute_ms` (the first answer), as its cost line reports them.
+of its work, `compute_ms` (the first answer), as its cost line reports them. Beside them, the
+import of RunPod's SDK alone (its `import runpod` probes the CPU in a subprocess: about a
+second here, whatever the worker does) and `import adapters.http` alone.
+
+Stratus's own modules are compiled to bytecode first, as `pip install` leaves them in an image
+(`--no-compile`: as they are; this machine's PYTHONDONTWRITEBYTECODE=1 means a plain checkout
+compiles them from source at every start). Set STRATUS_PRELOAD in the environment to measure
+a start that loads its model in the background.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -131,13 +139,29 @@ def lambda_cold_start() -> ColdStart:
     return ColdStart(total, ready, line["load_ms"], line["compute_ms"])
 
 
+def import_seconds(module: str) -> float:
+    """A fresh interpreter's import of `module` alone, timed inside it."""
+    script = (
+        f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, cwd=ROOT, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    return float(out.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, help="STRATUS_THREADS (default: the server's)")
+    parser.add_argument("--no-compile", action="store_true", help="leave the bytecode as it is")
     args = smoke.parse_args(parser, {"rounds": 1, "threads": 1})
     if args.threads:
         ENV["STRATUS_THREADS"] = str(args.threads)
+    if not args.no_compile:
+        for package in ("adapters", "common", "handlers", "layers"):
+            compileall.compile_dir(ROOT / package, quiet=1)
     results: dict[str, dict[str, float]] = {}
     for name, measure in (
         ("http", http_cold_start),
@@ -156,6 +180,12 @@ def main() -> None:
             f"ready {median['ready']:.3f} s, then load {median['load_ms']:.0f} ms, "
             f"first answer {median['compute_ms']:.0f} ms"
         )
+    for module in ("runpod", "adapters.http"):
+        seconds = statistics.median(import_seconds(module) for _ in range(args.rounds))
+        results[f"import {module}"] = {"total": seconds}
+        print(f"import {module} alone: {seconds * 1000:.0f} ms")
+    sdk = results["import runpod"]["total"]
+    print(f"runpod   without its SDK's import: {results['runpod']['total'] - sdk:.3f} s")
     print(json.dumps({k: {p: round(v, 3) for p, v in r.items()} for k, r in results.items()}))
 
 

@@ -1,5 +1,5 @@
-"""llama.cpp's bindings without the rest of llama-cpp-python (layers/llama_api): a chat's cold
-start does not import the high-level package, and importing it later shares the bindings."""
+"""What a cold start leaves out: llama-cpp-python beyond its bindings (layers/llama_api), and
+the CPU probe of RunPod's SDK (adapters/runpod_worker); what needs them later still gets them."""
 
 from __future__ import annotations
 
@@ -38,3 +38,23 @@ def test_a_chat_imports_only_the_bindings_and_the_package_shares_them_later():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HEAVY []" in result.stdout and "SHARED True" in result.stdout, result.stdout
+
+
+RUNPOD_SCRIPT = """
+import sys
+from adapters.runpod_worker import _cpu_name, import_sdk
+runpod = import_sdk()
+from runpod.serverless.utils import rp_debugger
+import cpuinfo
+print("NAMED", rp_debugger.PROCESSOR == _cpu_name() != "")
+print("REAL", hasattr(cpuinfo, "get_cpu_info_json"))
+"""
+
+
+def test_runpods_sdk_names_the_cpu_without_probing_it_and_cpuinfo_stays_whole():
+    result = subprocess.run(
+        [sys.executable, "-c", RUNPOD_SCRIPT], cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "NAMED True" in result.stdout and "REAL True" in result.stdout, result.stdout
