@@ -51,13 +51,6 @@ class BodyReader:
             await form.close()
         return fields
 
-    @staticmethod
-    def small(request: Request) -> bool:
-        """Whether the body declares a length small enough to parse and validate on the event
-        loop: quicker than a hop to a worker thread, and short enough not to hold the loop."""
-        declared = request.headers.get("content-length", "")
-        return declared.isdigit() and int(declared) <= ON_LOOP_BYTES
-
     def _refuse_declared_excess(self, request: Request) -> None:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body:
@@ -73,7 +66,8 @@ class BodyReader:
                 raise _too_large(self.max_body)
             yield part
 
-    async def json(self, request: Request) -> Any:
+    async def json(self, request: Request) -> tuple[Any, int]:
+        """The body parsed, and its size in bytes."""
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type and media_type != "application/json" and not media_type.endswith("+json"):
             raise UnsupportedMediaType(
@@ -85,10 +79,10 @@ class BodyReader:
             body += part
         try:
             if len(body) <= ON_LOOP_BYTES:
-                return _parse_json(body)
+                return _parse_json(body), len(body)
             # Megabytes of JSON take the event loop for a while: every other client (and
             # /health) would wait.
-            return await run_in_threadpool(_parse_json, body)
+            return await run_in_threadpool(_parse_json, body), len(body)
         except (ValueError, RecursionError):  # UnicodeError is a ValueError
             raise InvalidRequest(
                 "We could not parse the JSON body of your request. The body must be a JSON "

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters import docs, playground
-from adapters.bodies import BodyReader
+from adapters.bodies import ON_LOOP_BYTES, BodyReader
 from adapters.error_responses import error_response, unrouted
 from adapters.event_stream import RAW, EventStreamResponse, event_stream, sse
 from adapters.operations import OPERATIONS, Operation, start
@@ -208,15 +208,16 @@ class Gateway:
     def endpoint(self, operation: Operation) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             async def run() -> OpenAIResponse | EventStreamResponse:
-                body = None
-                if operation.form:
-                    body = await self.bodies.form(request)
+                body, size = None, 0
+                if operation.form:  # an upload: validated off the loop, whatever its size
+                    body, size = await self.bodies.form(request), ON_LOOP_BYTES + 1
                 elif operation.method == "POST":
-                    body = await self.bodies.json(request)
+                    body, size = await self.bodies.json(request)
                 params = {**request.query_params, **request.path_params}
-                # Validating megabytes of messages is slow too: off the event loop.
+                # Validating megabytes of messages is slow too: off the event loop (a small
+                # body is validated at once, quicker than the hop to a worker thread).
                 parse = functools.partial(operation.parse, body, params)
-                on_loop = body is None or self.bodies.small(request)
+                on_loop = body is None or size <= ON_LOOP_BYTES
                 parsed = parse() if on_loop else await run_in_threadpool(parse)
                 if operation.publishes:
                     base_url = str(request.base_url).rstrip("/")
