@@ -7,7 +7,7 @@ forces after it), then samples each sequence whose unit ended with logits, with 
 sequence's own sampler chain, grammar and log-probability scorer, and hands the tokens to the
 thread that consumes them. A sequence joins at the next step and leaves without stalling the
 others; a long prompt goes one block per step, so the streams already running keep getting
-tokens while it is evaluated.
+tokens while it is evaluated (alone, its full blocks go together: layers/prefix_cache).
 
 A sequence's numbers do not depend on its neighbours (temperature 0 stays reproducible),
 which holds because, as measured on llama.cpp's CPU backend:
@@ -23,11 +23,9 @@ which holds because, as measured on llama.cpp's CPU backend:
   equal length are decoded together, and no block is ever split.
 
 A slot is a stream of the context, which doubles when more sequences arrive than it holds,
-up to `parallel` (layers/llama_context).
-
-Prefix caching is per slot (layers/prefix_cache): a new sequence takes the free slot that
-holds most of its prompt, or copies a slot's stream that holds more (the n choices of one
-request evaluate their prompt once); copies are whole streams, trimmed after.
+up to `parallel` (layers/llama_context). Prefix caching is per slot (layers/prefix_cache): a
+new sequence takes the free slot that holds most of its prompt, or copies a slot's stream that
+holds more (the n choices of one request evaluate their prompt once), trimmed after.
 
 An image in a prompt (layers/media_prompt) is a unit of its own: the model's projector encodes
 it and decodes its embeddings into the sequence's stream (`evaluate_media`). One image a step,
@@ -47,7 +45,7 @@ from common.errors import EngineUnavailable
 from layers.llama_context import GrowingContext
 from layers.llama_sequences import END, Job, Slot, TokenStream
 from layers.media_prompt import MediaSpan, Prompt, position
-from layers.prefix_cache import plan
+from layers.prefix_cache import joinable, plan
 from layers.text import GeneratedToken
 
 log = logging.getLogger(__name__)
@@ -59,10 +57,11 @@ class _Unit:
     tokens: Sequence[int]
     start: int  # place of the first token in the sequence (layers/media_prompt: its position)
     logits: str  # "none", "last" or "all"
+    blocks: int = 1  # of the job's prompt plan that it evaluates
 
 
-# (the context, the image's chunks, its first position, the sequence id, whether to keep the
-# last logits): evaluates an image into a sequence's stream; raises if the engine cannot.
+# (context, image chunks, first position, sequence id, keep the last logits): evaluates an
+# image into a sequence's stream; raises if the engine cannot.
 EvaluateMedia = Callable[[Any, Any, int, int, bool], None]
 
 
@@ -237,8 +236,7 @@ class BatchScheduler:
             if have <= own:
                 self._start(job, own)
                 continue
-            # A copy between streams copies the whole stream; it happens at the next decode,
-            # before anything is written there.
+            # A whole stream is copied, at the next decode (before anything is written there).
             self._lib.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
             self._start(job, have)
 
@@ -246,20 +244,21 @@ class BatchScheduler:
         self._copy_prefixes()
         units: dict[int, list[_Unit]] = {}
         images: list[tuple[Job, MediaSpan]] = []
-        for slot in self._slots:
-            job = slot.job
-            if job is None or job.source is not None:
-                continue
+        running = [s.job for s in self._slots if s.job is not None and s.job.source is None]
+        for job in running:
             if job.todo:
                 start, end = job.todo[0]
                 if isinstance(job.prompt, Prompt) and (span := job.prompt.span_at(start)):
                     images.append((job, span))
                     continue
+                alone = len(running) == 1 and self._exact_tail and isinstance(job.prompt, list)
+                blocks = joinable(job.todo, self._n_batch) if alone else 1
+                end = job.todo[blocks - 1][1]
                 if job.on_prompt_logits:
                     wants = "all"
                 else:
                     wants = "last" if end == len(job.prompt) else "none"
-                unit = _Unit(job, job.prompt[start:end], start, wants)
+                unit = _Unit(job, job.prompt[start:end], start, wants, blocks)
             elif job.pending:
                 unit = _Unit(job, job.pending, job.n_past, "last")
             else:
@@ -334,8 +333,9 @@ class BatchScheduler:
     def _advance(self, unit: _Unit, first: int) -> None:
         job = unit.job
         end = unit.start + len(unit.tokens)
-        if job.todo:  # a prompt block
-            job.todo.popleft()
+        if job.todo:  # prompt blocks
+            for _ in range(unit.blocks):
+                job.todo.popleft()
             job.n_past = job.slot.evaluated = end  # type: ignore[union-attr]
             if job.on_prompt_logits:
                 for offset in range(len(unit.tokens)):

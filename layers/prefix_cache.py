@@ -45,6 +45,18 @@ def prompt_blocks(length: int, block: int = BLOCK) -> list[Block]:
     return blocks
 
 
+def joinable(todo: Sequence[Block], limit: int) -> int:
+    """How many of a text plan's next blocks to evaluate as one (at most `limit` tokens): its
+    full blocks, which take the tiled kernel however they are cut (where `exact_tail` holds),
+    joined when a sequence runs alone: fewer, larger decode calls for a long prompt."""
+    count, start = 0, todo[0][0] if todo else 0
+    for block_start, block_end in todo:
+        if block_end - block_start < BLOCK or block_end - start > limit:
+            break
+        count += 1
+    return max(count, 1)
+
+
 def body_end(length: int, block: int = BLOCK) -> int:
     """Where a prompt's full blocks end and its tail begins."""
     return length - length % block

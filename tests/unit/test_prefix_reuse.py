@@ -140,3 +140,33 @@ def test_the_n_choices_of_a_request_evaluate_their_prompt_once_and_agree(path):
         assert [results[i] for i in range(3)] == [alone] * 3
     finally:
         model.close()
+
+
+def test_a_long_prompt_alone_goes_in_larger_blocks_with_the_same_numbers(path, monkeypatch):
+    """Alone, a prompt's full blocks are evaluated together (fewer decode calls); the tiled
+    kernel gives the same bits however they are cut, so the tokens and log-probabilities are
+    those of 64-token blocks."""
+    from layers import prefix_cache
+
+    joined: list[int] = []
+    monkeypatch.setattr(
+        llama_batch, "joinable",
+        lambda todo, limit: joined.append(prefix_cache.joinable(todo, limit)) or joined[-1],
+    )  # fmt: skip
+    model = _model(path, parallel=2)
+    try:
+        prompt = model.tokenize(" ".join(f"{n} and" for n in range(150)))
+        assert len(prompt) > 4 * 64
+        together = _greedy(model, prompt)
+    finally:
+        model.close()
+    assert max(joined) >= 4  # the full blocks went in one decode call
+    monkeypatch.setattr(llama_batch, "joinable", lambda todo, limit: 1)
+    model = _model(path, parallel=2, token_prefix_reuse=False)
+    try:
+        assert _greedy(model, prompt) == together  # 64-token blocks, no reuse
+    finally:
+        model.close()
+    assert prefix_cache.joinable([(0, 64), (64, 128), (128, 160), (160, 168)], 512) == 2
+    assert prefix_cache.joinable([(0, 64), (64, 128), (128, 192)], 128) == 2
+    assert prefix_cache.joinable([(0, 32)], 512) == 1
