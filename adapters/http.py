@@ -208,16 +208,16 @@ class Gateway:
     def endpoint(self, operation: Operation) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             async def run() -> OpenAIResponse | EventStreamResponse:
-                body, size = None, 0
+                body, on_loop = None, True
                 if operation.form:  # an upload: validated off the loop, whatever its size
-                    body, size = await self.bodies.form(request), ON_LOOP_BYTES + 1
+                    body, on_loop = await self.bodies.form(request), False
                 elif operation.method == "POST":
                     body, size = await self.bodies.json(request)
+                    on_loop = size <= ON_LOOP_BYTES
                 params = {**request.query_params, **request.path_params}
                 # Validating megabytes of messages is slow too: off the event loop (a small
                 # body is validated at once, quicker than the hop to a worker thread).
                 parse = functools.partial(operation.parse, body, params)
-                on_loop = body is None or size <= ON_LOOP_BYTES
                 parsed = parse() if on_loop else await run_in_threadpool(parse)
                 if operation.publishes:
                     base_url = str(request.base_url).rstrip("/")

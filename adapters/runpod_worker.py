@@ -34,7 +34,9 @@ import json
 import logging
 import secrets
 import signal
+import sys
 import threading
+import types
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -329,9 +331,6 @@ def import_sdk() -> Any:
     output it asks py-cpuinfo, which answers from a Python subprocess probing the CPU. During
     the import, py-cpuinfo's one call is answered from /proc/cpuinfo; the real module is what
     any later `import cpuinfo` gets."""
-    import sys
-    import types
-
     light = types.ModuleType("cpuinfo")
     light.get_cpu_info = lambda: {"brand_raw": _cpu_name()}  # type: ignore[attr-defined]
     if "cpuinfo" not in sys.modules:

@@ -260,8 +260,12 @@ class Settings(BaseSettings):
 
     @property
     def preload_models(self) -> tuple[str, ...]:
-        return tuple(m.strip() for m in self.preload.split(",") if m.strip())
+        return _comma_list(self.preload)
 
     @property
     def api_keys(self) -> tuple[str, ...]:
-        return tuple(k.strip() for k in self.api_key.split(",") if k.strip())
+        return _comma_list(self.api_key)
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())

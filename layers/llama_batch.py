@@ -251,8 +251,8 @@ class BatchScheduler:
                 if isinstance(job.prompt, Prompt) and (span := job.prompt.span_at(start)):
                     images.append((job, span))
                     continue
-                alone = len(running) == 1 and self._exact_tail and isinstance(job.prompt, list)
-                blocks = joinable(job.todo, self._n_batch) if alone else 1
+                alone = len(running) == 1 and self._exact_tail
+                blocks = joinable(job.prompt, job.todo, self._n_batch) if alone else 1
                 end = job.todo[blocks - 1][1]
                 if job.on_prompt_logits:
                     wants = "all"

@@ -45,10 +45,13 @@ def prompt_blocks(length: int, block: int = BLOCK) -> list[Block]:
     return blocks
 
 
-def joinable(todo: Sequence[Block], limit: int) -> int:
-    """How many of a text plan's next blocks to evaluate as one (at most `limit` tokens): its
-    full blocks, which take the tiled kernel however they are cut (where `exact_tail` holds),
-    joined when a sequence runs alone: fewer, larger decode calls for a long prompt."""
+def joinable(tokens: Sequence[int], todo: Sequence[Block], limit: int) -> int:
+    """How many of a plan's next blocks to evaluate as one (at most `limit` tokens): the full
+    blocks of a text prompt, which take the tiled kernel however they are cut (where
+    `exact_tail` holds), joined when a sequence runs alone: fewer, larger decode calls for a
+    long prompt. A prompt with images goes block by block (an image is a block of its own)."""
+    if spans_of(tokens):
+        return 1
     count, start = 0, todo[0][0] if todo else 0
     for block_start, block_end in todo:
         if block_end - block_start < BLOCK or block_end - start > limit:

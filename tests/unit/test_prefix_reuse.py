@@ -11,7 +11,8 @@ import pytest
 
 from common.sources import local_path
 from layers import llama_batch
-from layers.prefix_cache import plan, reusable
+from layers.media_prompt import MediaSpan, Prompt, placeholders
+from layers.prefix_cache import blocks_of, plan, reusable
 from layers.text import Sampling
 from tests.unit.test_llama_context import SOURCE, _model
 
@@ -151,7 +152,8 @@ def test_a_long_prompt_alone_goes_in_larger_blocks_with_the_same_numbers(path, m
     joined: list[int] = []
     monkeypatch.setattr(
         llama_batch, "joinable",
-        lambda todo, limit: joined.append(prefix_cache.joinable(todo, limit)) or joined[-1],
+        lambda tokens, todo, limit: joined.append(prefix_cache.joinable(tokens, todo, limit))
+        or joined[-1],
     )  # fmt: skip
     model = _model(path, parallel=2)
     try:
@@ -161,12 +163,16 @@ def test_a_long_prompt_alone_goes_in_larger_blocks_with_the_same_numbers(path, m
     finally:
         model.close()
     assert max(joined) >= 4  # the full blocks went in one decode call
-    monkeypatch.setattr(llama_batch, "joinable", lambda todo, limit: 1)
+    monkeypatch.setattr(llama_batch, "joinable", lambda tokens, todo, limit: 1)
     model = _model(path, parallel=2, token_prefix_reuse=False)
     try:
         assert _greedy(model, prompt) == together  # 64-token blocks, no reuse
     finally:
         model.close()
-    assert prefix_cache.joinable([(0, 64), (64, 128), (128, 160), (160, 168)], 512) == 2
-    assert prefix_cache.joinable([(0, 64), (64, 128), (128, 192)], 128) == 2
-    assert prefix_cache.joinable([(0, 32)], 512) == 1
+    text = list(range(168))
+    assert prefix_cache.joinable(text, [(0, 64), (64, 128), (128, 160), (160, 168)], 512) == 2
+    assert prefix_cache.joinable(text, [(0, 64), (64, 128), (128, 192)], 128) == 2
+    assert prefix_cache.joinable(text, [(0, 32)], 512) == 1
+    # An image is a block of its own, evaluated by the projector: never joined with text.
+    image = Prompt(list(range(128)) + placeholders("red", 64), [MediaSpan(128, 64, 64)])
+    assert prefix_cache.joinable(image, blocks_of(image), 512) == 1
