@@ -21,9 +21,9 @@ Outputs: a streamed chat or completion yields SSE-framed strings ("data: {...}\\
 with "data: [DONE]\\n\\n") as they are produced; a binary answer (audio) yields
 {"content_type", "data": base64} — streamed speech one such part per piece of audio, as it is
 synthesized: the audio is the decoded parts joined in order; anything else yields its JSON
-object once. Errors yield OpenAI's envelope with the HTTP status it would have had:
-{"error": {...}, "status": 404}. A job RunPod cancels is a client that disconnects: its work
-stops, and its slot is freed.
+object once. An error yields {"error": TEXT}, which fails the job with TEXT as its error: the
+JSON of OpenAI's envelope with the HTTP status it would have had, {"error": {...}, "status":
+404}. A job RunPod cancels is a client that disconnects: its work stops, and its slot is freed.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class Worker:
             request = normalize_job(job.get("input"))
             wire = await asyncio.to_thread(wire_request, request, self.uploads)
         except StratusError as error:
-            yield {**error.envelope(), "status": error.status}
+            yield failed(error.envelope(), error.status)
             return
         job_id = job.get("id")
         async for output in self._exchange(wire, job_id if isinstance(job_id, str) else None):
@@ -300,7 +300,15 @@ async def _outputs(messages: asyncio.Queue[Message | None]) -> AsyncIterator[Any
             buffered += data
     if content_type.startswith(JSON):
         answer = json.loads(buffered) if buffered else {}
-        yield {**answer, "status": status} if status >= 400 else answer
+        yield failed(answer, status) if status >= 400 else answer
+
+
+def failed(envelope: Mapping[str, Any], status: int) -> dict[str, str]:
+    """A failed request's job output. RunPod's SDK fails a job whose output has an `error`,
+    and makes the job's error `str()` of it (a dict would become its Python repr), so the
+    error is the envelope and its HTTP status as JSON text: the job is FAILED, and its error
+    parses as `{"error": {...}, "status": 404}`."""
+    return {"error": json.dumps({**envelope, "status": status})}
 
 
 def make_worker(settings: Settings, store: ModelStore | None = None, **app_options: Any) -> Worker:
@@ -357,10 +365,10 @@ def _cpu_name() -> str:
 
 
 def main() -> None:
-    runpod = import_sdk()
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper())
-    worker = make_worker(settings)
+    worker = make_worker(settings)  # first: STRATUS_PRELOAD's loads overlap the SDK's import
+    runpod = import_sdk()
 
     async def handler(job: Mapping[str, Any]) -> AsyncIterator[Any]:
         worker.watch_sigterm()  # the SDK's own SIGTERM handler is in place by now

@@ -74,10 +74,22 @@ def from_job_outputs(outputs: list[Any]) -> Answer:
         assert len({output["content_type"] for output in outputs}) == 1
         return Answer(200, audio=b"".join(base64.b64decode(o["data"]) for o in outputs))
     [output] = outputs
-    # An error's output carries its status beside the envelope (a Response has "error": null
-    # and a status of its own, a word).
-    status = output.get("status") if output.get("error") is not None else 200
-    return Answer(status if isinstance(status, int) else 200, output)
+    if isinstance(output.get("error"), str):  # a failed request (a Response has "error": null)
+        return from_job_error(output["error"])
+    return Answer(200, output)
+
+
+def from_job_error(error: str) -> Answer:
+    """A failed job's error: the JSON of OpenAI's envelope and the HTTP status beside it."""
+    envelope = json.loads(error)
+    return Answer(envelope["status"], envelope)
+
+
+def from_job_result(result: dict) -> Answer:
+    """What RunPod records for a job: {"output": [...]}, or a failed job's {"error": ...}."""
+    if "error" in result:
+        return from_job_error(result["error"])
+    return from_job_outputs(result["output"])
 
 
 class Platforms:

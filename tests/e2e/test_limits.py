@@ -139,8 +139,8 @@ def test_the_deadline_stops_drawing_and_transcribing(strict, http):
 
 
 def test_the_deadline_through_runpod(strict):
-    [output] = strict.job("/v1/chat/completions", LONG_PLAIN)
-    assert output["status"] == 504 and output["error"]["code"] == "request_timeout"
+    timed_out = from_job_outputs(strict.job("/v1/chat/completions", LONG_PLAIN))
+    assert timed_out.status == 504 and timed_out.body["error"]["code"] == "request_timeout"
     streamed = from_job_outputs(strict.job("/v1/chat/completions", LONG_STREAM))
     assert streamed.events[-1] == "[DONE]"
     assert streamed.events[-2]["error"]["code"] == "request_timeout"
@@ -170,7 +170,8 @@ def test_runpod_jobs_queue_and_overflow_with_429(strict):
         return overflow, [rest, await waiting]
 
     overflow, (held, waited) = strict.loop.run_until_complete(scenario())
-    assert overflow[0]["status"] == 429 and overflow[0]["error"]["code"] == "rate_limit_exceeded"
+    refused = from_job_outputs(overflow)
+    assert refused.status == 429 and refused.body["error"]["code"] == "rate_limit_exceeded"
     assert from_job_outputs(held).events[-1] == "[DONE]"
     # The queued job ran once the engine was free, or, on a slow machine, was answered when its
     # short deadline passed (waiting, or loading its model).
@@ -243,8 +244,8 @@ def test_a_cancelled_runpod_job_stops_its_work_on_every_endpoint(platforms, http
 def test_runpod_jobs_have_the_gateways_body_caps(platforms):
     # The session's in-process settings: the default cap (25 MiB) — a job past it is a 413.
     big = {"model": "gpt-4", "messages": [{"role": "user", "content": "x" * 27_000_000}]}
-    [output] = from_job_outputs_raw(platforms, "/v1/chat/completions", big)
-    assert output["status"] == 413 and output["error"]["code"] == "payload_too_large"
+    refused = from_job_outputs(from_job_outputs_raw(platforms, "/v1/chat/completions", big))
+    assert refused.status == 413 and refused.body["error"]["code"] == "payload_too_large"
 
 
 def from_job_outputs_raw(platforms, route: str, body: Any) -> list[Any]:

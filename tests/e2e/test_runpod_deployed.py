@@ -1,0 +1,109 @@
+"""The RunPod worker as it runs when deployed: RunPod's SDK long-polls the job API for jobs and
+posts their outputs back (tests/runpod_queue.py serves that API on loopback). The platform
+matrix drives the SDK's local test API (`--rp_serve_api`), which takes another path through
+the SDK; this is the path a RunPod endpoint's jobs take."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.platforms import from_job_outputs, from_job_result
+from tests.processes import ROOT
+from tests.runpod_queue import JobQueue
+
+CHAT = {
+    "model": "gpt-4",
+    "messages": [{"role": "user", "content": "Hello!"}],
+    "max_tokens": 8,
+    "temperature": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def queue(server, tmp_path_factory) -> Iterator[JobQueue]:
+    with JobQueue() as jobs:
+        env = {
+            **os.environ,
+            **jobs.env(),
+            "STRATUS_MODELS": str(server.registry),
+            "STRATUS_LOG_LEVEL": "warning",
+            "STRATUS_CACHE_DIR": str(tmp_path_factory.mktemp("runpod-deployed-cache")),
+            "RUNPOD_DEBUG_LEVEL": "ERROR",
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "adapters.runpod_worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield jobs
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+def http_chat(server) -> dict:
+    answer = httpx.post(
+        f"{server.v1}/chat/completions", json=CHAT, headers=server.headers(), timeout=120
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def chat_job(**fields) -> dict:
+    return {"openai_route": "/v1/chat/completions", "openai_input": {**CHAT, **fields}}
+
+
+def test_a_job_is_taken_and_answered_as_over_http(queue, server):
+    reference = http_chat(server)
+    queue.put("plain", chat_job())
+    result = queue.result("plain", timeout=120)
+    answer = from_job_outputs(result.done["output"])
+    assert answer.status == 200
+    assert answer.body["choices"] == reference["choices"]
+    assert result.streamed == result.done["output"]  # each output was also streamed as made
+
+
+def test_a_streamed_job_posts_its_chunks_as_they_come(queue, server):
+    reference = http_chat(server)
+    queue.put("stream", chat_job(stream=True))
+    result = queue.result("stream", timeout=120)
+    answer = from_job_outputs(result.done["output"])
+    assert answer.events[-1] == "[DONE]"
+    assert answer.stream_text == reference["choices"][0]["message"]["content"]
+    assert len(result.streamed) > 3  # chunk by chunk, not one block at the end
+    assert result.streamed == result.done["output"]
+
+
+def test_jobs_taken_together_all_finish(queue):
+    for n in range(3):
+        queue.put(f"together-{n}", chat_job(messages=[{"role": "user", "content": f"Hi {n}"}]))
+    for n in range(3):
+        answer = from_job_outputs(queue.result(f"together-{n}", timeout=120).done["output"])
+        assert answer.status == 200
+        assert answer.body["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_a_bad_job_gets_the_error_envelope_and_the_worker_goes_on(queue):
+    queue.put("unknown-model", chat_job(model="no-such-model"))
+    queue.put("bad-input", {"neither": "route"})
+    unknown = from_job_result(queue.result("unknown-model", timeout=120).done)
+    assert unknown.status == 404
+    assert unknown.body["error"]["code"] == "model_not_found"
+    bad = from_job_result(queue.result("bad-input", timeout=120).done)
+    assert bad.status == 400
+    assert bad.body["error"]["param"] == "input"
+    queue.put("after", chat_job())
+    assert from_job_result(queue.result("after", timeout=120).done).status == 200
