@@ -1,7 +1,11 @@
 """Cold start of each entry point: process start -> first answer, embedded model.
 
 http        `stratus serve`, then POST /v1/chat/completions
-runpod      `python -m adapters.runpod_worker --rp_serve_api`, then POST /runsync
+runpod      `python -m adapters.runpod_worker` as deployed: a job waits in RunPod's job API
+            (tests/runpod_queue.py, on loopback) from the start; the time is when its result
+            is posted back
+runpod-api  `python -m adapters.runpod_worker --rp_serve_api` (the SDK's local test API, which
+            adds FastAPI), then POST /runsync
 lambda      a fresh Python process that imports adapters.aws_lambda and invokes the handler
             with tests/events/apigw_rest_v1_chat.json (what a Lambda cold start does)
 
@@ -12,7 +16,8 @@ Each start is split in phases: `ready` (process start -> the server answers, or 
 handler module imported), then the first request's `load_ms` (the model loaded) and the rest
 of its work, `compute_ms` (the first answer), as its cost line reports them. Beside them, the
 import of RunPod's SDK alone (its `import runpod` probes the CPU in a subprocess: about a
-second here, whatever the worker does) and `import adapters.http` alone.
+second here, whatever the worker does), `import adapters.http` alone, and beside it the
+third-party libraries it imports, alone: the floor that Stratus's own modules add to.
 
 Stratus's own modules are compiled to bytecode first, as `pip install` leaves them in an image
 (`--no-compile`: as they are; this machine's PYTHONDONTWRITEBYTECODE=1 means a plain checkout
@@ -40,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import smoke  # noqa: E402
 from tests.processes import free_port, runpod_local_api, wait_until_up  # noqa: E402
+from tests.runpod_queue import JobQueue  # noqa: E402
 
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
 ENV = {**os.environ, "STRATUS_LOG_LEVEL": "warning", "API_KEY": "test-key"}
@@ -76,10 +82,15 @@ def finish(process: subprocess.Popen) -> list[str]:
     return out.splitlines()
 
 
-def spawn(command: list[str]) -> tuple[subprocess.Popen, float]:
+def spawn(command: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, float]:
     started = time.perf_counter()
     process = subprocess.Popen(
-        command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        command,
+        env={**ENV, **(env or {})},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     return process, started
 
@@ -106,6 +117,26 @@ def http_cold_start() -> ColdStart:
 
 
 def runpod_cold_start() -> ColdStart:
+    """The deployed worker: the job is waiting when the process starts (a cold start is what
+    a queued job causes); `ready` is when the job reached the application."""
+    job = {"openai_route": "/v1/chat/completions", "openai_input": CHAT}
+    with JobQueue() as queue:
+        queue.put("cold", job)
+        process, started = spawn(
+            [sys.executable, "-m", "adapters.runpod_worker"],
+            {**queue.env(), "RUNPOD_DEBUG_LEVEL": "ERROR"},
+        )
+        try:
+            result = queue.result("cold", timeout=60)
+        finally:
+            lines = finish(process)
+    assert "output" in result.done, result.done
+    line = cost_line(lines)
+    total = result.at - started
+    return ColdStart(total, total - line["total_ms"] / 1000, line["load_ms"], line["compute_ms"])
+
+
+def runpod_api_cold_start() -> ColdStart:
     port = free_port()
     process, started = spawn(runpod_local_api(port))
     try:
@@ -151,6 +182,17 @@ def import_seconds(setup: str, timed: str) -> float:
     return float(out.stdout.split()[-1])
 
 
+# The third-party modules `import adapters.http` brings in, as one import: its floor.
+LIBRARIES = (
+    "asyncio",
+    "pydantic",
+    "pydantic_settings",
+    "starlette.applications",
+    "starlette.responses",
+    "starlette.routing",
+    "yaml",
+    "prometheus_client",
+)
 # What is timed alone: RunPod's SDK as its package imports itself, and as the worker imports it
 # (adapters/runpod_worker.import_sdk, without its CPU probe), and the HTTP gateway's module.
 IMPORTS = {
@@ -160,6 +202,7 @@ IMPORTS = {
         "import_sdk()",
     ),
     "import adapters.http": ("", "import adapters.http"),
+    "its libraries": ("", "import " + ", ".join(LIBRARIES)),
 }
 
 
@@ -178,6 +221,7 @@ def main() -> None:
     for name, measure in (
         ("http", http_cold_start),
         ("runpod", runpod_cold_start),
+        ("runpod-api", runpod_api_cold_start),
         ("lambda", lambda_cold_start),
     ):
         runs = [measure() for _ in range(args.rounds)]
@@ -196,6 +240,8 @@ def main() -> None:
         seconds = statistics.median(import_seconds(setup, timed) for _ in range(args.rounds))
         results[name] = {"total": seconds}
         print(f"{name} alone: {seconds * 1000:.0f} ms")
+    own = results["import adapters.http"]["total"] - results["its libraries"]["total"]
+    print(f"import adapters.http over its libraries: {own * 1000:.0f} ms")
     sdk = results["runpod sdk as the worker imports it"]["total"]
     print(f"runpod   without its SDK's import: {results['runpod']['total'] - sdk:.3f} s")
     print(json.dumps({k: {p: round(v, 3) for p, v in r.items()} for k, r in results.items()}))

@@ -1,9 +1,10 @@
 """RunPod's job API on loopback, for the worker as it runs when deployed (not `--rp_serve_api`).
 
 A deployed worker long-polls RUNPOD_WEBHOOK_GET_JOB for jobs (one, or a batch when its
-concurrency is above one), POSTs each streamed output to RUNPOD_WEBHOOK_POST_STREAM and the
-aggregate to RUNPOD_WEBHOOK_POST_OUTPUT. This serves those three URLs from a queue of jobs the
-test or benchmark puts in, and records what comes back, with the time it came.
+concurrency is above one) and its stop channel (the job-take URL with /job-stop/) for jobs to
+stop, POSTs each streamed output to RUNPOD_WEBHOOK_POST_STREAM and the aggregate to
+RUNPOD_WEBHOOK_POST_OUTPUT. This serves those URLs from a queue of jobs the test or benchmark
+puts in (and stops), and records what comes back, with the time it came.
 
     with JobQueue() as queue:
         queue.put("job-1", {"openai_route": ..., "openai_input": ...})
@@ -41,6 +42,7 @@ class _Job:
 class JobQueue:
     def __init__(self) -> None:
         self._waiting: queues.Queue[dict] = queues.Queue()
+        self._stopping: queues.Queue[str] = queues.Queue()
         self._jobs: dict[str, _Job] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -62,6 +64,16 @@ class JobQueue:
         self._jobs[job_id] = _Job()
         self._waiting.put({"id": job_id, "input": job_input})
 
+    def stop(self, job_id: str) -> None:
+        """What RunPod does when a job is cancelled or times out."""
+        self._stopping.put(job_id)
+
+    def streamed(self, job_id: str) -> list[Any]:
+        return list(self._jobs[job_id].streamed)
+
+    def finished(self, job_id: str) -> bool:
+        return self._jobs[job_id].finished.is_set()
+
     def result(self, job_id: str, timeout: float) -> JobResult:
         job = self._jobs[job_id]
         if not job.finished.wait(timeout):
@@ -77,14 +89,15 @@ class JobQueue:
         self._server.shutdown()
         self._server.server_close()
 
-    def _take(self, batch: int) -> list[dict]:
+    @staticmethod
+    def _long_poll(waiting: queues.Queue, most: int) -> list[Any]:
         try:
-            jobs = [self._waiting.get(timeout=LONG_POLL_SECONDS)]
+            items = [waiting.get(timeout=LONG_POLL_SECONDS)]
         except queues.Empty:
             return []
-        while len(jobs) < batch and not self._waiting.empty():
-            jobs.append(self._waiting.get_nowait())
-        return jobs
+        while len(items) < most and not waiting.empty():
+            items.append(waiting.get_nowait())
+        return items
 
     def _record(self, kind: str, job_id: str, body: Any) -> None:
         job = self._jobs[job_id]
@@ -114,8 +127,15 @@ class JobQueue:
                 kind = url.path.split("/")[1]
                 if kind == "ping":
                     return self._answer(200, {})
-                batch = dict(p.split("=", 1) for p in url.query.split("&") if "=" in p)
-                taken = jobs._take(int(batch.get("batch_size", 1)))
+                if kind == "job-stop":
+                    stopping = jobs._long_poll(jobs._stopping, 100)
+                    return (
+                        self._answer(200, {"jobsToStop": stopping})
+                        if stopping
+                        else self._answer(204)
+                    )
+                query = dict(p.split("=", 1) for p in url.query.split("&") if "=" in p)
+                taken = jobs._long_poll(jobs._waiting, int(query.get("batch_size", 1)))
                 if not taken:
                     return self._answer(204)
                 self._answer(200, taken if kind == "job-take-batch" else taken[0])

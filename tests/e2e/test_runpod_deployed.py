@@ -5,9 +5,11 @@ the SDK; this is the path a RunPod endpoint's jobs take."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -107,3 +109,25 @@ def test_a_bad_job_gets_the_error_envelope_and_the_worker_goes_on(queue):
     assert bad.body["error"]["param"] == "input"
     queue.put("after", chat_job())
     assert from_job_result(queue.result("after", timeout=120).done).status == 200
+
+
+def test_a_job_runpod_stops_stops_its_work(queue):
+    # 1,500 tokens take tens of seconds here; a stopped job frees the engine within a token.
+    long = chat_job(stream=True, max_tokens=1500, ignore_eos=True)
+    queue.put("long", long)
+    deadline = time.monotonic() + 60
+    while len(queue.streamed("long")) < 3:  # generating
+        assert time.monotonic() < deadline and not queue.finished("long")
+        time.sleep(0.05)
+    queue.stop("long")
+    stopped_at = time.monotonic()
+    for n in itertools.count():
+        queue.put(f"health-{n}", {"route": "/health", "method": "GET"})
+        health = from_job_result(queue.result(f"health-{n}", timeout=30).done).body
+        if health["active"] == 0:
+            break
+        assert time.monotonic() - stopped_at < 5, health
+        time.sleep(0.1)
+    assert not queue.finished("long")  # RunPod records a stopped job itself; no result is sent
+    queue.put("next", chat_job())
+    assert from_job_result(queue.result("next", timeout=60).done).status == 200
