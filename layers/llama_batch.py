@@ -167,12 +167,15 @@ class BatchScheduler:
 
     def _admit(self) -> None:
         """Gives waiting jobs free slots: the one that shares most of the prompt, or copies
-        from a busier slot that shares more."""
+        from a busier slot that shares more. With no free slot, the context grows (in the
+        background: the running streams go on, the waiting jobs wait for it)."""
+        self._adopt_larger_context()
         while self._inbox:
             free = [slot for slot in self._slots if slot.job is None]
-            if not free and not self._grow():
+            if not free:
+                busy = sum(slot.job is not None for slot in self._slots)
+                self._context.start_growing(busy + len(self._inbox))
                 return
-            free = free or [slot for slot in self._slots if slot.job is None]
             job = self._inbox.popleft()
             prompt = job.prompt
             slot = max(free, key=lambda s: (s.reusable(prompt), -s.seq_id))
@@ -189,21 +192,15 @@ class BatchScheduler:
             else:
                 self._start(job, 0 if job.on_prompt_logits else own)
 
-    def _grow(self) -> bool:
-        """More jobs wait than the context has free streams: a larger context, if it can grow
-        (once per doubling; the running streams pause for its creation, tens to a few hundred
-        ms). The streams that hold something (a running sequence or a cached prompt) move."""
-        context = self._context
-        if not context.growable:
-            return False
-        busy = sum(slot.job is not None for slot in self._slots)
+    def _adopt_larger_context(self) -> None:
+        """Once a larger context exists, the streams that hold something (a running sequence
+        or a cached prompt) move into it, between two steps."""
         occupied = [s.seq_id for s in self._slots if s.job is not None or s.evaluated]
-        if not context.grow(busy + len(self._inbox), occupied):
-            return False
-        self._ctx, self._memory = context.handle, context.memory
-        added = range(len(self._slots), context.sequences)
+        if not self._context.finish_growing(occupied):
+            return
+        self._ctx, self._memory = self._context.handle, self._context.memory
+        added = range(len(self._slots), self._context.sequences)
         self._slots += [Slot(i, self._exact_tail) for i in added]
-        return True
 
     def _start(self, job: Job, keep: int) -> None:
         """Trims the job's slot to the `keep` places it shares and plans the rest."""

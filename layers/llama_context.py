@@ -8,7 +8,10 @@ second stream, layers/llama_batch) and grows it, doubling, when more sequences a
 holds, up to its `parallel`: a cold start pays for two sequences, not eight, and a model that
 never runs eight at once never reserves memory for eight.
 
-Growing moves each occupied stream into the new, larger context with llama.cpp's sequence
+The larger context is created in a thread of its own while the running streams go on
+decoding in the old one (creating it is mostly clearing its cells, which needs no other
+context): the sequences that wait for a stream wait for it, and no running one pauses. Between
+two steps the scheduler then moves each occupied stream into it with llama.cpp's sequence
 state: the cells keep their places and contents, so a sequence's numbers are the ones it would
 have had in the larger context from the start (tests/unit/test_llama_context.py). The state is
 written for the old context's number of streams and read only by a context with as many;
@@ -23,7 +26,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from common.errors import EngineUnavailable
@@ -53,6 +57,7 @@ class GrowingContext:
         self.growable = _plain_kv_cache(lib, model) and parallel > 2
         self.batch_invariant = bool(kwargs.get("batch_invariant", True))
         self.sequences = 2 if self.growable else parallel
+        self._growth: _Growth | None = None
         self._threads = ThreadPools(lib, kwargs["n_threads"], kwargs["n_threads_batch"])
         try:
             self.handle = self._create(self.sequences)
@@ -63,20 +68,29 @@ class GrowingContext:
         self.n_batch: int = lib.llama_n_batch(self.handle)
         self.context_length: int = lib.llama_n_ctx(self.handle) // self.sequences
 
-    def grow(self, wanted: int, occupied: Iterable[int]) -> bool:
-        """Re-creates the context for at least `wanted` sequences (the next power of two, at
-        most `parallel`), moving the streams of the `occupied` sequence ids into it. False
-        when it cannot grow (full size, or llama.cpp refused the memory): it is unchanged."""
-        if not self.growable or wanted <= self.sequences:
-            return False
+    def start_growing(self, wanted: int) -> None:
+        """Starts creating a context for at least `wanted` sequences (the next power of two,
+        at most `parallel`) in a thread of its own, unless one is being created already or
+        the context cannot grow. `finish_growing` moves into it once it exists."""
+        if not self.growable or self._growth is not None or wanted <= self.sequences:
+            return
         size = self.sequences
         while size < wanted:
             size *= 2
-        size = min(size, self.parallel)
-        try:
-            larger = self._create(size)
-        except EngineUnavailable as error:
-            log.warning("%s; running at most %d sequences at once", error, self.sequences)
+        self._growth = _Growth(min(size, self.parallel), self._create)
+
+    def finish_growing(self, occupied: Iterable[int]) -> bool:
+        """If the larger context exists, moves the streams of the `occupied` sequence ids
+        into it and uses it from now on: True. False while it is being created or when none
+        is, and when it cannot be had (llama.cpp refused the memory, or a stream would not
+        move): the context stays as it is, and stops growing."""
+        growth = self._growth
+        if growth is None or not growth.done.is_set():
+            return False
+        self._growth = None
+        larger, size = growth.handle, growth.size
+        if larger is None:
+            log.warning("%s; running at most %d sequences at once", growth.error, self.sequences)
             self.growable = False
             return False
         for seq_id in occupied:
@@ -118,6 +132,10 @@ class GrowingContext:
         return seq_id, ends[seq_id]
 
     def free(self) -> None:
+        if self._growth is not None:
+            self._growth.done.wait()
+            if self._growth.handle is not None:
+                self._lib.llama_free(self._growth.handle)
         self._lib.llama_free(self.handle)
         self._threads.free()
 
@@ -166,6 +184,27 @@ class GrowingContext:
             )
         self._threads.attach(context)
         return context
+
+
+class _Growth:
+    """A larger context, created in a thread of its own: `handle` once `done`, or `error`."""
+
+    def __init__(self, size: int, create: Callable[[int], Any]) -> None:
+        self.size = size
+        self.handle: Any = None
+        self.error: EngineUnavailable | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(create,), name="llama-grow", daemon=True).start()
+
+    def _run(self, create: Callable[[int], Any]) -> None:
+        try:
+            self.handle = create(self.size)
+        except EngineUnavailable as error:
+            self.error = error
+        except Exception as error:  # a bug: the context stops growing, and says why
+            self.error = EngineUnavailable(f"creating a larger context failed: {error}")
+        finally:
+            self.done.set()
 
 
 def _plain_kv_cache(lib: Any, model: Any) -> bool:

@@ -4,6 +4,7 @@ and a sequence's numbers do not change when its stream moves: on the embedded Sm
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -58,6 +59,62 @@ def test_a_model_starts_with_two_sequences_and_grows_by_doubling_up_to_parallel(
         assert context.sequences == 8  # five at once: 2 -> 8, the next power of two
         assert not context.growable
     finally:
+        model.close()
+
+
+def test_running_streams_go_on_while_a_larger_context_is_created(path):
+    """The larger context is created beside the running stream, not in its way: here its
+    creation is held until the stream has made 20 more tokens (with the creation in the
+    scheduler's thread, the stream would stop and this would time out)."""
+    model = _model(path, parallel=4)
+    try:
+        context = model._scheduler._context
+        creating, release = threading.Event(), threading.Event()
+        create = context._create
+
+        def held_create(sequences: int):
+            creating.set()
+            assert release.wait(60)
+            return create(sequences)
+
+        context._create = held_create
+        tokens: list = []
+        started = threading.Event()
+
+        def run_long() -> None:
+            for token in model.generate(
+                model.tokenize("Count: 1, 2,"), Sampling(temperature=0, ignore_eos=True), limit=400
+            ):
+                tokens.append(token)
+                if len(tokens) == 4:
+                    started.set()
+
+        runner = threading.Thread(target=run_long)
+        runner.start()
+        assert started.wait(60)
+        results: dict[int, list] = {}
+        joiners = [
+            threading.Thread(
+                target=lambda i=i: results.__setitem__(i, _run(model, model.tokenize(f"{i},"), 60))
+            )
+            for i in range(2)
+        ]
+        for joiner in joiners:
+            joiner.start()  # with the long one, 3 at once: a context for 4 is being created
+        assert creating.wait(60)
+        during = len(tokens)
+        deadline = time.monotonic() + 30
+        while len(tokens) < during + 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(tokens) >= during + 20
+        assert not results  # one joiner runs in the second stream, the other waits
+        release.set()
+        for thread in [*joiners, runner]:
+            thread.join(timeout=120)
+        assert context.sequences == 4
+        assert sorted(results) == [0, 1] and all(len(r) == 60 for r in results.values())
+    finally:
+        release.set()
         model.close()
 
 
