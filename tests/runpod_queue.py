@@ -30,6 +30,7 @@ class JobResult:
     done: Any  # the job-done body: {"output": [every streamed output]} or {"error": ...}
     streamed: list[Any]  # the stream bodies' outputs, in order
     at: float  # time.perf_counter() when the job-done POST arrived
+    taken_at: float  # when the worker was given the job
 
 
 @dataclass
@@ -37,6 +38,7 @@ class _Job:
     streamed: list[Any] = field(default_factory=list)
     finished: threading.Event = field(default_factory=threading.Event)
     result: JobResult | None = None
+    taken_at: float = 0.0
 
 
 class JobQueue:
@@ -104,7 +106,7 @@ class JobQueue:
         if kind == "job-stream":
             job.streamed.append(body.get("output"))
             return
-        job.result = JobResult(body, list(job.streamed), time.perf_counter())
+        job.result = JobResult(body, list(job.streamed), time.perf_counter(), job.taken_at)
         job.finished.set()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -139,6 +141,8 @@ class JobQueue:
                 if not taken:
                     return self._answer(204)
                 self._answer(200, taken if kind == "job-take-batch" else taken[0])
+                for job in taken:
+                    jobs._jobs[job["id"]].taken_at = time.perf_counter()
 
             def do_POST(self) -> None:
                 kind, _, job_id = urlsplit(self.path).path.split("/")[1:4]
