@@ -29,6 +29,12 @@ EVENTS = Path(__file__).parent / "events"
 PLATFORMS = ["http", "lambda", "runpod", "runpod-api"]
 AUTHENTICATED = ["http", "lambda"]  # RunPod authenticates jobs itself, before the worker
 DEFAULT = object()  # call(): the key the platforms were made with
+CHAT = {  # a chat every platform answers alike
+    "model": "gpt-4",
+    "messages": [{"role": "user", "content": "Hello!"}],
+    "max_tokens": 8,
+    "temperature": 0,
+}
 
 
 @dataclass

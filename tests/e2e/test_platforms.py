@@ -13,14 +13,7 @@ import pytest
 from adapters.runpod_worker import normalize_job
 from common.errors import InvalidRequest
 from tests.conftest import API_KEYS
-from tests.platforms import AUTHENTICATED, EVENTS, PLATFORMS, Answer, from_job_outputs
-
-CHAT = {
-    "model": "gpt-4",
-    "messages": [{"role": "user", "content": "Hello!"}],
-    "max_tokens": 8,
-    "temperature": 0,
-}
+from tests.platforms import AUTHENTICATED, CHAT, EVENTS, PLATFORMS, Answer, from_job_outputs
 
 
 @pytest.fixture(scope="module")

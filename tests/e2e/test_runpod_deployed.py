@@ -15,16 +15,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.platforms import from_job_outputs, from_job_result
-from tests.processes import ROOT
+from tests.platforms import CHAT, from_job_outputs, from_job_result
+from tests.processes import ROOT, stop
 from tests.runpod_queue import JobQueue
-
-CHAT = {
-    "model": "gpt-4",
-    "messages": [{"role": "user", "content": "Hello!"}],
-    "max_tokens": 8,
-    "temperature": 0,
-}
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +41,7 @@ def queue(server, tmp_path_factory) -> Iterator[JobQueue]:
         try:
             yield jobs
         finally:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop(worker, timeout=20)
 
 
 def http_chat(server) -> dict:
