@@ -208,8 +208,8 @@ class _Growth:
 
 
 def _plain_kv_cache(lib: Any, model: Any) -> bool:
-    """Whether the model's memory is one KV cache of full attention (the state layout `grow`
-    rewrites)."""
+    """Whether the model's memory is one KV cache of full attention (the state layout that
+    `finish_growing` rewrites)."""
     return not (
         lib.llama_model_n_swa(model) > 0
         or lib.llama_model_is_recurrent(model)
