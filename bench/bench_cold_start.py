@@ -190,7 +190,6 @@ def import_seconds(setup: str, timed: str) -> float:
 LIBRARIES = (
     "asyncio",
     "pydantic",
-    "pydantic_settings",
     "starlette.applications",
     "starlette.responses",
     "starlette.routing",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 RUNPOD_VOLUME = Path("/runpod-volume")
 
@@ -19,10 +19,14 @@ def default_cache_dir() -> Path:
     return Path("/tmp/stratus-cache")
 
 
-class Settings(BaseSettings):
-    """Every knob, with its environment variable. CLI flags override these at the entry point."""
+class Settings(BaseModel):
+    """Every knob, with its environment variable (the first name of its `validation_alias`,
+    in any case). Keyword arguments (the CLI's flags, tests) override the environment."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**_from_environment(type(self), os.environ), **values})
 
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=AliasChoices("PORT", "port"))
@@ -265,6 +269,21 @@ class Settings(BaseSettings):
     @property
     def api_keys(self) -> tuple[str, ...]:
         return _comma_list(self.api_key)
+
+
+def _from_environment(settings: type[BaseModel], environ: Mapping[str, str]) -> dict[str, str]:
+    """The fields that the environment sets, by field name, its variables' names compared
+    without case (as pydantic-settings does; importing it cost 16 ms of every cold start)."""
+    variables = {name.lower(): value for name, value in environ.items()}
+    found = {}
+    for field_name, field in settings.model_fields.items():
+        alias = field.validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [field_name]
+        for name in names:
+            if isinstance(name, str) and name.lower() in variables:
+                found[field_name] = variables[name.lower()]
+                break
+    return found
 
 
 def _comma_list(text: str) -> tuple[str, ...]:

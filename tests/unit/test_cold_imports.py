@@ -1,5 +1,6 @@
-"""What a cold start leaves out: llama-cpp-python beyond its bindings (layers/llama_api), and
-the CPU probe of RunPod's SDK (adapters/runpod_worker); what needs them later still gets them."""
+"""What a cold start leaves out: llama-cpp-python beyond its bindings (layers/llama_api), the
+CPU probe of RunPod's SDK (adapters/runpod_worker), pydantic-settings, and the handlers until
+their first request; what needs them later still gets them."""
 
 from __future__ import annotations
 
@@ -58,3 +59,24 @@ def test_runpods_sdk_names_the_cpu_without_probing_it_and_cpuinfo_stays_whole():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "NAMED True" in result.stdout and "REAL True" in result.stdout, result.stdout
+
+
+GATEWAY_SCRIPT = """
+import sys
+import adapters.http
+from adapters.http import create_app
+from common.settings import Settings
+create_app(Settings())
+print("LEFT", [m for m in ("pydantic_settings", "numpy", "handlers.chat") if m in sys.modules])
+"""
+
+
+def test_the_gateway_starts_without_settings_libraries_numpy_or_handlers():
+    """Settings read the environment themselves (pydantic-settings' import was 16 ms of every
+    start); the handlers load on their first request."""
+    result = subprocess.run(
+        [sys.executable, "-c", GATEWAY_SCRIPT], cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LEFT []" in result.stdout, result.stdout

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 
 import pytest
+from pydantic import ValidationError
 
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
@@ -31,9 +32,16 @@ def test_settings_read_the_environment(monkeypatch):
     monkeypatch.setenv("API_KEY", " a, b ,,")
     monkeypatch.setenv("PORT", "9001")
     monkeypatch.setenv("STRATUS_MAX_QUEUE", "3")
+    monkeypatch.setenv("stratus_metrics", "false")  # names in any case
+    monkeypatch.setenv("STRATUS_MODEL_TTL", "30")
     settings = Settings()
     assert settings.api_keys == ("a", "b") and settings.port == 9001 and settings.max_queue == 3
-    assert Settings(port=1234).port == 1234
+    assert settings.metrics is False and settings.model_ttl == 30
+    assert Settings(port=1234).port == 1234  # flags win
+    assert Settings(model_ttl=-1).model_ttl == -1 and Settings().model_ttl == 30
+    monkeypatch.setenv("PORT", "ninety")
+    with pytest.raises(ValidationError, match="port"):
+        Settings()
 
 
 def test_sse_framing():
