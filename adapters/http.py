@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -49,11 +49,13 @@ from common.image_input import ImageLimits
 from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.image_urls import ImageUrls, ServedImages
 from common.metering import CostLog, RequestRecord
-from common.metrics import Metrics
 from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
 from common.sealed import Sealer
 from common.settings import Settings
 from common.store import ModelStore
+
+if TYPE_CHECKING:
+    from common.metrics import Metrics
 
 log = logging.getLogger("stratus.http")
 
@@ -129,7 +131,11 @@ class Gateway:
         self.sealer = Sealer.from_settings(settings.secret, settings.api_keys)
         self.platform = platform
         self.auth = ApiKeyAuth(settings.api_keys)
-        self.metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
+        self.metrics: Metrics | None = None
+        if settings.serves_metrics(platform):
+            from common.metrics import Metrics  # prometheus-client: only where it is served
+
+            self.metrics = Metrics(settings.prometheus_multiproc_dir)
         self.cost_log = CostLog() if settings.cost_log else None
         self.gate = InferenceGate(settings.max_concurrency, settings.max_queue)
         # Inference runs on threads of its own, as many as may infer at once (an idle thread is

@@ -194,7 +194,6 @@ LIBRARIES = (
     "starlette.responses",
     "starlette.routing",
     "yaml",
-    "prometheus_client",
 )
 # What is timed alone: RunPod's SDK as its package imports itself, and as the worker imports it
 # (adapters/runpod_worker.import_sdk, without its CPU probe), and the HTTP gateway's module.

@@ -228,10 +228,13 @@ class Settings(BaseModel):
         "behind the Lambda Web Adapter (whose x-amzn-lambda-context header then names each "
         "invocation); the Lambda and RunPod entry points say so themselves.",
     )
-    metrics: bool = Field(
-        True,
+    metrics: bool | None = Field(
+        None,
         validation_alias=AliasChoices("STRATUS_METRICS", "metrics"),
-        description="Serve Prometheus metrics at GET /metrics (behind the API key).",
+        description="Serve Prometheus metrics at GET /metrics (behind the API key). Default: "
+        "on for a server (`stratus serve` with STRATUS_PLATFORM http), off on Lambda and "
+        "RunPod, where each instance counts only its own requests and lives briefly, no "
+        "scraper can choose the instance it reaches, and the cost lines are the record.",
     )
     cost_log: bool = Field(
         True,
@@ -261,6 +264,10 @@ class Settings(BaseModel):
     @property
     def responses_max_bytes(self) -> int:
         return int(self.responses_max_mb * 1024 * 1024)
+
+    def serves_metrics(self, platform: str) -> bool:
+        """Whether /metrics is served (and requests counted) on `platform`."""
+        return self.metrics if self.metrics is not None else platform == "http"
 
     @property
     def preload_models(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -129,6 +130,18 @@ def test_http_writes_a_cost_line_per_request_and_metrics_on_or_off(tmp_path, cap
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
         assert client.get("/metrics").status_code == 404
     assert cost_lines(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("platform", ["http", "lambda", "runpod"])
+def test_metrics_are_served_by_default_on_a_server_only(tmp_path, platform):
+    """On Lambda and RunPod each instance counts only its own requests and no scraper chooses
+    the instance it reaches: metrics are off unless STRATUS_METRICS asks for them."""
+    for asked, served in ((None, platform == "http"), (True, True), (False, False)):
+        settings = Settings(cache_dir=tmp_path, metrics=asked)
+        app = create_app(settings, fake_store(FakeTextModel([b"x"])), platform=platform)
+        with TestClient(app) as client:
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+            assert client.get("/metrics").status_code == (200 if served else 404), asked
 
 
 def test_lambda_and_runpod_lines_carry_the_platforms_own_request_id(tmp_path, capsys):
