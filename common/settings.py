@@ -20,8 +20,8 @@ def default_cache_dir() -> Path:
 
 
 class Settings(BaseModel):
-    """Every knob, with its environment variable (the first name of its `validation_alias`,
-    in any case). Keyword arguments (the CLI's flags, tests) override the environment."""
+    """Every knob, with its environment variable (a name of its `validation_alias`, in any
+    case). Keyword arguments (the CLI's flags, tests) override the environment."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 

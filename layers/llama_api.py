@@ -125,6 +125,17 @@ class ModelFile:
                 return list(tokens[:count])
             size = -count  # too small: llama.cpp says how much it needs
 
+    def piece(self, token: int, special: bool) -> bytes:
+        """A token's bytes; `special`: control tokens spelled out (`<|im_end|>`), else empty,
+        as generation writes them."""
+        lib, size = self._lib, 256
+        while True:
+            buffer = (ctypes.c_char * size)()
+            written = lib.llama_token_to_piece(self.vocab, token, buffer, size, 0, special)
+            if written >= 0:
+                return bytes(buffer[:written])
+            size = -written  # too small: llama.cpp says how much it needs
+
 
 def _read(call: Any) -> str:
     """A string llama.cpp writes into a buffer, retried with the size it asks for."""

@@ -195,7 +195,8 @@ class BatchScheduler:
     def _adopt_larger_context(self) -> None:
         """Once a larger context exists, the streams that hold something (a running sequence
         or a cached prompt) move into it, between two steps."""
-        occupied = [s.seq_id for s in self._slots if s.job is not None or s.evaluated]
+        # Lazily: listed only if a larger context is ready (this runs at every step).
+        occupied = (s.seq_id for s in self._slots if s.job is not None or s.evaluated)
         if not self._context.finish_growing(occupied):
             return
         self._ctx, self._memory = self._context.handle, self._context.memory

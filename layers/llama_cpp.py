@@ -40,7 +40,6 @@ from layers.text import (
 
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp draws a fresh seed for this value
 PENALTY_WINDOW = 64  # tokens the repetition penalties look back over (llama.cpp's default)
-_PIECE_BUFFER = 256
 
 
 def load(config: ModelConfig, path: Path, options: EngineOptions) -> Any:
@@ -200,7 +199,7 @@ class LlamaCppTextModel:
 
     @functools.cached_property
     def max_token_bytes(self) -> int:
-        return max(len(self._to_piece(t, special=True)) for t in range(self.vocab_size))
+        return max(len(self._model.piece(t, special=True)) for t in range(self.vocab_size))
 
     def tokenize(self, text: str) -> list[int]:
         return self._model.tokenize(text.encode(), add_bos=self._add_bos, special=True)
@@ -331,7 +330,7 @@ class LlamaCppTextModel:
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
-            piece = self._pieces[token] = self._to_piece(token, special=False)
+            piece = self._pieces[token] = self._model.piece(token, special=False)
         return piece
 
     def _token_text(self, token: int) -> str:
@@ -339,15 +338,4 @@ class LlamaCppTextModel:
 
     def _token_bytes(self, token: int) -> bytes:
         """A token's text with special tokens spelled out (`<|im_end|>`), unlike _piece."""
-        return self._to_piece(token, special=True)
-
-    def _to_piece(self, token: int, special: bool) -> bytes:
-        size = _PIECE_BUFFER
-        while True:
-            buffer = (ctypes.c_char * size)()
-            written = self._llama_cpp.llama_token_to_piece(
-                self._vocab, token, buffer, size, 0, special
-            )
-            if written >= 0:
-                return bytes(buffer[:written])
-            size = -written  # too small: llama.cpp says how much it needs
+        return self._model.piece(token, special=True)

@@ -3,7 +3,6 @@ are one special token each, their chat template reads back and Stratus's loader 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,13 +45,6 @@ def loaded(lib: Any, path: Path) -> Iterator[Any]:
 def text_of(lib: Any, model: Any, token: int) -> str:
     """A token's text in the vocabulary."""
     return lib.llama_vocab_get_text(model.vocab, token).decode()
-
-
-def piece(lib: Any, model: Any, token: int) -> bytes:
-    """A token's text as generation writes it (special tokens not spelled out)."""
-    buffer = (ctypes.c_char * 256)()
-    written = lib.llama_token_to_piece(model.vocab, token, buffer, 256, 0, False)
-    return bytes(buffer[:written])
 
 
 def special_token(lib: Any, model: Any, text: str) -> tuple[int, int]:
@@ -98,7 +90,7 @@ def test_deepseek_markers_are_control_and_think_is_user_defined(lib):
             assert attributes & lib.LLAMA_TOKEN_ATTR_USER_DEFINED
             # user-defined tokens stay whole in any text, and show when generated
             assert model.tokenize(text.encode(), add_bos=False, special=False) == [token]
-            assert piece(lib, model, token) == text.encode()
+            assert model.piece(token, special=False) == text.encode()
         bos, eos = model.token_bos(), model.token_eos()
         assert text_of(lib, model, bos) == "<｜begin▁of▁sentence｜>" and bos == 100000
         assert text_of(lib, model, eos) == "<｜end▁of▁sentence｜>"
