@@ -219,7 +219,7 @@ def _success(operation: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     if answers.events:
         events = types_named(answers.events)
         content["text/event-stream"] = {"schema": _one_of(schemas, events)}
-    for media in answers.media:
+    for media in answers.media_types():
         if media.startswith("text/") or media == "application/x-subrip":
             content[media] = {"schema": {"type": "string"}}
         else:

@@ -16,7 +16,6 @@ from adapters.dialects import ANTHROPIC, OPENAI, RESPONSES, Dialect
 from adapters.parsed import Publishing
 from common.errors import InvalidRequest, NotFound, StratusError
 from common.lazy import imported, later
-from common.protocol.audio import SPEECH_MEDIA_TYPES
 from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse, parse_request
 from common.store import ModelStore
 
@@ -43,7 +42,14 @@ class Answers:
 
     json: tuple[str, ...] = ()  # the types' names ("module:Type", imported when documented)
     events: tuple[str, ...] = ()  # the same; a union's name stands for its members
-    media: tuple[str, ...] = ()
+    # The media types, or the name of a mapping whose values they are ("module:NAME"): the
+    # protocol module that holds it is imported only when documented.
+    media: tuple[str, ...] | str = ()
+
+    def media_types(self) -> tuple[str, ...]:
+        if isinstance(self.media, str):
+            return tuple(dict.fromkeys(imported(self.media).values()))
+        return self.media
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,7 @@ OPERATIONS = (
                 "common.protocol.audio:SpeechAudioDelta",
                 "common.protocol.audio:SpeechAudioDone",
             ),
-            media=tuple(dict.fromkeys(SPEECH_MEDIA_TYPES.values())),
+            media="common.protocol.audio:SPEECH_MEDIA_TYPES",
         ),
     ),
     _posted(
