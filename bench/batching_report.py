@@ -3,7 +3,7 @@ llama-server layout that ran."""
 
 from __future__ import annotations
 
-PEERS = ("llama-server-default", "llama-server")  # the goals' yardsticks
+PEERS = ("llama-server-default", "llama-server-auto", "llama-server")  # the goals' yardsticks
 GOALS = (  # (title, the summary's key, clients, bound on Stratus ÷ the peer, higher better)
     ("aggregate tokens/s at 8", "tps", 8, 1.0, True),
     ("aggregate tokens/s at 1", "tps", 1, 0.95, True),

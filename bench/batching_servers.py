@@ -81,14 +81,22 @@ def llama_cpp_python(path: Path, threads: int = THREADS) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def llama_server(
-    binary: Path, path: Path, threads: int = THREADS, split: bool = True
+    binary: Path, path: Path, threads: int = THREADS, layout: str = "split"
 ) -> Iterator[Target]:
-    """split: one KV stream of N_CTX cells per slot, Stratus' layout; else llama-server's
-    defaults (one unified KV buffer of its default size, shared by the slots)."""
+    """layout, as llama-server's own log line says (`n_slots`, `n_ctx_slot`, `kv_unified`):
+    split     --parallel 8 -c 16384 --no-kv-unified: 8 KV streams of N_CTX cells, Stratus'
+    default   --parallel 8 alone: 8 KV streams of the model's training context (8,192 cells
+              for SmolLM2), not unified: given a number of slots, llama-server splits its cache
+    auto      no flag at all: 4 slots sharing one unified buffer (`--parallel` auto), the
+              server as it starts with nothing said; at 8 clients, 4 wait"""
     port = free_port()
-    layout = ["-c", str(N_CTX * SLOTS), "--no-kv-unified"] if split else []
+    sizing = {
+        "split": ["-c", str(N_CTX * SLOTS), "--no-kv-unified", "--parallel", str(SLOTS)],
+        "default": ["--parallel", str(SLOTS)],
+        "auto": [],
+    }[layout]
     command = [
-        str(binary), "-m", str(path), *layout, "--parallel", str(SLOTS),
+        str(binary), "-m", str(path), *sizing,
         "-t", str(threads), "-tb", str(threads), "--no-webui", "--port", str(port),
     ]  # fmt: skip
     with running(command, f"http://127.0.0.1:{port}/health", os.environ):

