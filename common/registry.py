@@ -97,7 +97,7 @@ class ModelConfig(BaseModel):
 
     @field_validator("parameters")
     @classmethod
-    def _parallel(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _engine_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
         parallel = value.get("parallel")
         if parallel is not None and (
             isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 256
@@ -105,6 +105,9 @@ class ModelConfig(BaseModel):
             raise ValueError("parallel must be a whole number from 1 to 256")
         if not isinstance(value.get("batch_invariant", True), bool):
             raise ValueError("batch_invariant must be true or false")
+        poll = value.get("poll", 0)
+        if isinstance(poll, bool) or not isinstance(poll, int) or not 0 <= poll <= 100:
+            raise ValueError("poll must be a whole number from 0 to 100")
         return value
 
     @field_validator("source")

@@ -11,6 +11,7 @@ from typing import Any
 from common.errors import EngineUnavailable
 from common.registry import ModelConfig
 from layers import EngineOptions
+from layers.llama_threads import POLL
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
 MODEL_PARAMETERS = ("n_gpu_layers", "use_mmap", "use_mlock")
@@ -23,10 +24,12 @@ CONTEXT_PARAMETERS = ("n_ctx", "n_batch", "n_ubatch", "rope_freq_base", "rope_fr
 # decoding on SmolLM2-135M here: docs/PERFORMANCE.md).
 ENGINE_PARAMETERS = (
     *MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel", "mmproj_threads",
-    "batch_invariant", "token_prefix_reuse",
+    "batch_invariant", "token_prefix_reuse", "poll",
 )  # fmt: skip
 # token_prefix_reuse: prefixes reused to the token in a prompt's tail, where measured exact
 # (layers/prefix_cache; on by default, `false` keeps reuse to whole 64-token blocks).
+# poll: how long the compute threads wait for the next graph before they sleep (0-100,
+# llama-server's `--poll`; layers/llama_threads).
 
 
 def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[str, Any]:
@@ -40,6 +43,7 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
         "flash_attn": "auto",
         "batch_invariant": True,
         "token_prefix_reuse": True,
+        "poll": POLL,
         "n_threads": options.threads,
         "n_threads_batch": options.threads,
         "verbose": False,
@@ -63,7 +67,7 @@ def fingerprint(path: Path, kwargs: Mapping[str, Any], engine_version: str) -> s
         file.seek(max(size - (1 << 20), 0))
         digest.update(file.read(1 << 20))
     # Parallelism and batch sizes do not change a sequence's numbers (layers/llama_batch).
-    ignored = ("verbose", "n_threads_batch", "parallel", "n_batch", "n_ubatch")
+    ignored = ("verbose", "n_threads_batch", "parallel", "n_batch", "n_ubatch", "poll")
     shaping = {k: kwargs[k] for k in sorted(kwargs) if k not in ignored}
     digest.update(f"llama-cpp-python {engine_version} {size} {shaping}".encode())
     return "fp_" + digest.hexdigest()[:12]

@@ -21,7 +21,12 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-POLL = 50  # llama-server's default: 0 sleeps at once, 100 polls the longest
+# How long a worker polls for the next graph before it sleeps: llama-server's default (`--poll
+# 50`), registry `parameters.poll` (0 sleeps at once, 100 polls the longest). Measured here, a
+# worker polls about 3.6 ms per unit: at 50 a core stays busy ~180 ms after a model's last
+# graph (0.18 s of CPU after each request, as llama-server); at 0 none is. Tokens/s and first
+# tokens showed no difference between the two through this VM's noise (docs/PERFORMANCE.md).
+POLL = 50
 _MAX_THREADS = 512  # GGML_MAX_N_THREADS: the size of the cpumask in the parameters
 _CPU_DEVICE = 0  # GGML_BACKEND_DEVICE_TYPE_CPU
 
@@ -43,7 +48,8 @@ class ThreadPools:
     """The pools for a model's contexts: one when decoding and prompt batches use as many
     threads (the usual case), else one of each, as llama.cpp's common code makes them."""
 
-    def __init__(self, lib: Any, threads: int, batch_threads: int) -> None:
+    def __init__(self, lib: Any, threads: int, batch_threads: int, poll: int = POLL) -> None:
+        self._poll = poll
         self._pools: list[int] = []
         self._free: Any = None
         self._attach: Any = None
@@ -76,7 +82,7 @@ class ThreadPools:
     def _new(self, new: Any, init: Any, threads: int, paused: bool) -> int | None:
         params = _PoolParams()
         init(ctypes.byref(params), threads)
-        params.poll, params.paused = POLL, paused
+        params.poll, params.paused = self._poll, paused
         pool = new(ctypes.byref(params))
         if pool:
             self._pools.append(pool)

@@ -228,3 +228,24 @@ def test_the_contexts_compute_with_one_thread_pool_and_the_same_numbers(path, mo
         assert _run(model, model.tokenize(prompt_text), 40) == pooled
     finally:
         model.close()
+
+
+def _cpu_after_a_generation(path, poll: int) -> float:
+    """CPU seconds the process spends in the 0.4 s after a short generation ends."""
+    model = _model(path, parallel=2, poll=poll)
+    try:
+        _run(model, model.tokenize("Count: 1, 2, 3,"), 8)
+        before = time.process_time()
+        time.sleep(0.4)
+        return time.process_time() - before
+    finally:
+        model.close()
+
+
+def test_poll_sets_how_long_the_compute_threads_stay_busy_after_a_generation(path):
+    """Registry `parameters.poll`, as llama-server's --poll: at its default (50) a worker polls
+    for the next graph ~180 ms after the last one, busy on a core; at 0 it sleeps at once."""
+    idle = _cpu_after_a_generation(path, poll=0)
+    polling = _cpu_after_a_generation(path, poll=50)
+    assert idle < 0.04, idle
+    assert polling > idle + 0.05, (idle, polling)

@@ -132,3 +132,14 @@ def test_parallel_sizes_admission_and_the_runpod_worker(tmp_path):
         entry = ENTRY.format(name="bad", aliases="") + f"  parameters: {{parallel: {bad}}}\n"
         with pytest.raises(RegistryError, match="parallel"):
             load_registry(write(tmp_path / "bad.yaml", entry))
+
+
+def test_poll_is_a_whole_number_from_0_to_100(tmp_path):
+    entry = ENTRY.format(name="quiet", aliases="") + "  parameters: {poll: 0}\n"
+    assert load_registry(write(tmp_path / "ok.yaml", entry)).resolve("quiet").parameters == {
+        "poll": 0
+    }
+    for bad in ("-1", "101", "true", "0.5", "'50'"):
+        entry = ENTRY.format(name="bad", aliases="") + f"  parameters: {{poll: {bad}}}\n"
+        with pytest.raises(RegistryError, match="poll must be a whole number from 0 to 100"):
+            load_registry(write(tmp_path / "bad.yaml", entry))
