@@ -66,7 +66,7 @@ def fingerprint(path: Path, kwargs: Mapping[str, Any], engine_version: str) -> s
         digest.update(file.read(1 << 20))
         file.seek(max(size - (1 << 20), 0))
         digest.update(file.read(1 << 20))
-    # Parallelism and batch sizes do not change a sequence's numbers (layers/llama_batch).
+    # Parallelism, batch sizes and polling do not change a sequence's numbers (layers/llama_batch).
     ignored = ("verbose", "n_threads_batch", "parallel", "n_batch", "n_ubatch", "poll")
     shaping = {k: kwargs[k] for k in sorted(kwargs) if k not in ignored}
     digest.update(f"llama-cpp-python {engine_version} {size} {shaping}".encode())
