@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from common.errors import EngineUnavailable
-from layers.llama_threads import POLL, ThreadPools
+from layers.llama_threads import ThreadPools
 from layers.prefix_cache import BLOCK
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class GrowingContext:
         self.sequences = 2 if self.growable else parallel
         self._growth: _Growth | None = None
         self._threads = ThreadPools(
-            lib, kwargs["n_threads"], kwargs["n_threads_batch"], kwargs.get("poll", POLL)
+            lib, kwargs["n_threads"], kwargs["n_threads_batch"], kwargs["poll"]
         )
         try:
             self.handle = self._create(self.sequences)

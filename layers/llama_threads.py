@@ -48,7 +48,7 @@ class ThreadPools:
     """The pools for a model's contexts: one when decoding and prompt batches use as many
     threads (the usual case), else one of each, as llama.cpp's common code makes them."""
 
-    def __init__(self, lib: Any, threads: int, batch_threads: int, poll: int = POLL) -> None:
+    def __init__(self, lib: Any, threads: int, batch_threads: int, poll: int) -> None:
         self._poll = poll
         self._pools: list[int] = []
         self._free: Any = None
