@@ -22,7 +22,8 @@ COQUI_TORCHAUDIO_VERSION := 2.9.*
 COQUI_TORCHCODEC_VERSION := 0.8.*
 COQUI_STAMP := $(COQUI_VENV)/.stratus-coqui-setup
 
-.PHONY: setup serve test test-coqui lint bench llama-server clean fuzz browser
+.PHONY: setup serve test test-coqui lint bench llama-server clean fuzz browser image base-image \
+	container-tools
 
 setup: $(SETUP_STAMP)
 
@@ -41,10 +42,14 @@ $(LLAMA_SRC)/.unpacked: | $(BIN)/python
 	tar -xzf build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C build/src
 	touch $@
 
-# Built from source with our flags, never from a cached or prebuilt (native) wheel.
+# Built from source with our flags, never from a cached or prebuilt (native) wheel; the wheel is
+# kept in build/wheels, where `make image` takes it for the CPU images (not compiled again).
+LLAMA_WHEELS := build/wheels
 $(LLAMA_STAMP): | $(LLAMA_SRC)/.unpacked $(BIN)/python
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --force-reinstall \
+	rm -f $(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-cache-dir --no-deps -w $(LLAMA_WHEELS) \
 		build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+	$(BIN)/pip install --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	touch $@
 
 $(SETUP_STAMP): pyproject.toml $(LLAMA_STAMP)
@@ -78,7 +83,7 @@ $(COQUI_STAMP): pyproject.toml | $(COQUI_BIN)/python
 serve: setup
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/stratus serve
 
-test: setup browser
+test: setup browser container-tools
 	$(BIN)/pytest
 
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
@@ -90,6 +95,31 @@ browser:
 		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		  { $(APT_INSTALL) || { apt-get update -qq >/dev/null 2>&1 && $(APT_INSTALL); }; }; } || \
 		echo "no chromium here: the /docs browser test will be skipped"
+
+# The images (Dockerfile.gpu): FAMILY=text|embeddings|audio|images, FLAVOUR=cpu|gpu,
+# TARGET=http|runpod|runpod-lb|lambda|lambda-stream, tagged stratus:<family>-<flavour>-<target>.
+# Built with docker where its daemon answers, else with buildah (containers/build.py); the CPU
+# flavour reuses the llama.cpp wheel of `make setup` and is built offline from a wheelhouse.
+FAMILY ?= text
+FLAVOUR ?= cpu
+TARGET ?= http
+image: setup container-tools
+	$(BIN)/python containers/build.py image --family $(FAMILY) --flavour $(FLAVOUR) \
+		--target $(TARGET) --pip "$(BIN)/python -m pip" $(if $(BAKE_MODELS),--bake "$(BAKE_MODELS)")
+
+# A Debian bookworm base with Python 3.11 made from Debian's packages, for buildah where Docker
+# Hub cannot be reached (`make image` makes it when it is missing).
+base-image: container-tools
+	$(PYTHON) containers/build.py base
+
+# buildah and debootstrap, installed where apt-get can (as root) and no Docker daemon answers.
+CONTAINER_APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null 2>&1
+container-tools:
+	@docker info >/dev/null 2>&1 || \
+		{ command -v buildah >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1; } || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		  { $(CONTAINER_APT) || { apt-get update -qq >/dev/null 2>&1 && $(CONTAINER_APT); }; }; } || \
+		echo "no docker daemon and no buildah here: the images cannot be built"
 
 # Only the Coqui tests, in their own venv (no llama.cpp there); `make test` reports them skipped.
 test-coqui: $(COQUI_STAMP)

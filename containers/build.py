@@ -1,0 +1,261 @@
+"""Builds Stratus's images from Dockerfile.gpu: with docker where a daemon answers, else with
+buildah (daemonless, as root: this repository's CI and any machine without Docker).
+
+    python containers/build.py image --family text --flavour cpu --target http
+    python containers/build.py base          # the local Debian base (debootstrap), for buildah
+
+Tags are stratus:<family>-<flavour>-<target>. The CPU flavour's base is debian:bookworm-slim
+with docker; with buildah it is the local base made from Debian's packages (`base`), as Docker
+Hub may be out of reach. Where this machine can build the image's wheels (Linux x86_64, Python
+3.11, as in the image), the family's wheels are put in wheelhouse/ first (llama.cpp's is the
+one `make setup` built) and the image is built offline from them; elsewhere it is built from
+PyPI. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import requirements  # noqa: E402  (containers/requirements.py, beside this file)
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile.gpu"
+WHEELHOUSE = ROOT / "wheelhouse"
+LLAMA_WHEELS = ROOT / "build" / "wheels"  # where `make setup` leaves llama.cpp's wheel
+TARGETS = ("http", "runpod", "runpod-lb", "lambda", "lambda-stream")
+LOCAL_BASE = "localhost/stratus-base:bookworm"
+DOCKER_CPU_BASE = "debian:bookworm-slim"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# The base's packages: what debian:bookworm-slim has, plus what the images install on it.
+BASE_PACKAGES = ("python3.11", "python3.11-venv", "libgomp1", "ca-certificates")
+# Needed offline beside the requirements: the backend that builds Stratus itself.
+BUILD_BACKEND = ("setuptools>=68",)
+
+
+class BuildError(Exception):
+    pass
+
+
+def tag(family: str, flavour: str, target: str) -> str:
+    return f"stratus:{family}-{flavour}-{target}"
+
+
+def check(family: str, flavour: str, target: str) -> None:
+    try:
+        requirements.check(family, flavour)
+    except requirements.UnknownChoice as exc:
+        raise BuildError(str(exc)) from None
+    if target not in TARGETS:
+        raise BuildError(f"unknown TARGET={target}: choose {', '.join(TARGETS)}")
+
+
+def builder() -> str:
+    """docker when its daemon answers, else buildah."""
+    if shutil.which("docker"):
+        answered = subprocess.run(
+            ["docker", "info"], capture_output=True, timeout=20, check=False
+        ).returncode
+        if answered == 0:
+            return "docker"
+    if shutil.which("buildah"):
+        return "buildah"
+    raise BuildError("neither a Docker daemon nor buildah is here: install one of them")
+
+
+def buildah_env() -> dict[str, str]:
+    """buildah as it runs here: chroot isolation (no daemon, no nested namespaces to set up),
+    overlay storage where the kernel has it (vfs copies every layer whole)."""
+    filesystems = Path("/proc/filesystems").read_text() if Path("/proc/filesystems").exists() else ""
+    driver = "overlay" if "overlay" in filesystems.split() else "vfs"
+    return {
+        **os.environ,
+        "BUILDAH_ISOLATION": os.environ.get("BUILDAH_ISOLATION", "chroot"),
+        "STORAGE_DRIVER": os.environ.get("STORAGE_DRIVER", driver),
+    }
+
+
+def buildah(*args: str, capture: bool = False) -> str:
+    result = subprocess.run(
+        ["buildah", *args], env=buildah_env(), check=False, text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise BuildError(f"buildah {args[0]} failed ({result.returncode})")
+    return (result.stdout or "").strip()
+
+
+def image_exists(name: str) -> bool:
+    return (
+        subprocess.run(
+            ["buildah", "inspect", "--type", "image", name],
+            env=buildah_env(), capture_output=True, check=False,
+        ).returncode
+        == 0
+    )  # fmt: skip
+
+
+def build_base(name: str = LOCAL_BASE) -> str:
+    """A Debian bookworm base from Debian's packages (debootstrap), as debian:bookworm-slim is,
+    with Python 3.11: what the images are built on where Docker Hub cannot be reached."""
+    if not shutil.which("debootstrap"):
+        raise BuildError("debootstrap is not here: apt-get install debootstrap")
+    with tempfile.TemporaryDirectory(prefix="stratus-base-") as work:
+        root = Path(work, "root")
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", "bookworm", str(root), DEBIAN_MIRROR],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        # Installed by apt, not debootstrap's --include, which resolves no dependency a point
+        # release adds (python3.11-venv's on python3.11-distutils came and went).
+        install = "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+        subprocess.run(
+            ["chroot", str(root), "sh", "-c", install + " ".join(BASE_PACKAGES)],
+            check=True, stdout=subprocess.DEVNULL,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"},
+        )  # fmt: skip
+        # What debian:bookworm-slim leaves out too: package lists, caches and downloads,
+        # documentation and translations (and what a later apt-get would install of them); and
+        # device nodes, which a container's runtime provides.
+        for path in ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+                     "usr/share/info", "usr/share/locale", "dev"):  # fmt: skip
+            shutil.rmtree(root / path, ignore_errors=True)
+            (root / path).mkdir(parents=True)
+        (root / "etc/dpkg/dpkg.cfg.d/slim").write_text(
+            "".join(f"path-exclude /usr/share/{p}/*\n" for p in ("doc", "man", "info", "locale"))
+        )
+        layer = Path(work, "rootfs.tar")
+        subprocess.run(["tar", "-C", str(root), "-cf", str(layer), "."], check=True)
+        container = buildah("from", "scratch", capture=True)
+        try:
+            buildah("add", container, str(layer), "/")
+            buildah("config", "--cmd", "/bin/bash", "--env", "LANG=C.UTF-8", container)
+            buildah("commit", "--rm", container, name)
+        except BaseException:
+            subprocess.run(["buildah", "rm", container], env=buildah_env(), capture_output=True)
+            raise
+    return name
+
+
+def can_build_wheels() -> bool:
+    """This machine's wheels fit the image: Linux x86_64 and the image's Python (3.11)."""
+    return (
+        sys.platform == "linux"
+        and platform.machine() == "x86_64"
+        and sys.version_info[:2] == (3, 11)
+    )
+
+
+def fill_wheelhouse(family: str, flavour: str, pip: Sequence[str]) -> Path:
+    """Every wheel the image's build stage installs, in wheelhouse/ (and nothing else): the
+    family's requirements with their dependencies, its embedded models, the build backend, and
+    llama.cpp's wheel as `make setup` built it (portable, without OpenMP)."""
+    cache = ROOT / "build" / "wheelhouse" / f"{family}-{flavour}"
+    cache.mkdir(parents=True, exist_ok=True)
+    pyproject = ROOT / "pyproject.toml"
+    wanted = requirements.requirements(pyproject, family, flavour, coqui=False)
+    wanted += list(BUILD_BACKEND)
+    if family != "text":
+        wanted.append("torch==2.13.0")  # the CPU build make setup installs (pip's find-links)
+    find_links = ["--find-links", str(LLAMA_WHEELS)]
+    if family == "text" and not list(LLAMA_WHEELS.glob("llama_cpp_python-*.whl")):
+        raise BuildError(f"no llama.cpp wheel in {LLAMA_WHEELS}: run `make setup` first")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as listed:
+        listed.write("\n".join(wanted))
+        listed.flush()
+        run([*pip, "wheel", "--quiet", "-w", str(cache), *find_links, "-r", listed.name])
+    models = list(requirements.EMBEDDED_MODELS[family])
+    if models:
+        run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(cache), *models])
+    for old in WHEELHOUSE.glob("*.whl"):
+        old.unlink()
+    for wheel in cache.glob("*.whl"):
+        os.link(wheel, WHEELHOUSE / wheel.name)
+    return WHEELHOUSE
+
+
+def empty_wheelhouse() -> None:
+    for old in WHEELHOUSE.glob("*.whl"):
+        old.unlink()
+
+
+def run(command: Sequence[str]) -> None:
+    if subprocess.run(list(command), check=False).returncode != 0:
+        raise BuildError(f"{command[0]} {command[1]} failed")
+
+
+def build_image(
+    family: str,
+    flavour: str,
+    target: str,
+    *,
+    bake: str = "",
+    build_args: Sequence[str] = (),
+    secrets: Sequence[str] = (),
+    pip: Sequence[str] = (sys.executable, "-m", "pip"),
+    tool: str | None = None,
+) -> str:
+    """Builds one image and returns its tag."""
+    check(family, flavour, target)
+    tool = tool or builder()
+    args = [f"FAMILY={family}", f"FLAVOUR={flavour}", *build_args]
+    if bake:
+        args.append(f"BAKE_MODELS={bake}")
+    if flavour == "cpu":
+        base = DOCKER_CPU_BASE if tool == "docker" else LOCAL_BASE
+        if tool == "buildah" and not image_exists(LOCAL_BASE):
+            build_base()
+        args += [f"BUILD_BASE={base}", f"RUNTIME_BASE={base}"]
+    if flavour == "cpu" and can_build_wheels():
+        fill_wheelhouse(family, flavour, pip)
+        args.append("PIP_NO_INDEX=1")  # every wheel is in the wheelhouse: offline, reproducible
+    else:
+        empty_wheelhouse()  # the CUDA flavour builds its engines in the image, from PyPI
+    name = tag(family, flavour, target)
+    command = ["-f", str(DOCKERFILE), "--target", target, "-t", name]
+    for arg in args:
+        command += ["--build-arg", arg]
+    for secret in secrets:
+        command += ["--secret", secret]
+    if tool == "docker":
+        run(["docker", "build", *command, str(ROOT)])
+    else:
+        # docker format: an OCI image config has no HEALTHCHECK. --layers: each step is cached,
+        # so a code change rebuilds the last layers only.
+        buildah("bud", "--layers", "--format", "docker", *command, str(ROOT))
+    return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="containers/build.py", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    image = commands.add_parser("image", help="build one image")
+    image.add_argument("--family", default="text")
+    image.add_argument("--flavour", default="cpu")
+    image.add_argument("--target", default="http")
+    image.add_argument("--bake", default="", help="models to bake in (BAKE_MODELS)")
+    image.add_argument("--pip", default=f"{sys.executable} -m pip", help="the pip that fills the wheelhouse")
+    base = commands.add_parser("base", help="the local Debian base, for buildah")
+    base.add_argument("--name", default=LOCAL_BASE)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "base":
+            print(build_base(args.name))
+        else:
+            print(build_image(args.family, args.flavour, args.target, bake=args.bake, pip=args.pip.split()))
+    except BuildError as exc:
+        print(f"make image: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
