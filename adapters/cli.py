@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port to listen on (env PORT, default 8080)")
     serve.add_argument("--models", type=Path, help=REGISTRY_HELP)
 
+    commands.add_parser(
+        "health",
+        help="ask the server on this machine whether it is ready (a container's HEALTHCHECK): "
+        "exit 0 when it is, 1 with the reason when not",
+    )
+
     models = commands.add_parser("models", help="list the registry: sources and cache state")
     models.add_argument("--models", type=Path, help=REGISTRY_HELP)
 
@@ -44,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(settings)
+        if args.command == "health":
+            return _health(settings)
         if args.command == "prefetch":
             return _prefetch(settings, args.names, args.all)
         return _models(settings)
@@ -90,7 +98,7 @@ def _serve(settings: Settings) -> int:
     # What uvicorn answers by itself (a request it cannot parse, an oversized head) is in the
     # envelope too. No WebSocket protocol: nothing here speaks it, and an upgrade request is
     # then an ordinary request, answered by the app (behind the key) like any other.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -100,7 +108,41 @@ def _serve(settings: Settings) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace,
     )
-    return 0
+    sockets = [config.bind_socket()]
+    if settings.port_health and settings.port_health != settings.port:  # also on PORT_HEALTH
+        sockets.append(
+            uvicorn.Config(app, host=settings.host, port=settings.port_health).bind_socket()
+        )
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    return 0 if server.started else 3  # as uvicorn.run: 3 when it could not start
+
+
+def _health(settings: Settings) -> int:
+    """GET /health of the server this machine runs (its PORT_HEALTH, else PORT), with the
+    first API key: 0 when it answers 200; else 1, and what it answered."""
+    import urllib.error
+    import urllib.request
+
+    host = settings.host
+    if host in ("0.0.0.0", "", "::") or is_loopback(host):
+        host = "::1" if host == "::" else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    request = urllib.request.Request(
+        f"http://{host}:{settings.port_health or settings.port}/health"
+    )
+    if settings.api_keys:
+        request.add_header("Authorization", f"Bearer {settings.api_keys[0]}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            print(response.read().decode(errors="replace"))
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"not ready ({exc.code}): {exc.read().decode(errors='replace')}", file=sys.stderr)
+    except OSError as exc:
+        print(f"no answer: {exc}", file=sys.stderr)
+    return 1
 
 
 def _models(settings: Settings) -> int:

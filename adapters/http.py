@@ -40,6 +40,7 @@ from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
 from common.cancellation import Cancellation
 from common.errors import (
+    EngineUnavailable,
     InternalError,
     NotFound,
     StratusError,
@@ -62,7 +63,7 @@ log = logging.getLogger("stratus.http")
 # The only routes answered without an API key (the image route only where this gateway serves
 # images itself); every other route, method and spelling of a path is behind the key, as
 # tests/e2e/test_hardening_http.py checks against the app's own route table.
-OPEN_PATHS = ("/health", IMAGES_ROUTE + "/{name}", "/", PLAYGROUND + "/{asset}")
+OPEN_PATHS = ("/health", "/ping", IMAGES_ROUTE + "/{name}", "/", PLAYGROUND + "/{asset}")
 # The platform's own id of the call (Lambda's request id, RunPod's job id), for the cost line:
 # set in the ASGI scope by the adapter that knows it.
 PLATFORM_REQUEST_ID = "stratus.platform_request_id"
@@ -83,6 +84,7 @@ def create_app(
     gateway = Gateway(settings, store, image_urls, platform)
     routes = [
         Route("/health", gateway.health, methods=["GET"]),
+        Route("/ping", gateway.ping, methods=["GET"]),  # RunPod load balancers poll it
         # The playground: open, as it holds only code (its requests carry the person's key).
         Route("/", playground.page, methods=["GET"]),
         Route(PLAYGROUND + "/{asset}", playground.asset, methods=["GET"]),
@@ -149,20 +151,38 @@ class Gateway:
         self.stopping = threading.Event()  # set at shutdown: every request's work stops
 
     async def health(self, request: Request) -> Response:
-        """Open, for load balancers; what is loaded and running only with a key (when keys
-        are set): model names tell an outsider what a deployment serves."""
+        """Open, for load balancers and health checks: 200 when the models this process
+        preloads (STRATUS_PRELOAD) are loaded, 503 while they load or when one could not be.
+        What is loaded, running and failed only with a key (when keys are set): model names
+        tell an outsider what a deployment serves."""
+        readiness = self.store.readiness()
+        status = 200 if readiness.state == "ready" else 503
+        state = {"ready": "ok", "loading": "loading", "failed": "unavailable"}[readiness.state]
         try:
             self.auth.check(request.headers.get("authorization"), request.headers.get("x-api-key"))
         except Unauthorized:
-            return JSONResponse({"status": "ok"})
-        return JSONResponse(
-            {
-                "status": "ok",
-                "active": self.gate.active,
-                "waiting": self.gate.waiting,
-                "loaded": self.store.loaded(),
-            }
-        )
+            return JSONResponse({"status": state}, status_code=status)
+        details = {
+            "status": state,
+            "active": self.gate.active,
+            "waiting": self.gate.waiting,
+            "loaded": self.store.loaded(),
+        }
+        if readiness.failed:
+            details["failed"] = readiness.failed
+        return JSONResponse(details, status_code=status)
+
+    async def ping(self, request: Request) -> Response:
+        """RunPod's load-balancer health check, with the codes RunPod documents: 204 while the
+        preloaded models load (initializing), 200 once they have (healthy), anything else is
+        unhealthy: a 503 in the envelope when one could not be loaded (the log says which)."""
+        readiness = self.store.readiness()
+        if readiness.state == "loading":
+            return Response(status_code=204)
+        if readiness.state == "ready":
+            return JSONResponse({"status": "healthy"})
+        error = EngineUnavailable("A model this worker serves could not be loaded; see its log.")
+        return JSONResponse(error.envelope(), status_code=error.status)
 
     async def image(self, request: Request) -> Response:
         """A generated image this gateway serves, until it expires."""

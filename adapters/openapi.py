@@ -279,21 +279,32 @@ def _own_pages(serves_images: bool, metrics: bool) -> dict[str, Any]:
         return {"servers": [{"url": "."}], "get": get}
 
     text, html, files = {"type": "string"}, "text/html", "application/octet-stream"
+    health = {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": ["ok", "loading", "unavailable"]},
+            "active": {"type": "integer"},
+            "waiting": {"type": "integer"},
+            "loaded": {"type": "array", "items": {"type": "string"}},
+            "failed": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
     pages = {
         "/health": page(
             "health",
-            "Liveness, open to load balancers; with a key also what runs and waits",
+            "Readiness, open to load balancers (503 while preloaded models load, or when one "
+            "could not be); with a key also what runs, waits and failed",
             "application/json",
-            {
-                "type": "object",
-                "required": ["status"],
-                "properties": {
-                    "status": {"const": "ok"},
-                    "active": {"type": "integer"},
-                    "waiting": {"type": "integer"},
-                    "loaded": {"type": "array", "items": {"type": "string"}},
-                },
-            },
+            health,
+            open_=True,
+        ),
+        "/ping": page(
+            "ping",
+            "RunPod's load-balancer health check: 204 while preloaded models load, 200 once "
+            "they have, 503 when one could not be",
+            "application/json",
+            {"type": "object", "properties": {"status": {"const": "healthy"}}},
             open_=True,
         ),
         "/": page(
@@ -313,6 +324,10 @@ def _own_pages(serves_images: bool, metrics: bool) -> dict[str, Any]:
             "docsAsset", "The docs page's script and style sheet", files, {}, parameter="asset"
         ),
     }
+    unready = {"description": "Not ready.", "content": {"application/json": {"schema": health}}}
+    pages["/health"]["get"]["responses"]["503"] = unready
+    pages["/ping"]["get"]["responses"]["204"] = {"description": "Preloaded models are loading."}
+    pages["/ping"]["get"]["responses"]["503"] = {"$ref": "#/components/responses/Unavailable"}
     if metrics:
         pages["/metrics"] = page(
             "metrics",

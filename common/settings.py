@@ -30,6 +30,14 @@ class Settings(BaseModel):
 
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
     port: int = Field(8080, ge=0, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    port_health: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("PORT_HEALTH", "port_health"),
+        description="A second port the server also listens on, for health checks (RunPod's "
+        "load balancers poll /ping there); default: PORT alone.",
+    )
     api_key: str = Field(
         "",
         validation_alias=AliasChoices("API_KEY", "api_key"),

@@ -36,6 +36,20 @@ def _local_only(config: ModelConfig) -> Path:
     return local_path(config.name, config.source)
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the models this process preloads (STRATUS_PRELOAD) are ready: `loading` while
+    any of them is, and those whose load failed, each with what a request for it would be
+    told. A failed model is loaded again by its next request, and is ready once that works."""
+
+    loading: bool
+    failed: dict[str, str]
+
+    @property
+    def state(self) -> str:
+        return "loading" if self.loading else "failed" if self.failed else "ready"
+
+
 @dataclass
 class _Loaded:
     model: Any
@@ -67,6 +81,8 @@ class ModelStore:
         self._guard = threading.Lock()  # guards _loaded and _load_locks, held briefly
         self._load_locks: dict[str, threading.Lock] = {}
         self._reaper: threading.Thread | None = None
+        self._preloading: set[str] = set()  # guarded too
+        self._preload_failed: dict[str, str] = {}
 
     @contextmanager
     def use(self, model_id: str) -> Iterator[Any]:
@@ -80,6 +96,10 @@ class ModelStore:
     def loaded(self) -> list[str]:
         with self._guard:
             return list(self._loaded)
+
+    def readiness(self) -> Readiness:
+        with self._guard:
+            return Readiness(bool(self._preloading), dict(self._preload_failed))
 
     def collect(self) -> list[str]:
         """Unloads idle models past their TTL, then any beyond the caps. Returns their names."""
@@ -122,19 +142,31 @@ class ModelStore:
         background thread, and returns it; None when there are none. They are kept as any
         loaded model is (the TTL and the caps apply). A request for a model still loading
         waits for that load, counted as its own `load` time. An unknown name raises here, at
-        start; a model that fails to load is logged, and loaded again by its first request."""
+        start; a model that fails to load is logged, and loaded again by its first request.
+        readiness() tells how the loads stand."""
         configs = [self.registry.resolve(model_id) for model_id in model_ids]
         if not configs:
             return None
+        with self._guard:
+            self._preloading.update(config.name for config in configs)
 
         def load_all() -> None:
             for config in configs:
+                failure = None
                 try:
                     self._acquire(config)
-                except Exception:  # a request would meet it too: logged, and not the end
+                except StratusError as exc:  # a request would meet it too: said, not the end
+                    failure = exc.message
+                    log.error("preloading model %s failed: %s", config.name, exc.message)
+                except Exception:
+                    failure = f"The model '{config.name}' could not be loaded."
                     log.exception("preloading model %s failed", config.name)
                 else:
                     self._release(config.name)
+                with self._guard:
+                    self._preloading.discard(config.name)
+                    if failure is not None:
+                        self._preload_failed[config.name] = failure
 
         thread = threading.Thread(target=load_all, name="model-preload", daemon=True)
         thread.start()
@@ -158,6 +190,7 @@ class ModelStore:
                 model = self._load(config, path)
             with self._guard:
                 self._loaded[name] = _Loaded(model, _size(path), 1, self._clock())
+                self._preload_failed.pop(name, None)  # loaded by a later request
                 unloaded = self._over_caps(keep=name)
         finally:
             lock.release()

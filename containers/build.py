@@ -74,7 +74,9 @@ def builder() -> str:
 def buildah_env() -> dict[str, str]:
     """buildah as it runs here: chroot isolation (no daemon, no nested namespaces to set up),
     overlay storage where the kernel has it (vfs copies every layer whole)."""
-    filesystems = Path("/proc/filesystems").read_text() if Path("/proc/filesystems").exists() else ""
+    filesystems = (
+        Path("/proc/filesystems").read_text() if Path("/proc/filesystems").exists() else ""
+    )
     driver = "overlay" if "overlay" in filesystems.split() else "vfs"
     return {
         **os.environ,
@@ -192,19 +194,21 @@ def run(command: Sequence[str]) -> None:
         raise BuildError(f"{command[0]} {command[1]} failed")
 
 
-def build_image(
+def build_images(
     family: str,
     flavour: str,
-    target: str,
+    targets: Sequence[str],
     *,
     bake: str = "",
     build_args: Sequence[str] = (),
     secrets: Sequence[str] = (),
     pip: Sequence[str] = (sys.executable, "-m", "pip"),
     tool: str | None = None,
-) -> str:
-    """Builds one image and returns its tag."""
-    check(family, flavour, target)
+) -> list[str]:
+    """Builds one image per target (they share every layer but their last) and returns their
+    tags."""
+    for target in targets:
+        check(family, flavour, target)
     tool = tool or builder()
     args = [f"FAMILY={family}", f"FLAVOUR={flavour}", *build_args]
     if bake:
@@ -219,19 +223,22 @@ def build_image(
         args.append("PIP_NO_INDEX=1")  # every wheel is in the wheelhouse: offline, reproducible
     else:
         empty_wheelhouse()  # the CUDA flavour builds its engines in the image, from PyPI
-    name = tag(family, flavour, target)
-    command = ["-f", str(DOCKERFILE), "--target", target, "-t", name]
-    for arg in args:
-        command += ["--build-arg", arg]
-    for secret in secrets:
-        command += ["--secret", secret]
-    if tool == "docker":
-        run(["docker", "build", *command, str(ROOT)])
-    else:
-        # docker format: an OCI image config has no HEALTHCHECK. --layers: each step is cached,
-        # so a code change rebuilds the last layers only.
-        buildah("bud", "--layers", "--format", "docker", *command, str(ROOT))
-    return name
+    tags = []
+    for target in targets:
+        name = tag(family, flavour, target)
+        command = ["-f", str(DOCKERFILE), "--target", target, "-t", name]
+        for arg in args:
+            command += ["--build-arg", arg]
+        for secret in secrets:
+            command += ["--secret", secret]
+        if tool == "docker":
+            run(["docker", "build", *command, str(ROOT)])
+        else:
+            # docker format: an OCI image config has no HEALTHCHECK. --layers: each step is
+            # cached, so a code change rebuilds the last layers only.
+            buildah("bud", "--layers", "--format", "docker", *command, str(ROOT))
+        tags.append(name)
+    return tags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     image = commands.add_parser("image", help="build one image")
     image.add_argument("--family", default="text")
     image.add_argument("--flavour", default="cpu")
-    image.add_argument("--target", default="http")
+    image.add_argument("--target", default="http", help="one or more, comma-separated")
     image.add_argument("--bake", default="", help="models to bake in (BAKE_MODELS)")
-    image.add_argument("--pip", default=f"{sys.executable} -m pip", help="the pip that fills the wheelhouse")
+    image.add_argument(
+        "--pip", default=f"{sys.executable} -m pip", help="the pip that fills the wheelhouse"
+    )
     base = commands.add_parser("base", help="the local Debian base, for buildah")
     base.add_argument("--name", default=LOCAL_BASE)
     args = parser.parse_args(argv)
@@ -250,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "base":
             print(build_base(args.name))
         else:
-            print(build_image(args.family, args.flavour, args.target, bake=args.bake, pip=args.pip.split()))
+            targets = args.target.replace(",", " ").split()
+            tags = build_images(
+                args.family, args.flavour, targets, bake=args.bake, pip=args.pip.split()
+            )
+            print("\n".join(tags))
     except BuildError as exc:
         print(f"make image: {exc}", file=sys.stderr)
         return 2
