@@ -24,14 +24,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import requirements  # noqa: E402  (containers/requirements.py, beside this file)
+if __package__ in (None, ""):  # run as a script: the repository root holds `containers`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from containers import requirements  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile.gpu"
 WHEELHOUSE = ROOT / "wheelhouse"
 LLAMA_WHEELS = ROOT / "build" / "wheels"  # where `make setup` leaves llama.cpp's wheel
-TARGETS = ("http", "runpod", "runpod-lb", "lambda", "lambda-stream")
+TARGETS = tuple(requirements.PLATFORM_EXTRAS)
 LOCAL_BASE = "localhost/stratus-base:bookworm"
 DOCKER_CPU_BASE = "debian:bookworm-slim"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -164,6 +165,8 @@ def fill_wheelhouse(family: str, flavour: str, pip: Sequence[str]) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     pyproject = ROOT / "pyproject.toml"
     wanted = requirements.requirements(pyproject, family, flavour, coqui=False)
+    for target in TARGETS:  # every platform's: one wheelhouse serves every target
+        wanted += requirements.platform_requirements(pyproject, target)
     wanted += list(BUILD_BACKEND)
     if family != "text":
         wanted.append("torch==2.13.0")  # the CPU build make setup installs (pip's find-links)

