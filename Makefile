@@ -144,6 +144,7 @@ bench: setup
 	$(BIN)/python bench/bench_text.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_store.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_cold_start.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_container_images.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_embeddings.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_embeddings_batching.py $(BENCH_ARGS) $(if $(INFINITY),--infinity $(INFINITY))
 	$(BIN)/python bench/bench_speech.py $(BENCH_ARGS)

@@ -29,8 +29,6 @@ if __package__ in (None, ""):  # run as a script: the repository root holds `con
 from containers import requirements  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = ROOT / "Dockerfile.gpu"
-WHEELHOUSE = ROOT / "wheelhouse"
 LLAMA_WHEELS = ROOT / "build" / "wheels"  # where `make setup` leaves llama.cpp's wheel
 TARGETS = tuple(requirements.PLATFORM_EXTRAS)
 LOCAL_BASE = "localhost/stratus-base:bookworm"
@@ -157,13 +155,13 @@ def can_build_wheels() -> bool:
     )
 
 
-def fill_wheelhouse(family: str, flavour: str, pip: Sequence[str]) -> Path:
+def fill_wheelhouse(family: str, flavour: str, pip: Sequence[str], context: Path = ROOT) -> Path:
     """Every wheel the image's build stage installs, in wheelhouse/ (and nothing else): the
     family's requirements with their dependencies, its embedded models, the build backend, and
     llama.cpp's wheel as `make setup` built it (portable, without OpenMP)."""
     cache = ROOT / "build" / "wheelhouse" / f"{family}-{flavour}"
     cache.mkdir(parents=True, exist_ok=True)
-    pyproject = ROOT / "pyproject.toml"
+    pyproject = context / "pyproject.toml"
     wanted = requirements.requirements(pyproject, family, flavour, coqui=False)
     for target in TARGETS:  # every platform's: one wheelhouse serves every target
         wanted += requirements.platform_requirements(pyproject, target)
@@ -180,16 +178,20 @@ def fill_wheelhouse(family: str, flavour: str, pip: Sequence[str]) -> Path:
     models = list(requirements.EMBEDDED_MODELS[family])
     if models:
         run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(cache), *models])
-    for old in WHEELHOUSE.glob("*.whl"):
-        old.unlink()
+    wheelhouse = empty_wheelhouse(context)
     for wheel in cache.glob("*.whl"):
-        os.link(wheel, WHEELHOUSE / wheel.name)
-    return WHEELHOUSE
+        try:
+            os.link(wheel, wheelhouse / wheel.name)
+        except OSError:  # another file system
+            shutil.copy2(wheel, wheelhouse / wheel.name)
+    return wheelhouse
 
 
-def empty_wheelhouse() -> None:
-    for old in WHEELHOUSE.glob("*.whl"):
+def empty_wheelhouse(context: Path = ROOT) -> Path:
+    wheelhouse = context / "wheelhouse"
+    for old in wheelhouse.glob("*.whl"):
         old.unlink()
+    return wheelhouse
 
 
 def run(command: Sequence[str]) -> None:
@@ -207,9 +209,11 @@ def build_images(
     secrets: Sequence[str] = (),
     pip: Sequence[str] = (sys.executable, "-m", "pip"),
     tool: str | None = None,
+    context: Path = ROOT,
+    no_cache: bool = False,
 ) -> list[str]:
-    """Builds one image per target (they share every layer but their last) and returns their
-    tags."""
+    """Builds one image per target (they share every layer but their last) from `context` (a
+    checkout) and returns their tags. `no_cache`: every step anew (a cold build)."""
     for target in targets:
         check(family, flavour, target)
     tool = tool or builder()
@@ -222,24 +226,26 @@ def build_images(
             build_base()
         args += [f"BUILD_BASE={base}", f"RUNTIME_BASE={base}"]
     if flavour == "cpu" and can_build_wheels():
-        fill_wheelhouse(family, flavour, pip)
+        fill_wheelhouse(family, flavour, pip, context)
         args.append("PIP_NO_INDEX=1")  # every wheel is in the wheelhouse: offline, reproducible
     else:
-        empty_wheelhouse()  # the CUDA flavour builds its engines in the image, from PyPI
+        empty_wheelhouse(context)  # the CUDA flavour builds its engines in the image, from PyPI
     tags = []
     for target in targets:
         name = tag(family, flavour, target)
-        command = ["-f", str(DOCKERFILE), "--target", target, "-t", name]
+        command = ["-f", str(context / "Dockerfile.gpu"), "--target", target, "-t", name]
+        if no_cache and target == targets[0]:  # the later targets share its fresh layers
+            command.append("--no-cache")
         for arg in args:
             command += ["--build-arg", arg]
         for secret in secrets:
             command += ["--secret", secret]
         if tool == "docker":
-            run(["docker", "build", *command, str(ROOT)])
+            run(["docker", "build", *command, str(context)])
         else:
             # docker format: an OCI image config has no HEALTHCHECK. --layers: each step is
             # cached, so a code change rebuilds the last layers only.
-            buildah("bud", "--layers", "--format", "docker", *command, str(ROOT))
+            buildah("bud", "--layers", "--format", "docker", *command, str(context))
         tags.append(name)
     return tags
 

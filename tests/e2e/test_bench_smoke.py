@@ -47,6 +47,17 @@ SMOKES = {  # bench -> what its output must show
             for name in ("http", "runpod", "lambda")
         )
     ),
+    "bench_container_images": Smoke(
+        (
+            rf"^  after a one-line change +{NUMBER} s$",
+            rf"^stratus:text-cpu-http +{NUMBER} +{NUMBER}$",
+            *(
+                rf"^{name} +process start -> first answer: {NUMBER} s median"
+                for name in ("http", "runpod-lb", "runpod", "lambda")
+            ),
+        ),
+        timeout=600,
+    ),
     "bench_embeddings": Smoke((rf"^batch1_ratio\s+{NUMBER}$", rf"^batch32_ratio\s+{NUMBER}$")),
     "bench_speech": Smoke((rf"^speed_ratio\s+{NUMBER}", rf"^stratus_first_byte_ms\s+{NUMBER}")),
     "bench_transcription": Smoke((rf"^speed_ratio\s+{NUMBER}",)),

@@ -24,7 +24,7 @@ from tests.conftest import API_KEYS, LiveServer
 from tests.raw_http import assert_envelope, problems_with, raw, send
 
 # The only paths answered without a key (adapters/http.py: OPEN_PATHS says the same).
-OPEN_PATHS = ("/health", "/generated-images/{name}", "/", "/playground/{asset}")
+OPEN_PATHS = ("/health", "/ping", "/generated-images/{name}", "/", "/playground/{asset}")
 METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH")
 # No key at all, and wrong keys in each place a key is read from.
 NOT_KEYS = (
