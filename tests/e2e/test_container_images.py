@@ -53,7 +53,7 @@ pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 def images() -> dict[str, str]:
     started = time.perf_counter()
     tags = container.image_build.build_images(
-        "text", "cpu", TARGETS, pip=[sys.executable, "-m", "pip"], tool="buildah"
+        "text", "cpu", TARGETS, pip=[sys.executable, "-m", "pip"], tool="buildah", quiet=True
     )
     print(f"\nbuilt {', '.join(tags)} in {time.perf_counter() - started:.0f} s")
     return dict(zip(TARGETS, tags, strict=True))
@@ -295,3 +295,77 @@ def test_lambda_image_answers_api_gateway_events_without_a_gpu(images, cache, se
     assert failed.kind == "response" and failed.body["statusCode"] == 404
     assert json.loads(failed.body["body"])["error"]["code"] == "model_not_found"
     assert libraries.stdout.strip() == ""  # no CUDA library in it, no GPU driver asked for
+
+
+def test_a_model_on_a_mounted_volume_is_served(images, cache, tmp_path, server):
+    """A registry and its model file on volumes (RunPod's network volume, a Kubernetes PVC):
+    the image reads them where they are mounted, read-only."""
+    from tests.conftest import smollm2_path
+
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "models.yaml").write_text(
+        "- name: volume-chat\n  backend: llama-cpp\n  source: file:///volume/smollm2.gguf\n"
+    )
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    os.link(smollm2_path(), volume / "smollm2.gguf")
+    port = free_port()
+    volumes = {**cache, str(registry): "/home/stratus/models", str(volume): "/volume"}
+    with container.started(images["http"], env={"PORT": str(port)}, volumes=volumes) as box:
+        first_answer(f"http://127.0.0.1:{port}/health", box)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={**CHAT, "model": "volume-chat"},
+            timeout=120,
+        )
+    assert answer.status_code == 200, answer.text
+    content = reference_chat(server)["choices"][0]["message"]["content"]
+    assert answer.json()["choices"][0]["message"]["content"] == content
+
+
+SECRET = "never-in-a-layer-7f3a9c1e5b"
+
+
+def test_models_baked_from_s3_are_served_offline_and_no_layer_holds_the_secret(
+    images, s3, tmp_path, server
+):
+    """BAKE_MODELS with an S3 source (moto's, on loopback) and its credentials as a build
+    secret: the model is in the image, served with S3 out of reach, from a read-only root with
+    no cache volume; the credentials are in no file of any layer."""
+    context = container.checkout_copy(tmp_path / "checkout")
+    (context / "models" / "bake.yaml").write_text(
+        f"- name: baked-chat\n  backend: llama-cpp\n  source: s3://{BUCKET}/smollm2.gguf\n"
+    )
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text(
+        f"[default]\naws_access_key_id = test\naws_secret_access_key = {SECRET}\n"
+    )
+    [tag] = container.image_build.build_images(
+        "text", "cpu", ["http"], pip=[sys.executable, "-m", "pip"], tool="buildah",
+        context=context, bake="baked-chat", quiet=True, repository="stratus-test-baked",
+        build_args=[f"AWS_ENDPOINT_URL_S3={s3.moto.url}"], secrets=[f"id=aws,src={credentials}"],
+    )  # fmt: skip
+    try:
+        port = free_port()
+        env = {"PORT": str(port), "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}"}
+        with container.started(tag, env=env) as box:  # no volume: the root is all read-only
+            first_answer(f"http://127.0.0.1:{port}/health", box)
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                json={**CHAT, "model": "baked-chat"},
+                timeout=120,
+            )
+            assert answer.status_code == 200, answer.text + box.output()
+        content = reference_chat(server)["choices"][0]["message"]["content"]
+        assert answer.json()["choices"][0]["message"]["content"] == content
+        holding, blobs = [], 0
+        for blob in container.pushed_blobs(tag, tmp_path):
+            blobs += 1
+            if SECRET.encode() in blob.read_bytes():
+                holding.append(blob.name)
+        assert blobs > 5  # the layers, the config, the manifest
+        assert not holding, holding  # no layer, no build argument, no history line
+    finally:
+        with contextlib.suppress(RuntimeError):
+            container.buildah("rmi", tag)
