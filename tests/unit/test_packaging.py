@@ -49,6 +49,17 @@ def test_template_passes_cfn_lint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dockerfile_passes_hadolint():
+    """Every stage of both flavours, the GPU's CUDA steps included (no GPU builds them here)."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile.gpu")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_platform_target_exists():
     assert set(requirements.PLATFORM_EXTRAS) == set(image_build.TARGETS)
     assert {"deps", "build", "models", "runtime", *image_build.TARGETS} <= STAGES
