@@ -23,7 +23,7 @@ COQUI_TORCHCODEC_VERSION := 0.8.*
 COQUI_STAMP := $(COQUI_VENV)/.stratus-coqui-setup
 
 .PHONY: setup serve test test-coqui lint bench llama-server clean fuzz browser image base-image \
-	container-tools
+	container-tools test-images
 
 setup: $(SETUP_STAMP)
 
@@ -106,6 +106,11 @@ TARGET ?= http
 image: setup container-tools
 	$(BIN)/python containers/build.py image --family $(FAMILY) --flavour $(FLAVOUR) \
 		--target $(TARGET) --pip "$(BIN)/python -m pip" $(if $(BAKE_MODELS),--bake "$(BAKE_MODELS)")
+
+# The CPU images of the other families (embeddings, audio, images: PyTorch's CPU build each,
+# ~1.7 GB), built and started; `make test` builds and starts the text images only.
+test-images: setup container-tools
+	STRATUS_TEST_FAMILY_IMAGES=1 $(BIN)/pytest tests/family_images -v
 
 # A Debian bookworm base with Python 3.11 made from Debian's packages, for buildah where Docker
 # Hub cannot be reached (`make image` makes it when it is missing).

@@ -22,6 +22,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,16 @@ from containers import build as image_build
 ROOT = Path(__file__).resolve().parent.parent
 
 DEVICES = ("null", "zero", "random", "urandom", "full", "tty")
+
+
+def why_not_here() -> str | None:
+    """Why images cannot be built and started here, or None when they can."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "starting an image here takes root (namespaces, mounts) on Linux"
+    for tool in ("buildah", "unshare", "nsenter", "chroot"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (make test installs buildah where apt-get can)"
+    return None
 
 
 def checkout_copy(into: Path) -> Path:

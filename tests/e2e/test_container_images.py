@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -37,16 +36,9 @@ KEY = "image-test-key"
 SMOLLM2 = "smollm2-135m-instruct"
 
 
-def _why_not() -> str | None:
-    if sys.platform != "linux" or os.geteuid() != 0:
-        return "starting an image here takes root (namespaces, mounts) on Linux"
-    for tool in ("buildah", "unshare", "nsenter", "chroot"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (make test installs buildah where apt-get can)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+pytestmark = pytest.mark.skipif(
+    container.why_not_here() is not None, reason=container.why_not_here() or ""
+)
 
 
 @pytest.fixture(scope="session")

@@ -167,6 +167,38 @@ def test_preloading_loads_in_the_background_and_a_request_waits_for_that_load():
     assert record.cold_start and record.spans["load"] >= 0.2
 
 
+def test_readiness_says_loading_then_ready_or_which_model_failed():
+    """What /health, /ping and the images' HEALTHCHECK report: loading while a preloaded
+    model loads, then ready, or failed with what its requests are told (until a later
+    request loads it)."""
+    gate, attempts = threading.Event(), []
+
+    def loader(config, path):
+        attempts.append(config.name)
+        gate.wait(5)
+        if config.name == "flaky" and attempts.count("flaky") == 1:
+            raise RuntimeError("the file is not there yet")
+        return Model(config.name)
+
+    registry = Registry(
+        [
+            RegisteredModel(ModelConfig(name=n, backend="llama-cpp", source=f"/{n}"), False)
+            for n in ("a", "flaky")
+        ]
+    )
+    store = ModelStore(registry, loader, lambda config: Path("/a"))
+    assert store.readiness().state == "ready"  # nothing to preload
+    thread = store.preload(["a", "flaky"])
+    assert store.readiness().state == "loading" and store.readiness().loading
+    gate.set()
+    thread.join(10)
+    readiness = store.readiness()
+    assert readiness.state == "failed" and not readiness.loading
+    assert readiness.failed == {"flaky": "The model 'flaky' could not be loaded."}
+    assert use(store, "flaky").name == "flaky"  # a request loads it again
+    assert store.readiness().state == "ready" and store.readiness().failed == {}
+
+
 def test_huggingface_cache_sources(tmp_path):
     repo = tmp_path / "hub" / "models--org--name"
     (repo / "snapshots" / "abc123").mkdir(parents=True)
