@@ -43,6 +43,11 @@ def why_not_here() -> str | None:
     for tool in ("buildah", "unshare", "nsenter", "chroot"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (make test installs buildah where apt-get can)"
+    namespaces = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "true"], capture_output=True, check=False
+    )
+    if namespaces.returncode != 0:
+        return f"this machine refuses new mount and PID namespaces: {namespaces.stderr!r}"
     return None
 
 
