@@ -178,3 +178,4 @@ $(LLAMA_SERVER): $(LLAMA_SRC)/.unpacked
 
 clean:
 	rm -rf $(VENV) $(COQUI_VENV) build *.egg-info
+	rm -f wheelhouse/*.whl
