@@ -8,7 +8,6 @@ import logging
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +50,6 @@ def load(config: ModelConfig, path: Path, options: EngineOptions) -> Any:
     return LlamaCppTextModel(config, gguf_file(config, path), options)
 
 
-def _import_template_engine() -> None:
-    import jinja2.ext  # noqa: F401  (what layers.chat_template's formatter builds on)
-    import jinja2.sandbox  # noqa: F401
-
-
 class LlamaCppTextModel:
     """A GGUF model generating for many requests at once (layers/llama_batch)."""
 
@@ -75,26 +69,8 @@ class LlamaCppTextModel:
         for key in MODEL_PARAMETERS:
             if key in kwargs:
                 setattr(model_params, key, kwargs[key])
-        # The chat template's Python work runs beside llama.cpp's C work, which leaves the
-        # interpreter free: Jinja is imported while the GGUF is read, and the template built
-        # while the context is made (on two cores, ~40 ms less of a cold start).
-        with ThreadPoolExecutor(1, thread_name_prefix="model-load") as aside:
-            aside.submit(_import_template_engine)
-            self._model = ModelFile(llama_cpp, path, model_params)
-            self._add_bos: bool = self._model.add_bos_token()
-            template = aside.submit(
-                ChatTemplate,
-                config.templates.get("chat")
-                or self._model.metadata().get("tokenizer.chat_template"),
-                bos_token=self._token_text(self._model.token_bos()),
-                eos_token=self._token_text(self._model.token_eos()),
-                add_bos=self._add_bos,
-                reasoning_format=config.reasoning_format,
-                tool_format=config.tool_format,
-                model=config.name,
-            )
-            context = GrowingContext(llama_cpp, self._model.model, kwargs, self.parallel, self.name)
-            self._template = template.result()
+        self._model = ModelFile(llama_cpp, path, model_params)
+        context = GrowingContext(llama_cpp, self._model.model, kwargs, self.parallel, self.name)
         self.context_length: int = context.context_length
         self.vocab_size: int = self._model.n_vocab()
         self.fingerprint = fingerprint(path, kwargs, version())
@@ -113,6 +89,7 @@ class LlamaCppTextModel:
             self.fingerprint = fingerprint(projector, {"model": self.fingerprint}, "mtmd")
         self.accepts_images = self._vision is not None
         self._vocab = self._model.vocab
+        self._add_bos: bool = self._model.add_bos_token()
         self._pieces: dict[int, bytes] = {}
         self._grammar_tokenizer: Any = None  # llguidance's view of the vocabulary, on first use
         self._grammar_lock = threading.Lock()
@@ -127,6 +104,15 @@ class LlamaCppTextModel:
             exact_tail=kwargs["token_prefix_reuse"] is True
             and kwargs["flash_attn"] is not False
             and not llama_cpp.llama_supports_gpu_offload(),
+        )
+        self._template = ChatTemplate(
+            config.templates.get("chat") or self._model.metadata().get("tokenizer.chat_template"),
+            bos_token=self._token_text(self._model.token_bos()),
+            eos_token=self._token_text(self._model.token_eos()),
+            add_bos=self._add_bos,
+            reasoning_format=config.reasoning_format,
+            tool_format=config.tool_format,
+            model=config.name,
         )
         self.reasoning = self._template.reasoning
         self.reasoning_opens = self._template.reasoning_opens
