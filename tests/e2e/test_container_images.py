@@ -245,6 +245,8 @@ def test_runpod_image_takes_jobs_from_the_queue(images, cache, server):
             except TimeoutError:
                 pytest.fail(box.output())
             assert box.uid() == 10001
+            status, took = box.stop(timeout=15)  # RunPod scaling the worker down
+    assert status == 0 and took < 10, (status, took)  # SIGTERM handled by PID 1, not SIGKILL
     content = reference["choices"][0]["message"]["content"]
     assert plain.status == 200 and plain.body["choices"][0]["message"]["content"] == content
     answer = from_job_outputs(streamed.done["output"])
