@@ -9,6 +9,9 @@ llama.cpp wheel, temperature 0: the same tokens).
     runpod     jobs from RunPod's job API on loopback: plain, streamed, failed
     lambda     awslambdaric against Lambda's Runtime API on loopback: API Gateway v1 and v2
                events, an error in the envelope, the cold start; no CUDA library in the image
+    lambda-stream  built with a stand-in for the Lambda Web Adapter's image (not reachable)
+and, on the http image: a model from a mounted volume; a model baked from S3 with its
+credentials as a build secret that no pushed blob holds.
 """
 
 from __future__ import annotations
@@ -363,3 +366,37 @@ def test_models_baked_from_s3_are_served_offline_and_no_layer_holds_the_secret(
     finally:
         with contextlib.suppress(RuntimeError):
             container.buildah("rmi", tag)
+
+
+def test_lambda_stream_builds_on_the_http_stage(images, tmp_path):
+    """The Lambda Web Adapter's image (public.ecr.aws) cannot be pulled here: a stand-in with
+    the same file (/lambda-adapter) is given as LAMBDA_ADAPTER, so the stage is built as a
+    deployment builds it. The adapter itself runs only on Lambda (an extension); what it
+    forwards to is the http stage, which the tests above start."""
+    context = tmp_path / "adapter"
+    context.mkdir()
+    (context / "lambda-adapter").write_text("#!/bin/sh\necho stand-in\n")
+    (context / "lambda-adapter").chmod(0o755)
+    (context / "Containerfile").write_text("FROM scratch\nCOPY lambda-adapter /lambda-adapter\n")
+    stand_in = "localhost/stratus-test-lambda-adapter:latest"
+    container.buildah("bud", "--quiet", "-t", stand_in, str(context))
+    try:
+        [tag] = container.image_build.build_images(
+            "text", "cpu", ["lambda-stream"], pip=[sys.executable, "-m", "pip"], tool="buildah",
+            quiet=True, build_args=[f"LAMBDA_ADAPTER={stand_in}"],
+        )  # fmt: skip
+        config = container.image_config(tag)
+        assert config.env["AWS_LWA_INVOKE_MODE"] == "response_stream"
+        assert config.env["AWS_LWA_PORT"] == config.env["PORT"] == "8080"
+        assert config.env["AWS_LWA_READINESS_CHECK_PATH"] == "/health"
+        assert config.env["STRATUS_PLATFORM"] == "lambda"
+        assert config.cmd == ["stratus", "serve"] and config.user == "10001"
+        with container.started(tag, command=["sh", "-c", "ls -l /opt/extensions; sleep 30"]) as box:
+            deadline = time.monotonic() + 10
+            while "lambda-adapter" not in box.output() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert "-rwxr-xr-x" in box.output() and "lambda-adapter" in box.output()
+    finally:
+        for name in (stand_in, container.image_build.tag("text", "cpu", "lambda-stream")):
+            with contextlib.suppress(RuntimeError):
+                container.buildah("rmi", name)
