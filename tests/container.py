@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from containers import build as image_build
 
@@ -167,6 +167,21 @@ class Container:
         if not self.log.closed:
             self.log.flush()
         return Path(self.log.name).read_text(errors="replace")
+
+
+def first_answer(url: str, box: Container, timeout: float = 90) -> Any:
+    """GET `url` until the container answers (an httpx response); fails at once if it exits."""
+    import httpx
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if box.process.poll() is not None:
+            pytest.fail(f"the container exited ({box.process.returncode}):\n{box.output()}")
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(url, timeout=5)
+        time.sleep(0.01)
+    pytest.fail(f"{url} did not answer in {timeout} s:\n{box.output()}")
 
 
 def _mount_script(

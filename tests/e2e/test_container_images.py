@@ -62,18 +62,6 @@ def cache(tmp_path: Path) -> dict[str, str]:
     return {str(path): "/opt/stratus-cache"}
 
 
-def first_answer(url: str, box: container.Container, timeout: float = 90) -> httpx.Response:
-    """GET `url` until the container answers; fails at once if it exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if box.process.poll() is not None:
-            pytest.fail(f"the container exited ({box.process.returncode}):\n{box.output()}")
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(url, timeout=5)
-        time.sleep(0.01)
-    pytest.fail(f"{url} did not answer in {timeout} s:\n{box.output()}")
-
-
 def reference_chat(server, **fields) -> dict:
     answer = httpx.post(
         f"{server.v1}/chat/completions",
@@ -89,7 +77,7 @@ def test_http_image_answers_from_a_read_only_root_as_its_own_user(images, cache,
     port = free_port()
     env = {"PORT": str(port), "API_KEY": KEY}
     with container.started(images["http"], env=env, volumes=cache) as box:
-        health = first_answer(f"http://127.0.0.1:{port}/health", box)
+        health = container.first_answer(f"http://127.0.0.1:{port}/health", box)
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
         plain = client.chat.completions.create(**CHAT)
@@ -117,7 +105,7 @@ def test_sigterm_to_pid_1_ends_the_container_within_the_grace(images, cache):
     port = free_port()
     env = {"PORT": str(port), "STRATUS_SHUTDOWN_GRACE": "2"}
     with container.started(images["http"], env=env, volumes=cache) as box:
-        first_answer(f"http://127.0.0.1:{port}/health", box)
+        container.first_answer(f"http://127.0.0.1:{port}/health", box)
         received: list[str] = []
 
         def long_stream() -> None:
@@ -163,7 +151,7 @@ def test_runpod_lb_image_pings_204_until_its_model_is_ready(images, cache, s3, t
     }
     volumes = {**cache, str(s3_registry(tmp_path)): "/home/stratus/models"}
     with container.started(images["runpod-lb"], env=env, volumes=volumes) as box:
-        codes = [first_answer(f"http://127.0.0.1:{health_port}/ping", box).status_code]
+        codes = [container.first_answer(f"http://127.0.0.1:{health_port}/ping", box).status_code]
         deadline = time.monotonic() + 90
         while codes[-1] != 200 and time.monotonic() < deadline:
             codes.append(httpx.get(f"http://127.0.0.1:{health_port}/ping", timeout=5).status_code)
@@ -206,7 +194,7 @@ def test_a_model_that_cannot_be_fetched_is_reported_and_answered_503(images, cac
     }
     volumes = {**cache, str(s3_registry(tmp_path)): "/home/stratus/models"}
     with container.started(images["runpod-lb"], env=env, volumes=volumes) as box:
-        first_answer(f"http://127.0.0.1:{port}/ping", box)
+        container.first_answer(f"http://127.0.0.1:{port}/ping", box)
         deadline = time.monotonic() + 90
         while (ping := httpx.get(f"http://127.0.0.1:{port}/ping")).status_code == 204:
             assert time.monotonic() < deadline
@@ -310,7 +298,7 @@ def test_a_model_on_a_mounted_volume_is_served(images, cache, tmp_path, server):
     port = free_port()
     volumes = {**cache, str(registry): "/home/stratus/models", str(volume): "/volume"}
     with container.started(images["http"], env={"PORT": str(port)}, volumes=volumes) as box:
-        first_answer(f"http://127.0.0.1:{port}/health", box)
+        container.first_answer(f"http://127.0.0.1:{port}/health", box)
         answer = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             json={**CHAT, "model": "volume-chat"},
@@ -347,7 +335,7 @@ def test_models_baked_from_s3_are_served_offline_and_no_layer_holds_the_secret(
         port = free_port()
         env = {"PORT": str(port), "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}"}
         with container.started(tag, env=env) as box:  # no volume: the root is all read-only
-            first_answer(f"http://127.0.0.1:{port}/health", box)
+            container.first_answer(f"http://127.0.0.1:{port}/health", box)
             answer = httpx.post(
                 f"http://127.0.0.1:{port}/v1/chat/completions",
                 json={**CHAT, "model": "baked-chat"},

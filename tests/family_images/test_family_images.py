@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,35 +30,24 @@ pytestmark = [
 ]
 
 
-def served(family: str, tmp_path: Path):
+@contextlib.contextmanager
+def served(family: str, tmp_path: Path) -> Iterator[tuple[container.Container, str]]:
+    """The family's http image, built, started with a cache volume, and answering."""
     [tag] = container.image_build.build_images(
         family, "cpu", ["http"], pip=[sys.executable, "-m", "pip"], tool="buildah", quiet=True
     )
     cache = tmp_path / "cache"
     cache.mkdir()
     port = free_port()
-    box = container.started(
-        tag, env={"PORT": str(port)}, volumes={str(cache): "/opt/stratus-cache"}
-    )
-    return box, f"http://127.0.0.1:{port}"
-
-
-def wait_up(url: str, box: container.Container) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert box.process.poll() is None, box.output()
-        try:
-            httpx.get(f"{url}/health", timeout=5)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    pytest.fail(box.output())
+    volumes = {str(cache): "/opt/stratus-cache"}
+    with container.started(tag, env={"PORT": str(port)}, volumes=volumes) as box:
+        url = f"http://127.0.0.1:{port}"
+        container.first_answer(f"{url}/health", box, timeout=120)
+        yield box, url
 
 
 def test_embeddings_image(tmp_path):
-    box_context, url = served("embeddings", tmp_path)
-    with box_context as box:
-        wait_up(url, box)
+    with served("embeddings", tmp_path) as (box, url):
         answer = httpx.post(
             f"{url}/v1/embeddings",
             json={"model": "text-embedding-ada-002", "input": "hi"},
@@ -69,9 +59,7 @@ def test_embeddings_image(tmp_path):
 
 
 def test_audio_image_speaks_and_transcribes(tmp_path):
-    box_context, url = served("audio", tmp_path)
-    with box_context as box:
-        wait_up(url, box)
+    with served("audio", tmp_path) as (box, url):
         speech = httpx.post(
             f"{url}/v1/audio/speech",
             json={"model": "tts-1", "input": "The quick brown fox.", "voice": "alloy",
@@ -90,9 +78,7 @@ def test_audio_image_speaks_and_transcribes(tmp_path):
 
 
 def test_images_image_draws(tmp_path):
-    box_context, url = served("images", tmp_path)
-    with box_context as box:
-        wait_up(url, box)
+    with served("images", tmp_path) as (box, url):
         answer = httpx.post(
             f"{url}/v1/images/generations",
             json={"prompt": "a red circle", "size": "64x64", "response_format": "b64_json"},
