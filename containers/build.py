@@ -15,8 +15,10 @@ PyPI. Standard library only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -85,23 +87,23 @@ def buildah_env() -> dict[str, str]:
 
 
 def buildah(*args: str, capture: bool = False) -> str:
+    """Runs buildah; `capture`: its output is returned (and its error told), not shown."""
+    pipe = subprocess.PIPE if capture else None
     result = subprocess.run(
-        ["buildah", *args], env=buildah_env(), check=False, text=True,
-        stdout=subprocess.PIPE if capture else None,
-    )  # fmt: skip
+        ["buildah", *args], env=buildah_env(), check=False, text=True, stdout=pipe, stderr=pipe
+    )
     if result.returncode != 0:
-        raise BuildError(f"buildah {args[0]} failed ({result.returncode})")
+        told = f": {result.stderr.strip()}" if capture else ""
+        raise BuildError(f"buildah {' '.join(args)} failed ({result.returncode}){told}")
     return (result.stdout or "").strip()
 
 
 def image_exists(name: str) -> bool:
-    return (
-        subprocess.run(
-            ["buildah", "inspect", "--type", "image", name],
-            env=buildah_env(), capture_output=True, check=False,
-        ).returncode
-        == 0
-    )  # fmt: skip
+    try:
+        buildah("inspect", "--type", "image", name, capture=True)
+    except BuildError:
+        return False
+    return True
 
 
 def build_base(name: str = LOCAL_BASE) -> str:
@@ -141,7 +143,8 @@ def build_base(name: str = LOCAL_BASE) -> str:
             buildah("config", "--cmd", "/bin/bash", "--env", "LANG=C.UTF-8", container)
             buildah("commit", "--rm", container, name)
         except BaseException:
-            subprocess.run(["buildah", "rm", container], env=buildah_env(), capture_output=True)
+            with contextlib.suppress(BuildError):
+                buildah("rm", container, capture=True)
             raise
     return name
 
@@ -166,8 +169,10 @@ def fill_wheelhouse(family: str, flavour: str, pip: Sequence[str], context: Path
     for target in TARGETS:  # every platform's: one wheelhouse serves every target
         wanted += requirements.platform_requirements(pyproject, target)
     wanted += list(BUILD_BACKEND)
-    if family != "text":
-        wanted.append("torch==2.13.0")  # the CPU build make setup installs (pip's find-links)
+    if family != "text":  # PyTorch's CPU build, the version the Dockerfile installs
+        dockerfile = (context / "Dockerfile.gpu").read_text()
+        version = re.search(r"^ARG CPU_TORCH_VERSION=(\S+)", dockerfile, re.M)[1]
+        wanted.append(f"torch=={version}")
     find_links = ["--find-links", str(LLAMA_WHEELS)]
     if family == "text" and not list(LLAMA_WHEELS.glob("llama_cpp_python-*.whl")):
         raise BuildError(f"no llama.cpp wheel in {LLAMA_WHEELS}: run `make setup` first")

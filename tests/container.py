@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,12 +73,8 @@ class ImageConfig:
 
 
 def buildah(*args: str) -> str:
-    result = subprocess.run(
-        ["buildah", *args], env=image_build.buildah_env(), capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"buildah {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout.strip()
+    """buildah as the image builder runs it, its output returned."""
+    return image_build.buildah(*args, capture=True)
 
 
 def image_config(tag: str) -> ImageConfig:
@@ -115,7 +111,6 @@ class Container:
     started: float  # perf_counter() when it was started
     log: IO[bytes]
     name: str
-    _exit: int | None = field(default=None)
 
     @property
     def pid1(self) -> int:
@@ -253,7 +248,7 @@ def started(
             container.stop()
             log.close()
     finally:
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(image_build.BuildError):
             buildah("umount", name)
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(image_build.BuildError):
             buildah("rm", name)
