@@ -98,20 +98,19 @@ def spawn(command: list[str], env: dict[str, str] | None = None) -> tuple[subpro
 
 def http_cold_start() -> ColdStart:
     port = free_port()
+    client = httpx.Client(timeout=60)  # made first: its TLS context is the client's cost
     process, started = spawn([sys.executable, "-m", "adapters.cli", "serve", "--port", str(port)])
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{url}/health", process)
         ready = time.perf_counter() - started
-        answer = httpx.post(
-            f"{url}/v1/chat/completions",
-            json=CHAT,
-            timeout=60,
-            headers={"Authorization": "Bearer test-key"},
+        answer = client.post(
+            f"{url}/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer test-key"}
         )
         assert answer.status_code == 200, answer.text
         total = time.perf_counter() - started
     finally:
+        client.close()
         lines = finish(process)
     line = cost_line(lines)
     return ColdStart(total, ready, line["load_ms"], line["compute_ms"])
@@ -142,16 +141,18 @@ def runpod_cold_start() -> ColdStart:
 
 def runpod_api_cold_start() -> ColdStart:
     port = free_port()
+    client = httpx.Client(timeout=60)
     process, started = spawn(runpod_local_api(port))
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{url}/docs", process)
         ready = time.perf_counter() - started
         job = {"input": {"openai_route": "/v1/chat/completions", "openai_input": CHAT}}
-        answer = httpx.post(f"{url}/runsync", json=job, timeout=60).json()
+        answer = client.post(f"{url}/runsync", json=job).json()
         assert answer["status"] == "COMPLETED", answer
         total = time.perf_counter() - started
     finally:
+        client.close()
         lines = finish(process)
     line = cost_line(lines)
     return ColdStart(total, ready, line["load_ms"], line["compute_ms"])

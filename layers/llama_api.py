@@ -3,8 +3,8 @@
 `import llama_cpp` runs the package's __init__, which also imports its high-level `Llama`:
 numpy, its chat formats, Jinja, its grammar code. That is 140 ms of every cold start here, for
 code Stratus does not use: it drives llama.cpp through the C API (layers/llama_batch). So the
-bindings module (`llama_cpp.llama_cpp`) is imported under a placeholder of the package, and the
-placeholder is dropped at once: a later `import llama_cpp` (the vision projector, the embedding
+bindings module (`llama_cpp.llama_cpp`) is imported without the package's __init__
+(common/lazy.skipping_inits): a later `import llama_cpp` (the vision projector, the embedding
 engine) runs the real __init__, whose `from .llama_cpp import *` finds the same module already
 loaded. One shared library, one set of bindings, whoever imports first.
 
@@ -15,7 +15,6 @@ vocabulary) and a sampler chain.
 from __future__ import annotations
 
 import ctypes
-import importlib
 import importlib.util
 import sys
 import threading
@@ -23,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from common.lazy import skipping_inits
 
 _import_lock = threading.Lock()
 _ERROR = 3  # GGML_LOG_LEVEL_ERROR
@@ -37,18 +38,9 @@ def bindings() -> ModuleType:
         loaded = sys.modules.get("llama_cpp.llama_cpp")
         if loaded is not None:
             return loaded
-        if "llama_cpp" in sys.modules:  # the whole package is loaded: nothing to save
-            return importlib.import_module("llama_cpp.llama_cpp")
-        spec = importlib.util.find_spec("llama_cpp")
-        if spec is None:
+        if importlib.util.find_spec("llama_cpp") is None:
             raise ImportError("llama-cpp-python is not installed")
-        placeholder = importlib.util.module_from_spec(spec)  # its __init__ is not run
-        sys.modules["llama_cpp"] = placeholder
-        try:
-            module = importlib.import_module("llama_cpp.llama_cpp")
-        finally:
-            if sys.modules.get("llama_cpp") is placeholder:
-                del sys.modules["llama_cpp"]
+        module = skipping_inits("llama_cpp.llama_cpp", ["llama_cpp"])
         _log_errors_only(module)
         return module
 

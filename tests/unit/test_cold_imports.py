@@ -44,21 +44,28 @@ def test_a_chat_imports_only_the_bindings_and_the_package_shares_them_later():
 RUNPOD_SCRIPT = """
 import sys
 from adapters.runpod_worker import _cpu_name, import_sdk
-runpod = import_sdk()
+serverless = import_sdk()
+print("SKIPPED", [m for m in ("runpod", "runpod.cli", "paramiko") if m in sys.modules])
 from runpod.serverless.utils import rp_debugger
 import cpuinfo
 print("NAMED", rp_debugger.PROCESSOR == _cpu_name() != "")
 print("REAL", hasattr(cpuinfo, "get_cpu_info_json"))
+import runpod
+print("WHOLE", runpod.serverless is serverless and callable(runpod.Endpoint))
 """
 
 
-def test_runpods_sdk_names_the_cpu_without_probing_it_and_cpuinfo_stays_whole():
+def test_runpods_sdk_is_imported_as_far_as_a_worker_uses_it():
+    """Without its package's API clients and command line (paramiko), without probing the CPU;
+    cpuinfo and the package, imported later, are whole and share what the worker loaded."""
     result = subprocess.run(
         [sys.executable, "-c", RUNPOD_SCRIPT], cwd=ROOT, capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "SKIPPED []" in result.stdout, result.stdout
     assert "NAMED True" in result.stdout and "REAL True" in result.stdout, result.stdout
+    assert "WHOLE True" in result.stdout, result.stdout
 
 
 GATEWAY_SCRIPT = """
