@@ -139,6 +139,7 @@ fuzz: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 # Every bench/bench_*.py (tests/e2e/test_bench_smoke.py checks that none is left out). A peer
 # that is not here is skipped, and said so: llama-server until `make llama-server`, infinity

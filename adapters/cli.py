@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from adapters.runtime import build_fetcher
+from adapters.runtime import build_fetcher, registry_of
 from common.errors import StratusError
-from common.registry import ModelConfig, RegistryError, load_registry
+from common.registry import ModelConfig, RegistryError
 from common.settings import Settings
 from common.sources import GENERATED
 
@@ -146,7 +146,7 @@ def _health(settings: Settings) -> int:
 
 
 def _models(settings: Settings) -> int:
-    registry = load_registry(settings.models, settings.max_tokens)
+    registry = registry_of(settings)
     fetcher = build_fetcher(settings)
     for config in registry.models:
         cached = fetcher.cached(config)
@@ -193,7 +193,7 @@ def _formats(config: ModelConfig, path: Path | None) -> str:
 
 def _prefetch(settings: Settings, names: list[str], everything: bool) -> int:
     logging.basicConfig(level=logging.WARNING)
-    registry = load_registry(settings.models, settings.max_tokens)
+    registry = registry_of(settings)
     fetcher = build_fetcher(settings)
     configs = registry.models if everything else [registry.resolve(n) for n in names]
     for config in configs:

@@ -31,12 +31,20 @@ def build_fetcher(settings: Settings) -> ModelFetcher:
     return ModelFetcher(cache, s3, ModelGenerators())
 
 
+def registry_of(settings: Settings) -> Registry:
+    """The registry these settings name, its entries' tool-call formats checked against the
+    engines' table (a format that does not exist stops the start, naming the ones that do)."""
+    from layers.tool_formats import formats
+
+    return load_registry(settings.models, settings.max_tokens, tool_formats=formats)
+
+
 def build_store(settings: Settings, registry: Registry | None = None) -> ModelStore:
     # Before any engine loads torch: its OpenMP teams size themselves from this once, in every
     # thread (torch.set_num_threads reaches only the thread that calls it). Engines run on
     # worker threads; without it, on a busy machine, one embedding took 500 ms instead of 30.
     os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
-    registry = registry or load_registry(settings.models, settings.max_tokens)
+    registry = registry or registry_of(settings)
     fetcher = build_fetcher(settings)
     return ModelStore(
         registry,

@@ -109,8 +109,9 @@ def in_process(path: Path, threads: int, tokens: int, rounds: int) -> dict[str, 
 
     from adapters.runtime import build_store
     from common.settings import Settings
+    from common.turns import ChatTurn
     from layers.structured import TokenMask, json_schema_grammar
-    from layers.text import ChatTurn, Sampling
+    from layers.text import Sampling
 
     gbnf = LlamaGrammar.from_json_schema(json.dumps(SCHEMA), verbose=False)
     llm = llama_cpp.Llama(

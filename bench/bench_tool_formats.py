@@ -65,8 +65,8 @@ TOOLS = [
 
 def tools_prompt() -> str:
     """The system prompt the generic model gets for TOOLS (layers/tool_calls)."""
+    from common.turns import ToolSpec
     from layers import tool_calls
-    from layers.text import ToolSpec
     from layers.tool_formats.json_calls import HERMES
 
     specs = [

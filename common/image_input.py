@@ -29,8 +29,8 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from common.errors import InvalidRequest, PayloadTooLarge
+from common.turns import IMAGE_MARKER, ImageRef, Picture
 from common.url_fetch import FetchPolicy, fetch_url
-from layers.text import IMAGE_MARKER, ImageRef, Picture
 
 if TYPE_CHECKING:
     from common.settings import Settings

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from common.errors import ModelNotFound
 
@@ -87,12 +94,14 @@ class ModelConfig(BaseModel):
 
     @field_validator("tool_format")
     @classmethod
-    def _known_tool_format(cls, value: str | None) -> str | None:
-        from layers.tool_formats import formats
-
-        known = formats()
-        if value is not None and value not in known:
-            raise ValueError(f"'{value}' is not a tool-call format; one of: {', '.join(known)}")
+    def _known_tool_format(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # The formats are the engines' (layers/tool_formats): whoever assembles the registry
+        # names them (load_registry's `tool_formats`), asked only when an entry sets one.
+        known_formats = (info.context or {}).get("tool_formats")
+        if value is not None and known_formats is not None:
+            known = list(known_formats())
+            if value not in known:
+                raise ValueError(f"'{value}' is not a tool-call format; one of: {', '.join(known)}")
         return value
 
     @field_validator("parameters")
@@ -174,17 +183,24 @@ class Registry:
         return [m.config for m in self._by_name.values()]
 
 
-def load_registry(user_path: Path | None = None, max_tokens: int | None = None) -> Registry:
+def load_registry(
+    user_path: Path | None = None,
+    max_tokens: int | None = None,
+    tool_formats: Callable[[], Collection[str]] | None = None,
+) -> Registry:
     """The built-in registry with the user's registry (a file or a directory) merged over it.
 
     `max_tokens` (the operator's STRATUS_MAX_TOKENS) becomes every model's default token budget
     where its entry sets none: a request that names no max_tokens then stops there.
+    `tool_formats` names the tool-call formats an entry's `tool_format` may be (asked only when
+    one sets it); without it, any name passes.
     """
+    context = {"tool_formats": tool_formats} if tool_formats is not None else None
     default_file = resources.files("common") / "default_models.yaml"
-    builtin = _parse_entries(default_file.read_text(), "<built-in registry>")
+    builtin = _parse_entries(default_file.read_text(), "<built-in registry>", context)
     models = [RegisteredModel(c, user_configured=False) for c in builtin]
     if user_path is not None:
-        models += [RegisteredModel(c, user_configured=True) for c in _read_user(user_path)]
+        models += [RegisteredModel(c, user_configured=True) for c in _read_user(user_path, context)]
     if max_tokens is not None:
         models = [
             RegisteredModel(_with_default(m.config, "max_tokens", max_tokens), m.user_configured)
@@ -205,7 +221,7 @@ def _with_default(config: ModelConfig, name: str, value: Any) -> ModelConfig:
     return config.model_copy(update={"parameters": {**config.parameters, name: value}})
 
 
-def _read_user(path: Path) -> list[ModelConfig]:
+def _read_user(path: Path, context: dict[str, Any] | None) -> list[ModelConfig]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
     elif path.is_file():
@@ -215,7 +231,7 @@ def _read_user(path: Path) -> list[ModelConfig]:
     configs: list[ModelConfig] = []
     seen: dict[str, str] = {}
     for file in files:
-        for config in _parse_entries(file.read_text(), str(file)):
+        for config in _parse_entries(file.read_text(), str(file), context):
             if config.name in seen:
                 raise RegistryError(
                     f"{file}: model '{config.name}' is already defined in {seen[config.name]}"
@@ -225,7 +241,7 @@ def _read_user(path: Path) -> list[ModelConfig]:
     return configs
 
 
-def _parse_entries(text: str, origin: str) -> list[ModelConfig]:
+def _parse_entries(text: str, origin: str, context: dict[str, Any] | None) -> list[ModelConfig]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -243,7 +259,7 @@ def _parse_entries(text: str, origin: str) -> list[ModelConfig]:
         if isinstance(entry.get("name"), str):
             where += f" ({entry['name']})"
         try:
-            configs.append(ModelConfig.model_validate(entry))
+            configs.append(ModelConfig.model_validate(entry, context=context))
         except ValidationError as exc:
             problems = "; ".join(
                 f"field '{'.'.join(str(p) for p in e['loc']) or 'entry'}': {e['msg']}"

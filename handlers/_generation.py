@@ -14,9 +14,10 @@ from typing import Any
 from common import cancellation, metering
 from common.errors import InvalidRequest
 from common.protocol.base import Usage
+from common.turns import TokenLogprob
 from handlers._capabilities import require
 from handlers._stop import StopMatcher
-from layers.text import Sampling, TextModel, TokenLogprob
+from layers.text import Sampling, TextModel
 
 SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
 

@@ -18,13 +18,13 @@ from common.image_input import check_text
 from common.protocol.base import new_id, parse_request
 from common.protocol.responses import FunctionTool
 from common.sealed import Unsealed
+from common.turns import IMAGE_MARKER, ChatTurn, ToolCall, ToolSpec
 from handlers.conversation.plan import (
     answered_call,
     check_unique,
     image_ref,
     tool_spec,
 )
-from layers.text import IMAGE_MARKER, ChatTurn, ToolCall, ToolSpec
 
 log = logging.getLogger("stratus.responses")
 

@@ -17,6 +17,7 @@ from common.protocol.completions import (
     CompletionRequest,
 )
 from common.store import ModelStore
+from common.turns import TokenLogprob
 from handlers._generation import (
     TextGeneration,
     UsageCounter,
@@ -29,7 +30,7 @@ from handlers._generation import (
     token_budget,
 )
 from handlers._logprobs import CompletionLogprobsBuilder
-from layers.text import TextModel, TokenLogprob
+from layers.text import TextModel
 
 
 def create_completion(

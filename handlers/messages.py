@@ -41,6 +41,7 @@ from common.protocol.messages import (
     ToolUseBlock,
 )
 from common.store import ModelStore
+from common.turns import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
 from handlers.conversation import events
 from handlers.conversation.generate import Generation, count_prompt, generate
 from handlers.conversation.plan import (
@@ -53,7 +54,6 @@ from handlers.conversation.plan import (
     make_plan,
     tool_spec,
 )
-from layers.text import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
 
 log = logging.getLogger("stratus.messages")
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from common.errors import InvalidRequest
+from common.turns import ChatTurn, ToolSpec
 from layers import reasoning, tool_calls, tool_formats
-from layers.text import ChatTurn, ToolSpec
 from layers.tool_formats.base import arguments_json
 
 # Unicode private-use characters: no tokenizer's special token, and no template, contains them.

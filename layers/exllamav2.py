@@ -28,11 +28,12 @@ from typing import Any
 
 from common.errors import EngineUnavailable
 from common.registry import ModelConfig
+from common.turns import ChatTurn, TokenLogprob, ToolSpec
 from layers import EngineOptions
 from layers.chat_template import ChatTemplate
 from layers.exllamav2_jobs import finish_reason, sampler_fields, stop_conditions, token_bias
 from layers.structured import lark_string
-from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
+from layers.text import GeneratedToken, Sampling
 
 log = logging.getLogger("stratus.exllamav2")
 _END = object()  # a job's queue: its last result was delivered

@@ -13,6 +13,7 @@ from typing import Any
 
 from common.errors import InvalidRequest
 from common.registry import ModelConfig
+from common.turns import IMAGE_MARKER, ChatTurn, Picture, TokenLogprob, ToolSpec
 from layers import EngineOptions
 from layers.chat_template import ChatTemplate
 from layers.llama_batch import BatchScheduler
@@ -28,15 +29,7 @@ from layers.llama_sequences import Job
 from layers.logprobs import TokenLogprobs
 from layers.media_prompt import Prompt
 from layers.structured import lark_string
-from layers.text import (
-    IMAGE_MARKER,
-    ChatTurn,
-    GeneratedToken,
-    Picture,
-    Sampling,
-    TokenLogprob,
-    ToolSpec,
-)
+from layers.text import GeneratedToken, Sampling
 
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp draws a fresh seed for this value
 PENALTY_WINDOW = 64  # tokens the repetition penalties look back over (llama.cpp's default)

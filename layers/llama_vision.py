@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from common.errors import EngineUnavailable, InvalidRequest
+from common.turns import Picture
 from layers.media_prompt import MediaSpan, Prompt, placeholders
-from layers.text import Picture
 
 log = logging.getLogger(__name__)
 

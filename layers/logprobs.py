@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from layers.text import TokenLogprob
+from common.turns import TokenLogprob
 
 
 class TokenLogprobs:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from layers.text import ChatTurn, ToolCall, ToolSpec
+from common.turns import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats.base import ToolFormat
 
 _EXAMPLE = ToolCall("call_0", "<function name>", '{"<argument>": "<value>"}')

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from layers.text import TokenLogprob
+from common.turns import TokenLogprob
 
 # Why a choice ended: its own end ("stop"), a stop sequence the client sent ("stop_sequence",
 # which Chat Completions reports as "stop"), the token budget or the context ("length"), or

@@ -14,6 +14,7 @@ from common.errors import InvalidRequest
 from common.image_input import ImageLimits, read_images
 from common.protocol.base import new_id
 from common.store import ModelStore
+from common.turns import ChatTurn, ImageRef
 from handlers._generation import (
     Piece,
     TextGeneration,
@@ -29,7 +30,6 @@ from handlers._stop import StopMatcher
 from handlers.conversation import events
 from handlers.conversation.plan import ChatPlan
 from layers import reasoning, tool_formats
-from layers.text import ChatTurn, ImageRef
 from layers.tool_formats.base import ToolFormat
 
 log = logging.getLogger("stratus.tool_calls")

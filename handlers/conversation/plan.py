@@ -21,8 +21,8 @@ from common.protocol.chat import (
     NamedFunction,
     NamedToolChoice,
 )
+from common.turns import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
 from layers import structured
-from layers.text import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
 
 _ROLE_ALIASES = {"developer": "system", "function": "tool"}
 # A function without parameters takes none: its arguments are always {}.

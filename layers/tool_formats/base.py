@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from common.turns import ToolCall, ToolSpec
 from layers.structured import lark_string, regex_escape
-from layers.text import ToolCall, ToolSpec
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 
+from common.turns import ToolCall, ToolSpec
 from layers.structured import ANY_OBJECT, inline_json, lark_string
-from layers.text import ToolCall, ToolSpec
 from layers.tool_formats.base import (
     Arguments,
     CallStarted,

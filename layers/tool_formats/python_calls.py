@@ -22,8 +22,8 @@ import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
+from common.turns import ToolCall, ToolSpec
 from layers.structured import lark_string
-from layers.text import ToolCall, ToolSpec
 from layers.tool_formats.base import (
     Arguments,
     CallStarted,

@@ -28,8 +28,8 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from common.turns import ToolCall, ToolSpec
 from layers.structured import inline_json, lark_string
-from layers.text import ToolCall, ToolSpec
 from layers.tool_formats.base import (
     Arguments,
     CallStarted,

@@ -30,7 +30,11 @@ RESPONSES_TOOL = {
     "type": "function", "name": "get_weather", "description": "The weather in a city",
     "parameters": CITY, "strict": True,
 }  # fmt: skip
-MESSAGES_TOOL = {"name": "get_weather", "description": "The weather in a city", "input_schema": CITY}
+MESSAGES_TOOL = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": CITY,
+}
 ANSWER = {
     "type": "object",
     "properties": {"answer": {"type": "integer"}},
@@ -54,85 +58,164 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     ),
     "chat n=2, stop": ("/v1/chat/completions", {**CHAT, "n": 2, "stop": ["."]}, OPENAI),
     "chat logprobs": (
-        "/v1/chat/completions", {**CHAT, "max_tokens": 3, "logprobs": True, "top_logprobs": 2},
+        "/v1/chat/completions",
+        {**CHAT, "max_tokens": 3, "logprobs": True, "top_logprobs": 2},
         OPENAI,
     ),  # fmt: skip
     "chat tool required": (
         "/v1/chat/completions",
-        {**CHAT, "messages": WEATHER_ASK, "tools": [CHAT_TOOL], "tool_choice": "required",
-         "max_tokens": 40},
+        {
+            **CHAT,
+            "messages": WEATHER_ASK,
+            "tools": [CHAT_TOOL],
+            "tool_choice": "required",
+            "max_tokens": 40,
+        },
         OPENAI,
     ),  # fmt: skip
     "chat tool required, streamed": (
         "/v1/chat/completions",
-        {**CHAT, "messages": WEATHER_ASK, "tools": [CHAT_TOOL], "tool_choice": "required",
-         "max_tokens": 40, "stream": True},
+        {
+            **CHAT,
+            "messages": WEATHER_ASK,
+            "tools": [CHAT_TOOL],
+            "tool_choice": "required",
+            "max_tokens": 40,
+            "stream": True,
+        },
         OPENAI,
     ),  # fmt: skip
     "chat tool, model's template": (
         "/v1/chat/completions",
-        {**CHAT, "model": "tools-template-chat", "messages": WEATHER_ASK, "tools": [CHAT_TOOL],
-         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-         "max_tokens": 40},
+        {
+            **CHAT,
+            "model": "tools-template-chat",
+            "messages": WEATHER_ASK,
+            "tools": [CHAT_TOOL],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "max_tokens": 40,
+        },
         OPENAI,
     ),  # fmt: skip
     "chat tool result turn": (
         "/v1/chat/completions",
-        {**CHAT, "tools": [CHAT_TOOL], "messages": [
-            *WEATHER_ASK,
-            {"role": "assistant", "content": None, "tool_calls": [{
-                "id": "call_1", "type": "function",
-                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"}]},
+        {
+            **CHAT,
+            "tools": [CHAT_TOOL],
+            "messages": [
+                *WEATHER_ASK,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
+            ],
+        },
         OPENAI,
     ),  # fmt: skip
     "chat json schema": (
         "/v1/chat/completions",
-        {**CHAT, "max_tokens": 20, "response_format": {
-            "type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER}}},
+        {
+            **CHAT,
+            "max_tokens": 20,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": ANSWER},
+            },
+        },
         OPENAI,
     ),  # fmt: skip
     "chat reasoning": ("/v1/chat/completions", {**CHAT, "model": "r1-chat"}, OPENAI),
     "chat reasoning, streamed": (
-        "/v1/chat/completions", {**CHAT, "model": "r1-chat", "stream": True}, OPENAI
+        "/v1/chat/completions",
+        {**CHAT, "model": "r1-chat", "stream": True},
+        OPENAI,
     ),
     "chat invalid field": ("/v1/chat/completions", {**CHAT, "top_logprobs": 30}, OPENAI),
     "chat unsupported part": (
         "/v1/chat/completions",
-        {**CHAT, "messages": [{"role": "user", "content": [
-            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
+        {
+            **CHAT,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+                    ],
+                }
+            ],
+        },
         OPENAI,
     ),  # fmt: skip
     "messages": ("/v1/messages", MESSAGES, ANTHROPIC),
     "messages streamed": ("/v1/messages", {**MESSAGES, "stream": True}, ANTHROPIC),
     "messages system, stop": (
-        "/v1/messages", {**MESSAGES, "system": "Answer briefly.", "stop_sequences": ["."]},
+        "/v1/messages",
+        {**MESSAGES, "system": "Answer briefly.", "stop_sequences": ["."]},
         ANTHROPIC,
     ),  # fmt: skip
     "messages tool any": (
         "/v1/messages",
-        {**MESSAGES, "messages": WEATHER_ASK, "tools": [MESSAGES_TOOL],
-         "tool_choice": {"type": "any"}, "max_tokens": 40},
+        {
+            **MESSAGES,
+            "messages": WEATHER_ASK,
+            "tools": [MESSAGES_TOOL],
+            "tool_choice": {"type": "any"},
+            "max_tokens": 40,
+        },
         ANTHROPIC,
     ),  # fmt: skip
     "messages tool any, streamed": (
         "/v1/messages",
-        {**MESSAGES, "messages": WEATHER_ASK, "tools": [MESSAGES_TOOL],
-         "tool_choice": {"type": "any"}, "max_tokens": 40, "stream": True},
+        {
+            **MESSAGES,
+            "messages": WEATHER_ASK,
+            "tools": [MESSAGES_TOOL],
+            "tool_choice": {"type": "any"},
+            "max_tokens": 40,
+            "stream": True,
+        },
         ANTHROPIC,
     ),  # fmt: skip
     "messages tool result turn": (
         "/v1/messages",
-        {**MESSAGES, "tools": [MESSAGES_TOOL], "messages": [
-            *WEATHER_ASK,
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
-                                               "name": "get_weather", "input": {"city": "Paris"}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
-                                          "content": "Sunny, 21 C"}]}]},
+        {
+            **MESSAGES,
+            "tools": [MESSAGES_TOOL],
+            "messages": [
+                *WEATHER_ASK,
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "tool_use",
+                            "id": "toolu_1",
+                            "name": "get_weather",
+                            "input": {"city": "Paris"},
+                        }
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny, 21 C"}
+                    ],
+                },
+            ],
+        },
         ANTHROPIC,
     ),  # fmt: skip
     "messages thinking": (
-        "/v1/messages", {**MESSAGES, "model": "r1-chat", "thinking": THINKING}, ANTHROPIC
+        "/v1/messages",
+        {**MESSAGES, "model": "r1-chat", "thinking": THINKING},
+        ANTHROPIC,
     ),
     "messages thinking, streamed": (
         "/v1/messages",
@@ -144,35 +227,68 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "responses streamed": ("/v1/responses", {**RESPONSES, "stream": True}, OPENAI),
     "responses instructions, messages": (
         "/v1/responses",
-        {**RESPONSES, "instructions": "Answer briefly.",
-         "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}]},
+        {
+            **RESPONSES,
+            "instructions": "Answer briefly.",
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}],
+        },
         OPENAI,
     ),  # fmt: skip
     "responses tool required": (
         "/v1/responses",
-        {**RESPONSES, "input": "What is the weather in Paris?", "tools": [RESPONSES_TOOL],
-         "tool_choice": "required", "max_output_tokens": 40},
+        {
+            **RESPONSES,
+            "input": "What is the weather in Paris?",
+            "tools": [RESPONSES_TOOL],
+            "tool_choice": "required",
+            "max_output_tokens": 40,
+        },
         OPENAI,
     ),  # fmt: skip
     "responses tool required, streamed": (
         "/v1/responses",
-        {**RESPONSES, "input": "What is the weather in Paris?", "tools": [RESPONSES_TOOL],
-         "tool_choice": "required", "max_output_tokens": 40, "stream": True},
+        {
+            **RESPONSES,
+            "input": "What is the weather in Paris?",
+            "tools": [RESPONSES_TOOL],
+            "tool_choice": "required",
+            "max_output_tokens": 40,
+            "stream": True,
+        },
         OPENAI,
     ),  # fmt: skip
     "responses tool output turn": (
         "/v1/responses",
-        {**RESPONSES, "tools": [RESPONSES_TOOL], "input": [
-            {"role": "user", "content": "What is the weather in Paris?"},
-            {"type": "function_call", "call_id": "call_1", "name": "get_weather",
-             "arguments": '{"city": "Paris"}'},
-            {"type": "function_call_output", "call_id": "call_1", "output": "Sunny, 21 C"}]},
+        {
+            **RESPONSES,
+            "tools": [RESPONSES_TOOL],
+            "input": [
+                {"role": "user", "content": "What is the weather in Paris?"},
+                {
+                    "type": "function_call",
+                    "call_id": "call_1",
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris"}',
+                },
+                {"type": "function_call_output", "call_id": "call_1", "output": "Sunny, 21 C"},
+            ],
+        },
         OPENAI,
     ),  # fmt: skip
     "responses json schema": (
         "/v1/responses",
-        {**RESPONSES, "max_output_tokens": 20, "text": {"format": {
-            "type": "json_schema", "name": "answer", "schema": ANSWER, "strict": True}}},
+        {
+            **RESPONSES,
+            "max_output_tokens": 20,
+            "text": {
+                "format": {
+                    "type": "json_schema",
+                    "name": "answer",
+                    "schema": ANSWER,
+                    "strict": True,
+                }
+            },
+        },
         OPENAI,
     ),  # fmt: skip
     "responses reasoning": (
@@ -181,27 +297,43 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
         OPENAI,
     ),
     "responses reasoning, streamed": (
-        "/v1/responses", {**RESPONSES, "model": "r1-chat", "stream": True}, OPENAI
+        "/v1/responses",
+        {**RESPONSES, "model": "r1-chat", "stream": True},
+        OPENAI,
     ),
-    "responses refused field": (
-        "/v1/responses", {**RESPONSES, "background": True}, OPENAI
-    ),
+    "responses refused field": ("/v1/responses", {**RESPONSES, "background": True}, OPENAI),
     "completions": (
         "/v1/completions",
-        {"model": "gpt-3.5-turbo-instruct", "prompt": "The capital of France is",
-         "max_tokens": 8, **GREEDY},
+        {
+            "model": "gpt-3.5-turbo-instruct",
+            "prompt": "The capital of France is",
+            "max_tokens": 8,
+            **GREEDY,
+        },
         OPENAI,
     ),  # fmt: skip
     "completions streamed, two prompts": (
         "/v1/completions",
-        {"model": "gpt-3.5-turbo-instruct", "prompt": ["One, two,", "Red, green,"],
-         "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}, **GREEDY},
+        {
+            "model": "gpt-3.5-turbo-instruct",
+            "prompt": ["One, two,", "Red, green,"],
+            "max_tokens": 4,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **GREEDY,
+        },
         OPENAI,
     ),  # fmt: skip
     "completions echo, logprobs": (
         "/v1/completions",
-        {"model": "gpt-3.5-turbo-instruct", "prompt": "The capital of France is",
-         "max_tokens": 3, "echo": True, "logprobs": 2, **GREEDY},
+        {
+            "model": "gpt-3.5-turbo-instruct",
+            "prompt": "The capital of France is",
+            "max_tokens": 3,
+            "echo": True,
+            "logprobs": 2,
+            **GREEDY,
+        },
         OPENAI,
     ),  # fmt: skip
     "completions invalid field": (
@@ -211,8 +343,13 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     ),  # fmt: skip
     "edits": (
         "/v1/edits",
-        {"model": "gpt-4", "instruction": "Fix the spelling", "input": "helo wrld",
-         "max_tokens": 6, **GREEDY},
+        {
+            "model": "gpt-4",
+            "instruction": "Fix the spelling",
+            "input": "helo wrld",
+            "max_tokens": 6,
+            **GREEDY,
+        },
         OPENAI,
     ),  # fmt: skip
 }

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from common.registry import ModelConfig
-from layers.text import ChatTurn, Sampling
+from common.turns import ChatTurn
+from layers.text import Sampling
 
 MODEL = os.environ.get("STRATUS_TEST_EXL2_MODEL")
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from common.registry import ModelConfig, RegisteredModel, Registry
 from common.store import ModelStore
+from common.turns import ChatTurn, TokenLogprob, ToolSpec
 from layers.structured import lark_string
-from layers.text import ChatTurn, GeneratedToken, Sampling, TokenLogprob, ToolSpec
+from layers.text import GeneratedToken, Sampling
 from layers.tool_formats.json_calls import HERMES
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from common.errors import InvalidRequest
 from common.image_input import ImageLimits, read_image
+from common.turns import ImageRef, Picture
 from common.url_fetch import FetchPolicy
-from layers.text import ImageRef, Picture
 
 PARAM = "messages[1].content[2]"
 LIMITS = ImageLimits()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from common.errors import InvalidRequest
+from common.turns import ChatTurn, ToolCall, ToolSpec
 from layers.chat_template import ChatTemplate
-from layers.text import ChatTurn, ToolCall, ToolSpec
 
 CHATML = (
     "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"

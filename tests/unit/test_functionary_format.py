@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from common.turns import ChatTurn, ToolCall, ToolSpec
 from layers import tool_formats
 from layers.structured import check_grammar
-from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats.base import Arguments, CallStarted, Text
 from layers.tool_formats.functionary import FUNCTIONARY_V32
 from tests.unit.format_checks import every_cut, merged, run

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from common.turns import ChatTurn, ToolCall, ToolSpec
 from layers import tool_formats
 from layers.structured import check_grammar, json_schema_grammar
-from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats.base import Arguments, CallStarted, Reasoning, Text
 from layers.tool_formats.harmony import HARMONY, MARKERS
 from tests.unit.format_checks import every_cut, run
@@ -244,8 +244,8 @@ def test_the_grammars_accept_the_golden_outputs(vocabulary):
 
 
 def test_the_request_reasoning_effort_reaches_the_template():
+    from common.turns import ChatTurn
     from layers.chat_template import ChatTemplate
-    from layers.text import ChatTurn
 
     path = Path(__file__).parent.parent / "templates" / "families" / "openai-gpt-oss-120b.jinja"
     chat = ChatTemplate(path.read_text(), "<|startoftext|>", "<|return|>", add_bos=False)

@@ -15,8 +15,8 @@ from common import image_input
 from common.errors import InvalidRequest
 from common.image_input import LOW_DETAIL_SIDE, ImageLimits, check_text
 from common.settings import Settings
+from common.turns import IMAGE_MARKER, Picture
 from common.url_fetch import FetchPolicy
-from layers.text import IMAGE_MARKER, Picture
 from tests.crafted_images import data_url, encoded, png_declaring
 from tests.unit.image_checks import LIMITS, PARAM, RED, read, refused
 

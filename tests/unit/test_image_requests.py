@@ -10,7 +10,7 @@ from PIL import Image
 
 from common.errors import InvalidRequest
 from common.image_input import ImageLimits, read_images
-from layers.text import ImageRef
+from common.turns import ImageRef
 from tests.crafted_images import ImageServer, data_url, encoded, png_declaring, serving
 from tests.unit.image_checks import LOOPBACK, PARAM, RED, read, refused
 

@@ -13,12 +13,12 @@ from common.protocol.chat import ChatCompletionRequest
 from common.protocol.messages import MessageCreateRequest
 from common.registry import ModelConfig, RegisteredModel, Registry
 from common.store import ModelStore
+from common.turns import IMAGE_MARKER, ImageRef
 from handlers._response_items import normalise, turns_of
 from handlers.conversation.plan import chat_turns
 from handlers.messages import message_turns
 from layers.media_prompt import MediaSpan, Prompt, placeholders, position
 from layers.prefix_cache import blocks_of, prompt_blocks, reusable_blocks
-from layers.text import IMAGE_MARKER, ImageRef
 from tests.unit.fakes import FakeTextModel, fake_store
 
 

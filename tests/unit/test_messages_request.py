@@ -8,8 +8,8 @@ import pytest
 from common.errors import InvalidRequest
 from common.protocol import parse_request
 from common.protocol.messages import MessageCountTokensRequest, MessageCreateRequest
+from common.turns import ChatTurn, ToolCall
 from handlers.messages import message_plan, message_turns
-from layers.text import ChatTurn, ToolCall
 from tests.unit.anthropic_requests import HELLO, WEATHER, refused, request
 
 # The conversation

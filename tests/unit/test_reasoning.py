@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from common.turns import ChatTurn, ToolSpec
 from layers import reasoning, structured
 from layers.chat_template import ChatTemplate
 from layers.reasoning import MAGISTRAL, THINK, ReasoningSplitter
-from layers.text import ChatTurn, ToolSpec
 from layers.tool_formats.json_calls import HERMES
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"

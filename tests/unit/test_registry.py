@@ -143,3 +143,24 @@ def test_poll_is_a_whole_number_from_0_to_100(tmp_path):
         entry = ENTRY.format(name="bad", aliases="") + f"  parameters: {{poll: {bad}}}\n"
         with pytest.raises(RegistryError, match="poll must be a whole number from 0 to 100"):
             load_registry(write(tmp_path / "bad.yaml", entry))
+
+
+def test_a_tool_format_is_checked_against_the_table_its_assembler_names(tmp_path):
+    """common does not know the engines' formats (layers/tool_formats): the registry checks an
+    entry's `tool_format` against the table whoever assembles it passes (adapters/runtime
+    .registry_of), and asks for the table only when an entry names a format."""
+    from adapters.runtime import registry_of
+    from common.settings import Settings
+
+    path = tmp_path / "models.yaml"
+    entry = "- name: odd\n  backend: llama-cpp\n  source: file:///m.gguf\n"
+    path.write_text(entry + "  tool_format: smoke-signals\n")
+    with pytest.raises(RegistryError) as caught:
+        registry_of(Settings(models=path))
+    message = str(caught.value)
+    assert "entry 0 (odd)" in message and "'smoke-signals' is not a tool-call format" in message
+    assert "hermes" in message  # the formats that exist are named
+    asked = []
+    path.write_text("- name: plain\n  backend: llama-cpp\n  source: file:///m.gguf\n")
+    load_registry(path, tool_formats=lambda: asked.append(1) or ())
+    assert not asked

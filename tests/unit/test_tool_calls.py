@@ -3,8 +3,8 @@ model's own call format."""
 
 from __future__ import annotations
 
+from common.turns import ChatTurn, ToolCall, ToolSpec
 from layers import tool_calls
-from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats.json_calls import DEEPSEEK_R1, HERMES
 
 WEATHER = ToolSpec(

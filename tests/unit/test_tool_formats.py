@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from common.turns import ChatTurn, ToolCall, ToolSpec
 from layers import tool_formats
 from layers.chat_template import ChatTemplate
-from layers.text import ChatTurn, ToolCall, ToolSpec
 from layers.tool_formats import json_calls
 from tests.unit.format_checks import every_cut
 from tests.unit.grammar_check import accepts, literal_for

@@ -146,9 +146,10 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_stratus_renders_with_the_gguf_template_and_generates(lib):
     from common.registry import ModelConfig
+    from common.turns import ChatTurn
     from layers import EngineOptions
     from layers.llama_cpp import LlamaCppTextModel
-    from layers.text import ChatTurn, Sampling
+    from layers.text import Sampling
 
     path = build_recipe("llama31")
     config = ModelConfig(name="tiny-llama31", backend="llama-cpp", source=str(path))
