@@ -142,7 +142,7 @@ def in_process(path: Path, threads: int, tokens: int, rounds: int) -> dict[str, 
         with store.use(MODEL) as model:
             prompt = model.chat_prompt([ChatTurn("user", MESSAGES[0]["content"])])
             # A JSON answer's grammar, in what the model's format wraps answers in, as
-            # generation makes it (handlers/conversation/generate.py).
+            # generation makes it (handlers/text/conversation/generate.py).
             grammar = model.tool_format.answer_grammar(
                 json_schema_grammar(SCHEMA, "schema"), model.grammar_literal
             )

@@ -198,7 +198,7 @@ def main() -> None:
         "cold_start_s": statistics.median(
             cold_start(args.threads) for _ in range(args.cold_starts)
         ),
-        "import_handlers_chat_ms": import_time("handlers.chat", args.import_runs) * 1000,
+        "import_handlers_chat_ms": import_time("handlers.text.chat", args.import_runs) * 1000,
         "import_gateway_ms": import_time("adapters.http", args.import_runs) * 1000,
     }
     report["stratus_vs_raw"] = report["stratus_tps"] / report["raw_tps"]

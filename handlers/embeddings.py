@@ -11,7 +11,7 @@ from common import metering
 from common.errors import InvalidRequest
 from common.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from common.store import ModelStore
-from handlers._capabilities import require
+from handlers.capabilities import require
 from layers.embeddings import EmbeddingModel
 
 MAX_INPUTS = 2048  # OpenAI's limit per request

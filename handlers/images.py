@@ -11,7 +11,7 @@ from common.errors import InvalidRequest
 from common.image_urls import ImageUrls
 from common.protocol.images import Image, ImageGenerationRequest, ImagesResponse, parse_size
 from common.store import ModelStore
-from handlers._capabilities import require
+from handlers.capabilities import require
 from layers.images import Drawing, ImageModel, SizeLimits
 
 OPENAI_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x1024")

@@ -19,7 +19,7 @@ from common.protocol.audio import (
 )
 from common.protocol.base import BinaryStream
 from common.store import ModelStore
-from handlers._capabilities import require
+from handlers.capabilities import require
 from layers.audio_codec import AudioEncoder
 from layers.speech import SpeechModel
 

@@ -17,7 +17,7 @@ from common.protocol.audio import (
 )
 from common.protocol.base import BinaryResponse, OpenAIResponse
 from common.store import ModelStore
-from handlers._capabilities import require
+from handlers.capabilities import require
 from layers.transcription import Transcript, TranscriptionModel, TranscriptStream
 
 Upload = tuple[TranscriptionRequest, bytes]  # the form fields, and the audio file

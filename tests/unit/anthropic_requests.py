@@ -8,7 +8,7 @@ import pytest
 from common.errors import InvalidRequest
 from common.protocol import parse_request
 from common.protocol.messages import Message, MessageCreateRequest
-from handlers.messages import create_message
+from handlers.text.messages import create_message
 from tests.unit.fakes import FakeTextModel, fake_store
 
 HELLO = [{"role": "user", "content": "weather?"}]

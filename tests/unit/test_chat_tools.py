@@ -10,7 +10,7 @@ import pytest
 from common.errors import InvalidRequest
 from common.protocol import parse_request
 from common.protocol.chat import ChatCompletion, ChatCompletionRequest
-from handlers.chat import create_chat_completion
+from handlers.text.chat import create_chat_completion
 from tests.unit.fakes import FakeTextModel, fake_store
 
 HELLO = [{"role": "user", "content": "weather?"}]

@@ -75,7 +75,7 @@ import adapters.http
 from adapters.http import create_app
 from common.settings import Settings
 create_app(Settings(), platform="lambda")
-print("LEFT", [m for m in ("pydantic_settings", "numpy", "handlers.chat", "prometheus_client",
+print("LEFT", [m for m in ("pydantic_settings", "numpy", "handlers.text.chat", "prometheus_client",
                             "common.protocol.audio") if m in sys.modules])
 """
 

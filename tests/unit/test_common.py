@@ -14,7 +14,7 @@ from common.errors import NotFound, Overloaded, Unauthorized
 from common.settings import Settings
 from common.sources import local_path
 from common.sse import DONE, encode_event, error_event
-from handlers._stop import StopMatcher
+from handlers.text.stops import StopMatcher
 
 
 def test_auth_accepts_any_configured_key_by_bearer_or_header():
@@ -209,7 +209,7 @@ def test_cancellation_says_why_work_stops():
 
 def test_total_work_names_the_budget_only_when_the_client_set_it():
     from common.errors import InvalidRequest
-    from handlers._generation import MAX_CONTEXTS_PER_REQUEST, check_total_work
+    from handlers.text.checks import MAX_CONTEXTS_PER_REQUEST, check_total_work
     from tests.unit.fakes import FakeTextModel
 
     model = FakeTextModel([b"x"])

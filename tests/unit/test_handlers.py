@@ -7,9 +7,9 @@ import pytest
 from common.errors import InvalidRequest, ModelNotFound
 from common.protocol.chat import ChatCompletion, ChatCompletionRequest
 from common.protocol.completions import Completion, CompletionRequest, EditRequest
-from handlers.chat import create_chat_completion
-from handlers.completions import create_completion
-from handlers.edits import create_edit
+from handlers.text.chat import create_chat_completion
+from handlers.text.completions import create_completion
+from handlers.text.edits import create_edit
 from tests.unit.fakes import FakeTextModel, fake_store
 
 HELLO = [{"role": "user", "content": "hi"}]

@@ -14,9 +14,9 @@ from common.protocol.messages import MessageCreateRequest
 from common.registry import ModelConfig, RegisteredModel, Registry
 from common.store import ModelStore
 from common.turns import IMAGE_MARKER, ImageRef
-from handlers._response_items import normalise, turns_of
-from handlers.conversation.plan import chat_turns
-from handlers.messages import message_turns
+from handlers.text.conversation.plan import chat_turns
+from handlers.text.messages import message_turns
+from handlers.text.responses.items import normalise, turns_of
 from layers.media_prompt import MediaSpan, Prompt, placeholders, position
 from layers.prefix_cache import blocks_of, prompt_blocks, reusable_blocks
 from tests.unit.fakes import FakeTextModel, fake_store
@@ -131,7 +131,7 @@ def test_responses_and_messages_images_become_the_same_turns():
 
 
 def test_a_model_without_a_projector_refuses_images_before_reading_them():
-    from handlers.chat import create_chat_completion
+    from handlers.text.chat import create_chat_completion
 
     # An address no fetch could reach: refused by the registry entry, never fetched.
     image = {"type": "image_url", "image_url": {"url": "https://192.0.2.1/never.png"}}

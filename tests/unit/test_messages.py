@@ -30,8 +30,8 @@ from common.protocol.messages import (
     error_body,
 )
 from common.settings import Settings
-from handlers.conversation import events
-from handlers.messages import (
+from handlers.text.conversation import events
+from handlers.text.messages import (
     _Blocks,
     count_message_tokens,
 )

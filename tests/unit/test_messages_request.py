@@ -9,7 +9,7 @@ from common.errors import InvalidRequest
 from common.protocol import parse_request
 from common.protocol.messages import MessageCountTokensRequest, MessageCreateRequest
 from common.turns import ChatTurn, ToolCall
-from handlers.messages import message_plan, message_turns
+from handlers.text.messages import message_plan, message_turns
 from tests.unit.anthropic_requests import HELLO, WEATHER, refused, request
 
 # The conversation
@@ -176,7 +176,7 @@ def test_tool_errors_name_anthropic_fields():
 def test_a_system_message_in_the_conversation_is_a_system_turn():
     """Claude Code's mid-conversation-tool-changes beta puts its environment there."""
     from common.protocol import parse_request
-    from handlers.messages import message_turns
+    from handlers.text.messages import message_turns
 
     request = parse_request(
         MessageCountTokensRequest,

@@ -103,7 +103,7 @@ def test_the_operators_max_tokens_is_the_default_budget_of_text_models(tmp_path)
 
 def test_a_chat_without_max_tokens_stops_at_the_models_default_budget():
     from common.protocol.chat import ChatCompletionRequest
-    from handlers.chat import create_chat_completion
+    from handlers.text.chat import create_chat_completion
     from tests.unit.fakes import FakeTextModel, fake_store
 
     model = FakeTextModel([b"a"] * 50, context_length=1024)

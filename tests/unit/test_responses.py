@@ -11,10 +11,10 @@ import pytest
 from common.errors import InvalidRequest
 from common.protocol.responses import Response
 from common.sealed import Sealer, Unsealed
-from handlers import responses
-from handlers._response_events import ResponseEvents
-from handlers._response_items import Tools, normalise, read_tools, turns_of
-from handlers.conversation import events
+from handlers.text.conversation import events
+from handlers.text.responses import create as responses
+from handlers.text.responses.events import ResponseEvents
+from handlers.text.responses.items import Tools, normalise, read_tools, turns_of
 
 
 def job(owner: str = "alice", secret: bytes = b"s" * 32) -> SimpleNamespace:

@@ -1,22 +1,15 @@
-"""The text-generation core shared by chat, completions and edits.
-
-Turns request fields into sampling settings, checks the prompt against the context, and
-drives the engine: UTF-8 decoding across tokens, stop sequences, token budgets, finish reasons.
-"""
+"""What every text endpoint checks before it generates: request fields turned into sampling
+settings and a token budget, the logit bias against the vocabulary, the prompt against the
+context, and a request's whole work against what one request may ask."""
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
-from common import cancellation, metering
 from common.errors import InvalidRequest
-from common.protocol.base import Usage
-from common.turns import TokenLogprob
-from handlers._capabilities import require
-from handlers._stop import StopMatcher
+from handlers.capabilities import require
 from layers.text import Sampling, TextModel
 
 SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
@@ -148,94 +141,3 @@ def check_total_work(
         f"{ask}, or ask for fewer choices.",
         param=budget_param if budget_named else choices_param,
     )
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Generated text, and the tokens it came from when log probabilities were asked for."""
-
-    text: str
-    tokens: tuple[TokenLogprob, ...] = ()
-
-
-class TextGeneration:
-    """One choice being generated: iterate for pieces of text; then read finish_reason.
-
-    The engine starts on it at once (a batching engine runs the choices of a request side by
-    side while the first is read); close() stops it when it will not be read to the end.
-    """
-
-    def __init__(
-        self,
-        model: TextModel,
-        prompt: Sequence[int],
-        sampling: Sampling,
-        budget: int | None,
-        stops: Sequence[str],
-        grammar: str | None = None,
-        logprobs: int | None = None,
-    ) -> None:
-        room = model.context_length - len(prompt)
-        self._budget = room if budget is None else min(budget, room)
-        self._stops = stops
-        self.finish_reason: str | None = None
-        self.stop_sequence: str | None = None  # the client's stop sequence that ended it
-        self.completion_tokens = 0
-        self._record = metering.current()  # each output token counts for the request
-        self._tokens = model.generate(
-            prompt, sampling, grammar=grammar, logprobs=logprobs, limit=self._budget
-        )
-
-    def close(self) -> None:
-        self._tokens.close()  # type: ignore[attr-defined]
-
-    def __iter__(self) -> Iterator[Piece]:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        matcher = StopMatcher(self._stops)
-        tokens = self._tokens
-        record = self._record
-        # Tokens whose text is held back (a possible stop sequence) go out with that text.
-        scored: list[TokenLogprob] = []
-        try:
-            finish = "stop"  # the engine ran out: end of sequence (or the grammar's end)
-            for token in tokens:
-                cancellation.check()  # the client left, or the deadline passed: stop here
-                self.completion_tokens += 1
-                if record is not None:
-                    record.output_token()
-                if token.logprob is not None:
-                    scored.append(token.logprob)
-                text, stopped = matcher.feed(decoder.decode(token.piece))
-                if text:
-                    yield Piece(text, tuple(scored))
-                    scored.clear()
-                if stopped:
-                    self.finish_reason, self.stop_sequence = "stop", matcher.matched
-                    return
-                if self.completion_tokens >= self._budget:
-                    finish = "length"
-                    break
-            text, stopped = matcher.feed(decoder.decode(b"", final=True))
-            text += "" if stopped else matcher.flush()
-            if text:
-                yield Piece(text, tuple(scored))
-            self.finish_reason = "stop" if stopped else finish
-            self.stop_sequence = matcher.matched
-        finally:
-            tokens.close()  # type: ignore[attr-defined]
-
-    def text(self) -> str:
-        return "".join(piece.text for piece in self)
-
-
-@dataclass
-class UsageCounter:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def usage(self) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.prompt_tokens + self.completion_tokens,
-        )

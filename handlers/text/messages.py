@@ -42,9 +42,9 @@ from common.protocol.messages import (
 )
 from common.store import ModelStore
 from common.turns import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
-from handlers.conversation import events
-from handlers.conversation.generate import Generation, count_prompt, generate
-from handlers.conversation.plan import (
+from handlers.text.conversation import events
+from handlers.text.conversation.generate import Generation, count_prompt, generate
+from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
     ToolChoice,

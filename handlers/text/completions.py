@@ -18,9 +18,7 @@ from common.protocol.completions import (
 )
 from common.store import ModelStore
 from common.turns import TokenLogprob
-from handlers._generation import (
-    TextGeneration,
-    UsageCounter,
+from handlers.text.checks import (
     check_context,
     check_logit_bias,
     check_prompt_size,
@@ -29,7 +27,8 @@ from handlers._generation import (
     text_model,
     token_budget,
 )
-from handlers._logprobs import CompletionLogprobsBuilder
+from handlers.text.logprobs import CompletionLogprobsBuilder
+from handlers.text.stream import TextGeneration, UsageCounter
 from layers.text import TextModel
 
 

@@ -1,6 +1,6 @@
-"""POST /v1/responses and the stored responses: the conversation's events rendered as OpenAI's
-Responses API (a response object, or its semantic events when streamed), kept in the response
-store when `store` is true so that `previous_response_id` continues it on any worker."""
+"""POST /v1/responses: the conversation's events rendered as OpenAI's Responses API (a response
+object, or its semantic events when streamed), kept in the response store when `store` is true
+so that `previous_response_id` continues it on any worker (stored.py reads them back)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from common.errors import InvalidRequest, NotFound
 from common.image_input import ImageLimits
 from common.protocol.base import new_id
 from common.protocol.chat import REASONING_BUDGETS
 from common.protocol.responses import (
-    DeletedResponse,
-    InputItemList,
     Response,
     ResponseLifecycleEvent,
     ResponsesRequest,
@@ -24,14 +21,11 @@ from common.protocol.responses import (
 from common.response_store import serialise
 from common.sealed import Unsealed
 from common.store import ModelStore
-from handlers._response_events import ResponseEvents
-from handlers._response_items import Tools, normalise, read_tools, turns_of
-from handlers.conversation.generate import Generation, generate
-from handlers.conversation.plan import NamedChoice, make_plan
-
-# The stored document's keys: this response, its input items, and the items of the turns
-# before it (previous_response_id's chain, resolved when it was made: one read per turn).
-RESPONSE, INPUT, HISTORY = "response", "input_items", "history"
+from handlers.text.conversation.generate import Generation, generate
+from handlers.text.conversation.plan import NamedChoice, make_plan
+from handlers.text.responses.events import ResponseEvents
+from handlers.text.responses.items import Tools, normalise, read_tools, turns_of
+from handlers.text.responses.stored import HISTORY, INPUT, RESPONSE, stored_response
 
 
 def create_response(
@@ -42,7 +36,7 @@ def create_response(
     request: ResponsesRequest = job.request
     history: list[dict[str, Any]] = []
     if request.previous_response_id is not None:
-        earlier = _get(job, request.previous_response_id, "previous_response_id")
+        earlier = stored_response(job, request.previous_response_id, "previous_response_id")
         history = [*earlier[HISTORY], *earlier[INPUT], *earlier[RESPONSE]["output"]]
     seal, unseal = _blobs(job)
     items = normalise(request.input, unseal)
@@ -84,43 +78,6 @@ def _blobs(job: Any) -> tuple[Callable[[str], str], Callable[[str], str]]:
         return str(payload.get("text", ""))
 
     return seal, unseal
-
-
-def retrieve_response(job: Any, store: ModelStore) -> Response:
-    return Response.model_validate(_get(job, job.request, "response_id")[RESPONSE])
-
-
-def delete_response(job: Any, store: ModelStore) -> DeletedResponse:
-    job.responses.delete(job.request, job.owner)
-    return DeletedResponse(id=job.request)
-
-
-def list_input_items(job: Any, store: ModelStore) -> InputItemList:
-    """This response's input items: newest first unless `order` is asc; `limit` (1-100, 20)
-    items after the item `after`."""
-    response_id, query = job.request
-    items = list(_get(job, response_id, "response_id")[INPUT])
-    if query["order"] == "desc":
-        items.reverse()
-    if query["after"] is not None:
-        ids = [item["id"] for item in items]
-        if query["after"] not in ids:
-            raise NotFound(f"No input item '{query['after']}' in this response.", param="after")
-        items = items[ids.index(query["after"]) + 1 :]
-    page = items[: query["limit"]]
-    return InputItemList(
-        data=page,
-        first_id=page[0]["id"] if page else None,
-        last_id=page[-1]["id"] if page else None,
-        has_more=len(items) > len(page),
-    )
-
-
-def _get(job: Any, response_id: str, param: str) -> dict[str, Any]:
-    try:
-        return job.responses.get(response_id, job.owner)
-    except NotFound as missing:
-        raise NotFound(missing.message, param=param, code=missing.code) from None
 
 
 def _generation(
@@ -196,14 +153,3 @@ def _initial(request: ResponsesRequest, tools: Tools) -> Response:
         user=request.user,
         metadata=request.metadata or {},
     )
-
-
-def input_items_query(params: Mapping[str, str]) -> dict[str, Any]:
-    """GET .../input_items' query: limit (1-100, default 20), order (asc|desc), after."""
-    raw_limit = params.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        raise InvalidRequest("'limit' must be an integer from 1 to 100.", param="limit")
-    order = params.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise InvalidRequest("'order' must be asc or desc.", param="order")
-    return {"limit": int(raw_limit), "order": order, "after": params.get("after")}

@@ -23,11 +23,11 @@ from common.protocol.chat import (
     ToolCallDelta,
 )
 from common.store import ModelStore
-from handlers._generation import SAMPLING_FIELDS
-from handlers._logprobs import chat_logprobs
-from handlers.conversation import events
-from handlers.conversation.generate import Generation, generate
-from handlers.conversation.plan import ChatPlan, chat_plan
+from handlers.text.checks import SAMPLING_FIELDS
+from handlers.text.conversation import events
+from handlers.text.conversation.generate import Generation, generate
+from handlers.text.conversation.plan import ChatPlan, chat_plan
+from handlers.text.logprobs import chat_logprobs
 
 
 def create_chat_completion(

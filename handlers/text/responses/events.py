@@ -34,9 +34,9 @@ from common.protocol.responses import (
     TextDeltaEvent,
     TextDoneEvent,
 )
-from handlers._logprobs import chat_logprobs
-from handlers._response_items import Tools
-from handlers.conversation import events
+from handlers.text.conversation import events
+from handlers.text.logprobs import chat_logprobs
+from handlers.text.responses.items import Tools
 from layers import text
 
 

@@ -6,7 +6,7 @@ from common.protocol.base import new_id
 from common.protocol.chat import ChatCompletion, ChatCompletionRequest, ChatMessage
 from common.protocol.completions import Edit, EditChoice, EditRequest
 from common.store import ModelStore
-from handlers.chat import create_chat_completion
+from handlers.text.chat import create_chat_completion
 
 # A registry entry may override both with `templates: {edit: ..., edit_system: ...}`;
 # {instruction} and {input} are replaced with the request's fields.

@@ -15,9 +15,7 @@ from common.image_input import ImageLimits, read_images
 from common.protocol.base import new_id
 from common.store import ModelStore
 from common.turns import ChatTurn, ImageRef
-from handlers._generation import (
-    Piece,
-    TextGeneration,
+from handlers.text.checks import (
     check_context,
     check_logit_bias,
     check_prompt_size,
@@ -26,9 +24,10 @@ from handlers._generation import (
     text_model,
     token_budget,
 )
-from handlers._stop import StopMatcher
-from handlers.conversation import events
-from handlers.conversation.plan import ChatPlan
+from handlers.text.conversation import events
+from handlers.text.conversation.plan import ChatPlan
+from handlers.text.stops import StopMatcher
+from handlers.text.stream import Piece, TextGeneration
 from layers import reasoning, tool_formats
 from layers.tool_formats.base import ToolFormat
 

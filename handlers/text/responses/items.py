@@ -19,7 +19,7 @@ from common.protocol.base import new_id, parse_request
 from common.protocol.responses import FunctionTool
 from common.sealed import Unsealed
 from common.turns import IMAGE_MARKER, ChatTurn, ToolCall, ToolSpec
-from handlers.conversation.plan import (
+from handlers.text.conversation.plan import (
     answered_call,
     check_unique,
     image_ref,

@@ -1,0 +1,63 @@
+"""The stored responses: GET and DELETE /v1/responses/{id} and its input items, each read with
+the caller's key (another key's response is not found)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from common.errors import InvalidRequest, NotFound
+from common.protocol.responses import DeletedResponse, InputItemList, Response
+from common.store import ModelStore
+
+# The stored document's keys: this response, its input items, and the items of the turns
+# before it (previous_response_id's chain, resolved when it was made: one read per turn).
+RESPONSE, INPUT, HISTORY = "response", "input_items", "history"
+
+
+def retrieve_response(job: Any, store: ModelStore) -> Response:
+    return Response.model_validate(stored_response(job, job.request, "response_id")[RESPONSE])
+
+
+def delete_response(job: Any, store: ModelStore) -> DeletedResponse:
+    job.responses.delete(job.request, job.owner)
+    return DeletedResponse(id=job.request)
+
+
+def list_input_items(job: Any, store: ModelStore) -> InputItemList:
+    """This response's input items: newest first unless `order` is asc; `limit` (1-100, 20)
+    items after the item `after`."""
+    response_id, query = job.request
+    items = list(stored_response(job, response_id, "response_id")[INPUT])
+    if query["order"] == "desc":
+        items.reverse()
+    if query["after"] is not None:
+        ids = [item["id"] for item in items]
+        if query["after"] not in ids:
+            raise NotFound(f"No input item '{query['after']}' in this response.", param="after")
+        items = items[ids.index(query["after"]) + 1 :]
+    page = items[: query["limit"]]
+    return InputItemList(
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
+        has_more=len(items) > len(page),
+    )
+
+
+def stored_response(job: Any, response_id: str, param: str) -> dict[str, Any]:
+    try:
+        return job.responses.get(response_id, job.owner)
+    except NotFound as missing:
+        raise NotFound(missing.message, param=param, code=missing.code) from None
+
+
+def input_items_query(params: Mapping[str, str]) -> dict[str, Any]:
+    """GET .../input_items' query: limit (1-100, default 20), order (asc|desc), after."""
+    raw_limit = params.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        raise InvalidRequest("'limit' must be an integer from 1 to 100.", param="limit")
+    order = params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be asc or desc.", param="order")
+    return {"limit": int(raw_limit), "order": order, "after": params.get("after")}
