@@ -1,12 +1,16 @@
-"""POST /v1/chat/completions: the conversation's events rendered as Chat Completions chunks."""
+"""POST /v1/chat/completions: the request parsed into a conversation's plan (its messages as
+turns, its tools or legacy functions, its response format), and the conversation's events
+rendered as Chat Completions chunks, or collected into one completion."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from common.image_input import ImageLimits
+from common.errors import InvalidRequest
+from common.image_input import ImageLimits, check_text
 from common.protocol.base import Usage, new_id
 from common.protocol.chat import (
     ChatChoice,
@@ -14,19 +18,34 @@ from common.protocol.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessage,
     ChoiceDelta,
     ChoiceLogprobs,
     FunctionCall,
     FunctionCallDelta,
+    FunctionDefinition,
+    NamedFunction,
+    NamedToolChoice,
     ResponseMessage,
     ToolCall,
     ToolCallDelta,
 )
 from common.store import ModelStore
+from common.turns import IMAGE_MARKER, ChatTurn, ImageRef, ToolSpec
+from common.turns import ToolCall as EarlierCall  # beside the answer's ToolCall above
 from handlers.text.checks import SAMPLING_FIELDS
 from handlers.text.conversation import events
 from handlers.text.conversation.generate import Generation, generate
-from handlers.text.conversation.plan import ChatPlan, chat_plan
+from handlers.text.conversation.plan import (
+    ChatPlan,
+    NamedChoice,
+    OutputFormat,
+    answered_call,
+    check_unique,
+    image_ref,
+    make_plan,
+    tool_spec,
+)
 from handlers.text.logprobs import chat_logprobs
 
 
@@ -57,6 +76,121 @@ def chat_generation(
         reasoning_effort=request.reasoning_effort,
         image_limits=images or ImageLimits(),
     )
+
+
+# Chat Completions' roles that other roles stand for: the developer speaks as the system, and
+# a legacy function result is a tool result.
+_ROLE_ALIASES = {"developer": "system", "function": "tool"}
+
+
+def chat_plan(request: ChatCompletionRequest) -> ChatPlan:
+    """Chat Completions' fields (tools or the deprecated functions) as a plan."""
+    legacy = request.functions is not None or request.function_call is not None
+    if legacy and (request.tools is not None or request.tool_choice is not None):
+        raise InvalidRequest(
+            "Send either tools and tool_choice or the deprecated functions and function_call, "
+            "not both.",
+            param="functions" if request.functions is not None else "function_call",
+        )
+    if legacy:
+        definitions = list(request.functions or [])
+        choice: Any = request.function_call
+        prefix, choice_param = "functions", "function_call"
+    else:
+        definitions = [tool.function for tool in request.tools or []]
+        choice = request.tool_choice
+        prefix, choice_param = "tools", "tool_choice"
+    params = [f"{prefix}[{i}]" + ("" if legacy else ".function") for i in range(len(definitions))]
+    tools = [_definition_spec(d, p) for d, p in zip(definitions, params, strict=True)]
+    check_unique(tools, [f"{p}.name" for p in params])
+    if isinstance(choice, NamedToolChoice):
+        choice = NamedChoice(choice.function.name)
+    elif isinstance(choice, NamedFunction):
+        choice = NamedChoice(choice.name)
+    response_format = request.response_format
+    output: tuple[OutputFormat, Mapping[str, Any] | None] = ("text", None)
+    if response_format is not None and response_format.type == "json_object":
+        output = ("json_object", None)
+    elif response_format is not None and response_format.type == "json_schema":
+        assert response_format.json_schema is not None
+        output = ("json_schema", response_format.json_schema.json_schema)
+    return make_plan(
+        chat_turns(request.messages),
+        tools,
+        choice,
+        parallel=request.parallel_tool_calls is not False and not legacy,
+        output=output,
+        choice_param=choice_param,
+        legacy=legacy,
+    )
+
+
+def _definition_spec(definition: FunctionDefinition, param: str) -> ToolSpec:
+    return tool_spec(definition.name, definition.description, definition.parameters, param)
+
+
+def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
+    """Messages as turns; a part a text model cannot read, or a tool result answering no
+    call made before it, is a 400."""
+    turns = []
+    calls: dict[str, str] = {}  # id -> function name, of the calls made so far
+    for i, message in enumerate(messages):
+        content, images = _content(message, i)
+        role = _ROLE_ALIASES.get(message.role, message.role)
+        made: list[EarlierCall] = []
+        if message.role == "assistant":
+            for call in message.tool_calls or []:
+                made.append(EarlierCall(call.id, call.function.name, call.function.arguments))
+            if message.function_call is not None:  # legacy: one call, identified by its name
+                function = message.function_call
+                made.append(EarlierCall(function.name, function.name, function.arguments))
+            calls.update((call.id, call.name) for call in made)
+        call_id, name = message.tool_call_id, message.name
+        if message.role == "tool":
+            if call_id is None:
+                raise InvalidRequest(
+                    "A tool message needs the tool_call_id of the call it answers.",
+                    param=f"messages[{i}].tool_call_id",
+                )
+            name = answered_call(calls, call_id, f"messages[{i}].tool_call_id")
+        elif message.role == "function":  # legacy: answers the call of that name
+            if not name:
+                raise InvalidRequest(
+                    "A function message needs the name of the function it answers.",
+                    param=f"messages[{i}].name",
+                )
+            call_id = name
+        thought = (
+            (message.reasoning_content or message.reasoning or "") if role == "assistant" else ""
+        )
+        turns.append(ChatTurn(role, content, tuple(made), call_id, name, thought, images))
+    return turns
+
+
+def _content(message: ChatMessage, i: int) -> tuple[str, tuple[ImageRef, ...]]:
+    """A message's text, with a marker where each of its images is, and the images."""
+    content = message.content
+    if not isinstance(content, list):
+        text = content or ""
+        check_text(text, f"messages[{i}].content")
+        return text, ()
+    texts: list[str] = []
+    images: list[ImageRef] = []
+    for j, part in enumerate(content):
+        param = f"messages[{i}].content[{j}]"
+        if part.type in ("text", "input_text"):
+            check_text(part.text or "", f"{param}.text")
+            texts.append(part.text or "")
+        elif part.type == "image_url" and part.image_url is not None:
+            images.append(image_ref(message.role, part.image_url.url, part.image_url.detail, param))
+            texts.append(IMAGE_MARKER)
+        else:
+            raise InvalidRequest(
+                f"Content parts of type '{part.type}' are not supported: send text and "
+                "image_url parts.",
+                param=f"{param}.type",
+            )
+    return "".join(texts), tuple(images)
 
 
 def _chat(

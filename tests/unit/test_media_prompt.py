@@ -14,7 +14,7 @@ from common.protocol.messages import MessageCreateRequest
 from common.registry import ModelConfig, RegisteredModel, Registry
 from common.store import ModelStore
 from common.turns import IMAGE_MARKER, ImageRef
-from handlers.text.conversation.plan import chat_turns
+from handlers.text.chat import chat_turns
 from handlers.text.messages import message_turns
 from handlers.text.responses.items import normalise, turns_of
 from layers.media_prompt import MediaSpan, Prompt, placeholders, position

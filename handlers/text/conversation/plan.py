@@ -1,9 +1,10 @@
 """What a conversation asks of generation beyond sampling: the turns, the tools offered, and the
 grammar the answer must follow (tools, JSON mode or a JSON schema).
 
-Each dialect turns its own fields into these pieces (`ChatPlan` through `make_plan`); every tool,
-tool-choice and output-format rule is checked here, each failure a 400 naming the dialect's
-`param`, before a model is loaded.
+Each dialect parses its own fields (handlers/text/chat.py, messages.py, responses/items.py) and
+hands the pieces to `make_plan`; every tool, tool-choice and output-format rule is checked here,
+each failure a 400 naming the dialect's `param`, before a model is loaded. Nothing here knows a
+dialect's request types.
 """
 
 from __future__ import annotations
@@ -13,18 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.errors import InvalidRequest
-from common.image_input import check_text
-from common.protocol.chat import (
-    ChatCompletionRequest,
-    ChatMessage,
-    FunctionDefinition,
-    NamedFunction,
-    NamedToolChoice,
-)
-from common.turns import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
+from common.turns import ChatTurn, ImageRef, ToolSpec
 from layers import structured
 
-_ROLE_ALIASES = {"developer": "system", "function": "tool"}
 # A function without parameters takes none: its arguments are always {}.
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
@@ -77,52 +69,6 @@ def make_plan(
         single = isinstance(choice, NamedChoice) or not parallel
         return ChatPlan(turns, offered, mode, None, legacy, single)
     return ChatPlan(turns, [], "none", output_grammar(*output, schema_param), legacy)
-
-
-def chat_plan(request: ChatCompletionRequest) -> ChatPlan:
-    """Chat Completions' fields (tools or the deprecated functions) as a plan."""
-    legacy = request.functions is not None or request.function_call is not None
-    if legacy and (request.tools is not None or request.tool_choice is not None):
-        raise InvalidRequest(
-            "Send either tools and tool_choice or the deprecated functions and function_call, "
-            "not both.",
-            param="functions" if request.functions is not None else "function_call",
-        )
-    if legacy:
-        definitions = list(request.functions or [])
-        choice: Any = request.function_call
-        prefix, choice_param = "functions", "function_call"
-    else:
-        definitions = [tool.function for tool in request.tools or []]
-        choice = request.tool_choice
-        prefix, choice_param = "tools", "tool_choice"
-    params = [f"{prefix}[{i}]" + ("" if legacy else ".function") for i in range(len(definitions))]
-    tools = [_definition_spec(d, p) for d, p in zip(definitions, params, strict=True)]
-    check_unique(tools, [f"{p}.name" for p in params])
-    if isinstance(choice, NamedToolChoice):
-        choice = NamedChoice(choice.function.name)
-    elif isinstance(choice, NamedFunction):
-        choice = NamedChoice(choice.name)
-    response_format = request.response_format
-    output: tuple[OutputFormat, Mapping[str, Any] | None] = ("text", None)
-    if response_format is not None and response_format.type == "json_object":
-        output = ("json_object", None)
-    elif response_format is not None and response_format.type == "json_schema":
-        assert response_format.json_schema is not None
-        output = ("json_schema", response_format.json_schema.json_schema)
-    return make_plan(
-        chat_turns(request.messages),
-        tools,
-        choice,
-        parallel=request.parallel_tool_calls is not False and not legacy,
-        output=output,
-        choice_param=choice_param,
-        legacy=legacy,
-    )
-
-
-def _definition_spec(definition: FunctionDefinition, param: str) -> ToolSpec:
-    return tool_spec(definition.name, definition.description, definition.parameters, param)
 
 
 def tool_spec(
@@ -185,44 +131,6 @@ def output_grammar(
     return structured.json_schema_grammar(schema, schema_param)
 
 
-def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
-    """Messages as turns; a part a text model cannot read, or a tool result answering no
-    call made before it, is a 400."""
-    turns = []
-    calls: dict[str, str] = {}  # id -> function name, of the calls made so far
-    for i, message in enumerate(messages):
-        content, images = _content(message, i)
-        role = _ROLE_ALIASES.get(message.role, message.role)
-        made: list[ToolCall] = []
-        if message.role == "assistant":
-            for call in message.tool_calls or []:
-                made.append(ToolCall(call.id, call.function.name, call.function.arguments))
-            if message.function_call is not None:  # legacy: one call, identified by its name
-                function = message.function_call
-                made.append(ToolCall(function.name, function.name, function.arguments))
-            calls.update((call.id, call.name) for call in made)
-        call_id, name = message.tool_call_id, message.name
-        if message.role == "tool":
-            if call_id is None:
-                raise InvalidRequest(
-                    "A tool message needs the tool_call_id of the call it answers.",
-                    param=f"messages[{i}].tool_call_id",
-                )
-            name = answered_call(calls, call_id, f"messages[{i}].tool_call_id")
-        elif message.role == "function":  # legacy: answers the call of that name
-            if not name:
-                raise InvalidRequest(
-                    "A function message needs the name of the function it answers.",
-                    param=f"messages[{i}].name",
-                )
-            call_id = name
-        thought = (
-            (message.reasoning_content or message.reasoning or "") if role == "assistant" else ""
-        )
-        turns.append(ChatTurn(role, content, tuple(made), call_id, name, thought, images))
-    return turns
-
-
 def answered_call(calls: Mapping[str, str], call_id: str, param: str) -> str:
     """The name of the function a tool result answers, or a 400 if it answers no call made
     earlier in the conversation."""
@@ -232,32 +140,6 @@ def answered_call(calls: Mapping[str, str], call_id: str, param: str) -> str:
             param=param,
         )
     return calls[call_id]
-
-
-def _content(message: ChatMessage, i: int) -> tuple[str, tuple[ImageRef, ...]]:
-    """A message's text, with a marker where each of its images is, and the images."""
-    content = message.content
-    if not isinstance(content, list):
-        text = content or ""
-        check_text(text, f"messages[{i}].content")
-        return text, ()
-    texts: list[str] = []
-    images: list[ImageRef] = []
-    for j, part in enumerate(content):
-        param = f"messages[{i}].content[{j}]"
-        if part.type in ("text", "input_text"):
-            check_text(part.text or "", f"{param}.text")
-            texts.append(part.text or "")
-        elif part.type == "image_url" and part.image_url is not None:
-            images.append(image_ref(message.role, part.image_url.url, part.image_url.detail, param))
-            texts.append(IMAGE_MARKER)
-        else:
-            raise InvalidRequest(
-                f"Content parts of type '{part.type}' are not supported: send text and "
-                "image_url parts.",
-                param=f"{param}.type",
-            )
-    return "".join(texts), tuple(images)
 
 
 def image_ref(role: str, url: str, detail: str | None, param: str) -> ImageRef:
