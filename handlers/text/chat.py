@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from common.errors import InvalidRequest
-from common.image_input import ImageLimits, check_text
+from common.image_input import ImageLimits
 from common.protocol.base import Usage, new_id
 from common.protocol.chat import (
     ChatChoice,
@@ -31,7 +31,7 @@ from common.protocol.chat import (
     ToolCallDelta,
 )
 from common.store import ModelStore
-from common.turns import IMAGE_MARKER, ChatTurn, ImageRef, ToolSpec
+from common.turns import ChatTurn, ToolSpec
 from common.turns import ToolCall as EarlierCall  # beside the answer's ToolCall above
 from handlers.text.checks import SAMPLING_FIELDS
 from handlers.text.conversation import events
@@ -40,12 +40,11 @@ from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
     OutputFormat,
-    answered_call,
     check_unique,
-    image_ref,
     make_plan,
     tool_spec,
 )
+from handlers.text.conversation.turns import AS_SENT, Calls, Content, unsupported
 from handlers.text.logprobs import chat_logprobs
 
 
@@ -133,9 +132,9 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
     """Messages as turns; a part a text model cannot read, or a tool result answering no
     call made before it, is a 400."""
     turns = []
-    calls: dict[str, str] = {}  # id -> function name, of the calls made so far
+    calls = Calls()
     for i, message in enumerate(messages):
-        content, images = _content(message, i)
+        content = _content(message, i)
         role = _ROLE_ALIASES.get(message.role, message.role)
         made: list[EarlierCall] = []
         if message.role == "assistant":
@@ -144,7 +143,7 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
             if message.function_call is not None:  # legacy: one call, identified by its name
                 function = message.function_call
                 made.append(EarlierCall(function.name, function.name, function.arguments))
-            calls.update((call.id, call.name) for call in made)
+            calls.made(*made)
         call_id, name = message.tool_call_id, message.name
         if message.role == "tool":
             if call_id is None:
@@ -152,7 +151,7 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
                     "A tool message needs the tool_call_id of the call it answers.",
                     param=f"messages[{i}].tool_call_id",
                 )
-            name = answered_call(calls, call_id, f"messages[{i}].tool_call_id")
+            name = calls.answered(call_id, f"messages[{i}].tool_call_id")
         elif message.role == "function":  # legacy: answers the call of that name
             if not name:
                 raise InvalidRequest(
@@ -163,34 +162,29 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
         thought = (
             (message.reasoning_content or message.reasoning or "") if role == "assistant" else ""
         )
-        turns.append(ChatTurn(role, content, tuple(made), call_id, name, thought, images))
+        turns.append(
+            ChatTurn(
+                role, content.joined, tuple(made), call_id, name, thought, tuple(content.images)
+            )
+        )
     return turns
 
 
-def _content(message: ChatMessage, i: int) -> tuple[str, tuple[ImageRef, ...]]:
-    """A message's text, with a marker where each of its images is, and the images."""
-    content = message.content
-    if not isinstance(content, list):
-        text = content or ""
-        check_text(text, f"messages[{i}].content")
-        return text, ()
-    texts: list[str] = []
-    images: list[ImageRef] = []
-    for j, part in enumerate(content):
+def _content(message: ChatMessage, i: int) -> Content:
+    """A message's text parts and images, in order."""
+    content = Content(message.role, AS_SENT)
+    if not isinstance(message.content, list):
+        content.text(message.content or "", f"messages[{i}].content")
+        return content
+    for j, part in enumerate(message.content):
         param = f"messages[{i}].content[{j}]"
         if part.type in ("text", "input_text"):
-            check_text(part.text or "", f"{param}.text")
-            texts.append(part.text or "")
+            content.text(part.text or "", f"{param}.text")
         elif part.type == "image_url" and part.image_url is not None:
-            images.append(image_ref(message.role, part.image_url.url, part.image_url.detail, param))
-            texts.append(IMAGE_MARKER)
+            content.image(part.image_url.url, part.image_url.detail, param)
         else:
-            raise InvalidRequest(
-                f"Content parts of type '{part.type}' are not supported: send text and "
-                "image_url parts.",
-                param=f"{param}.type",
-            )
-    return "".join(texts), tuple(images)
+            raise unsupported(part.type, "text and image_url parts", f"{param}.type")
+    return content
 
 
 def _chat(

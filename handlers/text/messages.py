@@ -41,19 +41,18 @@ from common.protocol.messages import (
     ToolUseBlock,
 )
 from common.store import ModelStore
-from common.turns import IMAGE_MARKER, ChatTurn, ImageRef, ToolCall, ToolSpec
+from common.turns import ChatTurn, ToolCall, ToolSpec
 from handlers.text.conversation import events
 from handlers.text.conversation.generate import Generation, count_prompt, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
     ToolChoice,
-    answered_call,
     check_unique,
-    image_ref,
     make_plan,
     tool_spec,
 )
+from handlers.text.conversation.turns import BLANK_LINE, Calls, Content, unsupported
 
 log = logging.getLogger("stratus.messages")
 
@@ -142,51 +141,55 @@ def message_turns(request: MessageCountTokensRequest) -> list[ChatTurn]:
         system = "\n\n".join(block.text for block in system)
     check_text(system or "", "system")
     turns = [ChatTurn("system", system)] if system else []
-    calls: dict[str, str] = {}  # tool_use id -> tool name, of the calls made so far
+    calls = Calls()
     for i, message in enumerate(request.messages):
+        content = Content(message.role, BLANK_LINE)
         if isinstance(message.content, str):
-            check_text(message.content, f"messages[{i}].content")
-            turns.append(ChatTurn(message.role, message.content))
+            content.text(message.content, f"messages[{i}].content")
+            turns.append(ChatTurn(message.role, content.joined))
             continue
-        texts: list[str] = []
-        images: list[ImageRef] = []
         made: list[ToolCall] = []
         results: list[ChatTurn] = []
         for j, block in enumerate(message.content):
             param = f"messages[{i}].content[{j}]"
             kind = (message.role, block.type)
             if block.type == "text":
-                check_text(block.text or "", f"{param}.text")
-                texts.append(block.text or "")
+                content.text(block.text or "", f"{param}.text")
             elif block.type == "image" and block.source is not None:
-                images.append(image_ref(message.role, block.source.address, None, param))
-                texts.append(IMAGE_MARKER)
+                content.image(block.source.address, None, param)
             elif kind == ("assistant", "tool_use"):
                 assert block.id and block.name
                 made.append(ToolCall(block.id, block.name, json.dumps(block.input)))
             elif kind == ("user", "tool_result"):
                 assert block.tool_use_id is not None
-                name = answered_call(calls, block.tool_use_id, f"{param}.tool_use_id")
+                name = calls.answered(block.tool_use_id, f"{param}.tool_use_id")
                 text = _result_text(block, param)
                 results.append(ChatTurn("tool", text, (), block.tool_use_id, name))
             elif message.role == "assistant" and block.type in THINKING:
                 continue
             else:
-                raise InvalidRequest(_refusal(message.role, block.type), param=f"{param}.type")
-        calls.update((call.id, call.name) for call in made)
+                raise _refused(message.role, block.type, f"{param}.type")
+        calls.made(*made)
         turns.extend(results)
-        if texts or made or not results and message.role == "user":
-            content = "\n\n".join(texts)
-            turns.append(ChatTurn(message.role, content, tuple(made), images=tuple(images)))
+        if content.texts or made or not results and message.role == "user":
+            turns.append(
+                ChatTurn(message.role, content.joined, tuple(made), images=tuple(content.images))
+            )
     return turns
 
 
-def _refusal(role: str, kind: str) -> str:
+def _refused(role: str, kind: str, param: str) -> InvalidRequest:
     if kind in ("tool_use", *THINKING):
-        return f"A '{kind}' block belongs in an assistant message, not a {role} message."
+        return InvalidRequest(
+            f"A '{kind}' block belongs in an assistant message, not a {role} message.",
+            param=param,
+        )
     if kind == "tool_result":
-        return "A 'tool_result' block belongs in a user message, not an assistant message."
-    return f"Content blocks of type '{kind}' are not supported: send text and image blocks."
+        return InvalidRequest(
+            "A 'tool_result' block belongs in a user message, not an assistant message.",
+            param=param,
+        )
+    return unsupported(kind, "text and image blocks", param, noun="blocks")
 
 
 def _result_text(block: ContentBlockParam, param: str) -> str:
@@ -194,9 +197,7 @@ def _result_text(block: ContentBlockParam, param: str) -> str:
     if not isinstance(content, str):
         for k, part in enumerate(content):
             if part.type != "text":
-                raise InvalidRequest(
-                    _refusal("user", part.type), param=f"{param}.content[{k}].type"
-                )
+                raise _refused("user", part.type, f"{param}.content[{k}].type")
         content = "\n\n".join(part.text or "" for part in content)
     check_text(content, f"{param}.content")
     return f"Error: {content}" if block.is_error else content

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.errors import InvalidRequest
-from common.turns import ChatTurn, ImageRef, ToolSpec
+from common.turns import ChatTurn, ToolSpec
 from layers import structured
 
 # A function without parameters takes none: its arguments are always {}.
@@ -129,23 +129,3 @@ def output_grammar(
     if kind == "json_object" or schema is None:
         schema = structured.ANY_OBJECT  # OpenAI: no schema means any JSON object
     return structured.json_schema_grammar(schema, schema_param)
-
-
-def answered_call(calls: Mapping[str, str], call_id: str, param: str) -> str:
-    """The name of the function a tool result answers, or a 400 if it answers no call made
-    earlier in the conversation."""
-    if call_id not in calls:
-        raise InvalidRequest(
-            f"{param} '{call_id}' answers no tool call made earlier in the conversation.",
-            param=param,
-        )
-    return calls[call_id]
-
-
-def image_ref(role: str, url: str, detail: str | None, param: str) -> ImageRef:
-    """An image a message holds; images are read in user messages only (as OpenAI's)."""
-    if role != "user":
-        raise InvalidRequest(
-            f"Images are read in user messages only, not in {role} messages.", param=param
-        )
-    return ImageRef(url, detail or "auto", param)

@@ -18,13 +18,9 @@ from common.image_input import check_text
 from common.protocol.base import new_id, parse_request
 from common.protocol.responses import FunctionTool
 from common.sealed import Unsealed
-from common.turns import IMAGE_MARKER, ChatTurn, ToolCall, ToolSpec
-from handlers.text.conversation.plan import (
-    answered_call,
-    check_unique,
-    image_ref,
-    tool_spec,
-)
+from common.turns import ChatTurn, ToolCall, ToolSpec
+from handlers.text.conversation.plan import check_unique, tool_spec
+from handlers.text.conversation.turns import AS_SENT, Calls, Content, image_ref, unsupported
 
 log = logging.getLogger("stratus.responses")
 
@@ -201,10 +197,8 @@ def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
                 parts.append(_image(part, role, f"{where}.content[{j}]"))
                 continue
             if part_type not in _TEXT_PARTS:
-                raise InvalidRequest(
-                    f"Content parts of type '{part_type}' are not supported: send text and "
-                    "input_image parts.",
-                    param=f"{where}.content[{j}].type",
+                raise unsupported(
+                    part_type, "text and input_image parts", f"{where}.content[{j}].type"
                 )
             text = part.get("text", part.get("refusal"))
             if not isinstance(text, str):
@@ -283,31 +277,29 @@ def turns_of(
     starts at `first_param`) as chat turns."""
     check_text(instructions or "", "instructions")
     turns: list[ChatTurn] = [ChatTurn("system", instructions)] if instructions else []
-    calls: dict[str, str] = {}
+    calls = Calls()
     for index, item in enumerate(items):
         where = f"input[{index - first_param}]" if index >= first_param else "previous_response_id"
         kind = item["type"]
         if kind == "message":
             role = _ROLES[item["role"]]
-            texts, images = [], []
+            content = Content(role, AS_SENT)
             for j, part in enumerate(item["content"]):
                 if part["type"] == "input_image":
-                    param = f"{where}.content[{j}]"
-                    images.append(image_ref(role, part["image_url"], part["detail"], param))
-                    texts.append(IMAGE_MARKER)
+                    content.image(part["image_url"], part["detail"], f"{where}.content[{j}]")
                 else:
-                    texts.append(part["text"])
-            turns.append(ChatTurn(role, "".join(texts), images=tuple(images)))
+                    content.text(part["text"], f"{where}.content[{j}].text")
+            turns.append(ChatTurn(role, content.joined, images=tuple(content.images)))
         elif kind == "function_call":
             name = model_name(item.get("namespace"), item["name"])
             call = ToolCall(item["call_id"], name, item["arguments"])
-            calls[call.id] = name
+            calls.made(call)
             last = turns[-1] if turns else None
             if last is not None and last.role == "assistant":
                 turns[-1] = ChatTurn("assistant", last.content, (*last.tool_calls, call))
             else:
                 turns.append(ChatTurn("assistant", "", (call,)))
         elif kind == "function_call_output":
-            name = answered_call(calls, item["call_id"], f"{where}.call_id")
+            name = calls.answered(item["call_id"], f"{where}.call_id")
             turns.append(ChatTurn("tool", item["output"], (), item["call_id"], name))
     return turns
