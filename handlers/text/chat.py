@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from common.errors import InvalidRequest
@@ -39,9 +39,9 @@ from handlers.text.conversation.generate import Generation, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
-    OutputFormat,
     check_unique,
     make_plan,
+    output_format,
     tool_spec,
 )
 from handlers.text.conversation.turns import AS_SENT, Calls, Content, unsupported
@@ -107,12 +107,11 @@ def chat_plan(request: ChatCompletionRequest) -> ChatPlan:
     elif isinstance(choice, NamedFunction):
         choice = NamedChoice(choice.name)
     response_format = request.response_format
-    output: tuple[OutputFormat, Mapping[str, Any] | None] = ("text", None)
-    if response_format is not None and response_format.type == "json_object":
-        output = ("json_object", None)
-    elif response_format is not None and response_format.type == "json_schema":
-        assert response_format.json_schema is not None
-        output = ("json_schema", response_format.json_schema.json_schema)
+    schema = response_format.json_schema if response_format is not None else None
+    output = output_format(
+        response_format.type if response_format is not None else None,
+        schema.json_schema if schema is not None else None,
+    )
     return make_plan(
         chat_turns(request.messages),
         tools,

@@ -28,7 +28,7 @@ from handlers.text.checks import (
     token_budget,
 )
 from handlers.text.logprobs import CompletionLogprobsBuilder
-from handlers.text.stream import TextGeneration, UsageCounter
+from handlers.text.stream import UsageCounter, started_choices
 from layers.text import TextModel
 
 
@@ -166,35 +166,23 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
             if request.echo:
                 text = prompt if isinstance(prompt, str) else model.detokenize(tokens)
                 echo = (text, _echo_scores(model, tokens, request))
-            # A prompt's choices start together and run side by side; they are read in turn.
-            generations = [
-                TextGeneration(
-                    model,
-                    tokens,
-                    sampling_for(request, config.parameters, choice=i),
-                    budget,
-                    request.stop_sequences,
-                    logprobs=scoring,
-                )
-                for i in range(tries)
-            ]
-            try:
-                for i, generation in enumerate(generations):
+            samplings = [sampling_for(request, config.parameters, choice=i) for i in range(tries)]
+            with started_choices(
+                model, tokens, samplings, budget, request.stop_sequences, logprobs=scoring
+            ) as choices:
+                for i, choice in enumerate(choices):
                     index = p * tries + i
                     scores = CompletionLogprobsBuilder()
                     if echo is not None:
                         text, scored = echo
                         yield chunk(index, text, scores.add(*scored) if scored else None)
-                    for piece in generation:
+                    for piece in choice:
                         logprobs = None
                         if scoring is not None:
                             logprobs = scores.add(piece.tokens, [t.piece for t in piece.tokens])
                         yield chunk(index, piece.text, logprobs)
-                    usage.completion_tokens += generation.completion_tokens
-                    yield chunk(index, "", None, generation.finish_reason)
-            finally:
-                for generation in generations:
-                    generation.close()
+                    usage.completion_tokens += choice.completion_tokens
+                    yield chunk(index, "", None, choice.finish_reason)
         if request.include_usage or not request.stream:
             yield Completion(
                 id=chunk_id,

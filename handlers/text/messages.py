@@ -50,6 +50,7 @@ from handlers.text.conversation.plan import (
     ToolChoice,
     check_unique,
     make_plan,
+    output_format,
     tool_spec,
 )
 from handlers.text.conversation.turns import BLANK_LINE, Calls, Content, unsupported
@@ -126,7 +127,7 @@ def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
         tools,
         mapped,
         parallel,
-        ("json_schema", output.json_schema) if output else ("text", None),
+        output_format("json_schema" if output else None, output.json_schema if output else None),
         format_param="output_config.format",
         schema_param="output_config.format.schema",
     )

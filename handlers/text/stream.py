@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from common import cancellation, metering
@@ -23,11 +24,35 @@ class Piece:
     tokens: tuple[TokenLogprob, ...] = ()
 
 
-class TextGeneration:
+@contextmanager
+def started_choices(
+    model: TextModel,
+    prompt: Sequence[int],
+    samplings: Sequence[Sampling],
+    budget: int | None,
+    stops: Sequence[str],
+    grammar: str | None = None,
+    logprobs: int | None = None,
+) -> Iterator[list[ChoiceStream]]:
+    """The choices of one prompt, one per sampling, all started at once: a batching engine runs
+    them side by side while the caller reads them in turn (and works while a response's head
+    goes out). Every one is closed when the block ends, read to its end or not (the client
+    gone, an error)."""
+    choices = [
+        ChoiceStream(model, prompt, sampling, budget, stops, grammar, logprobs)
+        for sampling in samplings
+    ]
+    try:
+        yield choices
+    finally:
+        for choice in choices:
+            choice.close()
+
+
+class ChoiceStream:
     """One choice being generated: iterate for pieces of text; then read finish_reason.
 
-    The engine starts on it at once (a batching engine runs the choices of a request side by
-    side while the first is read); close() stops it when it will not be read to the end.
+    The engine starts on it at once; close() stops it when it will not be read to the end.
     """
 
     def __init__(

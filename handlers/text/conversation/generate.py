@@ -27,7 +27,7 @@ from handlers.text.checks import (
 from handlers.text.conversation import events
 from handlers.text.conversation.plan import ChatPlan
 from handlers.text.stops import StopMatcher
-from handlers.text.stream import Piece, TextGeneration
+from handlers.text.stream import ChoiceStream, Piece, started_choices
 from layers import reasoning, tool_formats
 from layers.tool_formats.base import ToolFormat
 
@@ -162,33 +162,20 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
                 job.reasoning_budget,
                 literal=model.grammar_literal,
             )
-        # All choices start now, before the first event goes out (the engine works while the
-        # response's head is sent), and run side by side; they are read one after the other.
-        generations = [
-            TextGeneration(
-                model,
-                prompt,
-                sampling_for(request, defaults, choice=index),
-                budget,
-                job.stops if _text_is_answer(job, thinks, fmt) else (),
-                grammar=grammar,
-                logprobs=job.top_logprobs,
-            )
-            for index in range(job.n)
-        ]
+        samplings = [sampling_for(request, defaults, choice=index) for index in range(job.n)]
+        stops = job.stops if _text_is_answer(job, thinks, fmt) else ()
         completion_tokens = 0
-        try:
+        with started_choices(
+            model, prompt, samplings, budget, stops, grammar=grammar, logprobs=job.top_logprobs
+        ) as choices:
             yield events.Started(len(prompt), model.fingerprint)
-            for index, generation in enumerate(generations):
+            for index, choice in enumerate(choices):
                 split = (
                     reasoning.ReasoningSplitter(thinks, model.reasoning_opens) if thinks else None
                 )
                 plain = _text_is_answer(job, thinks, fmt)
-                yield from _choice(index, _Thoughts(index, generation, split), job, fmt, plain)
-                completion_tokens += generation.completion_tokens
-        finally:
-            for generation in generations:
-                generation.close()
+                yield from _choice(index, _Thoughts(index, choice, split), job, fmt, plain)
+                completion_tokens += choice.completion_tokens
         yield events.Usage(len(prompt), completion_tokens)
 
 
@@ -197,7 +184,7 @@ class _Thoughts:
     `reasoning` (a list of events the caller sends before the next piece)."""
 
     def __init__(
-        self, choice: int, generation: TextGeneration, split: reasoning.ReasoningSplitter | None
+        self, choice: int, generation: ChoiceStream, split: reasoning.ReasoningSplitter | None
     ) -> None:
         self.generation = generation
         self._choice = choice

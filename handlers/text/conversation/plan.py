@@ -30,6 +30,7 @@ class NamedChoice:
 
 ToolChoice = Literal["none", "auto", "required"] | NamedChoice | None
 OutputFormat = Literal["text", "json_object", "json_schema"]
+Output = tuple[OutputFormat, Mapping[str, Any] | None]  # the format, and its schema if it has one
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,23 @@ class ChatPlan:
     single_call: bool = False  # a named tool choice, or calls not parallel: one call at most
 
 
+def output_format(kind: str | None, schema: Mapping[str, Any] | None) -> Output:
+    """A dialect's answer format by its type's name (Chat Completions' response_format.type,
+    Responses' text.format.type; Messages' output_config.format is a JSON schema): text, any
+    JSON object, or JSON that follows `schema`."""
+    if kind == "json_object":
+        return ("json_object", None)
+    if kind == "json_schema":
+        return ("json_schema", schema)
+    return ("text", None)
+
+
 def make_plan(
     turns: list[ChatTurn],
     tools: list[ToolSpec],
     choice: ToolChoice,
     parallel: bool,
-    output: tuple[OutputFormat, Mapping[str, Any] | None] = ("text", None),
+    output: Output = ("text", None),
     *,
     choice_param: str = "tool_choice",
     format_param: str = "response_format",

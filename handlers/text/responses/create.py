@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from common.image_input import ImageLimits
@@ -22,7 +22,7 @@ from common.response_store import serialise
 from common.sealed import Unsealed
 from common.store import ModelStore
 from handlers.text.conversation.generate import Generation, generate
-from handlers.text.conversation.plan import NamedChoice, make_plan
+from handlers.text.conversation.plan import NamedChoice, make_plan, output_format
 from handlers.text.responses.events import ResponseEvents
 from handlers.text.responses.items import Tools, normalise, read_tools, turns_of
 from handlers.text.responses.stored import HISTORY, INPUT, RESPONSE, stored_response
@@ -92,9 +92,9 @@ def _generation(
     if choice is not None and not isinstance(choice, str):
         choice = NamedChoice(choice.name)
     text_format = request.text.format if request.text and request.text.format else None
-    output: tuple[Any, Mapping[str, Any] | None] = ("text", None)
-    if text_format is not None and text_format.type != "text":
-        output = (text_format.type, text_format.json_schema)
+    output = output_format(
+        text_format.type if text_format else None, text_format.json_schema if text_format else None
+    )
     plan = make_plan(
         turns,
         tools.specs,
