@@ -43,10 +43,10 @@ def plan_of(body: dict):
         items = normalise(request.input, lambda blob: "")
         return _generation(request, [], items, tools, ImageLimits()).plan
     from common.protocol.messages import MessageCreateRequest
-    from handlers.text.messages import message_generation
+    from handlers.text.messages import message_conversation
 
     request = parse_request(MessageCreateRequest, {"max_tokens": 64, **body})
-    return message_generation(request).plan
+    return message_conversation(request).plan
 
 
 def sample_bodies() -> dict[str, dict]:

@@ -64,16 +64,16 @@ TOOLS = [
 
 
 def tools_prompt() -> str:
-    """The system prompt the generic model gets for TOOLS (layers/tool_calls)."""
+    """The system prompt the generic model gets for TOOLS (layers/tool_prompt)."""
     from common.turns import ToolSpec
-    from layers import tool_calls
+    from layers import tool_prompt
     from layers.tool_formats.json_calls import HERMES
 
     specs = [
         ToolSpec(t["function"]["name"], t["function"]["description"], t["function"]["parameters"])
         for t in TOOLS
     ]
-    return tool_calls.system_prompt(specs, HERMES)
+    return tool_prompt.system_prompt(specs, HERMES)
 
 
 def registry(directory: Path) -> Path:

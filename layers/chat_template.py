@@ -10,7 +10,7 @@ The template also says how the model writes tool calls and reasoning (layers/too
 layers/reasoning: detected once, here). A template that reads `tools` (Qwen's, Hermes', Llama
 3.1's...) gets them in OpenAI's form, and one that reads `tool_calls` gets earlier calls and
 results as message fields (Hugging Face's convention); what a template cannot show it gets as
-text: layers/tool_calls' system prompt, calls as assistant text in the model's format, results
+text: layers/tool_prompt's system prompt, calls as assistant text in the model's format, results
 as user turns. No template at all: a plain transcript the model can continue.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from common.errors import InvalidRequest
 from common.turns import ChatTurn, ToolSpec
-from layers import reasoning, tool_calls, tool_formats
+from layers import reasoning, tool_formats, tool_prompt
 from layers.tool_formats.base import arguments_json
 
 # Unicode private-use characters: no tokenizer's special token, and no template, contains them.
@@ -115,9 +115,9 @@ class ChatTemplate:
         fmt = self.tool_format
         history = any(t.tool_calls or t.role == "tool" for t in turns)
         if history and not self._renders_calls:
-            turns = tool_calls.as_plain_turns(turns, fmt, tool_role=self._reads_tool_role)
+            turns = tool_prompt.as_plain_turns(turns, fmt, tool_role=self._reads_tool_role)
         if tools and not self.takes_tools:
-            turns = _with_system_text(turns, tool_calls.system_prompt(tools, fmt))
+            turns = _with_system_text(turns, tool_prompt.system_prompt(tools, fmt))
         described = [_described(tool) for tool in tools] if tools and self.takes_tools else None
         try:
             if history and self._renders_calls:

@@ -66,7 +66,7 @@ class TextModel(Protocol):
     ) -> list[int]:
         """The tokens of the conversation rendered with the model's chat template, ready to
         generate; the tools, when there are any, described the way the template or
-        layers/tool_calls asks. Special tokens come from the template only: what clients
+        layers/tool_prompt asks. Special tokens come from the template only: what clients
         wrote is tokenized as text. `thinking` False: a reasoning model answers at once;
         `effort`: the request's reasoning effort, for a template that reads one."""
         ...

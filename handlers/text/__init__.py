@@ -1,7 +1,7 @@
 """Text generation, for every endpoint that asks for it.
 
 Chat Completions (chat.py), Anthropic's Messages (messages.py) and the Responses API
-(responses/) each parse their request into a neutral `Generation`, run it through
+(responses/) each parse their request into a neutral `ConversationRequest`, run it through
 conversation/ (the checks they share, the engine driven for each choice, tool calls and
 reasoning split out), and render the neutral events it yields in their own shape, streamed or
 collected. Legacy completions (completions.py) drive the engine on a prompt with no

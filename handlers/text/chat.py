@@ -35,7 +35,7 @@ from common.turns import ChatTurn, ToolSpec
 from common.turns import ToolCall as EarlierCall  # beside the answer's ToolCall above
 from handlers.text.checks import SAMPLING_FIELDS
 from handlers.text.conversation import events
-from handlers.text.conversation.generate import Generation, generate
+from handlers.text.conversation.generate import ConversationRequest, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
@@ -52,16 +52,16 @@ def create_chat_completion(
     request: ChatCompletionRequest, store: ModelStore, images: ImageLimits | None = None
 ) -> ChatCompletion | Iterator[ChatCompletionChunk]:
     """`images`: how images in the messages are read (the adapter's limits; defaults else)."""
-    stream = _chat(chat_generation(request, images), request, store)
+    stream = _chat(chat_conversation(request, images), request, store)
     if request.stream:
         return stream
     return _collect(stream)
 
 
-def chat_generation(
+def chat_conversation(
     request: ChatCompletionRequest, images: ImageLimits | None = None
-) -> Generation:
-    return Generation(
+) -> ConversationRequest:
+    return ConversationRequest(
         model=request.model,
         plan=chat_plan(request),
         sampling={name: getattr(request, name) for name in SAMPLING_FIELDS},
@@ -187,11 +187,11 @@ def _content(message: ChatMessage, i: int) -> Content:
 
 
 def _chat(
-    job: Generation, request: ChatCompletionRequest, store: ModelStore
+    conversation: ConversationRequest, request: ChatCompletionRequest, store: ModelStore
 ) -> Iterator[ChatCompletionChunk]:
     """Every chat, streamed or not, is this stream of chunks; errors come before the first."""
     chunk_id, created = new_id("chatcmpl"), int(time.time())
-    renderer = _Chunks(job.plan, job.top_logprobs)
+    renderer = _Chunks(conversation.plan, conversation.top_logprobs)
     fingerprint = ""
 
     def chunk(choices: list[ChatChunkChoice], **extra: object) -> ChatCompletionChunk:
@@ -204,10 +204,10 @@ def _chat(
             **extra,
         )
 
-    for event in generate(job, store):
+    for event in generate(conversation, store):
         if isinstance(event, events.Started):
             fingerprint = event.fingerprint
-        if isinstance(event, events.Usage):
+        if isinstance(event, events.TokenUsage):
             if request.include_usage or not request.stream:
                 usage = Usage(
                     prompt_tokens=event.prompt_tokens,
@@ -243,7 +243,7 @@ class _Chunks:
             delta = ChoiceDelta(content=event.text)
         elif isinstance(event, events.ReasoningDelta):
             delta, logprobs = ChoiceDelta(reasoning_content=event.text), None
-        elif isinstance(event, events.CallStarted | events.ArgumentsDelta):
+        elif isinstance(event, events.ToolCallStarted | events.ArgumentsDelta):
             delta, logprobs = self._call_delta(event), None
         elif isinstance(event, events.Finished):
             if choice not in self._opened:
@@ -263,9 +263,9 @@ class _Chunks:
                 delta = delta.model_copy(update={"role": "assistant"})
         yield ChatChunkChoice(index=choice, delta=delta, logprobs=logprobs)
 
-    def _call_delta(self, event: events.CallStarted | events.ArgumentsDelta) -> ChoiceDelta:
+    def _call_delta(self, event: events.ToolCallStarted | events.ArgumentsDelta) -> ChoiceDelta:
         """A call's first delta (its id, type and name) or one of its argument fragments."""
-        if isinstance(event, events.CallStarted):
+        if isinstance(event, events.ToolCallStarted):
             function = FunctionCallDelta(name=event.name, arguments="")
             call = ToolCallDelta(
                 index=event.index, id=event.call_id, type="function", function=function

@@ -43,7 +43,7 @@ from common.protocol.messages import (
 from common.store import ModelStore
 from common.turns import ChatTurn, ToolCall, ToolSpec
 from handlers.text.conversation import events
-from handlers.text.conversation.generate import Generation, count_prompt, generate
+from handlers.text.conversation.generate import ConversationRequest, count_prompt, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
@@ -67,7 +67,7 @@ def create_message(
     request: MessageCreateRequest, store: ModelStore, images: ImageLimits | None = None
 ) -> Message | Iterator[MessageStreamEvent]:
     """`images`: how images in the messages are read (the adapter's limits; defaults else)."""
-    stream = _render(message_generation(request, images), request, store)
+    stream = _render(message_conversation(request, images), request, store)
     return stream if request.stream else _collect(stream)
 
 
@@ -75,16 +75,16 @@ def count_message_tokens(
     request: MessageCountTokensRequest, store: ModelStore, images: ImageLimits | None = None
 ) -> MessageTokensCount:
     """The usage.input_tokens the same message would have."""
-    job = message_generation(request, images)
-    return MessageTokensCount(input_tokens=count_prompt(job, store))
+    conversation = message_conversation(request, images)
+    return MessageTokensCount(input_tokens=count_prompt(conversation, store))
 
 
-def message_generation(
+def message_conversation(
     request: MessageCountTokensRequest, images: ImageLimits | None = None
-) -> Generation:
+) -> ConversationRequest:
     budget = getattr(request, "max_tokens", None)
     sampling = {name: getattr(request, name, None) for name in ("temperature", "top_p", "top_k")}
-    return Generation(
+    return ConversationRequest(
         model=request.model,
         plan=message_plan(request),
         sampling=sampling,
@@ -205,14 +205,14 @@ def _result_text(block: ContentBlockParam, param: str) -> str:
 
 
 def _render(
-    job: Generation, request: MessageCreateRequest, store: ModelStore
+    conversation: ConversationRequest, request: MessageCreateRequest, store: ModelStore
 ) -> Iterator[MessageStreamEvent]:
     """Every message, streamed or not, is this stream of events; errors come before the first."""
     message_id = new_id("msg").replace("-", "_")
     display = getattr(request.thinking, "display", None)
     blocks = _Blocks(omit_thinking=display == "omitted")
     prompt_tokens, finished = 0, events.Finished(0, "stop")
-    for event in generate(job, store):
+    for event in generate(conversation, store):
         if isinstance(event, events.Started):
             prompt_tokens = event.prompt_tokens
             usage = MessageUsage(input_tokens=prompt_tokens, output_tokens=0)
@@ -222,7 +222,7 @@ def _render(
         elif isinstance(event, events.Finished):
             yield from blocks.close()
             finished = event
-        elif isinstance(event, events.Usage):
+        elif isinstance(event, events.TokenUsage):
             delta = MessageDelta(
                 stop_reason=STOP_REASONS[finished.reason],  # type: ignore[arg-type]
                 stop_sequence=finished.stop_sequence,
@@ -255,7 +255,7 @@ class _Blocks:
             yield from self._open("thinking", ThinkingBlock(thinking=""))
             if not self._omit_thinking:
                 yield self._delta(ThinkingBlockDelta(thinking=event.text))
-        elif isinstance(event, events.CallStarted):
+        elif isinstance(event, events.ToolCallStarted):
             yield from self.close()
             block = ToolUseBlock(id=event.call_id, name=event.name, input={})
             yield from self._open("tool_use", block)

@@ -153,11 +153,11 @@ def test_thinking_text_and_calls_are_blocks_in_order():
         events.ReasoningDelta(0, " Yes."),
         events.TextDelta(0, "I'll call."),
         events.TextDelta(0, ""),
-        events.CallStarted(0, 0, "toolu_a", "f"),
+        events.ToolCallStarted(0, 0, "toolu_a", "f"),
         events.ArgumentsDelta(0, 0, '{"a": '),
         events.ArgumentsDelta(0, 0, "1}"),
         events.CallDone(0, 0, "toolu_a", "f", '{"a": 1}'),
-        events.CallStarted(0, 1, "toolu_b", "g"),
+        events.ToolCallStarted(0, 1, "toolu_b", "g"),
         events.CallDone(0, 1, "toolu_b", "g", "{}"),
         events.TextDelta(0, "Done."),
     )

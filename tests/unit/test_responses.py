@@ -58,7 +58,7 @@ TURN = [
     events.ReasoningDelta(0, "Paris."),
     events.TextDelta(0, "It is Paris."),
     events.Finished(0, "stop", None, 5),
-    events.Usage(10, 5),
+    events.TokenUsage(10, 5),
 ]
 
 

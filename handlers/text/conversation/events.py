@@ -39,7 +39,7 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
-class CallStarted:
+class ToolCallStarted:
     choice: int
     index: int
     call_id: str
@@ -71,7 +71,7 @@ class Finished:
 
 
 @dataclass(frozen=True)
-class Usage:
+class TokenUsage:
     """The last event: the request's tokens, every choice's together."""
 
     prompt_tokens: int
@@ -86,9 +86,9 @@ Event = (
     Started
     | TextDelta
     | ReasoningDelta
-    | CallStarted
+    | ToolCallStarted
     | ArgumentsDelta
     | CallDone
     | Finished
-    | Usage
+    | TokenUsage
 )

@@ -35,7 +35,7 @@ log = logging.getLogger("stratus.tool_calls")
 
 
 @dataclass(frozen=True)
-class Generation:
+class ConversationRequest:
     """Everything a dialect asks of one generation, in neutral terms."""
 
     model: str
@@ -67,32 +67,32 @@ class Generation:
     choices_param: str = "n"
 
 
-def count_prompt(job: Generation, store: ModelStore) -> int:
+def count_prompt(conversation: ConversationRequest, store: ModelStore) -> int:
     """The prompt tokens the generation would count (its usage's prompt_tokens), without
     generating: every check up to the prompt's own is made."""
-    turns = _read_images(job, store)
-    with store.use(job.model) as loaded:
-        model = text_model(loaded, job.model)
-        prompt = _prompt(job, model, turns)
-        check_context(model, len(prompt), None, prompt_param=job.prompt_param)
+    turns = _read_images(conversation, store)
+    with store.use(conversation.model) as loaded:
+        model = text_model(loaded, conversation.model)
+        prompt = _prompt(conversation, model, turns)
+        check_context(model, len(prompt), None, prompt_param=conversation.prompt_param)
         return len(prompt)
 
 
-def _read_images(job: Generation, store: ModelStore) -> list[ChatTurn]:
+def _read_images(conversation: ConversationRequest, store: ModelStore) -> list[ChatTurn]:
     """The turns with their images read (fetched, checked, decoded), before the model is
     loaded or a sequence started: a model without a projector refuses them first."""
-    turns = job.plan.turns
+    turns = conversation.plan.turns
     refs = [image for turn in turns for image in turn.images if isinstance(image, ImageRef)]
     if not refs:
         return list(turns)
-    if not store.registry.resolve(job.model).reads_images:
+    if not store.registry.resolve(conversation.model).reads_images:
         raise InvalidRequest(
-            f"The model '{job.model}' does not read images (it has no projector, `mmproj`, "
-            "in its registry entry); send text, or choose a vision model.",
+            f"The model '{conversation.model}' does not read images (it has no projector, "
+            "`mmproj`, in its registry entry); send text, or choose a vision model.",
             param=refs[0].param,
             code="images_not_supported",
         )
-    pictures = iter(read_images(refs, job.image_limits))
+    pictures = iter(read_images(refs, conversation.image_limits))
     metering.count("input_images", len(refs))  # in prompt_tokens too; counted apart
     return [
         replace(turn, images=tuple(next(pictures) for _ in turn.images)) if turn.images else turn
@@ -100,48 +100,50 @@ def _read_images(job: Generation, store: ModelStore) -> list[ChatTurn]:
     ]
 
 
-def _prompt(job: Generation, model: Any, turns: Sequence[ChatTurn]) -> list[int]:
+def _prompt(conversation: ConversationRequest, model: Any, turns: Sequence[ChatTurn]) -> list[int]:
     """The conversation's tokens, refused from its size first when it cannot fit."""
     sent = sum(len(turn.content.encode()) for turn in turns)
-    check_prompt_size(model, sent, job.prompt_param)
-    return model.chat_prompt(turns, job.plan.tools, job.thinking, effort=job.reasoning_effort)
+    check_prompt_size(model, sent, conversation.prompt_param)
+    return model.chat_prompt(
+        turns, conversation.plan.tools, conversation.thinking, effort=conversation.reasoning_effort
+    )
 
 
-def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
+def generate(conversation: ConversationRequest, store: ModelStore) -> Iterator[events.Event]:
     """Every event of the generation; every error a request can cause comes before the first
     (`Started`), so that a stream can still be refused with its status."""
-    plan = job.plan
-    request = SimpleNamespace(**job.sampling)
-    turns = _read_images(job, store)
-    with store.use(job.model) as loaded:
-        model = text_model(loaded, job.model)
-        defaults = store.registry.resolve(job.model).parameters
-        prompt = _prompt(job, model, turns)
-        budget = token_budget(job.budget, defaults)
-        named = job.budget is not None and not job.budget_is_ceiling
+    plan = conversation.plan
+    request = SimpleNamespace(**conversation.sampling)
+    turns = _read_images(conversation, store)
+    with store.use(conversation.model) as loaded:
+        model = text_model(loaded, conversation.model)
+        defaults = store.registry.resolve(conversation.model).parameters
+        prompt = _prompt(conversation, model, turns)
+        budget = token_budget(conversation.budget, defaults)
+        named = conversation.budget is not None and not conversation.budget_is_ceiling
         # A budget the client did not name (the model's or the operator's default) is cut to
         # the room the prompt leaves, as OpenAI's default (the rest of the context) is.
         check_context(
             model,
             len(prompt),
             budget if named else None,
-            prompt_param=job.prompt_param,
-            budget_param=job.budget_param,
+            prompt_param=conversation.prompt_param,
+            budget_param=conversation.budget_param,
         )
         if budget is not None and not named:
             budget = min(budget, model.context_length - len(prompt))
         check_total_work(
             model,
             [len(prompt)],
-            job.n,
+            conversation.n,
             budget,
-            job.budget_param,
-            choices_param=job.choices_param,
+            conversation.budget_param,
+            choices_param=conversation.choices_param,
             budget_named=named,
         )
         check_logit_bias(model, request)
         metering.count("prompt_tokens", len(prompt))  # output tokens count as generated
-        thinks = model.reasoning if job.thinking else None
+        thinks = model.reasoning if conversation.thinking else None
         fmt: ToolFormat = model.tool_format
         grammar = plan.grammar
         if grammar is not None:  # a JSON answer, in what the format wraps answers in
@@ -154,29 +156,39 @@ def generate(job: Generation, store: ModelStore) -> Iterator[events.Event]:
                 literal=model.grammar_literal,
             )
         # A constrained answer (tools, JSON) only after the block; a budget bounds the block.
-        if thinks is not None and (grammar is not None or job.reasoning_budget is not None):
+        if thinks is not None and (
+            grammar is not None or conversation.reasoning_budget is not None
+        ):
             grammar = reasoning.grammar(
                 grammar,
                 thinks,
                 model.reasoning_opens,
-                job.reasoning_budget,
+                conversation.reasoning_budget,
                 literal=model.grammar_literal,
             )
-        samplings = [sampling_for(request, defaults, choice=index) for index in range(job.n)]
-        stops = job.stops if _text_is_answer(job, thinks, fmt) else ()
+        samplings = [
+            sampling_for(request, defaults, choice=index) for index in range(conversation.n)
+        ]
+        stops = conversation.stops if _text_is_answer(conversation, thinks, fmt) else ()
         completion_tokens = 0
         with started_choices(
-            model, prompt, samplings, budget, stops, grammar=grammar, logprobs=job.top_logprobs
+            model,
+            prompt,
+            samplings,
+            budget,
+            stops,
+            grammar=grammar,
+            logprobs=conversation.top_logprobs,
         ) as choices:
             yield events.Started(len(prompt), model.fingerprint)
             for index, choice in enumerate(choices):
                 split = (
                     reasoning.ReasoningSplitter(thinks, model.reasoning_opens) if thinks else None
                 )
-                plain = _text_is_answer(job, thinks, fmt)
-                yield from _choice(index, _Thoughts(index, choice, split), job, fmt, plain)
+                plain = _text_is_answer(conversation, thinks, fmt)
+                yield from _choice(index, _Thoughts(index, choice, split), conversation, fmt, plain)
                 completion_tokens += choice.completion_tokens
-        yield events.Usage(len(prompt), completion_tokens)
+        yield events.TokenUsage(len(prompt), completion_tokens)
 
 
 class _Thoughts:
@@ -214,16 +226,16 @@ class _Thoughts:
 
 
 def _text_is_answer(
-    job: Generation, thinks: reasoning.ReasoningFormat | None, fmt: ToolFormat
+    conversation: ConversationRequest, thinks: reasoning.ReasoningFormat | None, fmt: ToolFormat
 ) -> bool:
     """Whether the generated text is the answer as it is: then the engine matches the stop
     sequences itself. Otherwise (reasoning to split out, calls or channels to parse) they are
     matched on the answer's text only: a stop sequence inside a thought does not end it."""
-    return job.plan.mode == "none" and thinks is None and not fmt.parses_every_answer
+    return conversation.plan.mode == "none" and thinks is None and not fmt.parses_every_answer
 
 
 def _choice(
-    index: int, thoughts: _Thoughts, job: Generation, fmt: ToolFormat, plain: bool
+    index: int, thoughts: _Thoughts, conversation: ConversationRequest, fmt: ToolFormat, plain: bool
 ) -> Iterator[events.Event]:
     generation = thoughts.generation
     if plain:
@@ -235,7 +247,7 @@ def _choice(
         reason = generation.finish_reason or "stop"
         stop = generation.stop_sequence
     else:
-        answer = _Answer(index, job, fmt)
+        answer = _Answer(index, conversation, fmt)
         for piece in thoughts:
             yield from thoughts.drain()
             yield from answer.feed(piece)
@@ -263,15 +275,17 @@ class _Answer:
     events are held while it could still be a repeat, and if it is one the answer ends there
     (a small model otherwise loops on the same call until the budget cuts it)."""
 
-    def __init__(self, choice: int, job: Generation, fmt: ToolFormat) -> None:
+    def __init__(self, choice: int, conversation: ConversationRequest, fmt: ToolFormat) -> None:
         self._choice = choice
         self._fmt = fmt
-        self._calls_offered = job.plan.mode != "none"
-        parses = job.plan.mode != "none" or fmt.parses_every_answer
-        self._parser = fmt.parser(job.plan.tools) if parses else tool_formats.PlainText()
-        self._stops = StopMatcher(job.stops)  # they end text answers; calls end by the grammar
-        self._prefix = job.call_prefix
-        self._open: events.CallStarted | None = None
+        self._calls_offered = conversation.plan.mode != "none"
+        parses = conversation.plan.mode != "none" or fmt.parses_every_answer
+        self._parser = fmt.parser(conversation.plan.tools) if parses else tool_formats.PlainText()
+        self._stops = StopMatcher(
+            conversation.stops
+        )  # they end text answers; calls end by the grammar
+        self._prefix = conversation.call_prefix
+        self._open: events.ToolCallStarted | None = None
         self._arguments: list[str] = []
         self._made: list[tuple[str, str]] = []  # the complete calls so far: name, arguments
         self._held: list[events.Event] = []  # a call's events while it may be a repeat
@@ -310,7 +324,7 @@ class _Answer:
             elif isinstance(event, tool_formats.CallStarted):
                 self.calls += 1
                 call_id = self._fmt.new_call_id() or new_id(self._prefix).replace("-", "_")
-                self._open = events.CallStarted(self._choice, event.index, call_id, event.name)
+                self._open = events.ToolCallStarted(self._choice, event.index, call_id, event.name)
                 self._may_repeat = any(name == event.name for name, _ in self._made)
                 yield from self._send(self._open)
             elif self._open is not None:

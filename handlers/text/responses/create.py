@@ -21,7 +21,7 @@ from common.protocol.responses import (
 from common.response_store import serialise
 from common.sealed import Unsealed
 from common.store import ModelStore
-from handlers.text.conversation.generate import Generation, generate
+from handlers.text.conversation.generate import ConversationRequest, generate
 from handlers.text.conversation.plan import NamedChoice, make_plan, output_format
 from handlers.text.responses.events import ResponseEvents
 from handlers.text.responses.items import Tools, normalise, read_tools, turns_of
@@ -29,19 +29,19 @@ from handlers.text.responses.stored import HISTORY, INPUT, RESPONSE, stored_resp
 
 
 def create_response(
-    job: Any, store: ModelStore, images: ImageLimits | None = None
+    stateful: Any, store: ModelStore, images: ImageLimits | None = None
 ) -> Response | Iterator[StreamEvent]:
-    """`job` is the adapter's Stateful: the request, the response store and its owner;
+    """`stateful` is the adapter's Stateful: the request, the response store and its owner;
     `images`: how images in the input are read (the adapter's limits; defaults else)."""
-    request: ResponsesRequest = job.request
+    request: ResponsesRequest = stateful.request
     history: list[dict[str, Any]] = []
     if request.previous_response_id is not None:
-        earlier = stored_response(job, request.previous_response_id, "previous_response_id")
+        earlier = stored_response(stateful, request.previous_response_id, "previous_response_id")
         history = [*earlier[HISTORY], *earlier[INPUT], *earlier[RESPONSE]["output"]]
-    seal, unseal = _blobs(job)
+    seal, unseal = _blobs(stateful)
     items = normalise(request.input, unseal)
     if request.store:  # a conversation too large to keep is refused before it is generated
-        serialise({INPUT: items, HISTORY: history}, job.responses.max_bytes)
+        serialise({INPUT: items, HISTORY: history}, stateful.responses.max_bytes)
     tools = read_tools(request.tools)
     generation = _generation(request, history, items, tools, images or ImageLimits())
     response = _initial(request, tools)
@@ -54,7 +54,7 @@ def create_response(
     def finish(final: Response) -> None:
         if request.store:  # a turn not written is an error, never a success
             document = {RESPONSE: final.model_dump(mode="json"), INPUT: items, HISTORY: history}
-            job.responses.put(final.id, job.owner, document)
+            stateful.responses.put(final.id, stateful.owner, document)
 
     stream = renderer.render(generate(generation, store), finish)
     if request.stream:
@@ -64,16 +64,16 @@ def create_response(
     return last.response
 
 
-def _blobs(job: Any) -> tuple[Callable[[str], str], Callable[[str], str]]:
+def _blobs(stateful: Any) -> tuple[Callable[[str], str], Callable[[str], str]]:
     """Sealing a turn's reasoning for the caller, and reading it back: a blob names its owner,
     so one made for another key is refused like a forged one."""
 
     def seal(text: str) -> str:
-        return job.sealer.seal({"owner": job.owner, "text": text})
+        return stateful.sealer.seal({"owner": stateful.owner, "text": text})
 
     def unseal(blob: str) -> str:
-        payload = job.sealer.unseal(blob)
-        if not isinstance(payload, dict) or payload.get("owner") != job.owner:
+        payload = stateful.sealer.unseal(blob)
+        if not isinstance(payload, dict) or payload.get("owner") != stateful.owner:
             raise Unsealed("another caller's blob")
         return str(payload.get("text", ""))
 
@@ -86,7 +86,7 @@ def _generation(
     items: list[dict[str, Any]],
     tools: Tools,
     images: ImageLimits,
-) -> Generation:
+) -> ConversationRequest:
     turns = turns_of([*history, *items], request.instructions, first_param=len(history))
     choice: Any = request.tool_choice
     if choice is not None and not isinstance(choice, str):
@@ -108,7 +108,7 @@ def _generation(
     logprobs = request.top_logprobs is not None or "message.output_text.logprobs" in (
         request.include or ()
     )
-    return Generation(
+    return ConversationRequest(
         model=request.model,
         plan=plan,
         sampling={"temperature": request.temperature, "top_p": request.top_p},

@@ -104,7 +104,7 @@ class ResponseEvents:
             )
         elif isinstance(event, events.TextDelta | events.ReasoningDelta):
             yield from self._delta(event)
-        elif isinstance(event, events.CallStarted):
+        elif isinstance(event, events.ToolCallStarted):
             yield from self._close()
             namespace, name = self._tools.called(event.name)
             item = FunctionCallItem(
@@ -150,7 +150,7 @@ class ResponseEvents:
                 self.response.incomplete_details = IncompleteDetails(reason="max_output_tokens")
             else:
                 self.response.status = "completed"
-        elif isinstance(event, events.Usage):
+        elif isinstance(event, events.TokenUsage):
             self.response.usage = ResponseUsage(
                 input_tokens=event.prompt_tokens,
                 output_tokens=event.completion_tokens,

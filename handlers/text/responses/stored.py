@@ -15,20 +15,22 @@ from common.store import ModelStore
 RESPONSE, INPUT, HISTORY = "response", "input_items", "history"
 
 
-def retrieve_response(job: Any, store: ModelStore) -> Response:
-    return Response.model_validate(stored_response(job, job.request, "response_id")[RESPONSE])
+def retrieve_response(stateful: Any, store: ModelStore) -> Response:
+    return Response.model_validate(
+        stored_response(stateful, stateful.request, "response_id")[RESPONSE]
+    )
 
 
-def delete_response(job: Any, store: ModelStore) -> DeletedResponse:
-    job.responses.delete(job.request, job.owner)
-    return DeletedResponse(id=job.request)
+def delete_response(stateful: Any, store: ModelStore) -> DeletedResponse:
+    stateful.responses.delete(stateful.request, stateful.owner)
+    return DeletedResponse(id=stateful.request)
 
 
-def list_input_items(job: Any, store: ModelStore) -> InputItemList:
+def list_input_items(stateful: Any, store: ModelStore) -> InputItemList:
     """This response's input items: newest first unless `order` is asc; `limit` (1-100, 20)
     items after the item `after`."""
-    response_id, query = job.request
-    items = list(stored_response(job, response_id, "response_id")[INPUT])
+    response_id, query = stateful.request
+    items = list(stored_response(stateful, response_id, "response_id")[INPUT])
     if query["order"] == "desc":
         items.reverse()
     if query["after"] is not None:
@@ -45,9 +47,9 @@ def list_input_items(job: Any, store: ModelStore) -> InputItemList:
     )
 
 
-def stored_response(job: Any, response_id: str, param: str) -> dict[str, Any]:
+def stored_response(stateful: Any, response_id: str, param: str) -> dict[str, Any]:
     try:
-        return job.responses.get(response_id, job.owner)
+        return stateful.responses.get(response_id, stateful.owner)
     except NotFound as missing:
         raise NotFound(missing.message, param=param, code=missing.code) from None
 
