@@ -1,7 +1,9 @@
-"""The local API gateway: OpenAI's paths over ASGI (served by uvicorn, or Mangum on Lambda).
+"""The API gateway: every operation's paths over ASGI (served by uvicorn, by Mangum on Lambda,
+and by the RunPod worker, which turns each job into a request of this app).
 
-It translates and nothing more: HTTP body -> protocol type -> handler -> JSON or SSE.
-Errors are mapped here, once, to OpenAI's envelope and status.
+It translates and nothing more: HTTP body -> protocol type -> handler -> JSON or SSE. Errors
+are mapped here, once, to the status and the envelope of the operation's dialect (OpenAI's, or
+Anthropic's for /v1/messages).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The OpenAI operations every platform serves, in one table, platform-neutral.
+"""The operations every platform serves, in one table, platform-neutral: OpenAI's API, the
+Responses API with its stored responses, and Anthropic's Messages.
 
 Each adapter (HTTP, Lambda through HTTP, RunPod jobs) finds an operation by method and path and
-runs it: body and query in, an OpenAI response object or an iterator of chunks out.
+runs it: body and query in, its dialect's response object, a stream of its chunks or events, or
+bytes out. Handlers are named ("module:function") and imported on first use.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The composition root: settings -> registry, disk cache, S3, fetcher, engines, store,
-stored responses.
+stored responses, image URLs.
 
-Every adapter (HTTP, CLI, and later Lambda and RunPod) builds its store here, once per process.
+Every entry point (the HTTP server, the CLI, Lambda through the HTTP app, the RunPod worker)
+builds its store here, once per process.
 """
 
 from __future__ import annotations

@@ -23,13 +23,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 _current: ContextVar[RequestRecord | None] = ContextVar("stratus_request_record", default=None)
 
 # Where a request's model came from: already loaded, the disk cache, downloaded (or generated)
 # now, or a local path (a package or a volume) that is never cached.
-MODEL_SOURCES = ("memory", "disk", "fetched", "local")
+ModelSource = Literal["memory", "disk", "fetched", "local"]
 
 
 class RequestRecord:
@@ -68,7 +68,7 @@ class RequestRecord:
             self.last_output = now
             self.units["completion_tokens"] = self.units.get("completion_tokens", 0) + 1
 
-    def note_model_source(self, source: str) -> None:
+    def note_model_source(self, source: ModelSource) -> None:
         if self.model_source is None:  # the first model a request used (edits use one)
             self.model_source = source
 
@@ -188,7 +188,7 @@ def count(unit: str, amount: float) -> None:
         record.count(unit, amount)
 
 
-def model_source(source: str, fetched_bytes: int = 0) -> None:
+def model_source(source: ModelSource, fetched_bytes: int = 0) -> None:
     if (record := _current.get()) is not None:
         record.note_model_source(source)
         record.fetched_bytes += fetched_bytes

@@ -166,7 +166,10 @@ class SamplingFields(OpenAIRequest):
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
+    """A fresh id after `prefix`, which carries its API's separator: "chatcmpl-" and "cmpl-"
+    (OpenAI's older APIs), "resp_", "msg_", "call_", "toolu_" (the Responses API's and
+    Anthropic's)."""
+    return f"{prefix}{secrets.token_hex(12)}"
 
 
 Request = TypeVar("Request", bound=BaseModel)

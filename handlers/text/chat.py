@@ -190,7 +190,7 @@ def _chat(
     conversation: ConversationRequest, request: ChatCompletionRequest, store: ModelStore
 ) -> Iterator[ChatCompletionChunk]:
     """Every chat, streamed or not, is this stream of chunks; errors come before the first."""
-    chunk_id, created = new_id("chatcmpl"), int(time.time())
+    chunk_id, created = new_id("chatcmpl-"), int(time.time())
     renderer = _Chunks(conversation.plan, conversation.top_logprobs)
     fingerprint = ""
 

@@ -135,7 +135,7 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
             choices_param="best_of" if request.best_of else "n",
             budget_named=request.max_tokens is not None,
         )
-        chunk_id, created = new_id("cmpl"), int(time.time())
+        chunk_id, created = new_id("cmpl-"), int(time.time())
         usage = UsageCounter(prompt_tokens=sum(len(tokens) for _, tokens in batch))
         metering.count("prompt_tokens", usage.prompt_tokens)  # output tokens count as generated
         # best_of ranks candidates by their tokens' log probabilities: score them even when

@@ -38,7 +38,7 @@ def create_edit(request: EditRequest, store: ModelStore) -> Edit:
     result = create_chat_completion(chat, store)
     assert isinstance(result, ChatCompletion)
     return Edit(
-        id=new_id("edit"),
+        id=new_id("edit-"),
         created=result.created,
         model=result.model,
         choices=[

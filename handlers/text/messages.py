@@ -91,7 +91,7 @@ def message_conversation(
         budget=budget,
         budget_is_ceiling=True,
         stops=tuple(getattr(request, "stop_sequences", None) or ()),
-        call_prefix="toolu",
+        call_prefix="toolu_",
         thinking=not (request.thinking and request.thinking.type == "disabled"),
         reasoning_budget=getattr(request.thinking, "budget_tokens", None)
         or REASONING_BUDGETS.get(getattr(request.output_config, "effort", None) or ""),
@@ -208,7 +208,7 @@ def _render(
     conversation: ConversationRequest, request: MessageCreateRequest, store: ModelStore
 ) -> Iterator[MessageStreamEvent]:
     """Every message, streamed or not, is this stream of events; errors come before the first."""
-    message_id = new_id("msg").replace("-", "_")
+    message_id = new_id("msg_")
     display = getattr(request.thinking, "display", None)
     blocks = _Blocks(omit_thinking=display == "omitted")
     prompt_tokens, finished = 0, events.Finished(0, "stop")

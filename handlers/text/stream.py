@@ -114,9 +114,6 @@ class ChoiceStream:
         finally:
             tokens.close()  # type: ignore[attr-defined]
 
-    def text(self) -> str:
-        return "".join(piece.text for piece in self)
-
 
 @dataclass
 class UsageCounter:

@@ -50,7 +50,7 @@ class ConversationRequest:
     n: int = 1
     stops: tuple[str, ...] = ()
     top_logprobs: int | None = None  # None: no log probabilities
-    call_prefix: str = "call"  # of the ids of calls made
+    call_prefix: str = "call_"  # of the ids of calls made (common.protocol.base.new_id)
     # False: a reasoning model answers at once (reasoning_effort "none", enable_thinking false,
     # Messages' thinking disabled); a model without reasoning is the same either way.
     thinking: bool = True
@@ -323,7 +323,7 @@ class _Answer:
                 yield events.ReasoningDelta(self._choice, event.text)
             elif isinstance(event, tool_formats.CallStarted):
                 self.calls += 1
-                call_id = self._fmt.new_call_id() or new_id(self._prefix).replace("-", "_")
+                call_id = self._fmt.new_call_id() or new_id(self._prefix)
                 self._open = events.ToolCallStarted(self._choice, event.index, call_id, event.name)
                 self._may_repeat = any(name == event.name for name, _ in self._made)
                 yield from self._send(self._open)

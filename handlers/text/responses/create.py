@@ -128,7 +128,7 @@ def _initial(request: ResponsesRequest, tools: Tools) -> Response:
     text_format = request.text.format if request.text and request.text.format else None
     choice = request.tool_choice
     return Response(
-        id=new_id("resp").replace("-", "_"),
+        id=new_id("resp_"),
         created_at=int(time.time()),
         status="in_progress",
         instructions=request.instructions,

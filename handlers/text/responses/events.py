@@ -108,7 +108,7 @@ class ResponseEvents:
             yield from self._close()
             namespace, name = self._tools.called(event.name)
             item = FunctionCallItem(
-                id=new_id("fc").replace("-", "_"),
+                id=new_id("fc_"),
                 call_id=event.call_id,
                 name=name,
                 namespace=namespace,
@@ -180,11 +180,11 @@ class ResponseEvents:
         if not isinstance(self._open, wanted):
             yield from self._close()
             if reasoning:
-                self._open = ReasoningItem(id=new_id("rs").replace("-", "_"), status="in_progress")
+                self._open = ReasoningItem(id=new_id("rs_"), status="in_progress")
                 part: Any = ReasoningText(text="")
             else:
                 self._open = MessageItem(
-                    id=new_id("msg").replace("-", "_"), status="in_progress", content=[]
+                    id=new_id("msg_"), status="in_progress", content=[]
                 )
                 part = OutputText(text="")
             yield from self._added(self._open)

@@ -124,7 +124,7 @@ def normalise(
         elif kind == "function_call":
             call = {
                 "type": "function_call",
-                "id": _string(item, "id", where, new_id("fc")),
+                "id": _string(item, "id", where, new_id("fc_")),
                 "call_id": _string(item, "call_id", where),
                 "name": _string(item, "name", where),
                 "arguments": _string(item, "arguments", where),
@@ -137,7 +137,7 @@ def normalise(
             items.append(
                 {
                     "type": "function_call_output",
-                    "id": _string(item, "id", where, new_id("fco")),
+                    "id": _string(item, "id", where, new_id("fco_")),
                     "call_id": _string(item, "call_id", where),
                     "output": _checked(_output(item, where), f"{where}.output"),
                     "status": "completed",
@@ -159,7 +159,7 @@ def _reasoning(item: Mapping[str, Any], where: str, unseal: Callable[[str], str]
     reasoning stays out of the prompt (as models' templates leave it out)."""
     reasoning = {
         "type": "reasoning",
-        "id": _string(item, "id", where, new_id("rs")),
+        "id": _string(item, "id", where, new_id("rs_")),
         "summary": [],
         "status": "completed",
     }
@@ -212,7 +212,7 @@ def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
         )
     message = {
         "type": "message",
-        "id": _string(item, "id", where, new_id("msg")),
+        "id": _string(item, "id", where, new_id("msg_")),
         "role": role,
         "content": parts,
         "status": "completed",
