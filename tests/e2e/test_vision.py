@@ -364,3 +364,45 @@ def test_a_100_mb_data_url_is_refused_by_its_length(vision):
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert (error["param"], error["code"]) == ("messages[0].content[1]", "image_too_large")
+
+
+def test_images_in_each_dialect_answer_as_recorded(vision: Vision, generated: Path):
+    """The same image, asked in the three dialects, plain and streamed, greedy: the wire
+    output against its recording (tests/wire_golden.py; issue 36's moves hold it still)."""
+    from tests.wire_golden import check, exchange
+
+    url = data_url(RED)
+    anthropic = {"anthropic-version": "2023-06-01"}
+    chat = {"model": MODEL, "messages": ask(image_part(url)), "max_tokens": 6, "temperature": 0}
+    source = {"type": "base64", "media_type": "image/png", "data": url.split(",", 1)[1]}
+    messages = {
+        "model": MODEL, "max_tokens": 6, "temperature": 0,
+        "messages": [{"role": "user", "content": [
+            {"type": "image", "source": source},
+            {"type": "text", "text": "What is in this image?"}]}],
+    }  # fmt: skip
+    responses = {
+        "model": MODEL, "max_output_tokens": 6, "temperature": 0, "store": False,
+        "input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": url},
+            {"type": "input_text", "text": "What is in this image?"}]}],
+    }  # fmt: skip
+    requests = {
+        "chat image": ("/v1/chat/completions", chat, {}),
+        "chat image, streamed": ("/v1/chat/completions", {**chat, "stream": True}, {}),
+        "messages image": ("/v1/messages", messages, anthropic),
+        "messages image, streamed": ("/v1/messages", {**messages, "stream": True}, anthropic),
+        "responses image": ("/v1/responses", responses, {}),
+        "responses image, streamed": ("/v1/responses", {**responses, "stream": True}, {}),
+        "chat image in an assistant turn": (
+            "/v1/chat/completions",
+            {**chat, "messages": [*ask(), {"role": "assistant", "content": [image_part(url)]}]},
+            {},
+        ),
+    }
+    with httpx.Client(base_url=vision.url, timeout=300) as http:
+        answers = {
+            name: exchange(http, path, body, headers)
+            for name, (path, body, headers) in requests.items()
+        }
+    check("images", answers)
