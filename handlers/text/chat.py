@@ -23,7 +23,6 @@ from common.protocol.chat import (
     ChoiceLogprobs,
     FunctionCall,
     FunctionCallDelta,
-    FunctionDefinition,
     NamedFunction,
     NamedToolChoice,
     ResponseMessage,
@@ -31,7 +30,7 @@ from common.protocol.chat import (
     ToolCallDelta,
 )
 from common.store import ModelStore
-from common.turns import ChatTurn, ToolSpec
+from common.turns import ChatTurn
 from common.turns import ToolCall as EarlierCall  # beside the answer's ToolCall above
 from handlers.text.checks import SAMPLING_FIELDS
 from handlers.text.conversation import events
@@ -39,10 +38,9 @@ from handlers.text.conversation.generate import ConversationRequest, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
-    check_unique,
+    ToolList,
     make_plan,
     output_format,
-    tool_spec,
 )
 from handlers.text.conversation.turns import AS_SENT, Calls, Content, unsupported
 from handlers.text.logprobs import chat_logprobs
@@ -99,9 +97,11 @@ def chat_plan(request: ChatCompletionRequest) -> ChatPlan:
         definitions = [tool.function for tool in request.tools or []]
         choice = request.tool_choice
         prefix, choice_param = "tools", "tool_choice"
-    params = [f"{prefix}[{i}]" + ("" if legacy else ".function") for i in range(len(definitions))]
-    tools = [_definition_spec(d, p) for d, p in zip(definitions, params, strict=True)]
-    check_unique(tools, [f"{p}.name" for p in params])
+    offered = ToolList()
+    for i, definition in enumerate(definitions):
+        param = f"{prefix}[{i}]" + ("" if legacy else ".function")
+        offered.add(definition.name, definition.description, definition.parameters, param)
+    tools = offered.checked()
     if isinstance(choice, NamedToolChoice):
         choice = NamedChoice(choice.function.name)
     elif isinstance(choice, NamedFunction):
@@ -121,10 +121,6 @@ def chat_plan(request: ChatCompletionRequest) -> ChatPlan:
         choice_param=choice_param,
         legacy=legacy,
     )
-
-
-def _definition_spec(definition: FunctionDefinition, param: str) -> ToolSpec:
-    return tool_spec(definition.name, definition.description, definition.parameters, param)
 
 
 def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:

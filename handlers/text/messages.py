@@ -41,17 +41,16 @@ from common.protocol.messages import (
     ToolUseBlock,
 )
 from common.store import ModelStore
-from common.turns import ChatTurn, ToolCall, ToolSpec
+from common.turns import ChatTurn, ToolCall
 from handlers.text.conversation import events
 from handlers.text.conversation.generate import ConversationRequest, count_prompt, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
     ToolChoice,
-    check_unique,
+    ToolList,
     make_plan,
     output_format,
-    tool_spec,
 )
 from handlers.text.conversation.turns import BLANK_LINE, Calls, Content, unsupported
 
@@ -102,18 +101,12 @@ def message_conversation(
 
 def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
     """Custom tools (server tools skipped), the tool choice and the output format as a plan."""
-    tools: list[ToolSpec] = []
-    names: list[str] = []
+    offered = ToolList()
     for i, tool in enumerate(request.tools or []):
         if not isinstance(tool, CustomToolParam):
             log.info("skipped the server tool %r of type %r: not served here", tool.name, tool.type)
             continue
-        spec = tool_spec(
-            tool.name, tool.description, tool.input_schema, f"tools[{i}]", "input_schema"
-        )
-        tools.append(spec)
-        names.append(f"tools[{i}].name")
-    check_unique(tools, names)
+        offered.add(tool.name, tool.description, tool.input_schema, f"tools[{i}]", "input_schema")
     choice = request.tool_choice
     parallel = not (choice and choice.disable_parallel_tool_use)
     mapped: ToolChoice = None
@@ -124,7 +117,7 @@ def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
     output = request.output_config.format if request.output_config else None
     return make_plan(
         message_turns(request),
-        tools,
+        offered.checked(),
         mapped,
         parallel,
         output_format("json_schema" if output else None, output.json_schema if output else None),

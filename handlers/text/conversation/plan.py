@@ -9,8 +9,8 @@ dialect's request types.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from common.errors import InvalidRequest
@@ -105,14 +105,36 @@ def tool_spec(
     return ToolSpec(name, description, parameters)
 
 
-def check_unique(tools: Sequence[ToolSpec], name_params: Sequence[str]) -> None:
-    seen: set[str] = set()
-    for tool, param in zip(tools, name_params, strict=True):
-        if tool.name in seen:
-            raise InvalidRequest(
-                f"Two tools are named '{tool.name}'; names must be unique.", param=param
-            )
-        seen.add(tool.name)
+@dataclass
+class ToolList:
+    """The functions a request offers, read one by one (`add`), each checked where it stands;
+    `checked` then refuses two of one name, naming the second's `param`."""
+
+    specs: list[ToolSpec] = field(default_factory=list)
+    name_params: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        name: str,
+        description: str | None,
+        parameters: Mapping[str, Any] | None,
+        param: str,
+        schema_field: str = "parameters",
+    ) -> ToolSpec:
+        spec = tool_spec(name, description, parameters, param, schema_field)
+        self.specs.append(spec)
+        self.name_params.append(f"{param}.name")
+        return spec
+
+    def checked(self) -> list[ToolSpec]:
+        seen: set[str] = set()
+        for tool, param in zip(self.specs, self.name_params, strict=True):
+            if tool.name in seen:
+                raise InvalidRequest(
+                    f"Two tools are named '{tool.name}'; names must be unique.", param=param
+                )
+            seen.add(tool.name)
+        return self.specs
 
 
 def _mode(choice: ToolChoice, tools: list[ToolSpec], param: str) -> tuple[str, list[ToolSpec]]:

@@ -183,9 +183,7 @@ class ResponseEvents:
                 self._open = ReasoningItem(id=new_id("rs_"), status="in_progress")
                 part: Any = ReasoningText(text="")
             else:
-                self._open = MessageItem(
-                    id=new_id("msg_"), status="in_progress", content=[]
-                )
+                self._open = MessageItem(id=new_id("msg_"), status="in_progress", content=[])
                 part = OutputText(text="")
             yield from self._added(self._open)
             yield self._next(

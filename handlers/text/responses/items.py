@@ -19,7 +19,7 @@ from common.protocol.base import new_id, parse_request
 from common.protocol.responses import FunctionTool
 from common.sealed import Unsealed
 from common.turns import ChatTurn, ToolCall, ToolSpec
-from handlers.text.conversation.plan import check_unique, tool_spec
+from handlers.text.conversation.plan import ToolList
 from handlers.text.conversation.turns import AS_SENT, Calls, Content, image_ref, unsupported
 
 log = logging.getLogger("stratus.responses")
@@ -50,15 +50,12 @@ def read_tools(tools: Sequence[Mapping[str, Any]] | None) -> Tools:
     local_shell, file_search, mcp, ...) are tools Stratus cannot run: skipped, and logged, so
     that a client offering them still gets its functions."""
     read = Tools()
-    params: list[str] = []
+    offered = ToolList()
     for i, tool in enumerate(tools or []):
         kind = tool.get("type")
         if kind == "function":
             function = _function(tool, f"tools[{i}]")
-            read.specs.append(
-                tool_spec(function.name, function.description, function.parameters, f"tools[{i}]")
-            )
-            params.append(f"tools[{i}].name")
+            offered.add(function.name, function.description, function.parameters, f"tools[{i}]")
             # strict: the grammar enforces every function's parameters, whatever was asked.
             read.echoed.append({**function.model_dump(), "strict": True})
         elif kind == "namespace":
@@ -74,22 +71,15 @@ def read_tools(tools: Sequence[Mapping[str, Any]] | None) -> Tools:
                     continue
                 function = _function(member, f"tools[{i}].tools[{j}]")
                 exposed = f"{namespace}{NAMESPACE_SEPARATOR}{function.name}"
-                read.specs.append(
-                    tool_spec(
-                        exposed,
-                        function.description,
-                        function.parameters,
-                        f"tools[{i}].tools[{j}]",
-                    )
-                )
+                param = f"tools[{i}].tools[{j}]"
+                offered.add(exposed, function.description, function.parameters, param)
                 read.namespaces[exposed] = (namespace, function.name)
-                params.append(f"tools[{i}].tools[{j}].name")
             read.echoed.append(dict(tool))
         elif isinstance(kind, str):
             log.info("skipped a tool of type %r: Stratus runs function tools only", kind)
         else:
             raise InvalidRequest("A tool needs a type.", param=f"tools[{i}].type")
-    check_unique(read.specs, params)
+    read.specs = offered.checked()
     return read
 
 
