@@ -4,7 +4,6 @@ rendered as Chat Completions chunks, or collected into one completion."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +33,7 @@ from common.turns import ChatTurn
 from common.turns import ToolCall as EarlierCall  # beside the answer's ToolCall above
 from handlers.text.checks import SAMPLING_FIELDS
 from handlers.text.conversation import events
+from handlers.text.conversation.answer import LEFT_OUT, whole_arguments
 from handlers.text.conversation.generate import ConversationRequest, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
@@ -332,11 +332,14 @@ class _Message:
             self.finish_reason = choice.finish_reason
 
     def choice(self, index: int) -> ChatChoice:
-        # A call cut mid-arguments (by the budget, or an engine that stopped) is not a call a
-        # client can make: a stream showed its start, a whole answer leaves it out. Complete
-        # arguments are JSON by construction (the format's grammar).
-        self.calls = {i: c for i, c in self.calls.items() if _is_json(c.function.arguments)}
-        if self.function_call is not None and not _is_json(self.function_call.arguments):
+        # A call cut mid-arguments (by the budget, or an engine that stopped) is left out.
+        self.calls = {
+            i: c
+            for i, c in self.calls.items()
+            if whole_arguments(c.function.arguments, LEFT_OUT) is not None
+        }
+        function = self.function_call
+        if function is not None and whole_arguments(function.arguments, LEFT_OUT) is None:
             self.function_call = None
         called = bool(self.calls) or self.function_call is not None
         content = "".join(self.content)
@@ -349,11 +352,3 @@ class _Message:
         return ChatChoice(
             index=index, message=message, logprobs=self.logprobs, finish_reason=self.finish_reason
         )
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True

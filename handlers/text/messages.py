@@ -7,8 +7,6 @@ import json
 import logging
 from collections.abc import Iterator
 
-from pydantic_core import from_json
-
 from common.errors import InvalidRequest
 from common.image_input import ImageLimits, check_text
 from common.protocol.base import new_id
@@ -43,6 +41,7 @@ from common.protocol.messages import (
 from common.store import ModelStore
 from common.turns import ChatTurn, ToolCall
 from handlers.text.conversation import events
+from handlers.text.conversation.answer import PARTIAL_INPUT, whole_arguments
 from handlers.text.conversation.generate import ConversationRequest, count_prompt, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
@@ -318,5 +317,4 @@ def _fill(block: TextBlock | ToolUseBlock | ThinkingBlock, text: str) -> None:
     elif isinstance(block, ThinkingBlock):
         block.thinking = text
     else:
-        parsed = from_json(text or "{}", allow_partial="trailing-strings")
-        block.input = parsed if isinstance(parsed, dict) else {}
+        block.input = whole_arguments(text, PARTIAL_INPUT) or {}

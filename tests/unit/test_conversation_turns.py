@@ -64,3 +64,15 @@ def test_images_are_read_in_user_turns_only():
     with pytest.raises(InvalidRequest, match="user messages only") as refused:
         content.image(PIXEL, "low", "messages[1].content[0]")
     assert refused.value.param == "messages[1].content[0]"
+
+
+def test_a_call_cut_mid_arguments_is_left_out_of_a_whole_chat_and_kept_partial_in_messages():
+    from handlers.text.conversation.answer import LEFT_OUT, PARTIAL_INPUT, whole_arguments
+
+    whole, cut = '{"city": "Paris"}', '{"city": "Par'
+    for policy in (LEFT_OUT, PARTIAL_INPUT):
+        assert whole_arguments(whole, policy) == {"city": "Paris"}
+        assert whole_arguments("", policy) == (None if policy == LEFT_OUT else {})
+    # Chat Completions lists only calls a client can make; Messages keeps the input it had.
+    assert whole_arguments(cut, LEFT_OUT) is None
+    assert whole_arguments(cut, PARTIAL_INPUT) == {"city": "Par"}
