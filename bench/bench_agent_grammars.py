@@ -35,13 +35,13 @@ def plan_of(body: dict):
     if "input" in body:
         from common.image_input import ImageLimits
         from common.protocol.responses import ResponsesRequest
-        from handlers.text.responses.create import _generation
+        from handlers.text.responses.create import _conversation
         from handlers.text.responses.items import normalise, read_tools
 
         request = parse_request(ResponsesRequest, body)
         tools = read_tools(request.tools)
         items = normalise(request.input, lambda blob: "")
-        return _generation(request, [], items, tools, ImageLimits()).plan
+        return _conversation(request, [], items, tools, ImageLimits()).plan
     from common.protocol.messages import MessageCreateRequest
     from handlers.text.messages import message_conversation
 

@@ -36,7 +36,7 @@ log = logging.getLogger("stratus.tool_calls")
 
 @dataclass(frozen=True)
 class ConversationRequest:
-    """Everything a dialect asks of one generation, in neutral terms."""
+    """Everything a dialect asks of one conversation generated, in neutral terms."""
 
     model: str
     plan: ChatPlan
@@ -196,18 +196,18 @@ class _Thoughts:
     `reasoning` (a list of events the caller sends before the next piece)."""
 
     def __init__(
-        self, choice: int, generation: ChoiceStream, split: reasoning.ReasoningSplitter | None
+        self, choice: int, stream: ChoiceStream, split: reasoning.ReasoningSplitter | None
     ) -> None:
-        self.generation = generation
+        self.stream = stream
         self._choice = choice
         self._split = split
         self.reasoning: list[events.Event] = []
 
     def __iter__(self) -> Iterator[Piece]:
         if self._split is None:
-            yield from self.generation
+            yield from self.stream
             return
-        for piece in self.generation:
+        for piece in self.stream:
             yield from self._pieces(self._split.feed(piece.text), piece)
         yield from self._pieces(self._split.finish(), Piece(""))
 
@@ -237,15 +237,15 @@ def _text_is_answer(
 def _choice(
     index: int, thoughts: _Thoughts, conversation: ConversationRequest, fmt: ToolFormat, plain: bool
 ) -> Iterator[events.Event]:
-    generation = thoughts.generation
+    stream = thoughts.stream
     if plain:
         for piece in thoughts:
             yield from thoughts.drain()
             if piece.text:
                 yield events.TextDelta(index, piece.text, piece.tokens)
         yield from thoughts.drain()
-        reason = generation.finish_reason or "stop"
-        stop = generation.stop_sequence
+        reason = stream.finish_reason or "stop"
+        stop = stream.stop_sequence
     else:
         answer = _Answer(index, conversation, fmt)
         for piece in thoughts:
@@ -255,7 +255,7 @@ def _choice(
                 break
         yield from thoughts.drain()
         yield from answer.finish()
-        reason = generation.finish_reason or "stop"
+        reason = stream.finish_reason or "stop"
         stop = answer.stop_sequence
         # Complete calls are the answer, even where the budget ran out in the syntax after
         # them (a format's closing markers spelt as text take many tokens).
@@ -263,7 +263,7 @@ def _choice(
             reason = "tool_calls"
     if stop is not None:
         reason = "stop_sequence"
-    yield events.Finished(index, reason, stop, generation.completion_tokens)  # type: ignore[arg-type]
+    yield events.Finished(index, reason, stop, stream.completion_tokens)  # type: ignore[arg-type]
 
 
 class _Answer:

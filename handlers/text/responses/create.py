@@ -25,11 +25,11 @@ from handlers.text.conversation.generate import ConversationRequest, generate
 from handlers.text.conversation.plan import NamedChoice, make_plan, output_format
 from handlers.text.responses.events import ResponseEvents
 from handlers.text.responses.items import Tools, normalise, read_tools, turns_of
-from handlers.text.responses.stored import HISTORY, INPUT, RESPONSE, stored_response
+from handlers.text.responses.stored import HISTORY, INPUT, RESPONSE, Stored, stored_response
 
 
 def create_response(
-    stateful: Any, store: ModelStore, images: ImageLimits | None = None
+    stateful: Stored[ResponsesRequest], store: ModelStore, images: ImageLimits | None = None
 ) -> Response | Iterator[StreamEvent]:
     """`stateful` is the adapter's Stateful: the request, the response store and its owner;
     `images`: how images in the input are read (the adapter's limits; defaults else)."""
@@ -43,7 +43,7 @@ def create_response(
     if request.store:  # a conversation too large to keep is refused before it is generated
         serialise({INPUT: items, HISTORY: history}, stateful.responses.max_bytes)
     tools = read_tools(request.tools)
-    generation = _generation(request, history, items, tools, images or ImageLimits())
+    conversation = _conversation(request, history, items, tools, images or ImageLimits())
     response = _initial(request, tools)
     sealed = "reasoning.encrypted_content" in (request.include or ())
     obfuscate = request.stream_options is None or request.stream_options.include_obfuscation
@@ -56,7 +56,7 @@ def create_response(
             document = {RESPONSE: final.model_dump(mode="json"), INPUT: items, HISTORY: history}
             stateful.responses.put(final.id, stateful.owner, document)
 
-    stream = renderer.render(generate(generation, store), finish)
+    stream = renderer.render(generate(conversation, store), finish)
     if request.stream:
         return stream
     (last,) = collections.deque(stream, maxlen=1)  # the whole stream runs; its end says all
@@ -64,7 +64,7 @@ def create_response(
     return last.response
 
 
-def _blobs(stateful: Any) -> tuple[Callable[[str], str], Callable[[str], str]]:
+def _blobs(stateful: Stored[Any]) -> tuple[Callable[[str], str], Callable[[str], str]]:
     """Sealing a turn's reasoning for the caller, and reading it back: a blob names its owner,
     so one made for another key is refused like a forged one."""
 
@@ -80,7 +80,7 @@ def _blobs(stateful: Any) -> tuple[Callable[[str], str], Callable[[str], str]]:
     return seal, unseal
 
 
-def _generation(
+def _conversation(
     request: ResponsesRequest,
     history: list[dict[str, Any]],
     items: list[dict[str, Any]],

@@ -4,29 +4,57 @@ the caller's key (another key's response is not found)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from common.errors import InvalidRequest, NotFound
 from common.protocol.responses import DeletedResponse, InputItemList, Response
+from common.response_store import ResponseStore
+from common.sealed import Sealer
 from common.store import ModelStore
+
+Asked = TypeVar("Asked", covariant=True)
+
+
+class Stored(Protocol, Generic[Asked]):
+    """What an operation on stored responses gets from its adapter (adapters/parsed.Stateful):
+    what was asked (a new response's request, a response's id, an id and a listing query), the
+    response store, the caller who owns what it writes and may read it back, and the sealer of
+    the blobs the caller hands back."""
+
+    @property
+    def request(self) -> Asked: ...
+
+    @property
+    def responses(self) -> ResponseStore: ...
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def sealer(self) -> Sealer | None: ...
+
+
+InputItemsQuery = dict[str, Any]  # limit, order, after (input_items_query)
 
 # The stored document's keys: this response, its input items, and the items of the turns
 # before it (previous_response_id's chain, resolved when it was made: one read per turn).
 RESPONSE, INPUT, HISTORY = "response", "input_items", "history"
 
 
-def retrieve_response(stateful: Any, store: ModelStore) -> Response:
+def retrieve_response(stateful: Stored[str], store: ModelStore) -> Response:
     return Response.model_validate(
         stored_response(stateful, stateful.request, "response_id")[RESPONSE]
     )
 
 
-def delete_response(stateful: Any, store: ModelStore) -> DeletedResponse:
+def delete_response(stateful: Stored[str], store: ModelStore) -> DeletedResponse:
     stateful.responses.delete(stateful.request, stateful.owner)
     return DeletedResponse(id=stateful.request)
 
 
-def list_input_items(stateful: Any, store: ModelStore) -> InputItemList:
+def list_input_items(
+    stateful: Stored[tuple[str, InputItemsQuery]], store: ModelStore
+) -> InputItemList:
     """This response's input items: newest first unless `order` is asc; `limit` (1-100, 20)
     items after the item `after`."""
     response_id, query = stateful.request
@@ -47,14 +75,14 @@ def list_input_items(stateful: Any, store: ModelStore) -> InputItemList:
     )
 
 
-def stored_response(stateful: Any, response_id: str, param: str) -> dict[str, Any]:
+def stored_response(stateful: Stored[Any], response_id: str, param: str) -> dict[str, Any]:
     try:
         return stateful.responses.get(response_id, stateful.owner)
     except NotFound as missing:
         raise NotFound(missing.message, param=param, code=missing.code) from None
 
 
-def input_items_query(params: Mapping[str, str]) -> dict[str, Any]:
+def input_items_query(params: Mapping[str, str]) -> InputItemsQuery:
     """GET .../input_items' query: limit (1-100, default 20), order (asc|desc), after."""
     raw_limit = params.get("limit", "20")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
