@@ -29,6 +29,7 @@ from handlers.text.conversation.plan import ChatPlan
 from handlers.text.stops import StopMatcher
 from handlers.text.stream import ChoiceStream, Piece, started_choices
 from layers import reasoning, tool_formats
+from layers.text import TextModel
 from layers.tool_formats.base import ToolFormat
 
 log = logging.getLogger("stratus.tool_calls")
@@ -100,7 +101,9 @@ def _read_images(conversation: ConversationRequest, store: ModelStore) -> list[C
     ]
 
 
-def _prompt(conversation: ConversationRequest, model: Any, turns: Sequence[ChatTurn]) -> list[int]:
+def _prompt(
+    conversation: ConversationRequest, model: TextModel, turns: Sequence[ChatTurn]
+) -> list[int]:
     """The conversation's tokens, refused from its size first when it cannot fit."""
     sent = sum(len(turn.content.encode()) for turn in turns)
     check_prompt_size(model, sent, conversation.prompt_param)

@@ -67,7 +67,9 @@ class ResponseEvents:
         self._logprobs: list[Logprob] = []
         self._calls: dict[int, FunctionCallItem] = {}
 
-    def render(self, generated: Iterator[events.Event], finish: Any) -> Iterator[StreamEvent]:
+    def render(
+        self, generated: Iterator[events.Event], finish: Callable[[Response], None]
+    ) -> Iterator[StreamEvent]:
         record = metering.current()
         try:
             for event in generated:
@@ -96,7 +98,9 @@ class ResponseEvents:
     def _copy(self) -> Response:
         return self.response.model_copy(deep=True)
 
-    def _event(self, event: events.Event, finish: Any) -> Iterator[StreamEvent]:
+    def _event(
+        self, event: events.Event, finish: Callable[[Response], None]
+    ) -> Iterator[StreamEvent]:
         if isinstance(event, events.Started):
             yield self._next(ResponseLifecycleEvent, type="response.created", response=self._copy())
             yield self._next(
