@@ -36,13 +36,13 @@ from adapters.event_stream import RAW, EventStreamResponse, event_stream, sse
 from adapters.operations import OPERATIONS, Operation, start
 from adapters.parsed import Publishing, Reading, Stateful, requested_model
 from adapters.playground import ROUTE as PLAYGROUND
+from adapters.probes import Probes
 from adapters.runtime import build_image_urls, build_response_store, build_store
 from common import cancellation, metering
 from common.admission import InferenceGate
 from common.auth import ApiKeyAuth
 from common.cancellation import Cancellation
 from common.errors import (
-    EngineUnavailable,
     InternalError,
     NotFound,
     StratusError,
@@ -84,9 +84,10 @@ def create_app(
     store.preload(settings.preload_models)  # loads while the server starts (STRATUS_PRELOAD)
     image_urls = image_urls or build_image_urls(settings, "this server", serves_files=True)
     gateway = Gateway(settings, store, image_urls, platform)
+    probes = Probes(store, gateway.auth, gateway.gate)
     routes = [
-        Route("/health", gateway.health, methods=["GET"]),
-        Route("/ping", gateway.ping, methods=["GET"]),  # RunPod load balancers poll it
+        Route("/health", probes.health, methods=["GET"]),
+        Route("/ping", probes.ping, methods=["GET"]),  # RunPod load balancers poll it
         # The playground: open, as it holds only code (its requests carry the person's key).
         Route("/", playground.page, methods=["GET"]),
         Route(PLAYGROUND + "/{asset}", playground.asset, methods=["GET"]),
@@ -151,40 +152,6 @@ class Gateway:
         self.bodies = BodyReader(settings.max_body_bytes)
         self.request_timeout = settings.request_timeout
         self.stopping = threading.Event()  # set at shutdown: every request's work stops
-
-    async def health(self, request: Request) -> Response:
-        """Open, for load balancers and health checks: 200 when the models this process
-        preloads (STRATUS_PRELOAD) are loaded, 503 while they load or when one could not be.
-        What is loaded, running and failed only with a key (when keys are set): model names
-        tell an outsider what a deployment serves."""
-        readiness = self.store.readiness()
-        status = 200 if readiness.state == "ready" else 503
-        state = {"ready": "ok", "loading": "loading", "failed": "unavailable"}[readiness.state]
-        try:
-            self.auth.check(request.headers.get("authorization"), request.headers.get("x-api-key"))
-        except Unauthorized:
-            return JSONResponse({"status": state}, status_code=status)
-        details = {
-            "status": state,
-            "active": self.gate.active,
-            "waiting": self.gate.waiting,
-            "loaded": self.store.loaded(),
-        }
-        if readiness.failed:
-            details["failed"] = readiness.failed
-        return JSONResponse(details, status_code=status)
-
-    async def ping(self, request: Request) -> Response:
-        """RunPod's load-balancer health check, with the codes RunPod documents: 204 while the
-        preloaded models load (initializing), 200 once they have (healthy), anything else is
-        unhealthy: a 503 in the envelope when one could not be loaded (the log says which)."""
-        readiness = self.store.readiness()
-        if readiness.state == "loading":
-            return Response(status_code=204)
-        if readiness.state == "ready":
-            return JSONResponse({"status": "healthy"})
-        error = EngineUnavailable("A model this worker serves could not be loaded; see its log.")
-        return JSONResponse(error.envelope(), status_code=error.status)
 
     async def image(self, request: Request) -> Response:
         """A generated image this gateway serves, until it expires."""

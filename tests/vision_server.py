@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -85,3 +86,33 @@ def vision_server(
 def usage_of(vision: Vision, messages: list[dict], model: str = MODEL) -> int:
     answer = vision.client.chat.completions.create(model=model, messages=messages, max_tokens=1)
     return answer.usage.prompt_tokens
+
+
+def image_requests(url: str) -> dict[str, tuple[str, dict[str, Any], dict[str, str]]]:
+    """The image `url` asked about in each dialect, plain and streamed, greedy, and once where
+    no image may be (an assistant turn): name -> (path, body, headers), for the wire output's
+    recording (tests/e2e/test_vision.py)."""
+    anthropic = {"anthropic-version": "2023-06-01"}
+    question = "What is in this image?"
+    chat = {"model": MODEL, "messages": ask(image_part(url)), "max_tokens": 6, "temperature": 0}
+    source = {"type": "base64", "media_type": "image/png", "data": url.split(",", 1)[1]}
+    blocks = [{"type": "image", "source": source}, {"type": "text", "text": question}]
+    messages = {"model": MODEL, "max_tokens": 6, "temperature": 0,
+                "messages": [{"role": "user", "content": blocks}]}  # fmt: skip
+    parts = [{"type": "input_image", "image_url": url}, {"type": "input_text", "text": question}]
+    responses = {"model": MODEL, "max_output_tokens": 6, "temperature": 0, "store": False,
+                 "input": [{"role": "user", "content": parts}]}  # fmt: skip
+    in_assistant_turn = [*ask(), {"role": "assistant", "content": [image_part(url)]}]
+    return {
+        "chat image": ("/v1/chat/completions", chat, {}),
+        "chat image, streamed": ("/v1/chat/completions", {**chat, "stream": True}, {}),
+        "messages image": ("/v1/messages", messages, anthropic),
+        "messages image, streamed": ("/v1/messages", {**messages, "stream": True}, anthropic),
+        "responses image": ("/v1/responses", responses, {}),
+        "responses image, streamed": ("/v1/responses", {**responses, "stream": True}, {}),
+        "chat image in an assistant turn": (
+            "/v1/chat/completions",
+            {**chat, "messages": in_assistant_turn},
+            {},
+        ),
+    }

@@ -26,6 +26,7 @@ from tests.vision_server import (
     Vision,
     ask,
     image_part,
+    image_requests,
     usage_of,
     vision_server,
 )
@@ -371,38 +372,9 @@ def test_images_in_each_dialect_answer_as_recorded(vision: Vision, generated: Pa
     output against its recording (tests/wire_golden.py; issue 36's moves hold it still)."""
     from tests.wire_golden import check, exchange
 
-    url = data_url(RED)
-    anthropic = {"anthropic-version": "2023-06-01"}
-    chat = {"model": MODEL, "messages": ask(image_part(url)), "max_tokens": 6, "temperature": 0}
-    source = {"type": "base64", "media_type": "image/png", "data": url.split(",", 1)[1]}
-    messages = {
-        "model": MODEL, "max_tokens": 6, "temperature": 0,
-        "messages": [{"role": "user", "content": [
-            {"type": "image", "source": source},
-            {"type": "text", "text": "What is in this image?"}]}],
-    }  # fmt: skip
-    responses = {
-        "model": MODEL, "max_output_tokens": 6, "temperature": 0, "store": False,
-        "input": [{"role": "user", "content": [
-            {"type": "input_image", "image_url": url},
-            {"type": "input_text", "text": "What is in this image?"}]}],
-    }  # fmt: skip
-    requests = {
-        "chat image": ("/v1/chat/completions", chat, {}),
-        "chat image, streamed": ("/v1/chat/completions", {**chat, "stream": True}, {}),
-        "messages image": ("/v1/messages", messages, anthropic),
-        "messages image, streamed": ("/v1/messages", {**messages, "stream": True}, anthropic),
-        "responses image": ("/v1/responses", responses, {}),
-        "responses image, streamed": ("/v1/responses", {**responses, "stream": True}, {}),
-        "chat image in an assistant turn": (
-            "/v1/chat/completions",
-            {**chat, "messages": [*ask(), {"role": "assistant", "content": [image_part(url)]}]},
-            {},
-        ),
-    }
     with httpx.Client(base_url=vision.url, timeout=300) as http:
         answers = {
             name: exchange(http, path, body, headers)
-            for name, (path, body, headers) in requests.items()
+            for name, (path, body, headers) in image_requests(data_url(RED)).items()
         }
     check("images", answers)

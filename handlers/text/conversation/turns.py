@@ -46,6 +46,10 @@ class Content:
         check_text(text, param)
         self.texts.append(text)
 
+    def stored_text(self, text: str) -> None:
+        """A text checked when it was stored (a Responses item, normalised as it came in)."""
+        self.texts.append(text)
+
     def image(self, url: str, detail: str | None, param: str) -> None:
         self.images.append(image_ref(self.role, url, detail, param))
         self.texts.append(IMAGE_MARKER)

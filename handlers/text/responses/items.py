@@ -278,7 +278,7 @@ def turns_of(
                 if part["type"] == "input_image":
                     content.image(part["image_url"], part["detail"], f"{where}.content[{j}]")
                 else:
-                    content.text(part["text"], f"{where}.content[{j}].text")
+                    content.stored_text(part["text"])
             turns.append(ChatTurn(role, content.joined, images=tuple(content.images)))
         elif kind == "function_call":
             name = model_name(item.get("namespace"), item["name"])
