@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from common.errors import InvalidRequest
 from common.image_input import ImageLimits
@@ -31,13 +30,14 @@ from common.protocol.chat import (
 from common.store import ModelStore
 from common.turns import ChatTurn
 from common.turns import ToolCall as EarlierCall  # beside the answer's ToolCall above
-from handlers.text.checks import SAMPLING_FIELDS
+from handlers.text.checks import asked_sampling
 from handlers.text.conversation import events
 from handlers.text.conversation.answer import LEFT_OUT, whole_arguments
 from handlers.text.conversation.generate import ConversationRequest, generate
 from handlers.text.conversation.plan import (
     ChatPlan,
     NamedChoice,
+    ToolChoice,
     ToolList,
     make_plan,
     output_format,
@@ -62,7 +62,7 @@ def chat_conversation(
     return ConversationRequest(
         model=request.model,
         plan=chat_plan(request),
-        sampling={name: getattr(request, name) for name in SAMPLING_FIELDS},
+        sampling=asked_sampling(request),
         budget=request.token_budget,
         n=request.n,
         stops=tuple(request.stop_sequences),
@@ -89,23 +89,22 @@ def chat_plan(request: ChatCompletionRequest) -> ChatPlan:
             "not both.",
             param="functions" if request.functions is not None else "function_call",
         )
+    choice: ToolChoice
     if legacy:
         definitions = list(request.functions or [])
-        choice: Any = request.function_call
+        asked = request.function_call
+        choice = NamedChoice(asked.name) if isinstance(asked, NamedFunction) else asked
         prefix, choice_param = "functions", "function_call"
     else:
         definitions = [tool.function for tool in request.tools or []]
-        choice = request.tool_choice
+        named = request.tool_choice
+        choice = NamedChoice(named.function.name) if isinstance(named, NamedToolChoice) else named
         prefix, choice_param = "tools", "tool_choice"
     offered = ToolList()
     for i, definition in enumerate(definitions):
         param = f"{prefix}[{i}]" + ("" if legacy else ".function")
         offered.add(definition.name, definition.description, definition.parameters, param)
     tools = offered.checked()
-    if isinstance(choice, NamedToolChoice):
-        choice = NamedChoice(choice.function.name)
-    elif isinstance(choice, NamedFunction):
-        choice = NamedChoice(choice.name)
     response_format = request.response_format
     schema = response_format.json_schema if response_format is not None else None
     output = output_format(

@@ -1,6 +1,7 @@
 """What every text endpoint checks before it generates: request fields turned into sampling
-settings and a token budget, the logit bias against the vocabulary, the prompt against the
-context, and a request's whole work against what one request may ask."""
+settings and a token budget, and then, in one order (`checked_budget`), the logit bias against
+the vocabulary, each prompt against the context, and a request's whole work against what one
+request may ask."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+from common import metering
 from common.errors import InvalidRequest
 from handlers.capabilities import require
 from layers.text import Sampling, TextModel
@@ -15,26 +17,35 @@ from layers.text import Sampling, TextModel
 SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
 
 
-def sampling_for(request: Any, defaults: Mapping[str, Any], choice: int = 0) -> Sampling:
-    """Request fields first, then the model's registry `parameters`, then engine defaults.
+def asked_sampling(request: object) -> dict[str, Any]:
+    """The sampling fields a request has, by layers.text.Sampling's names (None where unset;
+    logit_bias as sent, token ids as strings)."""
+    return {name: getattr(request, name, None) for name in SAMPLING_FIELDS}
+
+
+def sampling_for(
+    asked: Mapping[str, Any], defaults: Mapping[str, Any], choice: int = 0
+) -> Sampling:
+    """The fields the request set first, then the model's registry `parameters`, then engine
+    defaults.
 
     Choice i of a seeded request uses seed + i: reproducible, yet the n choices differ.
     """
     values: dict[str, Any] = {}
     for name in SAMPLING_FIELDS:
-        value = getattr(request, name, None)
+        value = asked.get(name)
         if value is None:
             value = defaults.get(name)
         if value is not None:
             values[name] = value
     if values.get("seed") is not None:
         values["seed"] += choice
-    values["logit_bias"] = tuple(_logit_bias(getattr(request, "logit_bias", None) or {}))
+    values["logit_bias"] = tuple(_logit_bias(asked.get("logit_bias") or {}))
     return Sampling(**values)
 
 
-def check_logit_bias(model: TextModel, request: Any) -> None:
-    for token, _ in _logit_bias(getattr(request, "logit_bias", None) or {}):
+def check_logit_bias(model: TextModel, bias: Mapping[str, float] | None) -> None:
+    for token, _ in _logit_bias(bias or {}):
         if not 0 <= token < model.vocab_size:
             raise InvalidRequest(
                 f"logit_bias names token {token}, outside this model's vocabulary "
@@ -107,6 +118,38 @@ def check_context(
             param=budget_param,
             code="context_length_exceeded",
         )
+
+
+def checked_budget(
+    model: TextModel,
+    prompts: Sequence[tuple[int, str]],
+    choices_per_prompt: int,
+    budget: int | None,
+    *,
+    named: bool,
+    logit_bias: Mapping[str, float] | None,
+    budget_param: str = "max_tokens",
+    choices_param: str = "n",
+) -> int | None:
+    """Every check of a request's work once its prompts are tokens, in one order for every text
+    endpoint, and the completion budget each choice then runs with.
+
+    `prompts`: each prompt's length in tokens and the param that names it. The logit bias is
+    checked against the vocabulary; each prompt against the context, with the budget when the
+    client `named` it; the whole work against what one request may ask. A budget the client did
+    not name (the model's or the operator's default) is cut to the room the longest prompt
+    leaves, as OpenAI's default (the rest of the context) is. The prompt tokens are metered
+    here, once every check passed; output tokens count as they are generated.
+    """
+    check_logit_bias(model, logit_bias)
+    for length, param in prompts:
+        check_context(model, length, budget if named else None, param, budget_param)
+    lengths = [length for length, _ in prompts]
+    if budget is not None and not named:
+        budget = min(budget, model.context_length - max(lengths))
+    check_total_work(model, lengths, choices_per_prompt, budget, budget_param, choices_param, named)
+    metering.count("prompt_tokens", sum(lengths))
+    return budget
 
 
 # Tokens one request may have the engine process in all, in contexts' worth: every choice

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from common import metering
 from common.errors import InvalidRequest
 from common.protocol.base import new_id
 from common.protocol.completions import (
@@ -19,10 +18,9 @@ from common.protocol.completions import (
 from common.store import ModelStore
 from common.turns import TokenLogprob
 from handlers.text.checks import (
-    check_context,
-    check_logit_bias,
+    asked_sampling,
     check_prompt_size,
-    check_total_work,
+    checked_budget,
     sampling_for,
     text_model,
     token_budget,
@@ -112,8 +110,6 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
     with store.use(request.model) as loaded:
         model = text_model(loaded, request.model)
         config = store.registry.resolve(request.model)
-        budget = token_budget(request.max_tokens, config.parameters)
-        check_logit_bias(model, request)
         prompts = request.prompts
         batch = []
         for p, prompt in enumerate(prompts):
@@ -122,22 +118,19 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
                 tokens = _infill_tokens(model, prompt, request.suffix, param)
             else:
                 tokens = prompt_tokens(model, prompt, param)
-            check_context(model, len(tokens), budget, prompt_param=param)
-            batch.append((prompt, tokens))
-
+            batch.append((prompt, tokens, param))
         tries = request.best_of or request.n
-        check_total_work(
+        budget = checked_budget(
             model,
-            [len(tokens) for _, tokens in batch],
+            [(len(tokens), param) for _, tokens, param in batch],
             tries,
-            budget,
-            "max_tokens",
+            token_budget(request.max_tokens, config.parameters),
+            named=request.max_tokens is not None,
+            logit_bias=request.logit_bias,
             choices_param="best_of" if request.best_of else "n",
-            budget_named=request.max_tokens is not None,
         )
         chunk_id, created = new_id("cmpl-"), int(time.time())
-        usage = UsageCounter(prompt_tokens=sum(len(tokens) for _, tokens in batch))
-        metering.count("prompt_tokens", usage.prompt_tokens)  # output tokens count as generated
+        usage = UsageCounter(prompt_tokens=sum(len(tokens) for _, tokens, _ in batch))
         # best_of ranks candidates by their tokens' log probabilities: score them even when
         # the client did not ask to see them.
         scoring = (
@@ -161,12 +154,13 @@ def _complete(request: CompletionRequest, store: ModelStore) -> Iterator[Complet
                 system_fingerprint=model.fingerprint,
             )
 
-        for p, (prompt, tokens) in enumerate(batch):
+        for p, (prompt, tokens, _) in enumerate(batch):
             echo = None
             if request.echo:
                 text = prompt if isinstance(prompt, str) else model.detokenize(tokens)
                 echo = (text, _echo_scores(model, tokens, request))
-            samplings = [sampling_for(request, config.parameters, choice=i) for i in range(tries)]
+            asked = asked_sampling(request)
+            samplings = [sampling_for(asked, config.parameters, choice=i) for i in range(tries)]
             with started_choices(
                 model, tokens, samplings, budget, request.stop_sequences, logprobs=scoring
             ) as choices:

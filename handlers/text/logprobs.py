@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from common import turns  # the engine's scores; protocol.chat.TokenLogprob is the wire's
 from common.protocol.chat import ChoiceLogprobs, TokenLogprob, TopLogprob
 from common.protocol.completions import CompletionLogprobs
-from layers import text
 
 
 def token_text(piece: bytes) -> str:
@@ -15,7 +15,7 @@ def token_text(piece: bytes) -> str:
     return piece.decode(errors="replace")
 
 
-def chat_logprobs(tokens: Sequence[text.TokenLogprob]) -> ChoiceLogprobs:
+def chat_logprobs(tokens: Sequence[turns.TokenLogprob]) -> ChoiceLogprobs:
     return ChoiceLogprobs(
         content=[
             TokenLogprob(
@@ -39,7 +39,7 @@ class CompletionLogprobsBuilder:
         self._offset = offset
 
     def add(
-        self, tokens: Sequence[text.TokenLogprob | None], pieces: Sequence[bytes]
+        self, tokens: Sequence[turns.TokenLogprob | None], pieces: Sequence[bytes]
     ) -> CompletionLogprobs:
         out = CompletionLogprobs()
         for scored, piece in zip(tokens, pieces, strict=True):

@@ -226,3 +226,26 @@ def test_total_work_names_the_budget_only_when_the_client_set_it():
     with pytest.raises(InvalidRequest) as refused:  # an operator's default budget
         check_total_work(model, [10], MAX_CONTEXTS_PER_REQUEST + 1, named, "max_tokens", "n", False)
     assert refused.value.param == "n"
+
+
+def test_every_text_endpoint_checks_its_work_in_one_order():
+    """checked_budget: the logit bias first, then each prompt by its own param, then the whole
+    work; a budget the client named must fit, a default one is cut to the room left."""
+    from common.errors import InvalidRequest
+    from handlers.text.checks import checked_budget
+    from tests.unit.fakes import FakeTextModel
+
+    model = FakeTextModel([b"x"])
+    context = model.context_length
+    prompts = [(10, "prompt[0]"), (context - 4, "prompt[1]")]
+    with pytest.raises(InvalidRequest) as refused:  # every fault at once: the bias is named
+        checked_budget(model, [(context, "prompt")], 1, 50, named=True, logit_bias={"-1": 1})
+    assert refused.value.param == "logit_bias"
+    with pytest.raises(InvalidRequest) as refused:
+        checked_budget(model, prompts, 1, 50, named=True, logit_bias=None)
+    assert (refused.value.param, refused.value.code) == ("max_tokens", "context_length_exceeded")
+    assert checked_budget(model, prompts, 1, 50, named=False, logit_bias=None) == 4
+    assert checked_budget(model, prompts, 1, None, named=False, logit_bias=None) is None
+    with pytest.raises(InvalidRequest) as refused:
+        checked_budget(model, [(0, "input")], 1, None, named=False, logit_bias=None)
+    assert refused.value.param == "input"

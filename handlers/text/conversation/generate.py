@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 from typing import Any
 
 from common import metering
@@ -17,9 +16,8 @@ from common.store import ModelStore
 from common.turns import ChatTurn, ImageRef
 from handlers.text.checks import (
     check_context,
-    check_logit_bias,
     check_prompt_size,
-    check_total_work,
+    checked_budget,
     sampling_for,
     text_model,
     token_budget,
@@ -116,36 +114,21 @@ def generate(conversation: ConversationRequest, store: ModelStore) -> Iterator[e
     """Every event of the generation; every error a request can cause comes before the first
     (`Started`), so that a stream can still be refused with its status."""
     plan = conversation.plan
-    request = SimpleNamespace(**conversation.sampling)
     turns = _read_images(conversation, store)
     with store.use(conversation.model) as loaded:
         model = text_model(loaded, conversation.model)
         defaults = store.registry.resolve(conversation.model).parameters
         prompt = _prompt(conversation, model, turns)
-        budget = token_budget(conversation.budget, defaults)
-        named = conversation.budget is not None and not conversation.budget_is_ceiling
-        # A budget the client did not name (the model's or the operator's default) is cut to
-        # the room the prompt leaves, as OpenAI's default (the rest of the context) is.
-        check_context(
+        budget = checked_budget(
             model,
-            len(prompt),
-            budget if named else None,
-            prompt_param=conversation.prompt_param,
-            budget_param=conversation.budget_param,
-        )
-        if budget is not None and not named:
-            budget = min(budget, model.context_length - len(prompt))
-        check_total_work(
-            model,
-            [len(prompt)],
+            [(len(prompt), conversation.prompt_param)],
             conversation.n,
-            budget,
-            conversation.budget_param,
+            token_budget(conversation.budget, defaults),
+            named=conversation.budget is not None and not conversation.budget_is_ceiling,
+            logit_bias=conversation.sampling.get("logit_bias"),
+            budget_param=conversation.budget_param,
             choices_param=conversation.choices_param,
-            budget_named=named,
         )
-        check_logit_bias(model, request)
-        metering.count("prompt_tokens", len(prompt))  # output tokens count as generated
         thinks = model.reasoning if conversation.thinking else None
         fmt: ToolFormat = model.tool_format
         grammar = plan.grammar
@@ -170,7 +153,8 @@ def generate(conversation: ConversationRequest, store: ModelStore) -> Iterator[e
                 literal=model.grammar_literal,
             )
         samplings = [
-            sampling_for(request, defaults, choice=index) for index in range(conversation.n)
+            sampling_for(conversation.sampling, defaults, choice=index)
+            for index in range(conversation.n)
         ]
         stops = conversation.stops if _text_is_answer(conversation, thinks, fmt) else ()
         completion_tokens = 0

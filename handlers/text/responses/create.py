@@ -22,7 +22,7 @@ from common.response_store import serialise
 from common.sealed import Unsealed
 from common.store import ModelStore
 from handlers.text.conversation.generate import ConversationRequest, generate
-from handlers.text.conversation.plan import NamedChoice, make_plan, output_format
+from handlers.text.conversation.plan import NamedChoice, ToolChoice, make_plan, output_format
 from handlers.text.responses.events import ResponseEvents
 from handlers.text.responses.items import Tools, normalise, read_tools, turns_of
 from handlers.text.responses.stored import HISTORY, INPUT, RESPONSE, Stored, stored_response
@@ -88,9 +88,10 @@ def _conversation(
     images: ImageLimits,
 ) -> ConversationRequest:
     turns = turns_of([*history, *items], request.instructions, first_param=len(history))
-    choice: Any = request.tool_choice
-    if choice is not None and not isinstance(choice, str):
-        choice = NamedChoice(choice.name)
+    asked = request.tool_choice
+    choice: ToolChoice = (
+        asked if asked is None or isinstance(asked, str) else NamedChoice(asked.name)
+    )
     text_format = request.text.format if request.text and request.text.format else None
     output = output_format(
         text_format.type if text_format else None, text_format.json_schema if text_format else None

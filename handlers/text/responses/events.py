@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from common import metering
 from common.errors import ClientGone, StratusError
@@ -22,6 +22,7 @@ from common.protocol.responses import (
     IncompleteDetails,
     Logprob,
     MessageItem,
+    OutputItem,
     OutputItemEvent,
     OutputText,
     ReasoningItem,
@@ -34,13 +35,15 @@ from common.protocol.responses import (
     TextDeltaEvent,
     TextDoneEvent,
 )
+from common.turns import TokenLogprob
 from handlers.text.conversation import events
 from handlers.text.logprobs import chat_logprobs
 from handlers.text.responses.items import Tools
-from layers import text
+
+AnyEvent = TypeVar("AnyEvent", bound=StreamEvent)
 
 
-def _logprobs(tokens: tuple[text.TokenLogprob, ...]) -> list[Logprob]:
+def _logprobs(tokens: tuple[TokenLogprob, ...]) -> list[Logprob]:
     return chat_logprobs(tokens).content or []
 
 
@@ -89,7 +92,7 @@ class ResponseEvents:
         finally:
             generated.close()  # type: ignore[attr-defined]
 
-    def _next(self, kind: type, **fields: Any) -> Any:
+    def _next(self, kind: type[AnyEvent], **fields: Any) -> AnyEvent:
         if self._obfuscate and issubclass(kind, DeltaEvent):
             fields["obfuscation"] = secrets.token_urlsafe(12)[: 16 - len(fields["delta"]) % 16]
         self._sequence += 1
@@ -166,10 +169,10 @@ class ResponseEvents:
             kind = f"response.{self.response.status}"
             yield self._next(ResponseLifecycleEvent, type=kind, response=self._copy())
 
-    def _index(self, item: Any) -> int:
+    def _index(self, item: OutputItem) -> int:
         return next(i for i, out in enumerate(self.response.output) if out is item)
 
-    def _added(self, item: Any) -> Iterator[StreamEvent]:
+    def _added(self, item: OutputItem) -> Iterator[StreamEvent]:
         self.response.output.append(item)
         yield self._next(
             OutputItemEvent,
@@ -185,7 +188,7 @@ class ResponseEvents:
             yield from self._close()
             if reasoning:
                 self._open = ReasoningItem(id=new_id("rs_"), status="in_progress")
-                part: Any = ReasoningText(text="")
+                part: ReasoningText | OutputText = ReasoningText(text="")
             else:
                 self._open = MessageItem(id=new_id("msg_"), status="in_progress", content=[])
                 part = OutputText(text="")
@@ -219,7 +222,7 @@ class ResponseEvents:
         logprobs, self._logprobs = self._logprobs, []
         index = self._index(item)
         if isinstance(item, ReasoningItem):
-            part: Any = ReasoningText(text=text)
+            part: ReasoningText | OutputText = ReasoningText(text=text)
             item.content = [part]
             if self._seal is not None:
                 item.encrypted_content = self._seal(text)
