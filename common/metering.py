@@ -11,7 +11,9 @@ inference thread, a stream's producer) run in.
 Units are totals of the request, named as its usage is: `prompt_tokens` and `completion_tokens`
 equal the response's `usage`; `audio_seconds_in` (transcription), `audio_seconds_out` and
 `characters` (speech), `images`, `image_pixels` (width x height, summed over the images) and
-`image_steps` (denoising steps, summed over the images), `inputs` (embeddings).
+`image_steps` (denoising steps, summed over the images), `inputs` (embeddings); beside them,
+`draft_tokens` and `accepted_draft_tokens` (speculative decoding: not billed, as usage does not
+count them).
 """
 
 from __future__ import annotations

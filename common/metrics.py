@@ -39,6 +39,12 @@ UNIT_COUNTERS = {
     "image_pixels": ("stratus_image_pixels", "Pixels generated (width x height per image)."),
     "image_steps": ("stratus_image_steps", "Denoising steps run (per image)."),
     "inputs": ("stratus_embedding_inputs", "Texts embedded."),
+    # Speculative decoding (layers/speculation), as vLLM's spec_decode counters.
+    "draft_tokens": ("stratus_spec_decode_draft_tokens", "Tokens drafted and verified."),
+    "accepted_draft_tokens": (
+        "stratus_spec_decode_accepted_tokens",
+        "Drafted tokens the model chose too (each one a decode step saved).",
+    ),
 }
 # vLLM's buckets for its own time to first token and per output token.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,

@@ -45,7 +45,7 @@ from common.errors import EngineUnavailable
 from layers.llama_context import GrowingContext
 from layers.llama_sequences import END, Job, Slot, TokenStream
 from layers.media_prompt import MediaSpan, Prompt, position
-from layers.prefix_cache import joinable, plan
+from layers.prefix_cache import BLOCK, joinable, plan
 from layers.text import GeneratedToken
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class _Unit:
     start: int  # place of the first token in the sequence (layers/media_prompt: its position)
     logits: str  # "none", "last" or "all"
     blocks: int = 1  # of the job's prompt plan that it evaluates
+    drafted: int = 0  # its last tokens are a draft (layers/speculation): each needs logits
 
 
 # (context, image chunks, first position, sequence id, keep the last logits): evaluates an
@@ -243,6 +244,7 @@ class BatchScheduler:
         units: dict[int, list[_Unit]] = {}
         images: list[tuple[Job, MediaSpan]] = []
         running = [s.job for s in self._slots if s.job is not None and s.job.source is None]
+        decoding = sum(1 for job in running if not job.todo and job.pending)
         for job in running:
             if job.todo:
                 start, end = job.todo[0]
@@ -258,7 +260,8 @@ class BatchScheduler:
                     wants = "last" if end == len(job.prompt) else "none"
                 unit = _Unit(job, job.prompt[start:end], start, wants, blocks)
             elif job.pending:
-                unit = _Unit(job, job.pending, job.n_past, "last")
+                draft = self._draft(job, decoding)
+                unit = _Unit(job, [*job.pending, *draft], job.n_past, "last", drafted=len(draft))
             else:
                 continue
             units.setdefault(len(unit.tokens), []).append(unit)
@@ -303,7 +306,7 @@ class BatchScheduler:
                 batch.n_seq_id[index] = 1
                 batch.seq_id[index][0] = seq_id
                 batch.logits[index] = unit.logits == "all" or (
-                    unit.logits == "last" and offset == last
+                    unit.logits == "last" and offset >= last - unit.drafted
                 )
                 index += 1
         ballast = None
@@ -343,10 +346,65 @@ class BatchScheduler:
                 return
             if unit.logits == "none":
                 return
+        elif unit.drafted:
+            return self._verify(unit, first)
         else:
             job.n_past = end
             job.pending = []
         self._sample(job, first + len(unit.tokens) - 1)
+        return None
+
+    def _draft(self, job: Job, decoding: int) -> list[int]:
+        """The tokens a job drafts after its pending ones this step (layers/speculation): none
+        when it does not speculate or the batch is busy; at most what its budget, the context
+        and the one-pass kernel leave room for, cut where its grammar would refuse them."""
+        speculation = job.speculation
+        if speculation is None or decoding > speculation.settings.busy:
+            return []
+        room = min(
+            self._context_length - job.n_past - len(job.pending) - 1,
+            BLOCK - 1 - len(job.pending),  # a block of 64 takes the tiled kernel
+        )
+        if job.limit is not None:  # the last token it may emit is sampled, never drafted
+            room = min(room, job.limit - job.emitted - 1)
+        # Decoded alone, a token past the ballast threshold needs a second one beside it: a
+        # token of its own draft serves, and may be accepted where the ballast never is.
+        alone = decoding == 1 and len(job.pending) == 1
+        company = alone and self._context.lone_token_needs_company(job.n_past)
+        draft = speculation.draft(room, at_least=int(company)) if room > 0 else []
+        if draft and job.mask is not None:
+            draft = draft[: job.mask.allows(draft)]
+        return draft
+
+    def _verify(self, unit: _Unit, first: int) -> None:
+        """Samples a job's positions in order, from its last pending token's on, as decoding
+        one token at a time would; each sampled token that the draft holds next was evaluated
+        already, so sampling goes on there. At the first that differs, the draft's other cells
+        are removed, and the tokens sampled but not drafted are pending as usual."""
+        job, slot = unit.job, unit.job.slot
+        assert slot is not None
+        draft = list(unit.tokens[len(unit.tokens) - unit.drafted :])
+        job.n_past = unit.start + len(unit.tokens) - unit.drafted
+        job.pending = []
+        index, accepted = first + len(unit.tokens) - unit.drafted - 1, 0
+        self._sample(job, index)
+        while job.slot is slot and job.pending:
+            sampled, rest = job.pending, draft[accepted:]
+            matched = 0
+            while matched < min(len(sampled), len(rest)) and sampled[matched] == rest[matched]:
+                matched += 1
+            job.n_past += matched
+            accepted += matched
+            job.pending = sampled[matched:]
+            if job.pending:  # a token the draft did not hold: evaluated at the next step
+                break
+            index += matched  # every sampled token was drafted: sampling goes on after them
+            self._sample(job, index)
+        if job.speculation is not None:
+            job.speculation.judged(len(draft), accepted)
+        if accepted < len(draft):
+            start = position(job.prompt, job.n_past)
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, start, -1)
 
     def _sample(self, job: Job, index: int) -> None:
         mask, scorer, lib = job.mask, job.scorer, self._lib
@@ -375,6 +433,8 @@ class BatchScheduler:
         if mask and mask.complete:
             return self._finish(job)
         job.pending = [token, *forced]
+        if job.speculation is not None:
+            job.speculation.extend(job.pending)
         if job.n_past + len(job.pending) >= self._context_length:
             self._finish(job)  # the context is full
         return None

@@ -108,6 +108,11 @@ class GrowingContext:
         self.growable = size < self.parallel
         return True
 
+    def lone_token_needs_company(self, place: int) -> bool:
+        """Whether a token decoded alone at `place` needs a second token in the same decode
+        (the ballast, or a drafted token of its own sequence) to keep its numbers."""
+        return self.batch_invariant and place >= BALLAST_AFTER_CELLS
+
     def ballast(self, batch: Any, place: int, streams: Sequence[int]) -> tuple[int, int] | None:
         """Puts a ballast token after the batch's lone token (at `place` in its sequence), if
         its sequence is long enough to need one and the model is batch-invariant, at the end
@@ -119,7 +124,7 @@ class GrowingContext:
         changes the last bits of its numbers; beside a token of another stream it takes the
         path it takes among other sequences.
         """
-        if not self.batch_invariant or place < BALLAST_AFTER_CELLS:
+        if not self.lone_token_needs_company(place):
             return None
         lib, memory = self._lib, self.memory
         ends = {seq_id: lib.llama_memory_seq_pos_max(memory, seq_id) + 1 for seq_id in streams}

@@ -20,6 +20,7 @@ from layers.llama_batch import BatchScheduler
 from layers.llama_context import GrowingContext
 from layers.llama_files import (
     MODEL_PARAMETERS,
+    draft_settings,
     fingerprint,
     gguf_file,
     llama_kwargs,
@@ -28,6 +29,8 @@ from layers.llama_files import (
 from layers.llama_sequences import Job
 from layers.logprobs import TokenLogprobs
 from layers.media_prompt import Prompt
+from layers.ngram_draft import NgramDrafter
+from layers.speculation import Speculation
 from layers.structured import lark_string
 from layers.text import GeneratedToken, Sampling
 
@@ -56,6 +59,7 @@ class LlamaCppTextModel:
         self.name = config.name
         self._llama_cpp = llama_cpp
         kwargs = llama_kwargs(config.parameters, options)
+        self._drafts = draft_settings(kwargs, config.name)
         self.parallel = config.parallel  # sequences at once, each with all of n_ctx
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
@@ -231,14 +235,18 @@ class LlamaCppTextModel:
     ) -> Iterator[GeneratedToken]:
         """Starts at once: the sequence is queued for the engine before the first token is
         asked for (the n choices of a request run side by side)."""
+        job_prompt = prompt if isinstance(prompt, Prompt) else list(prompt)
         job = Job(
-            prompt=prompt if isinstance(prompt, Prompt) else list(prompt),
+            prompt=job_prompt,
             sampler=self._sampler(sampling),
             mask=self._token_mask(grammar) if grammar else None,
             scorer=TokenLogprobs(self._piece) if logprobs is not None else None,
             top=logprobs,
             ignore_eos=sampling.ignore_eos,
             limit=limit,
+            speculation=Speculation(self._drafts, NgramDrafter(job_prompt))
+            if self._drafts.mode == "ngram"
+            else None,
         )
         return self._scheduler.tokens(job)
 

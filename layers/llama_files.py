@@ -12,6 +12,8 @@ from common.errors import EngineUnavailable
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.llama_threads import POLL
+from layers.prefix_cache import BLOCK
+from layers.speculation import DraftSettings
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
 MODEL_PARAMETERS = ("n_gpu_layers", "use_mmap", "use_mlock")
@@ -24,10 +26,12 @@ CONTEXT_PARAMETERS = ("n_ctx", "n_batch", "n_ubatch", "rope_freq_base", "rope_fr
 # decoding on SmolLM2-135M here: docs/PERFORMANCE.md).
 ENGINE_PARAMETERS = (
     *MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel", "mmproj_threads",
-    "batch_invariant", "token_prefix_reuse", "poll",
+    "batch_invariant", "token_prefix_reuse", "poll", "speculative", "draft_max",
 )  # fmt: skip
 # token_prefix_reuse: prefixes reused to the token in a prompt's tail, where measured exact
 # (layers/prefix_cache; on by default, `false` keeps reuse to whole 64-token blocks).
+# speculative: `ngram` (the default) drafts tokens from the sequence's own prompt and output,
+# `off` never; draft_max: the longest draft (layers/speculation; exact either way).
 # poll: how long the compute threads wait for the next graph before they sleep (0-100,
 # llama-server's `--poll`; layers/llama_threads).
 
@@ -52,6 +56,18 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
     return kwargs
 
 
+def draft_settings(kwargs: Mapping[str, Any], name: str) -> DraftSettings:
+    """The registry's `speculative` and `draft_max` as the scheduler's draft settings."""
+    mode = kwargs.get("speculative", "ngram")
+    longest = kwargs.get("draft_max", DraftSettings.longest)
+    if mode not in ("off", "ngram") or not isinstance(longest, int) or not 1 <= longest < BLOCK:
+        raise EngineUnavailable(
+            f"The model '{name}' has `speculative: {mode}` and `draft_max: {longest}` in its "
+            f"registry entry; speculative is `off` or `ngram`, draft_max 1 to {BLOCK - 1}."
+        )
+    return DraftSettings(mode=mode, longest=longest, first=min(DraftSettings.first, longest))
+
+
 def fingerprint(path: Path, kwargs: Mapping[str, Any], engine_version: str) -> str:
     """OpenAI's `system_fingerprint`: the same for two requests only when the engine, its
     version, the model file and the settings that shape its numbers are the same.
@@ -67,7 +83,10 @@ def fingerprint(path: Path, kwargs: Mapping[str, Any], engine_version: str) -> s
         file.seek(max(size - (1 << 20), 0))
         digest.update(file.read(1 << 20))
     # Parallelism, batch sizes and polling do not change a sequence's numbers (layers/llama_batch).
-    ignored = ("verbose", "n_threads_batch", "parallel", "n_batch", "n_ubatch", "poll")
+    ignored = (
+        *("verbose", "n_threads_batch", "parallel", "n_batch", "n_ubatch", "poll"),
+        *("speculative", "draft_max"),  # drafts change the speed, never the numbers
+    )
     shaping = {k: kwargs[k] for k in sorted(kwargs) if k not in ignored}
     digest.update(f"llama-cpp-python {engine_version} {size} {shaping}".encode())
     return "fp_" + digest.hexdigest()[:12]

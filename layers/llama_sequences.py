@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from common import cancellation
+from common import cancellation, metering
 from layers.logprobs import TokenLogprobs
 from layers.prefix_cache import Block, reusable
+from layers.speculation import Speculation
 from layers.text import GeneratedToken
 
 
@@ -36,6 +37,7 @@ class Job:
     ignore_eos: bool = False
     limit: int | None = None  # tokens to generate at most
     on_prompt_logits: Callable[[int, Any], None] | None = None  # scores the prompt, no tokens
+    speculation: Speculation | None = None  # drafts of its next tokens (layers/speculation)
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     cancelled: bool = False
     # The scheduler's own state.
@@ -87,6 +89,10 @@ class TokenStream:
         if not self._done:
             self._done = True
             self._scheduler.cancel(self._job)
+            if (speculation := self._job.speculation) is not None and speculation.drafted:
+                # The request's cost line and /metrics (a consumer's thread: its record).
+                metering.count("draft_tokens", speculation.drafted)
+                metering.count("accepted_draft_tokens", speculation.accepted)
 
     def __del__(self) -> None:
         self.close()

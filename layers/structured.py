@@ -119,6 +119,10 @@ class TokenMask:
         """Advances over a sampled token; False if the grammar did not allow it."""
         return self._matcher.consume_token(token) and not self._matcher.is_error()
 
+    def allows(self, tokens: list[int]) -> int:
+        """How many of `tokens`, in order from here, the grammar allows (none is accepted)."""
+        return self._matcher.validate_tokens(tokens)
+
     def forced(self) -> list[int]:
         """The tokens the grammar forces next (a key, a closing bracket...), already accepted;
         the engine evaluates them in one batch instead of sampling each."""

@@ -1,0 +1,149 @@
+"""Speculative decoding from n-gram drafts (layers/ngram_draft, layers/speculation): the drafts,
+how their length adapts, and that a sequence's tokens and log probabilities are the same with
+drafts and without (the embedded SmolLM2, llama.cpp's CPU backend)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from common.sources import local_path
+from layers.ngram_draft import NgramDrafter
+from layers.speculation import DraftSettings, Speculation
+from layers.text import Sampling
+from tests.unit.test_llama_context import SOURCE, _model
+
+
+def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_last_tokens():
+    drafter = NgramDrafter([1, 2, 3, 4, 5, 9, 1, 2, 3, 7, 8])
+    assert drafter.draft(4) == []  # "3 7 8", "7 8": never seen before
+    drafter.extend([1, 2, 3])
+    assert drafter.draft(4) == [7, 8, 1, 2]  # the latest "1 2 3" was followed by 7 8 ...
+    assert drafter.draft(1) == [7]
+    drafter.extend([7, 8, 1, 2, 3, 7, 8])
+    assert drafter.draft(3) == [1, 2, 3]
+    assert NgramDrafter([5, 5]).draft(3) == []  # its only 2-gram is its end
+    assert NgramDrafter([5, 5, 5]).draft(3) == [5, 5, 5]  # "5 5" recurs: 5 repeats
+    assert NgramDrafter([1, 2, 3, 1, 2]).draft(5) == [3, 1, 2, 3, 1]  # a period of 3
+    # Where nothing recurs, a guess: what followed the last token before, else itself.
+    assert NgramDrafter([1, 2, 3, 2]).guess() == 3
+    assert NgramDrafter([7]).guess() == 7
+
+
+def test_a_draft_grows_while_accepted_shrinks_to_what_was_and_pauses_after_misses():
+    speculation = Speculation(DraftSettings(longest=8, first=4), NgramDrafter([1, 2] * 20))
+    assert len(speculation.draft(100)) == 4
+    speculation.judged(4, 4)
+    assert len(speculation.draft(100)) == 8
+    speculation.judged(8, 8)
+    assert len(speculation.draft(100)) == 8  # at most draft_max
+    assert len(speculation.draft(3)) == 3  # at most the room left
+    speculation.judged(8, 2)
+    assert len(speculation.draft(100)) == 3
+    for _ in range(4):
+        speculation.judged(3, 0)
+    assert [speculation.draft(100) for _ in range(8)] == [[]] * 8  # paused, 8 steps
+    assert speculation.draft(100)
+    for _ in range(4):
+        speculation.judged(1, 0)
+    assert speculation.draft(100) == []  # paused again (16 steps) ...
+    assert speculation.draft(100, at_least=1) == [1]  # ... but a lone sequence still guesses
+    assert (speculation.drafted, speculation.accepted) == (4 + 8 + 8 + 12 + 4, 4 + 8 + 2)
+
+
+@pytest.fixture(scope="module")
+def models():
+    path = local_path("smollm2", SOURCE)
+    plain = _model(path, parallel=8, n_ctx=2048, speculative="off")
+    drafting = _model(path, parallel=8, n_ctx=2048, speculative="ngram", draft_max=16)
+    yield plain, drafting
+    plain.close()
+    drafting.close()
+
+
+CODE = """def prompt_blocks(length: int, block: int = BLOCK) -> list[Block]:
+    blocks = [(start, start + block) for start in range(0, length - length % block, block)]
+    start = length - length % block
+    size = block // 2
+    while start < length:
+        while size > length - start:
+            size //= 2
+        blocks.append((start, start + size))
+        start += size
+    return blocks
+"""
+
+
+def _chat(text: str) -> str:
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+PROMPTS = {
+    "copy": _chat(f"Repeat this code exactly, then explain it:\n{CODE}"),
+    "rename": _chat(f"Rename `blocks` to `spans` in this code:\n{CODE}"),
+    "free": _chat("Write a short story about a lighthouse keeper."),
+    "list": _chat("List the numbers from 1 to 40, one per line."),
+}
+JSON_GRAMMAR = 'start: "{\\"lines\\": [" line ("," line)* "]}"\nline: "\\"" /[a-z ]{1,30}/ "\\""\n'
+
+
+def _run(model, prompt: str, sampling: Sampling, **options) -> list[tuple]:
+    tokens = model.tokenize(prompt)
+    out = model.generate(tokens, sampling, logprobs=2, limit=options.pop("limit", 120), **options)
+    return [(t.piece, t.logprob) for t in out]
+
+
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_drafts_change_neither_tokens_nor_log_probabilities(models, name, temperature):
+    plain, drafting = models
+    sampling = Sampling(temperature=temperature, seed=11)
+    assert _run(drafting, PROMPTS[name], sampling) == _run(plain, PROMPTS[name], sampling)
+
+
+def test_under_a_grammar_drafts_change_nothing(models):
+    plain, drafting = models
+    prompt = _chat(f"Give the lines of this code as JSON:\n{CODE}")
+    sampling = Sampling(temperature=0)
+    expected = _run(plain, prompt, sampling, grammar=JSON_GRAMMAR, limit=150)
+    assert _run(drafting, prompt, sampling, grammar=JSON_GRAMMAR, limit=150) == expected
+
+
+def test_a_batch_of_eight_drafting_or_not_gets_each_sequence_its_own_numbers(models, monkeypatch):
+    """Eight sequences at once, copies and free text, all drafting (however busy the batch),
+    two of them under a grammar: each gets what it gets alone without drafts."""
+    plain, drafting = models
+    monkeypatch.setattr(drafting, "_drafts", DraftSettings(busy=8))
+    names = sorted(PROMPTS) * 2
+    samplings = [Sampling(temperature=0.0 if i % 2 else 0.9, seed=i) for i in range(8)]
+    grammars = [JSON_GRAMMAR if i in (2, 5) else None for i in range(8)]
+    expected = [
+        _run(plain, PROMPTS[n], s, limit=60, grammar=g)
+        for n, s, g in zip(names, samplings, grammars, strict=True)
+    ]
+    results: dict[int, list] = {}
+
+    def one(i: int) -> None:
+        results[i] = _run(drafting, PROMPTS[names[i]], samplings[i], limit=60, grammar=grammars[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert [results.get(i) for i in range(8)] == expected
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_past_the_ballast_threshold_a_lone_sequence_drafts_instead_and_keeps_its_numbers(
+    models, temperature
+):
+    """Past 224 cells a lone token needs company in its decode (layers/llama_context): a
+    drafting sequence brings a draft token of its own instead of the ballast; its numbers are
+    those the ballast gives (llama.cpp would split the attention of a token alone at 512)."""
+    plain, drafting = models
+    long = _chat("Summarise this code:\n" + CODE * 6)
+    sampling = Sampling(temperature=temperature, seed=3)
+    assert len(plain.tokenize(long)) > 600
+    assert _run(drafting, long, sampling, limit=100) == _run(plain, long, sampling, limit=100)
