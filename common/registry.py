@@ -117,6 +117,12 @@ class ModelConfig(BaseModel):
         poll = value.get("poll", 0)
         if isinstance(poll, bool) or not isinstance(poll, int) or not 0 <= poll <= 100:
             raise ValueError("poll must be a whole number from 0 to 100")
+        # YAML reads a bare `off` as false.
+        if value.get("speculative", "ngram") not in ("ngram", "off", False):
+            raise ValueError("speculative must be ngram or off")
+        draft_max = value.get("draft_max", 16)
+        if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max < 64:
+            raise ValueError("draft_max must be a whole number from 1 to 63")
         return value
 
     @field_validator("source")

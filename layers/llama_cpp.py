@@ -59,7 +59,7 @@ class LlamaCppTextModel:
         self.name = config.name
         self._llama_cpp = llama_cpp
         kwargs = llama_kwargs(config.parameters, options)
-        self._drafts = draft_settings(kwargs, config.name)
+        self._drafts = draft_settings(kwargs)
         self.parallel = config.parallel  # sequences at once, each with all of n_ctx
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()

@@ -12,7 +12,6 @@ from common.errors import EngineUnavailable
 from common.registry import ModelConfig
 from layers import EngineOptions
 from layers.llama_threads import POLL
-from layers.prefix_cache import BLOCK
 from layers.speculation import DraftSettings
 
 # Registry `parameters` that configure the engine (the rest are request defaults).
@@ -56,15 +55,10 @@ def llama_kwargs(parameters: Mapping[str, Any], options: EngineOptions) -> dict[
     return kwargs
 
 
-def draft_settings(kwargs: Mapping[str, Any], name: str) -> DraftSettings:
-    """The registry's `speculative` and `draft_max` as the scheduler's draft settings."""
-    mode = kwargs.get("speculative", "ngram")
-    longest = kwargs.get("draft_max", DraftSettings.longest)
-    if mode not in ("off", "ngram") or not isinstance(longest, int) or not 1 <= longest < BLOCK:
-        raise EngineUnavailable(
-            f"The model '{name}' has `speculative: {mode}` and `draft_max: {longest}` in its "
-            f"registry entry; speculative is `off` or `ngram`, draft_max 1 to {BLOCK - 1}."
-        )
+def draft_settings(kwargs: Mapping[str, Any]) -> DraftSettings:
+    """The registry's `speculative` and `draft_max` (checked there) as the scheduler's."""
+    mode = "off" if kwargs.get("speculative") in ("off", False) else "ngram"
+    longest = int(kwargs.get("draft_max", DraftSettings.longest))
     return DraftSettings(mode=mode, longest=longest, first=min(DraftSettings.first, longest))
 
 

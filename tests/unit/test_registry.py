@@ -145,6 +145,23 @@ def test_poll_is_a_whole_number_from_0_to_100(tmp_path):
             load_registry(write(tmp_path / "bad.yaml", entry))
 
 
+def test_speculative_is_ngram_or_off_and_draft_max_a_length_under_a_block(tmp_path):
+    from layers.llama_files import draft_settings
+
+    for good, mode in (
+        ("{speculative: off}", "off"),
+        ("{speculative: ngram, draft_max: 8}", "ngram"),
+    ):
+        entry = ENTRY.format(name="ok", aliases="") + f"  parameters: {good}\n"
+        parameters = load_registry(write(tmp_path / "ok.yaml", entry)).resolve("ok").parameters
+        assert draft_settings(parameters).mode == mode
+    assert draft_settings({"draft_max": 2}).longest == 2
+    for bad in ("{speculative: eagle}", "{draft_max: 64}", "{draft_max: 0}", "{draft_max: true}"):
+        entry = ENTRY.format(name="bad", aliases="") + f"  parameters: {bad}\n"
+        with pytest.raises(RegistryError, match="speculative must|draft_max must"):
+            load_registry(write(tmp_path / "bad.yaml", entry))
+
+
 def test_a_tool_format_is_checked_against_the_table_its_assembler_names(tmp_path):
     """common does not know the engines' formats (layers/tool_formats): the registry checks an
     entry's `tool_format` against the table whoever assembles it passes (adapters/runtime
