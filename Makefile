@@ -9,7 +9,10 @@ TORCH_VERSION := 2.13.0
 # Portable, without OpenMP: the native build crashes on these CPUs (AMX path in ggml-cpu)
 # and the OpenMP build stalls at random with two threads.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_OPENMP=OFF
-LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-portable
+# Stratus's one patch to llama.cpp (patches/): flash attention in fixed segments on the CPU, so a
+# lone token keeps the numbers it has beside others and uses every core at long contexts.
+LLAMA_PATCH := patches/llama.cpp-fa-segments.patch
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-portable-fa-segments
 SETUP_STAMP := $(VENV)/.stratus-setup
 # Coqui TTS has its own venv: `import TTS` needs torchaudio, and PyPI's torchaudio is a CUDA build
 # that loads only beside the PyPI torch of its own version, not beside the CPU torch above.
@@ -35,20 +38,26 @@ $(BIN)/python:
 # the llama-server peer, the real vocabularies the tool-format tests build models from
 # (tests/vocab_models.py), and the converters.
 LLAMA_SRC := build/src/llama_cpp_python-$(LLAMA_CPP_VERSION)
-$(LLAMA_SRC)/.unpacked: | $(BIN)/python
+LLAMA_SDIST := build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+$(LLAMA_SDIST): | $(BIN)/python
 	mkdir -p build/src
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d build/src \
 		llama-cpp-python==$(LLAMA_CPP_VERSION)
-	tar -xzf build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C build/src
+
+# Unpacked again, then patched, whenever the patch changes.
+$(LLAMA_SRC)/.unpacked: $(LLAMA_PATCH) | $(LLAMA_SDIST)
+	rm -rf $(LLAMA_SRC)
+	tar -xzf $(LLAMA_SDIST) -C build/src
+	patch -p1 -d $(LLAMA_SRC)/vendor/llama.cpp < $(LLAMA_PATCH)
 	touch $@
 
 # Built from source with our flags, never from a cached or prebuilt (native) wheel; the wheel is
 # kept in build/wheels, where `make image` takes it for the CPU images (not compiled again).
 LLAMA_WHEELS := build/wheels
-$(LLAMA_STAMP): | $(LLAMA_SRC)/.unpacked $(BIN)/python
+$(LLAMA_STAMP): $(LLAMA_SRC)/.unpacked | $(BIN)/python
 	rm -f $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-cache-dir --no-deps -w $(LLAMA_WHEELS) \
-		build/src/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+		./$(LLAMA_SRC)
 	$(BIN)/pip install --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	touch $@
 
@@ -148,6 +157,7 @@ lint: setup
 bench: setup
 	$(BIN)/pip install --quiet -e '.[llama,embeddings,audio,images,runpod,aws,test,bench]'
 	$(BIN)/python bench/bench_text.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_agent_speed.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_store.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_cold_start.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_container_images.py $(BENCH_ARGS)
@@ -165,14 +175,20 @@ bench: setup
 	$(BIN)/python bench/bench_agent_grammars.py $(BENCH_ARGS)
 	$(BIN)/python bench/bench_gpu_text.py $(BENCH_ARGS)
 
-# llama.cpp's own C++ server, the peer of bench/bench_structured.py: built from the llama.cpp
-# vendored in the same llama-cpp-python release, with the same portable flags (~15 min on 2 cores;
-# its web UI is left out: building it would download it).
+# llama.cpp's own C++ server, the peer of the benches: built from the llama.cpp vendored in the
+# same llama-cpp-python release as its users get it (unpatched), with the same portable flags
+# (~15 min on 2 cores; its web UI is left out: building it would download it).
 LLAMA_SERVER := build/llama-server/bin/llama-server
+LLAMA_PEER_SRC := build/src/peer/llama_cpp_python-$(LLAMA_CPP_VERSION)
 llama-server: $(LLAMA_SERVER)
 
-$(LLAMA_SERVER): $(LLAMA_SRC)/.unpacked
-	cmake -S build/src/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp -B build/llama-server \
+$(LLAMA_PEER_SRC)/.unpacked: | $(LLAMA_SDIST)
+	mkdir -p build/src/peer
+	tar -xzf $(LLAMA_SDIST) -C build/src/peer
+	touch $@
+
+$(LLAMA_SERVER): $(LLAMA_PEER_SRC)/.unpacked
+	cmake -S $(LLAMA_PEER_SRC)/vendor/llama.cpp -B build/llama-server \
 		$(LLAMA_CMAKE_ARGS) -DLLAMA_CURL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
 		-DCMAKE_BUILD_TYPE=Release
 	cmake --build build/llama-server --target llama-server -j2

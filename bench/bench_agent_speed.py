@@ -200,9 +200,9 @@ def long_prompt(text: str, tokens: int) -> list[dict]:
     return [{"role": "user", "content": head + text[: int(tokens * 3.6)]}]
 
 
-def edit_requests() -> dict[str, list[dict]]:
+def edit_requests(files: list[str]) -> dict[str, list[dict]]:
     requests = {}
-    for path in EDIT_FILES:
+    for path in files:
         source = (ROOT / path).read_text()
         stem = Path(path).stem
         requests[f"unchanged {stem}"] = [
@@ -295,10 +295,12 @@ def long_context(targets: list[Target], lengths: list[int], rounds: int, tokens:
     return table
 
 
-def edits(targets: list[Target], rounds: int, tokens: int, smallest: bool) -> Table:
+def edits(
+    targets: list[Target], files: list[str], rounds: int, tokens: int, smallest: bool
+) -> Table:
     table = Table()
     workloads = {
-        name: (messages, {"ignore_eos": True}) for name, messages in edit_requests().items()
+        name: (messages, {"ignore_eos": True}) for name, messages in edit_requests(files).items()
     }
     workloads.update(CONTROLS)
     if smallest:
@@ -368,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--edit-tokens", type=int, default=256)
     parser.add_argument("--spec-types", default=",".join(SPEC_TYPES))
+    parser.add_argument("--files", default=",".join(EDIT_FILES), help="files the edits copy")
     parser.add_argument("--skip", default="", help="parts to skip: long,edits,8")
     parser.add_argument("--json", type=Path)
     args = smoke.parse_args(
@@ -416,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"stratus-off / llama-server decode at {row}: {ratio:.2f}", flush=True)
         if "edits" not in skip:
             print("\nedits: decode tokens/s after the first token", flush=True)
-            table = edits(targets, args.rounds, args.edit_tokens, args.smoke)
+            table = edits(targets, args.files.split(","), args.rounds, args.edit_tokens, args.smoke)
             for row in table.rows:
                 off = table.decode(row, "stratus-off")
                 speedup = table.decode(row, "stratus") / off if off else 0.0

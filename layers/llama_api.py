@@ -45,6 +45,21 @@ def bindings() -> ModuleType:
         return module
 
 
+def attention_segment(lib: ModuleType) -> int | None:
+    """The size of the fixed KV segments the CPU backend computes flash attention in, where it
+    is Stratus's build (patches/llama.cpp-fa-segments.patch); None for llama.cpp as released.
+    With segments, a token's attention has the same numbers alone as beside others
+    (`GGML_FA_SEGMENTS=0` in the environment turns them off, for comparisons)."""
+    from layers.llama_threads import library
+
+    try:
+        cpu = ctypes.CDLL(str(library(Path(lib.__file__).parent / "lib", "ggml-cpu")))
+        size = int(cpu.ggml_cpu_fa_segment())
+    except (OSError, AttributeError):
+        return None
+    return size or None
+
+
 def version() -> str:
     from importlib.metadata import version as installed
 

@@ -15,9 +15,11 @@ which holds because, as measured on llama.cpp's CPU backend:
   bit-identical alone or beside others in the same batch;
 - attention reads the sequence's own KV stream only (`kv_unified` off; with one unified
   buffer the other sequences' cells change the last bits, and near-ties flip tokens);
-- a lone token of a sequence past 224 cells goes beside a ballast token in another stream
-  (layers/llama_context; registry `batch_invariant`, on by default): alone, with 512 cells in
-  view, llama.cpp splits its flash attention between threads and adds the parts up;
+- Stratus's build of llama.cpp (patches/) computes a block's flash attention in segments of KV
+  cells at fixed places, whatever the batch. With llama.cpp as released, a lone token of a
+  sequence past 224 cells goes beside a ballast token in another stream (layers/llama_context;
+  registry `batch_invariant`, on by default), or beside a draft token of its own: alone, with
+  512 cells in view, llama.cpp splits its flash attention between threads and adds the parts up;
 - a prompt is evaluated in blocks that depend on its length only (layers/prefix_cache), and
   llama.cpp splits a batch of several streams into equal parts per sequence: so only units of
   equal length are decoded together, and no block is ever split.
@@ -26,6 +28,10 @@ A slot is a stream of the context, which doubles when more sequences arrive than
 up to `parallel` (layers/llama_context). Prefix caching is per slot (layers/prefix_cache): a
 new sequence takes the free slot that holds most of its prompt, or copies a slot's stream that
 holds more (the n choices of one request evaluate their prompt once), trimmed after.
+
+A sequence that drafts (layers/speculation) has its draft evaluated in the same unit as its
+last sampled token, every draft position with logits; the scheduler then samples position by
+position and keeps the draft up to the first token it would not have chosen (`_verify`).
 
 An image in a prompt (layers/media_prompt) is a unit of its own: the model's projector encodes
 it and decodes its embeddings into the sequence's stream (`evaluate_media`). One image a step,
@@ -359,7 +365,12 @@ class BatchScheduler:
         when it does not speculate or the batch is busy; at most what its budget, the context
         and the one-pass kernel leave room for, cut where its grammar would refuse them."""
         speculation = job.speculation
-        if speculation is None or decoding > speculation.settings.busy:
+        if speculation is None:
+            return []
+        # With llama.cpp as released a draft verified beside another sequence's decode was
+        # measured to change a long sequence's numbers: there, drafts only when decoding alone.
+        busy = speculation.settings.busy if self._context.segmented else 1
+        if decoding > busy:
             return []
         room = min(
             self._context_length - job.n_past - len(job.pending) - 1,

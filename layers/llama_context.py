@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from common.errors import EngineUnavailable
+from layers.llama_api import attention_segment
 from layers.llama_threads import ThreadPools
 from layers.prefix_cache import BLOCK
 
@@ -56,6 +57,9 @@ class GrowingContext:
         self.parallel = parallel
         self.growable = _plain_kv_cache(lib, model) and parallel > 2
         self.batch_invariant = bool(kwargs.get("batch_invariant", True))
+        # Stratus's build of llama.cpp computes a lone token's flash attention as it does beside
+        # others (layers/llama_api.attention_segment): then no token ever needs company.
+        self.segmented = kwargs["flash_attn"] is not False and attention_segment(lib) is not None
         self.sequences = 2 if self.growable else parallel
         self._growth: _Growth | None = None
         self._threads = ThreadPools(
@@ -111,7 +115,7 @@ class GrowingContext:
     def lone_token_needs_company(self, place: int) -> bool:
         """Whether a token decoded alone at `place` needs a second token in the same decode
         (the ballast, or a drafted token of its own sequence) to keep its numbers."""
-        return self.batch_invariant and place >= BALLAST_AFTER_CELLS
+        return self.batch_invariant and not self.segmented and place >= BALLAST_AFTER_CELLS
 
     def ballast(self, batch: Any, place: int, streams: Sequence[int]) -> tuple[int, int] | None:
         """Puts a ballast token after the batch's lone token (at `place` in its sequence), if

@@ -93,8 +93,8 @@ def _backend_api(lib: Any) -> tuple[Any, Any, Any, Any] | None:
     """ggml_threadpool_new and _free of the CPU backend, ggml_threadpool_params_init and
     llama_attach_threadpool (which llama-cpp-python does not bind)."""
     folder = Path(lib.__file__).parent / "lib"
-    ggml = ctypes.CDLL(str(_library(folder, "ggml")))
-    base = ctypes.CDLL(str(_library(folder, "ggml-base")))
+    ggml = ctypes.CDLL(str(library(folder, "ggml")))
+    base = ctypes.CDLL(str(library(folder, "ggml-base")))
     lib.llama_backend_init()  # registers the backends
     ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
     ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
@@ -114,13 +114,13 @@ def _backend_api(lib: Any) -> tuple[Any, Any, Any, Any] | None:
     free = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(free_address)
     init = base.ggml_threadpool_params_init
     init.restype, init.argtypes = None, [ctypes.POINTER(_PoolParams), ctypes.c_int]
-    llama = ctypes.CDLL(str(_library(folder, "llama")))
+    llama = ctypes.CDLL(str(library(folder, "llama")))
     attach = llama.llama_attach_threadpool
     attach.restype, attach.argtypes = None, [ctypes.c_void_p] * 3
     return new, free, init, attach
 
 
-def _library(folder: Path, name: str) -> Path:
+def library(folder: Path, name: str) -> Path:
     for candidate in (f"lib{name}.so", f"lib{name}.dylib", f"{name}.dll"):
         if (folder / candidate).exists():
             return folder / candidate

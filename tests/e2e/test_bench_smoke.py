@@ -98,6 +98,15 @@ SMOKES = {  # bench -> what its output must show
             for kind in ("responses", "messages")
         )
     ),
+    "bench_agent_speed": Smoke(
+        (
+            rf"^300 x1 +stratus +{NUMBER} \(prompt +{NUMBER}\)",
+            rf"^unchanged prefix_cache +drafting / not {NUMBER}",
+            rf"^8 streams edits: aggregate tokens/s drafting {NUMBER}, not {NUMBER}: {NUMBER}$",
+            rf"^stratus-off / llama-server decode at 300 x1: {NUMBER}$|^llama-server: skipped",
+        ),
+        timeout=400,
+    ),
     "bench_gpu_text": Smoke((rf"^goal: HTTP ÷ raw at 1 client >= 0\.95: {NUMBER}$",)),
 }
 

@@ -3,6 +3,9 @@ and a sequence's numbers do not change when its stream moves: on the embedded Sm
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -65,8 +68,9 @@ def test_a_model_starts_with_two_sequences_and_grows_by_doubling_up_to_parallel(
 def test_running_streams_go_on_while_a_larger_context_is_created(path):
     """The larger context is created beside the running stream, not in its way: here its
     creation is held until the stream has made 20 more tokens (with the creation in the
-    scheduler's thread, the stream would stop and this would time out)."""
-    model = _model(path, parallel=4)
+    scheduler's thread, the stream would stop and this would time out). Without drafts: a
+    drafting joiner could finish its 60 tokens in the time the stream makes 20."""
+    model = _model(path, parallel=4, speculative="off")
     try:
         context = model._scheduler._context
         creating, release = threading.Event(), threading.Event()
@@ -177,14 +181,42 @@ def test_a_running_sequence_gets_the_same_numbers_when_its_stream_moves(path):
         growing.close()
 
 
+@pytest.mark.parametrize("segments", [True, False])
 @pytest.mark.parametrize("invariant", [True, False])
-def test_a_long_sequence_gets_the_same_numbers_alone_and_beside_another(path, invariant):
-    """Past 256 cells a token decoded alone would have its attention split between threads
-    (llama.cpp's CPU flash attention, 512 cells in view or more): the ballast token keeps it
-    on the path it takes beside other sequences. `batch_invariant: false` saves the ballast,
-    and the numbers then differ."""
-    model = _model(path, parallel=2, batch_invariant=invariant)
+def test_a_long_sequence_gets_the_same_numbers_alone_and_beside_another(
+    path, invariant, segments, monkeypatch
+):
+    """Past 256 cells, llama.cpp as released splits the attention of a token decoded alone
+    between threads (its CPU flash attention, 512 cells in view or more): the ballast token
+    keeps it on the path it takes beside other sequences, and `batch_invariant: false` saves
+    the ballast, and the numbers then differ. Stratus's build (patches/, `GGML_FA_SEGMENTS=0`
+    turns it off) computes attention in fixed segments: the same numbers alone and beside,
+    with no ballast at all."""
+    from layers.llama_api import attention_segment, bindings
+
+    if attention_segment(bindings()) is None:
+        pytest.skip("llama.cpp without Stratus's patch (make setup builds it)")
+    if not segments:
+        monkeypatch.setenv("GGML_FA_SEGMENTS", "0")
+        code = (
+            "import sys; sys.path.insert(0, '.'); "
+            "from tests.unit.test_llama_context import _alone_and_beside; "
+            f"print(_alone_and_beside({invariant!r}))"
+        )
+        # The switch is read once per process: a process of its own.
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+        )
+        same = result.stdout.strip().splitlines()[-1] == "True"
+    else:
+        same = _alone_and_beside(invariant)
+    assert same is (invariant or segments)
+
+
+def _alone_and_beside(invariant: bool) -> bool:
+    model = _model(local_path("smollm2", SOURCE), parallel=2, batch_invariant=invariant)
     try:
+        assert model._scheduler._context.segmented is (os.environ.get("GGML_FA_SEGMENTS") != "0")
         text = " ".join(f"{n} apples and {n + 1} pears," for n in range(40))
         long = model.tokenize(f"Count the fruit: {text}")
         assert len(long) > 300
@@ -197,7 +229,7 @@ def test_a_long_sequence_gets_the_same_numbers_alone_and_beside_another(path, in
         assert started.wait(60)
         beside = _run(model, long, 24)
         neighbour.join(timeout=120)
-        assert (beside == alone) is invariant
+        return beside == alone
     finally:
         model.close()
 

@@ -135,14 +135,18 @@ def test_a_batch_of_eight_drafting_or_not_gets_each_sequence_its_own_numbers(mod
     assert [results.get(i) for i in range(8)] == expected
 
 
+@pytest.mark.parametrize("segmented", [True, False])
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_past_the_ballast_threshold_a_lone_sequence_drafts_instead_and_keeps_its_numbers(
-    models, temperature
+def test_a_long_sequence_alone_keeps_its_numbers_drafting_or_not(
+    models, monkeypatch, temperature, segmented
 ):
-    """Past 224 cells a lone token needs company in its decode (layers/llama_context): a
-    drafting sequence brings a draft token of its own instead of the ballast; its numbers are
-    those the ballast gives (llama.cpp would split the attention of a token alone at 512)."""
+    """Past 224 cells, on a build of llama.cpp without Stratus's segmented attention, a lone
+    token needs company in its decode (layers/llama_context): a drafting sequence brings a
+    draft token of its own (guessed where nothing recurs) instead of the ballast. Either way,
+    and with segments (no company at all), its numbers are those it gets without drafts."""
     plain, drafting = models
+    for model in (plain, drafting):
+        monkeypatch.setattr(model._scheduler._context, "segmented", segmented)
     long = _chat("Summarise this code:\n" + CODE * 6)
     sampling = Sampling(temperature=temperature, seed=3)
     assert len(plain.tokenize(long)) > 600
