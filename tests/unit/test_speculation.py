@@ -4,11 +4,13 @@ drafts and without (the embedded SmolLM2, llama.cpp's CPU backend)."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 import pytest
 
 from common.sources import local_path
+from layers import prefix_cache
 from layers.ngram_draft import NgramDrafter
 from layers.speculation import DraftSettings, Speculation
 from layers.text import Sampling
@@ -62,17 +64,7 @@ def models():
     drafting.close()
 
 
-CODE = """def prompt_blocks(length: int, block: int = BLOCK) -> list[Block]:
-    blocks = [(start, start + block) for start in range(0, length - length % block, block)]
-    start = length - length % block
-    size = block // 2
-    while start < length:
-        while size > length - start:
-            size //= 2
-        blocks.append((start, start + size))
-        start += size
-    return blocks
-"""
+CODE = inspect.getsource(prefix_cache.prompt_blocks)  # a function to copy, rename, quote
 
 
 def _chat(text: str) -> str:
