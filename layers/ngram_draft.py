@@ -14,13 +14,17 @@ from collections.abc import Iterable
 
 # The n-gram lengths looked up, longest first: a longer match predicts better; a shorter one
 # finds a match more often.
-LONGEST, SHORTEST = 4, 2
+LONGEST, SHORTEST = 6, 2
 
 
 class NgramDrafter:
     """One sequence's tokens, indexed by every n-gram (SHORTEST..LONGEST tokens) with the
     place after its latest occurrence; `draft` proposes what followed the latest earlier
-    occurrence of the sequence's last n tokens."""
+    occurrence of the sequence's last n tokens.
+
+    Once a draft is taken from a place, a cursor follows that place as long as the sequence
+    goes on as it did: a copy keeps drafting from the span it copies, where a short n-gram's
+    latest occurrence would often be elsewhere (`    def `, `self.`)."""
 
     def __init__(self, tokens: Iterable[int] = ()) -> None:
         self.tokens: list[int] = []
@@ -29,11 +33,14 @@ class NgramDrafter:
             n: {}
             for n in range(1, LONGEST + 1)  # 1: for `guess`
         }
+        self._cursor: int | None = None  # the place whose token the sequence should have next
         self.extend(tokens)
 
     def extend(self, tokens: Iterable[int]) -> None:
         held = self.tokens
         for token in tokens:
+            cursor = self._cursor
+            self._cursor = cursor + 1 if cursor is not None and held[cursor] == token else None
             # The n-grams that end at the old last token now have a follower: indexed.
             end = len(held)
             for n, index in self._after.items():
@@ -56,14 +63,17 @@ class NgramDrafter:
         held = self.tokens
         if most <= 0:
             return []
+        start = self._cursor
         for n in range(LONGEST, SHORTEST - 1, -1):
-            if len(held) <= n:
-                continue
-            start = self._after[n].get(tuple(held[-n:]))
             if start is not None:
-                followed = held[start : start + most]
-                period = len(held) - start
-                while len(followed) < most:
-                    followed.append(followed[len(followed) - period])
-                return followed
-        return []
+                break
+            if len(held) > n:
+                start = self._after[n].get(tuple(held[-n:]))
+        if start is None:
+            return []
+        self._cursor = start
+        followed = held[start : start + most]
+        period = len(held) - start
+        while len(followed) < most:
+            followed.append(followed[len(followed) - period])
+        return followed

@@ -28,6 +28,14 @@ def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_last_toke
     assert NgramDrafter([5, 5]).draft(3) == []  # its only 2-gram is its end
     assert NgramDrafter([5, 5, 5]).draft(3) == [5, 5, 5]  # "5 5" recurs: 5 repeats
     assert NgramDrafter([1, 2, 3, 1, 2]).draft(5) == [3, 1, 2, 3, 1]  # a period of 3
+    # A copy is followed: once a draft came from a place, the next comes from after it while
+    # the sequence goes on as it did there, though its last 6 tokens last occurred elsewhere.
+    copying = NgramDrafter([1, 2, 3, 4, 5, 6, 7, 8, 100, 2, 3, 4, 5, 6, 7, 8, 200, 1, 2])
+    assert copying.draft(1) == [3]
+    copying.extend([3, 4, 5, 6, 7, 8])
+    assert copying.draft(1) == [100]  # not 200, which followed "3 ... 8" the latest time
+    copying.extend([9])  # it went its own way: looked up again
+    assert copying.draft(2) == []
     # Where nothing recurs, a guess: what followed the last token before, else itself.
     assert NgramDrafter([1, 2, 3, 2]).guess() == 3
     assert NgramDrafter([7]).guess() == 7
