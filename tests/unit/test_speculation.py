@@ -151,3 +151,14 @@ def test_a_long_sequence_alone_keeps_its_numbers_drafting_or_not(
     sampling = Sampling(temperature=temperature, seed=3)
     assert len(plain.tokenize(long)) > 600
     assert _run(drafting, long, sampling, limit=100) == _run(plain, long, sampling, limit=100)
+
+
+def test_a_request_that_drafts_counts_its_drafts_in_its_record(models):
+    """The cost line's `draft_tokens` and `accepted_draft_tokens` (and /metrics' counters)."""
+    from common import metering
+
+    _, drafting = models
+    record = metering.RequestRecord("req", "createChatCompletion", "http")
+    with metering.recording(record):
+        _run(drafting, PROMPTS["copy"], Sampling(temperature=0), limit=80)
+    assert 0 < record.units["accepted_draft_tokens"] <= record.units["draft_tokens"]
