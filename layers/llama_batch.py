@@ -31,7 +31,8 @@ holds more (the n choices of one request evaluate their prompt once), trimmed af
 
 A sequence that drafts (layers/speculation) has its draft evaluated in the same unit as its
 last sampled token, every draft position with logits; the scheduler then samples position by
-position and keeps the draft up to the first token it would not have chosen (`_verify`).
+position and keeps the draft up to the first token it would not have chosen
+(layers/llama_drafts).
 
 An image in a prompt (layers/media_prompt) is a unit of its own: the model's projector encodes
 it and decodes its embeddings into the sequence's stream (`evaluate_media`). One image a step,
@@ -49,9 +50,10 @@ from typing import Any
 
 from common.errors import EngineUnavailable
 from layers.llama_context import GrowingContext
+from layers.llama_drafts import draft_for, read_back
 from layers.llama_sequences import END, Job, Slot, TokenStream
 from layers.media_prompt import MediaSpan, Prompt, position
-from layers.prefix_cache import BLOCK, joinable, plan
+from layers.prefix_cache import joinable, plan
 from layers.text import GeneratedToken
 
 log = logging.getLogger(__name__)
@@ -266,7 +268,7 @@ class BatchScheduler:
                     wants = "last" if end == len(job.prompt) else "none"
                 unit = _Unit(job, job.prompt[start:end], start, wants, blocks)
             elif job.pending:
-                draft = self._draft(job, decoding)
+                draft = draft_for(job, decoding, self._context)
                 unit = _Unit(job, [*job.pending, *draft], job.n_past, "last", drafted=len(draft))
             else:
                 continue
@@ -360,59 +362,15 @@ class BatchScheduler:
         self._sample(job, first + len(unit.tokens) - 1)
         return None
 
-    def _draft(self, job: Job, decoding: int) -> list[int]:
-        """The tokens a job drafts after its pending ones this step (layers/speculation): none
-        when it does not speculate or the batch is busy; at most what its budget, the context
-        and the one-pass kernel leave room for, cut where its grammar would refuse them."""
-        speculation = job.speculation
-        if speculation is None:
-            return []
-        # With llama.cpp as released a draft verified beside another sequence's decode was
-        # measured to change a long sequence's numbers: there, drafts only when decoding alone.
-        busy = speculation.settings.busy if self._context.segmented else 1
-        if decoding > busy:
-            return []
-        room = min(
-            self._context_length - job.n_past - len(job.pending) - 1,
-            BLOCK - 1 - len(job.pending),  # a block of 64 takes the tiled kernel
-        )
-        if job.limit is not None:  # the last token it may emit is sampled, never drafted
-            room = min(room, job.limit - job.emitted - 1)
-        # Decoded alone, a token past the ballast threshold needs a second one beside it: a
-        # token of its own draft serves, and may be accepted where the ballast never is.
-        alone = decoding == 1 and len(job.pending) == 1
-        company = alone and self._context.lone_token_needs_company(job.n_past)
-        draft = speculation.draft(room, at_least=int(company)) if room > 0 else []
-        if draft and job.mask is not None:
-            draft = draft[: job.mask.allows(draft)]
-        return draft
-
     def _verify(self, unit: _Unit, first: int) -> None:
-        """Samples a job's positions in order, from its last pending token's on, as decoding
-        one token at a time would; each sampled token that the draft holds next was evaluated
-        already, so sampling goes on there. At the first that differs, the draft's other cells
-        are removed, and the tokens sampled but not drafted are pending as usual."""
+        """Reads back a drafting job's block (layers/llama_drafts); the cells of the draft
+        tokens it did not accept are removed."""
         job, slot = unit.job, unit.job.slot
         assert slot is not None
-        draft = list(unit.tokens[len(unit.tokens) - unit.drafted :])
-        job.n_past = unit.start + len(unit.tokens) - unit.drafted
-        job.pending = []
-        index, accepted = first + len(unit.tokens) - unit.drafted - 1, 0
-        self._sample(job, index)
-        while job.slot is slot and job.pending:
-            sampled, rest = job.pending, draft[accepted:]
-            matched = 0
-            while matched < min(len(sampled), len(rest)) and sampled[matched] == rest[matched]:
-                matched += 1
-            job.n_past += matched
-            accepted += matched
-            job.pending = sampled[matched:]
-            if job.pending:  # a token the draft did not hold: evaluated at the next step
-                break
-            index += matched  # every sampled token was drafted: sampling goes on after them
-            self._sample(job, index)
-        if job.speculation is not None:
-            job.speculation.judged(len(draft), accepted)
+        kept = len(unit.tokens) - unit.drafted
+        draft = list(unit.tokens[kept:])
+        job.n_past = unit.start + kept
+        accepted = read_back(job, draft, first + kept - 1, lambda i: self._sample(job, i))
         if accepted < len(draft):
             start = position(job.prompt, job.n_past)
             self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, start, -1)

@@ -1,7 +1,7 @@
 """Speculative decoding from n-gram drafts, exact by construction.
 
 A sequence that drafts (layers/ngram_draft) has its draft evaluated in the same decode as its
-last sampled token. The scheduler (layers/llama_batch) then samples position by position, with
+last sampled token. The scheduler (layers/llama_drafts) then samples position by position, with
 the sequence's own sampler chain, grammar and scorer, exactly as it would have one token at a
 time, and stops at the first position whose sampled token is not the draft's: the tokens
 sampled so far are the output, the rejected draft's cells are removed.
