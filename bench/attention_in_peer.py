@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.agent_speed_targets import MODEL_SOURCE, THREADS  # noqa: E402
+from bench.batching_servers import wait_healthy  # noqa: E402
 from common.sources import local_path  # noqa: E402
 from tests.processes import free_port, running  # noqa: E402
 
@@ -48,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     if not SERVER.exists():
         sys.exit(f"{SERVER} is missing: run `make llama-server`")
-    model = local_path(MODEL_SOURCE)
+    model = local_path("smollm2", MODEL_SOURCE)
     ours = {"LD_LIBRARY_PATH": str(STRATUS_LIBS)}
     variants = {
         "llama.cpp": {},
@@ -89,6 +90,8 @@ def _servers(stack: contextlib.ExitStack, model: Path, variants: dict) -> dict[s
         ]  # fmt: skip
         health = f"http://127.0.0.1:{port}/health"
         stack.enter_context(running(command, health, {**os.environ, **env}, timeout=180))
+        with httpx.Client(timeout=10) as client:
+            wait_healthy(client, health)
         urls[name] = f"http://127.0.0.1:{port}/completion"
     return urls
 
