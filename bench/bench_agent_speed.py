@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench import smoke  # noqa: E402
 from bench.agent_speed_targets import (  # noqa: E402
     MODEL_SOURCE,
+    PAUSE_SECONDS,
     Sample,
     Target,
     ask,
@@ -59,9 +60,6 @@ from common.sources import local_path  # noqa: E402
 # longer prompt is refused there ("exceeds the available context size").
 LLAMA_SERVER_SLOT = 8192 - 128
 SPEC_TYPES = ("ngram-simple", "ngram-map-k", "ngram-mod")
-# Between two targets' turns: a llama.cpp thread pool polls for work for a moment after its
-# last graph (layers/llama_threads), on the cores the next target is about to use.
-PAUSE_SECONDS = 0.6
 EDIT_FILES = ("layers/prefix_cache.py", "handlers/text/chat.py", "layers/llama_batch.py")
 SCHEMA = {
     "type": "object",
