@@ -51,9 +51,10 @@ from typing import Any
 from common.errors import EngineUnavailable
 from layers.llama_context import GrowingContext
 from layers.llama_drafts import draft_for, read_back
-from layers.llama_sequences import END, Job, Slot, TokenStream
+from layers.llama_sequences import END, Job, TokenStream
+from layers.llama_slots import Slots
 from layers.media_prompt import MediaSpan, Prompt, position
-from layers.prefix_cache import joinable, plan
+from layers.prefix_cache import joinable
 from layers.text import GeneratedToken
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class BatchScheduler:
         self._piece, self._is_eog = piece, is_eog
         self._evaluate_media = evaluate_media
         self._exact_tail = exact_tail
-        self._slots = [Slot(i, exact_tail) for i in range(context.sequences)]
+        self._placement = Slots(lib, context, exact_tail)
         self._n_batch = context.n_batch
         self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
         self._inbox: deque[Job] = deque()
@@ -146,112 +147,40 @@ class BatchScheduler:
                     break
                 try:
                     self._drop_cancelled()
-                    self._admit()
+                    self._placement.admit(self._inbox)
+                    self._ctx, self._memory = self._context.handle, self._context.memory
                 except Exception as error:
                     self._fail_running(error)
             try:
                 self._step()
             except Exception as error:
                 self._fail_running(error)
-        for job in [*self._inbox, *(s.job for s in self._slots if s.job is not None)]:
+        for job in [*self._inbox, *(s.job for s in self._placement.all if s.job is not None)]:
             self._finish(job, EngineUnavailable("The model was unloaded; please retry."))
 
     def _fail_running(self, error: Exception) -> None:
         """A bug, not a request's fault: what is running fails, the engine goes on."""
         log.exception("llama.cpp batch step failed")
-        for slot in self._slots:
+        for slot in self._placement.all:
             if slot.job is not None:
                 self._finish(slot.job, EngineUnavailable(f"The engine failed: {error}"))
 
     def _busy(self) -> bool:
-        return any(slot.job is not None for slot in self._slots)
+        return any(slot.job is not None for slot in self._placement.all)
 
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._inbox if j.cancelled]:
             self._inbox.remove(job)
             job.sampler.close()
-        for slot in self._slots:
+        for slot in self._placement.all:
             if slot.job is not None and slot.job.cancelled:
                 self._finish(slot.job)
 
-    def _admit(self) -> None:
-        """Gives waiting jobs free slots: the one that shares most of the prompt, or copies
-        from a busier slot that shares more. With no free slot, the context grows (in the
-        background: the running streams go on, the waiting jobs wait for it)."""
-        self._adopt_larger_context()
-        while self._inbox:
-            free = [slot for slot in self._slots if slot.job is None]
-            if not free:
-                busy = sum(slot.job is not None for slot in self._slots)
-                self._context.start_growing(busy + len(self._inbox))
-                return
-            job = self._inbox.popleft()
-            prompt = job.prompt
-            slot = max(free, key=lambda s: (s.reusable(prompt), -s.seq_id))
-            job.slot, slot.job = slot, job
-            own = slot.reusable(prompt)
-            others = [s for s in self._slots if s is not slot]
-            source = max(others, key=lambda s: s.reusable(prompt, planned=True), default=None)
-            if (
-                job.on_prompt_logits is None
-                and source is not None
-                and source.reusable(prompt, planned=True) > own
-            ):
-                job.source, job.wanted = source, source.reusable(prompt, planned=True)
-            else:
-                self._start(job, 0 if job.on_prompt_logits else own)
-
-    def _adopt_larger_context(self) -> None:
-        """Once a larger context exists, the streams that hold something (a running sequence
-        or a cached prompt) move into it, between two steps."""
-        # Lazily: listed only if a larger context is ready (this runs at every step).
-        occupied = (s.seq_id for s in self._slots if s.job is not None or s.evaluated)
-        if not self._context.finish_growing(occupied):
-            return
-        self._ctx, self._memory = self._context.handle, self._context.memory
-        added = range(len(self._slots), self._context.sequences)
-        self._slots += [Slot(i, self._exact_tail) for i in added]
-
-    def _start(self, job: Job, keep: int) -> None:
-        """Trims the job's slot to the `keep` places it shares and plans the rest."""
-        slot = job.slot
-        assert slot is not None
-        cut = position(job.prompt, keep)
-        if not self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, cut, -1):
-            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            keep = 0
-        # The slot remembers the prompt's places, not its images' pixels.
-        prompt = job.prompt
-        slot.tokens = prompt.detached() if isinstance(prompt, Prompt) else prompt
-        slot.evaluated = keep
-        job.todo, job.n_past = deque(plan(prompt, keep)), keep
-
-    def _copy_prefixes(self) -> None:
-        """Jobs waiting on another slot's prompt copy its stream once the blocks they share
-        are evaluated (or once that slot stops evaluating)."""
-        for slot in self._slots:
-            job = slot.job
-            if job is None or job.source is None:
-                continue
-            source = job.source
-            have = source.reusable(job.prompt)
-            still_evaluating = source.job is not None and bool(source.job.todo)
-            if have < job.wanted and still_evaluating:
-                continue
-            job.source = None
-            own = slot.reusable(job.prompt)
-            if have <= own:
-                self._start(job, own)
-                continue
-            # A whole stream is copied, at the next decode (before anything is written there).
-            self._lib.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
-            self._start(job, have)
-
     def _step(self) -> None:
-        self._copy_prefixes()
+        self._placement.copy_prefixes()
         units: dict[int, list[_Unit]] = {}
         images: list[tuple[Job, MediaSpan]] = []
-        running = [s.job for s in self._slots if s.job is not None and s.job.source is None]
+        running = [s.job for s in self._placement.all if s.job is not None and s.job.source is None]
         decoding = sum(1 for job in running if not job.todo and job.pending)
         for job in running:
             if job.todo:
@@ -319,7 +248,7 @@ class BatchScheduler:
                 index += 1
         ballast = None
         if index == 1:  # a lone token
-            others = [s.seq_id for s in self._slots if s.seq_id != batch.seq_id[0][0]]
+            others = [s.seq_id for s in self._placement.all if s.seq_id != batch.seq_id[0][0]]
             ballast = self._context.ballast(batch, units[0].start, others)
         batch.n_tokens = index + (ballast is not None)
         status = lib.llama_decode(self._ctx, batch)

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from common.sources import local_path
-from layers import llama_batch
+from layers import llama_batch, llama_slots
 from layers.media_prompt import MediaSpan, Prompt, placeholders
 from layers.prefix_cache import blocks_of, plan, reusable
 from layers.text import Sampling
@@ -113,7 +113,7 @@ def test_a_prompt_reusing_a_cached_tail_gets_what_it_gets_from_scratch(path, sha
         first.close()
     kept: list[int] = []
     monkeypatch.setattr(
-        llama_batch, "plan", lambda tokens, keep=0: kept.append(keep) or plan(tokens, keep)
+        llama_slots, "plan", lambda tokens, keep=0: kept.append(keep) or plan(tokens, keep)
     )
     model = _model(path, parallel=2, token_prefix_reuse=True)
     try:
