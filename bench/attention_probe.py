@@ -1,12 +1,14 @@
 """Per-token decode time on llama.cpp directly, one stream, at context lengths: a lone token vs
-one beside a ballast token in another stream; then the time of verifying blocks of 1 + k
-tokens at the last length (docs/PERFORMANCE.md, agent-scale speed). `GGML_FA_SEGMENTS=0` in the
-environment measures llama.cpp's own attention paths on Stratus's build.
+one beside a ballast token in another stream, and the time of verifying blocks of 1 + k tokens
+(a draft of k), as a multiple of a lone token's (docs/PERFORMANCE.md, agent-scale speed).
+`GGML_FA_SEGMENTS=0` in the environment measures llama.cpp's own attention paths on Stratus's
+build.
 
     .venv/bin/python bench/attention_probe.py 512 2048 4096 8192 16000
 """
 
 import glob
+import os
 import random
 import sys
 import time
@@ -54,8 +56,37 @@ def decode(n):
 
 
 lengths = [int(a) for a in sys.argv[1:]] or [512, 2048, 4096, 8192, 16000]
+DRAFTS = tuple(int(k) for k in os.environ.get("DRAFTS", "1,2,4,8,16,24,32,48,62").split(","))
 filled = 0
 steps = 48
+
+
+def lone_steps(mode: str) -> float:
+    """ms per token of `steps` lone tokens (`ballast`: each beside a ballast token)."""
+    t0 = time.perf_counter()
+    for s in range(steps):
+        put(0, rng.randrange(100, 40000), filled + s, 0, True)
+        if mode == "ballast":
+            put(1, 5, 0, 1, False)
+            decode(2)
+            lib.llama_memory_seq_rm(mem, 1, 0, -1)
+        else:
+            decode(1)
+    lib.llama_memory_seq_rm(mem, 0, filled, -1)
+    return (time.perf_counter() - t0) / steps * 1000
+
+
+def block(k: int) -> float:
+    """ms per verification of a block of 1 + k tokens (logits at every one)."""
+    t0 = time.perf_counter()
+    for _ in range(8):
+        for i in range(k + 1):
+            put(i, rng.randrange(100, 40000), filled + i, 0, True)
+        decode(k + 1)
+        lib.llama_memory_seq_rm(mem, 0, filled, -1)
+    return (time.perf_counter() - t0) / 8 * 1000
+
+
 for L in lengths:
     while filled < L:
         n = min(512, L - filled)
@@ -65,38 +96,16 @@ for L in lengths:
         filled += n
     res = {}
     for mode in ("alone", "ballast", "alone", "ballast"):
-        t0 = time.perf_counter()
-        for s in range(steps):
-            put(0, rng.randrange(100, 40000), filled + s, 0, True)
-            if mode == "ballast":
-                put(1, 5, 0, 1, False)
-                decode(2)
-                lib.llama_memory_seq_rm(mem, 1, 0, -1)
-            else:
-                decode(1)
-        dt = (time.perf_counter() - t0) / steps
-        lib.llama_memory_seq_rm(mem, 0, filled, -1)
-        res.setdefault(mode, []).append(dt * 1000)
+        res.setdefault(mode, []).append(lone_steps(mode))
     alone, ballast = min(res["alone"]), min(res["ballast"])
+    blocks = {k: min(block(k) for _ in range(3)) for k in DRAFTS}
     print(
         f"context {L:6d}: alone {alone:.2f} ms/token, ballast {ballast:.2f} ms/token, "
         f"ratio {alone / ballast:.2f}",
         flush=True,
     )
-# The cost of verifying a draft: one stream decoding 1 + k tokens at once, at the last length.
-for k in (0, 1, 2, 3, 4, 6, 8, 12, 16):
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(16):
-            for i in range(k + 1):
-                put(i, rng.randrange(100, 40000), filled + i, 0, True)
-            if k == 0:
-                put(1, 5, 0, 1, False)
-                decode(2)
-                lib.llama_memory_seq_rm(mem, 1, 0, -1)
-            else:
-                decode(k + 1)
-            lib.llama_memory_seq_rm(mem, 0, filled, -1)
-        times.append((time.perf_counter() - t0) / 16 * 1000)
-    print(f"block of {k + 1:2d} tokens at {filled}: {min(times):.2f} ms", flush=True)
+    print(
+        "  block of 1 + k, in lone tokens: "
+        + ", ".join(f"k={k} {ms / alone:.2f}" for k, ms in blocks.items()),
+        flush=True,
+    )

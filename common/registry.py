@@ -120,7 +120,7 @@ class ModelConfig(BaseModel):
         # YAML reads a bare `off` as false.
         if value.get("speculative", "ngram") not in ("ngram", "off", False):
             raise ValueError("speculative must be ngram or off")
-        draft_max = value.get("draft_max", 16)
+        draft_max = value.get("draft_max", 63)
         if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max < 64:
             raise ValueError("draft_max must be a whole number from 1 to 63")
         return value

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ from layers.llama_drafts import draft_for, read_back
 from layers.llama_sequences import END, Job, TokenStream
 from layers.llama_slots import Slots
 from layers.media_prompt import MediaSpan, Prompt, position
-from layers.prefix_cache import joinable
+from layers.prefix_cache import BLOCK, joinable
+from layers.step_costs import StepCosts
 from layers.text import GeneratedToken
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class BatchScheduler:
         self._evaluate_media = evaluate_media
         self._exact_tail = exact_tail
         self._placement = Slots(lib, context, exact_tail)
+        self._costs = StepCosts()  # what a draft row adds to a step here (layers/llama_drafts)
         self._n_batch = context.n_batch
         self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
         self._inbox: deque[Job] = deque()
@@ -197,7 +200,7 @@ class BatchScheduler:
                     wants = "last" if end == len(job.prompt) else "none"
                 unit = _Unit(job, job.prompt[start:end], start, wants, blocks)
             elif job.pending:
-                draft = draft_for(job, decoding, self._context)
+                draft = draft_for(job, decoding, self._context, self._costs)
                 unit = _Unit(job, [*job.pending, *draft], job.n_past, "last", drafted=len(draft))
             else:
                 continue
@@ -251,7 +254,12 @@ class BatchScheduler:
             others = [s.seq_id for s in self._placement.all if s.seq_id != batch.seq_id[0][0]]
             ballast = self._context.ballast(batch, units[0].start, others)
         batch.n_tokens = index + (ballast is not None)
+        started = time.perf_counter()
         status = lib.llama_decode(self._ctx, batch)
+        lib.llama_synchronize(self._ctx)  # a GPU computes after decode returns: its real time
+        if len(units[0].tokens) < BLOCK:  # the one-pass kernel: what drafts are weighed by
+            cells = sum(len(u.tokens) * (u.start + len(u.tokens)) for u in units)
+            self._costs.observe(index, cells, time.perf_counter() - started)
         if ballast is not None:
             lib.llama_memory_seq_rm(self._memory, *ballast, -1)
         if status != 0:

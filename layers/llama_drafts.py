@@ -12,12 +12,14 @@ from collections.abc import Callable
 from layers.llama_context import GrowingContext
 from layers.llama_sequences import Job
 from layers.prefix_cache import BLOCK
+from layers.step_costs import StepCosts
 
 
-def draft_for(job: Job, decoding: int, context: GrowingContext) -> list[int]:
+def draft_for(job: Job, decoding: int, context: GrowingContext, costs: StepCosts) -> list[int]:
     """The tokens `job` drafts after its pending ones this step: none when it does not
     speculate or more than its `busy` sequences decode; at most what its budget, the context
-    and the one-pass kernel leave room for; cut where its grammar would refuse them."""
+    and the one-pass kernel leave room for, and what its rows are worth at their cost here;
+    cut where its grammar would refuse them."""
     speculation = job.speculation
     if speculation is None:
         return []
@@ -36,7 +38,8 @@ def draft_for(job: Job, decoding: int, context: GrowingContext) -> list[int]:
     # token of its own draft serves, and may be accepted where the ballast never is.
     alone = decoding == 1 and len(job.pending) == 1
     company = alone and context.lone_token_needs_company(job.n_past)
-    draft = speculation.draft(room, at_least=int(company)) if room > 0 else []
+    share = costs.row_share(job.n_past)
+    draft = speculation.draft(room, int(company), share) if room > 0 else []
     if draft and job.mask is not None:
         draft = draft[: job.mask.allows(draft)]
     return draft

@@ -16,7 +16,9 @@ d), and a seeded request draws the same numbers either way.
 
 What is left to choose is how much to draft, per sequence, from how its drafts fared: a draft
 grows while whole drafts are accepted and shrinks to what was accepted; a sequence whose drafts
-keep failing stops drafting for a while, longer each time (free text recurs little).
+keep failing stops drafting for a while, longer each time (free text recurs little). And from
+what a draft costs: each drafted row is evaluated whether it is accepted or not, so a draft is
+only as long as the tokens it is likely to save pay for its rows (layers/step_costs).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ Mode = Literal["off", "ngram"]
 # Drafting pauses after this many verifications in a row that accepted nothing.
 _MISSES_BEFORE_PAUSE = 4
 _FIRST_PAUSE, _LONGEST_PAUSE = 8, 256  # steps
+# A draft that was wholly accepted is followed by one this many times as long: a copy reaches
+# the longest draft in three steps.
+_GROWTH = 4
+# The chance that a draft token is accepted, given that those before it were: each draft
+# position tried counts once (accepted, or the first one refused); older drafts fade by this
+# at each one judged, and it starts at 1 of 2.
+_RATE_FADE = 0.8
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ class DraftSettings:
     """The registry's `speculative` and its lengths (layers/llama_files)."""
 
     mode: Mode = "ngram"
-    longest: int = 16  # tokens drafted at most per step
+    longest: int = 63  # tokens drafted at most per step (a block stays under 64 rows)
     first: int = 4  # the first draft's length, before any has been judged
     # Sequences decoding at once above which none drafts: a full batch already keeps the
     # cores busy, and a verified draft is a unit of its own length (decoded apart).
@@ -59,6 +68,8 @@ class Speculation:
     _misses: int = 0
     _paused: int = 0
     _pause: int = _FIRST_PAUSE
+    _hits: float = 1.0
+    _tries: float = 2.0
 
     def __post_init__(self) -> None:
         self.length = self.length or self.settings.first
@@ -67,16 +78,20 @@ class Speculation:
         """Tokens of the sequence, in order: its prompt, then each one it emits."""
         self.drafter.extend(tokens)
 
-    def draft(self, room: int, at_least: int = 0) -> list[int]:
+    def draft(self, room: int, at_least: int = 0, row_share: float | None = None) -> list[int]:
         """The next draft, at most `room` tokens (what the budget and the context leave); none
-        while paused. `at_least` 1: a token is guessed where nothing recurs (a lone sequence
-        decodes one draft token where it would otherwise need a ballast token, and the draft
-        may be right: layers/llama_batch)."""
+        while paused. `row_share`: what a drafted row costs, as a share of the step without
+        it (layers/step_costs), None where unknown. `at_least` 1: a token is guessed where
+        nothing recurs (a lone sequence decodes one draft token where it would otherwise need
+        a ballast token, and the draft may be right: layers/llama_batch)."""
         drafted = []
         if self._paused > 0:
             self._paused -= 1
         else:
-            drafted = self.drafter.draft(min(self.length, room))
+            most = min(self.length, room)
+            if row_share is not None:
+                most = worth_drafting(self._hits / self._tries, row_share, most)
+            drafted = self.drafter.draft(most)
         if not drafted and at_least and room > 0 and self.drafter.tokens:
             drafted = [self.drafter.guess()]
         return drafted
@@ -85,9 +100,11 @@ class Speculation:
         """How a draft of `drafted` tokens fared: its first `accepted` were sampled too."""
         self.drafted += drafted
         self.accepted += accepted
+        self._hits = self._hits * _RATE_FADE + accepted
+        self._tries = self._tries * _RATE_FADE + accepted + int(accepted < drafted)
         longest = self.settings.longest
         if accepted == drafted:
-            self.length = min(longest, self.length * 2)
+            self.length = min(longest, self.length * _GROWTH)
         else:
             self.length = max(1, min(longest, accepted + 1))
         if accepted:
@@ -97,3 +114,18 @@ class Speculation:
         if self._misses >= _MISSES_BEFORE_PAUSE:
             self._misses, self._paused = 0, self._pause
             self._pause = min(_LONGEST_PAUSE, self._pause * 2)
+
+
+def worth_drafting(rate: float, row_share: float, most: int) -> int:
+    """The draft length, up to `most`, that emits the most tokens per unit of time when each
+    draft token is accepted with chance `rate` once those before it were, and each drafted row
+    adds `row_share` to the step's time: 0 where no draft beats decoding alone."""
+    best, best_length = 1.0, 0
+    emitted, chance = 1.0, 1.0  # tokens a step emits on average: its own, then the draft's
+    for length in range(1, most + 1):
+        chance *= rate
+        emitted += chance
+        value = emitted / (1.0 + length * row_share)
+        if value > best:
+            best, best_length = value, length
+    return best_length

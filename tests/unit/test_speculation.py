@@ -12,7 +12,8 @@ import pytest
 from common.sources import local_path
 from layers import prefix_cache
 from layers.ngram_draft import NgramDrafter
-from layers.speculation import DraftSettings, Speculation
+from layers.speculation import DraftSettings, Speculation, worth_drafting
+from layers.step_costs import StepCosts
 from layers.text import Sampling
 from tests.unit.test_llama_context import SOURCE, _model
 
@@ -42,10 +43,10 @@ def test_a_draft_is_what_followed_the_latest_earlier_occurrence_of_the_last_toke
 
 
 def test_a_draft_grows_while_accepted_shrinks_to_what_was_and_pauses_after_misses():
-    speculation = Speculation(DraftSettings(longest=8, first=4), NgramDrafter([1, 2] * 20))
-    assert len(speculation.draft(100)) == 4
-    speculation.judged(4, 4)
-    assert len(speculation.draft(100)) == 8
+    speculation = Speculation(DraftSettings(longest=8, first=2), NgramDrafter([1, 2] * 20))
+    assert len(speculation.draft(100)) == 2
+    speculation.judged(2, 2)
+    assert len(speculation.draft(100)) == 8  # four times as long
     speculation.judged(8, 8)
     assert len(speculation.draft(100)) == 8  # at most draft_max
     assert len(speculation.draft(3)) == 3  # at most the room left
@@ -59,14 +60,50 @@ def test_a_draft_grows_while_accepted_shrinks_to_what_was_and_pauses_after_misse
         speculation.judged(1, 0)
     assert speculation.draft(100) == []  # paused again (16 steps) ...
     assert speculation.draft(100, at_least=1) == [1]  # ... but a lone sequence still guesses
-    assert (speculation.drafted, speculation.accepted) == (4 + 8 + 8 + 12 + 4, 4 + 8 + 2)
+    assert (speculation.drafted, speculation.accepted) == (2 + 8 + 8 + 12 + 4, 2 + 8 + 2)
+
+
+def test_a_draft_is_as_long_as_its_rows_are_worth_at_their_cost():
+    assert worth_drafting(0.99, 0.01, 63) == 63  # rows nearly free, a copy: the longest
+    assert worth_drafting(0.95, 0.01, 63) == 40
+    assert worth_drafting(0.95, 0.1, 63) == 15  # a row a tenth of a token: shorter
+    assert worth_drafting(0.4, 0.5, 63) == 0  # a row half a token: never at 40%
+    assert worth_drafting(0.9, 0.5, 63) > 0  # ... but a likely draft still pays
+    speculation = Speculation(DraftSettings(first=8), NgramDrafter([1, 2] * 20))
+    assert len(speculation.draft(100, row_share=0.01)) == 5  # before any: 1 chance in 2
+    speculation.judged(5, 5)
+    speculation.judged(20, 20)
+    assert len(speculation.draft(100, row_share=0.01)) == 63  # a copy: the longest
+    assert len(speculation.draft(100, row_share=0.2)) == 15  # unless rows are dear
+    speculation.judged(63, 0)  # one failed: the next is as long as what was accepted + 1
+    assert len(speculation.draft(100, row_share=0.01)) == 1
+    for _ in range(12):  # drafts keep failing: a draft row no longer pays at 0.3 of a token
+        speculation.judged(1, 0)
+        speculation._paused = 0  # (not the pauses of this test)
+    assert speculation.draft(100, row_share=0.3) == []
+    assert len(speculation.draft(100, row_share=0.02)) == 1  # at 0.02 it still does
+
+
+def test_a_rows_cost_is_learned_from_the_decodes_it_is_part_of():
+    costs = StepCosts()
+    assert costs.row_share(1000) is None
+    for step in range(200):  # 10 ms a step, 0.5 ms a row and 0.5 ms a row per 1,024 cells
+        rows, context = (1, 5, 17)[step % 3], 500 + 40 * step
+        costs.observe(rows, rows * context, 0.010 + rows * (0.0005 + 0.0005 * context / 1024))
+    for context in (512, 4096):
+        row = 0.0005 + 0.0005 * context / 1024
+        assert costs.row_share(context) == pytest.approx(row / (0.010 + row), rel=0.03)
+    lone = StepCosts()
+    for _ in range(50):
+        lone.observe(1, 2000, 0.02)  # rows never varied: a row's cost is not known
+    assert lone.row_share(2000) is None
 
 
 @pytest.fixture(scope="module")
 def models():
     path = local_path("smollm2", SOURCE)
     plain = _model(path, parallel=8, n_ctx=2048, speculative="off")
-    drafting = _model(path, parallel=8, n_ctx=2048, speculative="ngram", draft_max=16)
+    drafting = _model(path, parallel=8, n_ctx=2048, speculative="ngram", draft_max=63)
     yield plain, drafting
     plain.close()
     drafting.close()
@@ -162,3 +199,10 @@ def test_a_request_that_drafts_counts_its_drafts_in_its_record(models):
     with metering.recording(record):
         _run(drafting, PROMPTS["copy"], Sampling(temperature=0), limit=80)
     assert 0 < record.units["accepted_draft_tokens"] <= record.units["draft_tokens"]
+
+
+def test_the_engine_learns_what_a_draft_row_costs_from_its_own_decodes(models):
+    _, drafting = models
+    _run(drafting, PROMPTS["copy"], Sampling(temperature=0), limit=80)
+    share = drafting._scheduler._costs.row_share(400)
+    assert share is not None and 0.0 < share < 1.0  # a row costs part of a step, never more
