@@ -39,8 +39,12 @@ _FIRST_PAUSE, _LONGEST_PAUSE = 8, 256  # steps
 _GROWTH = 4
 # The chance that a draft token is accepted, given that those before it were: each draft
 # position tried counts once (accepted, or the first one refused); older drafts fade by this
-# at each one judged, and it starts at 1 of 2.
+# at each one judged. It starts at 1 of 1: a sequence's drafts are tried before they are
+# judged (a copy is accepted nearly whole).
 _RATE_FADE = 0.8
+# Where no draft is worth its rows at the rate measured, a one-token draft every this many
+# steps measures it again (the sequence may have started copying).
+_PROBE_EVERY = 8
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,8 @@ class Speculation:
     _paused: int = 0
     _pause: int = _FIRST_PAUSE
     _hits: float = 1.0
-    _tries: float = 2.0
+    _tries: float = 1.0
+    _unprobed: int = 0
 
     def __post_init__(self) -> None:
         self.length = self.length or self.settings.first
@@ -91,6 +96,9 @@ class Speculation:
             most = min(self.length, room)
             if row_share is not None:
                 most = worth_drafting(self._hits / self._tries, row_share, most)
+                self._unprobed = 0 if most else self._unprobed + 1
+                if self._unprobed >= _PROBE_EVERY:
+                    most, self._unprobed = 1, 0
             drafted = self.drafter.draft(most)
         if not drafted and at_least and room > 0 and self.drafter.tokens:
             drafted = [self.drafter.guess()]

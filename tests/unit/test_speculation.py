@@ -70,18 +70,22 @@ def test_a_draft_is_as_long_as_its_rows_are_worth_at_their_cost():
     assert worth_drafting(0.4, 0.5, 63) == 0  # a row half a token: never at 40%
     assert worth_drafting(0.9, 0.5, 63) > 0  # ... but a likely draft still pays
     speculation = Speculation(DraftSettings(first=8), NgramDrafter([1, 2] * 20))
-    assert len(speculation.draft(100, row_share=0.01)) == 5  # before any: 1 chance in 2
-    speculation.judged(5, 5)
+    assert len(speculation.draft(100, row_share=0.01)) == 8  # before any: tried at its length
+    speculation.judged(8, 8)
     speculation.judged(20, 20)
     assert len(speculation.draft(100, row_share=0.01)) == 63  # a copy: the longest
-    assert len(speculation.draft(100, row_share=0.2)) == 15  # unless rows are dear
+    speculation.judged(63, 50)  # 50 of 63: a rate of 0.986
+    assert len(speculation.draft(100, row_share=0.01)) == 51  # as long as accepted + 1 ...
+    assert len(speculation.draft(100, row_share=0.2)) == 22  # ... or shorter where rows are dear
     speculation.judged(63, 0)  # one failed: the next is as long as what was accepted + 1
     assert len(speculation.draft(100, row_share=0.01)) == 1
-    for _ in range(12):  # drafts keep failing: a draft row no longer pays at 0.3 of a token
+    for _ in range(16):  # drafts keep failing: a draft row no longer pays at 0.3 of a token
         speculation.judged(1, 0)
         speculation._paused = 0  # (not the pauses of this test)
     assert speculation.draft(100, row_share=0.3) == []
     assert len(speculation.draft(100, row_share=0.02)) == 1  # at 0.02 it still does
+    probes = [len(speculation.draft(100, row_share=0.3)) for _ in range(16)]
+    assert probes == ([0] * 7 + [1]) * 2  # a token every 8 steps measures the rate again
 
 
 def test_a_rows_cost_is_learned_from_the_decodes_it_is_part_of():
