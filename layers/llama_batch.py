@@ -257,7 +257,7 @@ class BatchScheduler:
         started = time.perf_counter()
         status = lib.llama_decode(self._ctx, batch)
         lib.llama_synchronize(self._ctx)  # a GPU computes after decode returns: its real time
-        if len(units[0].tokens) < BLOCK:  # the one-pass kernel: what drafts are weighed by
+        if status == 0 and len(units[0].tokens) < BLOCK:  # the one-pass kernel: drafts' cost
             cells = sum(len(u.tokens) * (u.start + len(u.tokens)) for u in units)
             self._costs.observe(index, cells, time.perf_counter() - started)
         if ballast is not None:
