@@ -4,8 +4,8 @@
 A decode of fewer than 64 rows per sequence is modelled as `base + per_row·rows + per_cell·cells`:
 `rows` are the query rows it evaluates and `cells` the KV cells they read in all (each row reads
 its sequence's context). Where a row is nearly free (a GPU, whose step is the weights' read),
-drafts may be long; on a CPU a row's matrix products cost about 0.4 of a lone token here, and
-its read of an 8k context as much again, so only a draft likely to be accepted pays for itself
+drafts may be long; on a CPU a row costs 0.4–0.55 of a lone token here (its matrix products,
+then its read of the context), so only a draft likely to be accepted pays for itself
 (docs/PERFORMANCE.md). The fit is least squares over recent decodes (older ones fade), so it
 follows the machine: the same code decides on a laptop and on an H100.
 """
