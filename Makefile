@@ -9,10 +9,11 @@ TORCH_VERSION := 2.13.0
 # Portable, without OpenMP: the native build crashes on these CPUs (AMX path in ggml-cpu)
 # and the OpenMP build stalls at random with two threads.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_OPENMP=OFF
-# Stratus's one patch to llama.cpp (patches/): flash attention in fixed segments on the CPU, so a
-# lone token keeps the numbers it has beside others and uses every core at long contexts.
-LLAMA_PATCH := patches/llama.cpp-fa-segments.patch
-LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-portable-fa-segments
+# Stratus's patches to llama.cpp (patches/), applied in this order: flash attention in fixed
+# segments on the CPU, so a lone token keeps the numbers it has beside others and uses every core
+# at long contexts; Q4_1 matrix products in register tiles, bit-identical to the one-row kernel.
+LLAMA_PATCHES := patches/llama.cpp-fa-segments.patch patches/llama.cpp-q4_1-tiles.patch
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)-portable-patched
 SETUP_STAMP := $(VENV)/.stratus-setup
 # Coqui TTS has its own venv: `import TTS` needs torchaudio, and PyPI's torchaudio is a CUDA build
 # that loads only beside the PyPI torch of its own version, not beside the CPU torch above.
@@ -44,11 +45,11 @@ $(LLAMA_SDIST): | $(BIN)/python
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d build/src \
 		llama-cpp-python==$(LLAMA_CPP_VERSION)
 
-# Unpacked again, then patched, whenever the patch changes.
-$(LLAMA_SRC)/.unpacked: $(LLAMA_PATCH) | $(LLAMA_SDIST)
+# Unpacked again, then patched, whenever a patch changes.
+$(LLAMA_SRC)/.unpacked: $(LLAMA_PATCHES) | $(LLAMA_SDIST)
 	rm -rf $(LLAMA_SRC)
 	tar -xzf $(LLAMA_SDIST) -C build/src
-	patch -p1 -d $(LLAMA_SRC)/vendor/llama.cpp < $(LLAMA_PATCH)
+	for p in $(LLAMA_PATCHES); do patch -p1 -d $(LLAMA_SRC)/vendor/llama.cpp < $$p || exit 1; done
 	touch $@
 
 # Built from source with our flags, never from a cached or prebuilt (native) wheel; the wheel is

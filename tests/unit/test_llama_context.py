@@ -234,6 +234,43 @@ def _alone_and_beside(invariant: bool) -> bool:
         model.close()
 
 
+def test_q4_1_products_in_tiles_give_the_one_row_kernels_numbers(path, monkeypatch):
+    """Stratus's build computes Q4_1 matrix products in register tiles (patches/,
+    `GGML_Q4_1_TILES=0` turns them off), with the one-row kernel's operations in its order: a
+    prompt (a batch of rows) and its greedy continuation (lone rows, then beside a neighbour)
+    get exactly the tokens and log-probabilities they get from llama.cpp's own kernel."""
+    monkeypatch.setenv("GGML_Q4_1_TILES", "0")
+    code = (
+        "import sys; sys.path.insert(0, '.'); "
+        "from tests.unit.test_llama_context import _prompt_and_batch; "
+        "print(repr(_prompt_and_batch()))"
+    )
+    # The switch is read once per process: a process of its own.
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    untiled = result.stdout.strip().splitlines()[-1]
+    monkeypatch.delenv("GGML_Q4_1_TILES")
+    assert repr(_prompt_and_batch()) == untiled
+
+
+def _prompt_and_batch() -> list:
+    model = _model(local_path("smollm2", SOURCE), parallel=2)
+    try:
+        prompt = model.tokenize("Write a haiku about the sea and its three colours:")
+        alone = _run(model, prompt, 16)
+        done = []
+        neighbour = threading.Thread(
+            target=lambda: done.append(_run(model, model.tokenize("1, 2, 3,"), 16))
+        )
+        neighbour.start()
+        beside = _run(model, prompt, 16)
+        neighbour.join(timeout=120)
+        return [alone, beside, done]
+    finally:
+        model.close()
+
+
 def test_the_contexts_compute_with_one_thread_pool_and_the_same_numbers(path, monkeypatch):
     """llama.cpp's CPU threads live as long as the model (layers/llama_threads), not one graph;
     a sequence's tokens and log-probabilities are those it gets with threads per graph."""
