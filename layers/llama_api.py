@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import os
 import sys
 import threading
 from collections.abc import Mapping
@@ -40,6 +41,11 @@ def bindings() -> ModuleType:
             return loaded
         if importlib.util.find_spec("llama_cpp") is None:
             raise ImportError("llama-cpp-python is not installed")
+        # llama.cpp's tiled K-quant products take batches of 8 rows or more, with other
+        # numbers than fewer rows: off, for every model, as a sequence's numbers must not
+        # depend on its batch (invariant_products). The switch is process-wide and read once,
+        # at the first matrix product: so before the library computes anything.
+        os.environ["GGML_CPU_TILED_MM"] = "0"
         module = skipping_inits("llama_cpp.llama_cpp", ["llama_cpp"])
         _log_errors_only(module)
         return module
@@ -58,6 +64,17 @@ def attention_segment(lib: ModuleType) -> int | None:
     except (OSError, AttributeError):
         return None
     return size or None
+
+
+def invariant_products(model_params: Any) -> None:
+    """Keep a model's CPU matrix products on kernels whose every output is the same whatever
+    the batch, so a sequence's numbers do not depend on how many rows are decoded beside it
+    (its neighbours' tokens, its own draft). Measured on a Q4_K_M model (tests/unit/
+    test_llama_context): llama.cpp's repacked weights (Q4_0, Q4_K, IQ4_NL and MXFP4 on AVX2)
+    compute batches of 4 rows or more with another kernel than fewer rows, with other numbers.
+    Without them, every type takes its one-row kernel or llamafile's tiles, which agree bit for
+    bit (llama.cpp's tiled K-quant products, the other such kernel, are off: `bindings`)."""
+    model_params.use_extra_bufts = False
 
 
 def version() -> str:

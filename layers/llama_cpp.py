@@ -50,7 +50,7 @@ class LlamaCppTextModel:
     """A GGUF model generating for many requests at once (layers/llama_batch)."""
 
     def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
-        from layers.llama_api import ModelFile, bindings, version
+        from layers.llama_api import ModelFile, bindings, invariant_products, version
 
         llama_cpp = bindings()
         # llama.cpp's log, once llama-cpp-python's package is imported (the vision projector
@@ -66,6 +66,8 @@ class LlamaCppTextModel:
         for key in MODEL_PARAMETERS:
             if key in kwargs:
                 setattr(model_params, key, kwargs[key])
+        if kwargs["batch_invariant"]:
+            invariant_products(model_params)
         self._model = ModelFile(llama_cpp, path, model_params)
         context = GrowingContext(llama_cpp, self._model.model, kwargs, self.parallel, self.name)
         self.context_length: int = context.context_length

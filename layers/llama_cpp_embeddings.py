@@ -20,6 +20,9 @@ POOLING = {"mean": 1, "cls": 2, "last": 3}  # llama.cpp's enum llama_pooling_typ
 
 class LlamaCppEmbeddingModel:
     def __init__(self, config: ModelConfig, path: Path, options: EngineOptions) -> None:
+        from layers.llama_api import bindings
+
+        bindings()  # llama.cpp's process-wide settings, before it computes anything
         import llama_cpp
 
         pooling = POOLING[str(config.parameters.get("pooling", "mean"))]

@@ -22,7 +22,8 @@ CONTEXT_PARAMETERS = ("n_ctx", "n_batch", "n_ubatch", "rope_freq_base", "rope_fr
 # in 3 ms back to back but 75-230 ms after a tenth of a second idle on these machines.
 # batch_invariant: a sequence's numbers never depend on its neighbours (layers/llama_batch; on
 # by default; off saves the ballast token of a lone sequence past 224 cells, 27% of its
-# decoding on SmolLM2-135M here: docs/PERFORMANCE.md).
+# decoding on SmolLM2-135M here: docs/PERFORMANCE.md, and lets llama.cpp repack Q4_0, Q4_K,
+# IQ4_NL and MXFP4 weights for its faster batch kernels: layers/llama_api.invariant_products).
 ENGINE_PARAMETERS = (
     *MODEL_PARAMETERS, *CONTEXT_PARAMETERS, "flash_attn", "parallel", "mmproj_threads",
     "batch_invariant", "token_prefix_reuse", "poll", "speculative", "draft_max",

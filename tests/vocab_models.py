@@ -40,6 +40,21 @@ GENERATOR_VERSION = 1  # part of every file's hash: bump when the bytes written 
 N_EMBD, N_HEAD, N_LAYER, N_FF, N_CTX_TRAIN = 64, 4, 2, 128, 4096
 SEED = 1234
 
+
+@dataclass(frozen=True)
+class Shape:
+    """A generated model's layers: width, heads, depth, feed-forward width."""
+
+    embd: int = N_EMBD
+    heads: int = N_HEAD
+    layers: int = N_LAYER
+    ff: int = N_FF
+
+
+TINY = Shape()
+# Rows of 256 values, the block of llama.cpp's K-quants (narrower rows stay f16 when quantized).
+K_QUANT_SHAPE = Shape(embd=256, heads=4, layers=2, ff=768)
+
 # llama.cpp's token types (llama_token_type).
 TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4
 
@@ -206,6 +221,7 @@ def build_chat_model(
     replace: Mapping[int, tuple[str, int]] | None = None,
     metadata: Mapping[str, int | bool | str] | None = None,
     dest_dir: Path = CACHE_DIR,
+    shape: Shape = TINY,
 ) -> Path:
     """The path of a tiny model with the vocabulary `ggml-vocab-<vocab>.gguf` and the chat
     template `template` (its text), built once per distinct input into dest_dir.
@@ -224,6 +240,8 @@ def build_chat_model(
     parts = [template, *extra_special, "\1", *extra_user_defined, "\1"]
     parts += [f"{k}={replace[k]!r}" for k in sorted(replace)]
     parts += [f"{k}={metadata[k]!r}" for k in sorted(metadata)]
+    if shape != TINY:
+        parts.append(repr(shape))
     for part in parts:
         digest.update(part.encode() + b"\0")
     path = dest_dir / f"{vocab}-{digest.hexdigest()[:16]}.gguf"
@@ -242,7 +260,7 @@ def build_chat_model(
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=dest_dir, suffix=".partial", delete=False) as file:
         try:
-            _write_model(file, keys, vocab)
+            _write_model(file, keys, vocab, shape)
             file.flush()
             os.fsync(file.fileno())
         except BaseException:
@@ -283,7 +301,7 @@ def _edit_vocabulary(
         keys["tokenizer.ggml.scores"] = (ARRAY, (score_kind, np.concatenate([scores, more])))
 
 
-def _write_model(file: Any, keys: dict[str, tuple[int, Any]], vocab: str) -> None:
+def _write_model(file: Any, keys: dict[str, tuple[int, Any]], vocab: str, shape: Shape) -> None:
     n_vocab = len(keys["tokenizer.ggml.tokens"][1][1])
     kv: dict[str, tuple[int, Any]] = {
         "general.architecture": (STRING, b"llama"),
@@ -291,20 +309,20 @@ def _write_model(file: Any, keys: dict[str, tuple[int, Any]], vocab: str) -> Non
         "general.alignment": (UINT32, ALIGNMENT),
         "llama.vocab_size": (UINT32, n_vocab),
         "llama.context_length": (UINT32, N_CTX_TRAIN),
-        "llama.embedding_length": (UINT32, N_EMBD),
-        "llama.block_count": (UINT32, N_LAYER),
-        "llama.feed_forward_length": (UINT32, N_FF),
-        "llama.attention.head_count": (UINT32, N_HEAD),
-        "llama.attention.head_count_kv": (UINT32, N_HEAD),
-        "llama.rope.dimension_count": (UINT32, N_EMBD // N_HEAD),
+        "llama.embedding_length": (UINT32, shape.embd),
+        "llama.block_count": (UINT32, shape.layers),
+        "llama.feed_forward_length": (UINT32, shape.ff),
+        "llama.attention.head_count": (UINT32, shape.heads),
+        "llama.attention.head_count_kv": (UINT32, shape.heads),
+        "llama.rope.dimension_count": (UINT32, shape.embd // shape.heads),
         "llama.rope.freq_base": (FLOAT32, 10000.0),
         "llama.attention.layer_norm_rms_epsilon": (FLOAT32, 1e-5),
         **keys,
     }
-    write_gguf(file, kv, _random_tensors(n_vocab))
+    write_gguf(file, kv, _random_tensors(n_vocab, shape))
 
 
-def _random_tensors(n_vocab: int) -> list[tuple[str, np.ndarray]]:
+def _random_tensors(n_vocab: int, shape: Shape) -> list[tuple[str, np.ndarray]]:
     """Seeded weights in numpy's (rows, columns) order; 2-D in f16, norms in f32. No
     output.weight: llama.cpp ties the output to token_embd."""
     rng = np.random.default_rng(SEED)
@@ -312,19 +330,46 @@ def _random_tensors(n_vocab: int) -> list[tuple[str, np.ndarray]]:
     def matrix(rows: int, columns: int) -> np.ndarray:
         return (rng.standard_normal((rows, columns), dtype=np.float32) * 0.5).astype(np.float16)
 
-    ones = np.ones(N_EMBD, dtype=np.float32)
-    tensors = [("token_embd.weight", matrix(n_vocab, N_EMBD)), ("output_norm.weight", ones)]
-    for layer in range(N_LAYER):
+    embd, ff = shape.embd, shape.ff
+    ones = np.ones(embd, dtype=np.float32)
+    tensors = [("token_embd.weight", matrix(n_vocab, embd)), ("output_norm.weight", ones)]
+    for layer in range(shape.layers):
         blk = f"blk.{layer}"
         tensors += [
             (f"{blk}.attn_norm.weight", ones),
-            (f"{blk}.attn_q.weight", matrix(N_EMBD, N_EMBD)),
-            (f"{blk}.attn_k.weight", matrix(N_EMBD, N_EMBD)),
-            (f"{blk}.attn_v.weight", matrix(N_EMBD, N_EMBD)),
-            (f"{blk}.attn_output.weight", matrix(N_EMBD, N_EMBD)),
+            (f"{blk}.attn_q.weight", matrix(embd, embd)),
+            (f"{blk}.attn_k.weight", matrix(embd, embd)),
+            (f"{blk}.attn_v.weight", matrix(embd, embd)),
+            (f"{blk}.attn_output.weight", matrix(embd, embd)),
             (f"{blk}.ffn_norm.weight", ones),
-            (f"{blk}.ffn_gate.weight", matrix(N_FF, N_EMBD)),
-            (f"{blk}.ffn_up.weight", matrix(N_FF, N_EMBD)),
-            (f"{blk}.ffn_down.weight", matrix(N_EMBD, N_FF)),
+            (f"{blk}.ffn_gate.weight", matrix(ff, embd)),
+            (f"{blk}.ffn_up.weight", matrix(ff, embd)),
+            (f"{blk}.ffn_down.weight", matrix(embd, ff)),
         ]
     return tensors
+
+
+def quantized(path: Path, ftype: int) -> Path:
+    """`path` quantized by llama.cpp (`llama_model_quantize`; `ftype` a LLAMA_FTYPE_*), once:
+    beside it, renamed into place when whole."""
+    import ctypes
+
+    from layers.llama_api import bindings
+
+    out = path.with_name(f"{path.stem}-ftype{ftype}.gguf")
+    if out.is_file():
+        return out
+    lib = bindings()
+    params = lib.llama_model_quantize_default_params()
+    params.ftype = ftype
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
+    try:
+        failed = lib.llama_model_quantize(
+            str(path).encode(), str(partial).encode(), ctypes.byref(params)
+        )
+        if failed:
+            raise RuntimeError(f"llama.cpp could not quantize {path.name}")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out

@@ -134,7 +134,7 @@ def test_built_once_whole_and_the_same_every_time(tmp_path):
 
 
 def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
-    def fail(file: Any, keys: Any, vocab: str) -> None:
+    def fail(file: Any, keys: Any, vocab: str, shape: Any) -> None:
         file.write(b"GGUF half a model")
         raise OSError("disk full")
 
