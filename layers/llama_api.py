@@ -35,17 +35,17 @@ _logger_callback: Any = None  # kept alive: llama.cpp holds a pointer to it
 def bindings() -> ModuleType:
     """`llama_cpp.llama_cpp`, the ctypes bindings of llama.cpp's C API, with llama.cpp's log
     reduced to its errors (on stderr, as llama-cpp-python's non-verbose mode has it)."""
+    # llama.cpp's tiled K-quant products take batches of 8 rows or more, with other numbers
+    # than fewer rows: off, for every model, as a sequence's numbers must not depend on its
+    # batch (invariant_products). The switch is process-wide and read once, at the first
+    # matrix product: so before the library computes anything.
+    os.environ["GGML_CPU_TILED_MM"] = "0"
     with _import_lock:
         loaded = sys.modules.get("llama_cpp.llama_cpp")
         if loaded is not None:
             return loaded
         if importlib.util.find_spec("llama_cpp") is None:
             raise ImportError("llama-cpp-python is not installed")
-        # llama.cpp's tiled K-quant products take batches of 8 rows or more, with other
-        # numbers than fewer rows: off, for every model, as a sequence's numbers must not
-        # depend on its batch (invariant_products). The switch is process-wide and read once,
-        # at the first matrix product: so before the library computes anything.
-        os.environ["GGML_CPU_TILED_MM"] = "0"
         module = skipping_inits("llama_cpp.llama_cpp", ["llama_cpp"])
         _log_errors_only(module)
         return module

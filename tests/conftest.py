@@ -22,6 +22,13 @@ from tests.processes import free_port, running, runpod_local_api, stratus_serve_
 from tests.s3_server import MotoServer, TcpProxy
 from tests.vocab_models import build_recipe, missing_reason
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    # llama.cpp's tiled K-quant products off, as a Stratus process has them from its first use
+    # of llama.cpp (layers/llama_api.bindings): tests that import llama_cpp directly may make
+    # the library compute first, and it reads the switch once.
+    os.environ["GGML_CPU_TILED_MM"] = "0"
+
 API_KEYS = ("test-key", "second-key")
 TEMPLATES = Path(__file__).parent / "templates"
 TOOLS_TEMPLATE = TEMPLATES / "hermes_tools.jinja"
