@@ -29,6 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # the library compute first, and it reads the switch once.
     os.environ["GGML_CPU_TILED_MM"] = "0"
 
+
 API_KEYS = ("test-key", "second-key")
 TEMPLATES = Path(__file__).parent / "templates"
 TOOLS_TEMPLATE = TEMPLATES / "hermes_tools.jinja"
