@@ -30,17 +30,22 @@ _import_lock = threading.Lock()
 _ERROR = 3  # GGML_LOG_LEVEL_ERROR
 _CONTINUE = 5  # GGML_LOG_LEVEL_CONT: more of the previous message
 _logger_callback: Any = None  # kept alive: llama.cpp holds a pointer to it
+_tiles_off = False  # GGML_CPU_TILED_MM set (bindings)
 
 
 def bindings() -> ModuleType:
     """`llama_cpp.llama_cpp`, the ctypes bindings of llama.cpp's C API, with llama.cpp's log
     reduced to its errors (on stderr, as llama-cpp-python's non-verbose mode has it)."""
-    # llama.cpp's tiled K-quant products take batches of 8 rows or more, with other numbers
-    # than fewer rows: off, for every model, as a sequence's numbers must not depend on its
-    # batch (invariant_products). The switch is process-wide and read once, at the first
-    # matrix product: so before the library computes anything.
-    os.environ["GGML_CPU_TILED_MM"] = "0"
+    global _tiles_off
     with _import_lock:
+        if not _tiles_off:
+            # llama.cpp's tiled K-quant products take batches of 8 rows or more, with other
+            # numbers than fewer rows: off, for every model, as a sequence's numbers must not
+            # depend on its batch (invariant_products). The switch is process-wide and read
+            # once, at the first matrix product: so before the library computes anything, even
+            # where `llama_cpp` was imported first. Set once (C threads may read the environment).
+            os.environ["GGML_CPU_TILED_MM"] = "0"
+            _tiles_off = True
         loaded = sys.modules.get("llama_cpp.llama_cpp")
         if loaded is not None:
             return loaded

@@ -36,8 +36,7 @@ CACHE_DIR = ROOT / "build" / "vocab-models"  # git-ignored, kept between runs
 LLAMA_CPP_VERSION = "0.3.36"  # the Makefile's LLAMA_CPP_VERSION
 GENERATOR_VERSION = 1  # part of every file's hash: bump when the bytes written change
 
-# The tiny model: 160 KB of layers; the embedding is n_vocab x 64 in f16 (16 MB for 128k).
-N_EMBD, N_HEAD, N_LAYER, N_FF, N_CTX_TRAIN = 64, 4, 2, 128, 4096
+N_CTX_TRAIN = 4096
 SEED = 1234
 
 
@@ -45,14 +44,15 @@ SEED = 1234
 class Shape:
     """A generated model's layers: width, heads, depth, feed-forward width."""
 
-    embd: int = N_EMBD
-    heads: int = N_HEAD
-    layers: int = N_LAYER
-    ff: int = N_FF
+    embd: int
+    heads: int
+    layers: int
+    ff: int
 
 
-TINY = Shape()
-# Rows of 256 values, the block of llama.cpp's K-quants (narrower rows stay f16 when quantized).
+# The tiny model: 160 KB of layers; the embedding is n_vocab x 64 in f16 (16 MB for 128k).
+TINY = Shape(embd=64, heads=4, layers=2, ff=128)
+# Rows of 256 values: the block of llama.cpp's K-quants.
 K_QUANT_SHAPE = Shape(embd=256, heads=4, layers=2, ff=768)
 
 # llama.cpp's token types (llama_token_type).
