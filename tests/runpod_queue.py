@@ -60,6 +60,11 @@ class JobQueue:
             "RUNPOD_WEBHOOK_POST_STREAM": f"{self.url}/job-stream/$RUNPOD_POD_ID/$ID?gpu=none",
             "RUNPOD_WEBHOOK_PING": f"{self.url}/ping/$RUNPOD_POD_ID?gpu=none",
             "RUNPOD_PING_INTERVAL": "60000",
+            # The SDK refuses to start with under 10% of "/" free. A worker here shares the
+            # host's disk (a process, or a chroot-isolated container), so that share measures
+            # the build machine's image store, not the worker's disk; a nearly full disk
+            # still stops it.
+            "RUNPOD_MIN_DISK_PERCENT": "1",
         }
 
     def put(self, job_id: str, job_input: Any) -> None:
