@@ -194,6 +194,26 @@ class SamplerChain:
             entry.token, entry.bias = token, value
         self.add(lib.llama_sampler_init_logit_bias(n_vocab, len(bias), entries))
 
+    def sample(self, logits: Any) -> int:
+        """The token the chain picks from `logits` (a numpy array of the vocabulary's), accepted
+        into the chain: what llama_sampler_sample does with a context's logits."""
+        import numpy as np
+
+        lib = self._lib
+        data = np.zeros(len(logits), dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        data["id"] = np.arange(len(logits), dtype=np.int32)
+        data["logit"] = logits
+        candidates = lib.llama_token_data_array(
+            data=data.ctypes.data_as(lib.llama_token_data_p),
+            size=len(logits),
+            selected=-1,
+            sorted=False,
+        )
+        lib.llama_sampler_apply(self.sampler, ctypes.byref(candidates))
+        token = int(candidates.data[candidates.selected].id)
+        lib.llama_sampler_accept(self.sampler, token)
+        return token
+
     def close(self) -> None:
         if self.sampler is not None:
             self._lib.llama_sampler_free(self.sampler)

@@ -41,6 +41,7 @@ after the step's other units: a running stream waits for one image's encode at m
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -54,7 +55,7 @@ from layers.llama_context import GrowingContext
 from layers.llama_drafts import draft_for, read_back
 from layers.llama_sequences import END, Job, TokenStream
 from layers.llama_slots import Slots
-from layers.media_prompt import MediaSpan, Prompt, position
+from layers.media_prompt import MediaSpan, Prompt, position, spans_of
 from layers.prefix_cache import BLOCK, joinable
 from layers.step_costs import StepCosts
 from layers.text import GeneratedToken
@@ -183,6 +184,13 @@ class BatchScheduler:
         self._placement.copy_prefixes()
         units: dict[int, list[_Unit]] = {}
         images: list[tuple[Job, MediaSpan]] = []
+        for job in [s.job for s in self._placement.all if s.job is not None]:
+            if job.reused_logits is not None:  # a repeated prompt: nothing to evaluate
+                import numpy as np
+
+                logits = np.ctypeslib.as_array(job.reused_logits).copy()  # the mask writes
+                job.reused_logits = None
+                self._sample(job, logits=logits)
         running = [s.job for s in self._placement.all if s.job is not None and s.job.source is None]
         decoding = sum(1 for job in running if not job.todo and job.pending)
         for job in running:
@@ -291,6 +299,10 @@ class BatchScheduler:
                 return
             if unit.logits == "none":
                 return
+            if not spans_of(job.prompt):  # kept for a repeat of this prompt (before the mask)
+                slot = job.slot
+                assert slot is not None
+                slot.last_logits = self._kept_logits(first + len(unit.tokens) - 1)
         elif unit.drafted:
             return self._verify(unit, first)
         else:
@@ -312,12 +324,19 @@ class BatchScheduler:
             start = position(job.prompt, job.n_past)
             self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, start, -1)
 
-    def _sample(self, job: Job, index: int) -> None:
+    def _sample(self, job: Job, index: int = -1, logits: Any = None) -> None:
+        """Samples the job's next token from the context's logits at `index`, or from `logits`
+        (a copy of its prompt's, kept in its slot)."""
         mask, scorer, lib = job.mask, job.scorer, self._lib
-        logits = self._logits(index) if mask or scorer else None
+        kept = logits is not None
+        if not kept and (mask or scorer):
+            logits = self._logits(index)
         if mask:
             mask.apply(logits)
-        token = lib.llama_sampler_sample(job.sampler.sampler, self._ctx, index)
+        if kept:
+            token = job.sampler.sample(logits)
+        else:
+            token = lib.llama_sampler_sample(job.sampler.sampler, self._ctx, index)
         if mask and not mask.accept(token):
             return self._finish(job)  # nothing the grammar allows could be sampled (logit_bias)
         if not self._is_eog(token):
@@ -351,6 +370,14 @@ class BatchScheduler:
 
         pointer = self._lib.llama_get_logits_ith(self._ctx, index)
         return np.ctypeslib.as_array(pointer, shape=(self._vocab_size,))
+
+    def _kept_logits(self, index: int) -> Any:
+        """A copy of a position's logits, in a C array: numpy stays unloaded (a chat's cold
+        start) until a prompt is repeated."""
+        pointer = self._lib.llama_get_logits_ith(self._ctx, index)
+        kept = (ctypes.c_float * self._vocab_size)()
+        ctypes.memmove(kept, pointer, ctypes.sizeof(kept))
+        return kept
 
     def _finish(self, job: Job, error: BaseException | None = None) -> None:
         slot = job.slot

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from common import cancellation, metering
 from layers.logprobs import TokenLogprobs
+from layers.media_prompt import spans_of
 from layers.prefix_cache import Block, reusable
 from layers.speculation import Speculation
 from layers.text import GeneratedToken
@@ -48,6 +49,7 @@ class Job:
     pending: list[int] = field(default_factory=list)  # sampled tokens to evaluate next
     n_past: int = 0
     emitted: int = 0
+    reused_logits: Any = None  # its whole prompt's last logits, found in its slot: none to evaluate
 
     def emit(self, token: GeneratedToken) -> bool:
         """Hands a token to the consumer; False once the job has all it asked for."""
@@ -105,6 +107,17 @@ class Slot:
     tokens: list[int] = field(default_factory=list)  # the prompt its stream holds
     evaluated: int = 0  # how many places of it are evaluated so far
     job: Job | None = None
+    # The logits of the prompt's last place (a copy, a C array), once it is evaluated: a repeat of the
+    # same prompt (a retry, a regeneration, another request's n choices) samples its first
+    # token from them with nothing evaluated, as a fresh evaluation would give them bit for bit
+    # (layers/prefix_cache).
+    last_logits: Any = None
+
+    def logits_of(self, prompt: Sequence[int]) -> Any:
+        """The last logits of `prompt` if this slot holds all of it evaluated, else None."""
+        if self.last_logits is None or self.evaluated != len(prompt) or spans_of(prompt):
+            return None
+        return self.last_logits if self.tokens == prompt else None
 
     def reusable(self, prompt: Sequence[int], planned: bool = False) -> int:
         """Leading places of `prompt` this slot holds (planned: will hold once its prompt is

@@ -64,15 +64,19 @@ class Slots:
         """Trims the job's slot to the `keep` places it shares and plans the rest."""
         slot = job.slot
         assert slot is not None
+        logits = None if job.on_prompt_logits else slot.logits_of(job.prompt)
+        if logits is not None:
+            keep = len(job.prompt)  # all of it: the first token is sampled from `logits`
         cut = position(job.prompt, keep)
         if not self._lib.llama_memory_seq_rm(self._context.memory, slot.seq_id, cut, -1):
             self._lib.llama_memory_seq_rm(self._context.memory, slot.seq_id, -1, -1)
-            keep = 0
+            keep, logits = 0, None
         # The slot remembers the prompt's places, not its images' pixels.
         prompt = job.prompt
         slot.tokens = prompt.detached() if isinstance(prompt, Prompt) else prompt
-        slot.evaluated = keep
+        slot.evaluated, slot.last_logits = keep, logits
         job.todo, job.n_past = deque(plan(prompt, keep)), keep
+        job.reused_logits = logits
 
     def copy_prefixes(self) -> None:
         """Jobs waiting on another slot's prompt copy its stream once the blocks they share
@@ -93,4 +97,6 @@ class Slots:
                 continue
             # A whole stream is copied, at the next decode (before anything is written there).
             self._lib.llama_memory_seq_cp(self._context.memory, source.seq_id, slot.seq_id, -1, -1)
+            slot.tokens, slot.evaluated = source.tokens, source.evaluated
+            slot.last_logits = source.last_logits
             self.start(job, have)

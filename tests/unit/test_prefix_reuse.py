@@ -176,3 +176,38 @@ def test_a_long_prompt_alone_goes_in_larger_blocks_with_the_same_numbers(path, m
     # An image is a block of its own, evaluated by the projector: never joined with text.
     image = Prompt(list(range(128)) + placeholders("red", 64), [MediaSpan(128, 64, 64)])
     assert prefix_cache.joinable(image, blocks_of(image), 512) == 1
+
+
+GRAMMAR = 'start: "{\\"colours\\": [" c ("," c)* "]}"\nc: "\\"" /[a-z]{1,12}/ "\\""\n'
+
+
+def test_a_repeated_prompt_is_sampled_from_its_kept_logits_with_the_same_results(
+    path, monkeypatch
+):
+    """The second time a prompt comes, nothing of it is evaluated: its first token is sampled
+    from the logits its slot kept. Greedy with log-probabilities, seeded sampling, and a
+    grammar's mask give what they gave the first time, from scratch."""
+    kept: list[int] = []
+    monkeypatch.setattr(
+        llama_slots, "plan", lambda tokens, keep=0: kept.append(keep) or plan(tokens, keep)
+    )
+    model = _model(path, parallel=2)
+    try:
+        cases = {
+            "Name three colours:": (Sampling(temperature=0, ignore_eos=True), None),
+            "Write a line about rain:": (Sampling(temperature=1.0, seed=7, ignore_eos=True), None),
+            "List colours as JSON:": (Sampling(temperature=0.8, seed=3), GRAMMAR),
+        }
+        for text, (sampling, grammar) in cases.items():
+            prompt = model.tokenize(text)
+            runs = [
+                [
+                    (t.piece, t.logprob)
+                    for t in model.generate(prompt, sampling, grammar, logprobs=3, limit=16)
+                ]
+                for _ in range(2)
+            ]
+            assert runs[0] == runs[1] and len(runs[0]) > 1, text
+            assert kept[-2:] == [0, len(prompt)], text  # the repeat evaluated nothing
+    finally:
+        model.close()
