@@ -107,10 +107,10 @@ class Slot:
     tokens: list[int] = field(default_factory=list)  # the prompt its stream holds
     evaluated: int = 0  # how many places of it are evaluated so far
     job: Job | None = None
-    # The logits of the prompt's last place (a copy, a C array), once it is evaluated: a repeat of the
-    # same prompt (a retry, a regeneration, another request's n choices) samples its first
-    # token from them with nothing evaluated, as a fresh evaluation would give them bit for bit
-    # (layers/prefix_cache).
+    # The logits of the prompt's last place (a copy, a C array), once it is evaluated: a
+    # repeat of the same prompt (a retry, a regeneration, another request's n choices) samples
+    # its first token from them with nothing evaluated, as a fresh evaluation would give them
+    # bit for bit (layers/prefix_cache).
     last_logits: Any = None
 
     def logits_of(self, prompt: Sequence[int]) -> Any:
