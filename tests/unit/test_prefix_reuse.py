@@ -181,9 +181,7 @@ def test_a_long_prompt_alone_goes_in_larger_blocks_with_the_same_numbers(path, m
 GRAMMAR = 'start: "{\\"colours\\": [" c ("," c)* "]}"\nc: "\\"" /[a-z]{1,12}/ "\\""\n'
 
 
-def test_a_repeated_prompt_is_sampled_from_its_kept_logits_with_the_same_results(
-    path, monkeypatch
-):
+def test_a_repeated_prompt_is_sampled_from_its_kept_logits_with_the_same_results(path, monkeypatch):
     """The second time a prompt comes, nothing of it is evaluated: its first token is sampled
     from the logits its slot kept. Greedy with log-probabilities, seeded sampling, and a
     grammar's mask give what they gave the first time, from scratch."""
