@@ -18,12 +18,15 @@ What is left to choose is how much to draft, per sequence, from how its drafts f
 grows while whole drafts are accepted and shrinks to what was accepted; a sequence whose drafts
 keep failing stops drafting for a while, longer each time (free text recurs little). And from
 what a draft costs: each drafted row is evaluated whether it is accepted or not, so a draft is
-only as long as the tokens it is likely to save pay for its rows (layers/step_costs).
+only as long as the tokens it is likely to save pay for its rows (layers/step_costs). A draft
+token's chance is how often it followed its context in the sequence so far (layers/ngram_draft:
+a draft stops where the text branched before), scaled by how the sequence's drafts have fared
+against those chances (sampling at a temperature, or a model that does not copy, accepts fewer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,13 +40,12 @@ _FIRST_PAUSE, _LONGEST_PAUSE = 8, 256  # steps
 # A draft that was wholly accepted is followed by one this many times as long: a copy reaches
 # the longest draft in three steps.
 _GROWTH = 4
-# The chance that a draft token is accepted, given that those before it were: each draft
-# position tried counts once (accepted, or the first one refused); older drafts fade by this
-# at each one judged. It starts at 1 of 1: a sequence's drafts are tried before they are
-# judged (a copy is accepted nearly whole).
-_RATE_FADE = 0.8
-# Where no draft is worth its rows at the rate measured, a one-token draft every this many
-# steps measures it again (the sequence may have started copying).
+# A sequence's drafts' accepted tokens over what their chances promised, at the positions tried
+# (accepted, or the first one refused); older drafts fade by this at each one judged. It starts
+# at 1 of 1: the chances are taken as they are until drafts are judged.
+_FADE = 0.8
+# Where no draft is worth its rows, a one-token draft every this many steps measures the
+# sequence's acceptance again (it may have started copying).
 _PROBE_EVERY = 8
 
 
@@ -72,9 +74,10 @@ class Speculation:
     _misses: int = 0
     _paused: int = 0
     _pause: int = _FIRST_PAUSE
-    _hits: float = 1.0
-    _tries: float = 1.0
+    _accepted: float = 1.0  # faded
+    _promised: float = 1.0  # faded: the sum of the tried positions' chances
     _unprobed: int = 0
+    _chances: list[float] = field(default_factory=list)  # of the draft last made
 
     def __post_init__(self) -> None:
         self.length = self.length or self.settings.first
@@ -89,27 +92,39 @@ class Speculation:
         it (layers/step_costs), None where unknown. `at_least` 1: a token is guessed where
         nothing recurs (a lone sequence decodes one draft token where it would otherwise need
         a ballast token, and the draft may be right: layers/llama_batch)."""
-        drafted = []
+        drafted: list[int] = []
+        chances: list[float] = []
         if self._paused > 0:
             self._paused -= 1
         else:
-            most = min(self.length, room)
-            if row_share is not None:
-                most = worth_drafting(self._hits / self._tries, row_share, most)
-                self._unprobed = 0 if most else self._unprobed + 1
-                if self._unprobed >= _PROBE_EVERY:
-                    most, self._unprobed = 1, 0
-            drafted = self.drafter.draft(most)
+            drafted = self.drafter.draft(min(self.length, room))
+            chances = self.drafter.chances(drafted) if drafted else []
+            if row_share is not None and drafted:
+                keep = self._worth(chances, row_share)
+                drafted, chances = drafted[:keep], chances[:keep]
+        self._chances = chances
         if not drafted and at_least and room > 0 and self.drafter.tokens:
-            drafted = [self.drafter.guess()]
+            drafted = [self.drafter.guess()]  # not a draft to judge the chances by
         return drafted
+
+    def _worth(self, chances: list[float], row_share: float) -> int:
+        """How much of a draft to keep at `row_share` a row: its tokens' chances, scaled by
+        how this sequence's drafts fared; one token every _PROBE_EVERY steps where none pays."""
+        scale = min(1.0, self._accepted / self._promised)
+        keep = worth_drafting([min(1.0, scale * chance) for chance in chances], row_share)
+        self._unprobed = 0 if keep else self._unprobed + 1
+        if self._unprobed >= _PROBE_EVERY:
+            keep, self._unprobed = 1, 0
+        return keep
 
     def judged(self, drafted: int, accepted: int) -> None:
         """How a draft of `drafted` tokens fared: its first `accepted` were sampled too."""
         self.drafted += drafted
         self.accepted += accepted
-        self._hits = self._hits * _RATE_FADE + accepted
-        self._tries = self._tries * _RATE_FADE + accepted + int(accepted < drafted)
+        if self._chances:  # a draft from the n-grams, not a guess
+            tried = self._chances[: accepted + int(accepted < drafted)]
+            self._accepted = self._accepted * _FADE + accepted
+            self._promised = self._promised * _FADE + sum(tried)
         longest = self.settings.longest
         if accepted == drafted:
             self.length = min(longest, self.length * _GROWTH)
@@ -124,13 +139,13 @@ class Speculation:
             self._pause = min(_LONGEST_PAUSE, self._pause * 2)
 
 
-def worth_drafting(rate: float, row_share: float, most: int) -> int:
-    """The draft length, up to `most`, that emits the most tokens per unit of time when each
-    draft token is accepted with chance `rate` once those before it were, and each drafted row
-    adds `row_share` to the step's time: 0 where no draft beats decoding alone."""
+def worth_drafting(chances: Sequence[float], row_share: float) -> int:
+    """The draft length, up to all of `chances`, that emits the most tokens per unit of time
+    when each draft token is accepted with its chance once those before it were, and each
+    drafted row adds `row_share` to the step's time: 0 where no draft beats decoding alone."""
     best, best_length = 1.0, 0
     emitted, chance = 1.0, 1.0  # tokens a step emits on average: its own, then the draft's
-    for length in range(1, most + 1):
+    for length, rate in enumerate(chances, start=1):
         chance *= rate
         emitted += chance
         value = emitted / (1.0 + length * row_share)

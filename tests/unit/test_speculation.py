@@ -64,28 +64,44 @@ def test_a_draft_grows_while_accepted_shrinks_to_what_was_and_pauses_after_misse
 
 
 def test_a_draft_is_as_long_as_its_rows_are_worth_at_their_cost():
-    assert worth_drafting(0.99, 0.01, 63) == 63  # rows nearly free, a copy: the longest
-    assert worth_drafting(0.95, 0.01, 63) == 40
-    assert worth_drafting(0.95, 0.1, 63) == 15  # a row a tenth of a token: shorter
-    assert worth_drafting(0.4, 0.5, 63) == 0  # a row half a token: never at 40%
-    assert worth_drafting(0.9, 0.5, 63) > 0  # ... but a likely draft still pays
+    assert worth_drafting([0.99] * 63, 0.01) == 63  # rows nearly free, a copy: the longest
+    assert worth_drafting([0.95] * 63, 0.01) == 40
+    assert worth_drafting([0.95] * 63, 0.1) == 15  # a row a tenth of a token: shorter
+    assert worth_drafting([0.4] * 63, 0.5) == 0  # a row half a token: never at 40%
+    assert worth_drafting([0.9] * 63, 0.5) > 0  # ... but a likely draft still pays
+    assert worth_drafting([1.0] * 5 + [0.3] * 58, 0.2) == 5  # up to where it is unlikely
     speculation = Speculation(DraftSettings(first=8), NgramDrafter([1, 2] * 20))
     assert len(speculation.draft(100, row_share=0.01)) == 8  # before any: tried at its length
     speculation.judged(8, 8)
     speculation.judged(20, 20)
     assert len(speculation.draft(100, row_share=0.01)) == 63  # a copy: the longest
-    speculation.judged(63, 50)  # 50 of 63: a rate of 0.986
-    assert len(speculation.draft(100, row_share=0.01)) == 51  # as long as accepted + 1 ...
-    assert len(speculation.draft(100, row_share=0.2)) == 22  # ... or shorter where rows are dear
-    speculation.judged(63, 0)  # one failed: the next is as long as what was accepted + 1
+    speculation.judged(63, 50)
+    assert len(speculation.draft(100, row_share=0.01)) == 51  # as long as accepted + 1
+    speculation.judged(51, 0)  # one failed: the next is as long as what was accepted + 1
     assert len(speculation.draft(100, row_share=0.01)) == 1
-    for _ in range(16):  # drafts keep failing: a draft row no longer pays at 0.3 of a token
+    for _ in range(16):  # drafts keep failing what their chances promised: rows no longer pay
         speculation.judged(1, 0)
         speculation._paused = 0  # (not the pauses of this test)
+        speculation.draft(100, row_share=0.02)
     assert speculation.draft(100, row_share=0.3) == []
     assert len(speculation.draft(100, row_share=0.02)) == 1  # at 0.02 it still does
     probes = [len(speculation.draft(100, row_share=0.3)) for _ in range(16)]
     assert probes == ([0] * 7 + [1]) * 2  # a token every 8 steps measures the rate again
+
+
+def test_a_draft_tokens_chance_is_how_often_it_followed_its_context():
+    # "1 2" came twice, followed by 3 each time; "1 2 3" was followed by 4, then by 9.
+    tokens = [5, 1, 2, 3, 4, 6, 1, 2, 3, 9, 7, 1, 2]
+    drafter = NgramDrafter(tokens)
+    assert drafter.chances([3, 9, 7]) == [
+        pytest.approx(2 / 2.1),  # the longest context seen before: "1 2", followed by 3 twice
+        pytest.approx(1 / 2.1),  # "1 2 3": a branch (4 once, 9 once)
+        pytest.approx(1 / 1.2),  # "2 3 9" came once: 7 followed it
+    ]
+    assert drafter.chances([8]) == [0.0]  # never followed "1 2"
+    speculation = Speculation(DraftSettings(first=8), NgramDrafter(tokens))
+    assert speculation.draft(100, row_share=0.4) == [3]  # not past the branch at "1 2 3"
+    assert len(speculation.draft(100, row_share=0.01)) > 1  # where rows are cheap, past it
 
 
 def test_a_rows_cost_is_learned_from_the_decodes_it_is_part_of():
