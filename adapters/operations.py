@@ -299,6 +299,23 @@ OPERATIONS = (
         answers=Answers(json=("common.protocol.messages:MessageTokensCount",)),
         dialect=ANTHROPIC,
     ),
+    _posted(
+        "tokenize",
+        "/tokenize",
+        "common.protocol.tokenize:TokenizeRequest",
+        "handlers.text.tokenize:tokenize",
+        summary="Tokenize: a text's or a chat's tokens with the model's own tokenizer "
+        "(llama.cpp's server's and vLLM's shapes)",
+        answers=Answers(json=("common.protocol.tokenize:TokenizeResponse",)),
+    ),
+    _posted(
+        "detokenize",
+        "/detokenize",
+        "common.protocol.tokenize:DetokenizeRequest",
+        "handlers.text.tokenize:detokenize",
+        summary="Detokenize: the text of token ids (llama.cpp's server's and vLLM's shapes)",
+        answers=Answers(json=("common.protocol.tokenize:DetokenizeResponse",)),
+    ),
     Operation(
         "listModels",
         "GET",

@@ -176,9 +176,14 @@ class ExLlamaV2TextModel:
             tokens += self._encode(piece.text, special=not piece.from_client)
         return tokens
 
-    def tokenize(self, text: str) -> list[int]:
-        prefix = [self._tokenizer.bos_token_id] if self._add_bos else []
-        return prefix + self._encode(text, special=True)
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        prefix = [self._tokenizer.bos_token_id] if self._add_bos and add_special else []
+        return prefix + self._encode(text, special=parse_special)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._piece(token)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         ids = [t for t in tokens if t != self._tokenizer.bos_token_id]

@@ -200,8 +200,14 @@ class LlamaCppTextModel:
     def max_token_bytes(self) -> int:
         return max(len(self._model.piece(t, special=True)) for t in range(self.vocab_size))
 
-    def tokenize(self, text: str) -> list[int]:
-        return self._model.tokenize(text.encode(), add_bos=self._add_bos, special=True)
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        add_bos = self._add_bos and add_special
+        return self._model.tokenize(text.encode(), add_bos=add_bos, special=parse_special)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._token_bytes(token)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         pieces = b"".join(self._piece(t) for t in tokens if t != self._model.token_bos())

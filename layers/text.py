@@ -71,8 +71,16 @@ class TextModel(Protocol):
         `effort`: the request's reasoning effort, for a template that reads one."""
         ...
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of a prompt, with the model's beginning-of-sequence token if it has one."""
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        """Token ids of a prompt, with the model's beginning-of-sequence token if it has one
+        (`add_special` False: never); `parse_special`: control tokens written in the text are
+        parsed as such (else as plain text)."""
+        ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """A token's bytes, control tokens spelled out (`<|im_end|>`)."""
         ...
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...

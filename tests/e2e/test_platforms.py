@@ -137,6 +137,17 @@ def test_embeddings_are_the_same_everywhere(platforms, platform):
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
+def test_tokenize_is_the_same_everywhere(platforms, platform):
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
+    answer = platforms.call(platform, "POST", "/tokenize", body)
+    expected = platforms.call("http", "POST", "/tokenize", body)
+    assert answer.status == 200 and answer.body == expected.body
+    tokens = {"model": "gpt-4o", "tokens": answer.body["tokens"]}
+    back = platforms.call(platform, "POST", "/detokenize", tokens)
+    assert back.status == 200 and back.body["content"].endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
 def test_models_are_the_same_everywhere(platforms, platform):
     answer = platforms.call(platform, "GET", "/v1/models", query={"filter": "^gpt-4"})
     assert answer.status == 200 and answer.body["object"] == "list"

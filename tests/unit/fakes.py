@@ -47,8 +47,13 @@ class FakeTextModel:
         text = described + "".join(f"<{t.role}>{t.content}" for t in turns) + "<assistant>"
         return self.tokenize(text)
 
-    def tokenize(self, text: str) -> list[int]:
-        return list(text.encode())
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        return list(text.encode())  # no special tokens: the switches change nothing
+
+    def token_bytes(self, token: int) -> bytes:
+        return bytes([token])
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return bytes(tokens).decode(errors="replace")

@@ -72,7 +72,7 @@ def count_prompt(conversation: ConversationRequest, store: ModelStore) -> int:
     turns = _read_images(conversation, store)
     with store.use(conversation.model) as loaded:
         model = text_model(loaded, conversation.model)
-        prompt = _prompt(conversation, model, turns)
+        prompt = conversation_prompt(conversation, model, turns)
         check_context(model, len(prompt), None, prompt_param=conversation.prompt_param)
         return len(prompt)
 
@@ -99,7 +99,7 @@ def _read_images(conversation: ConversationRequest, store: ModelStore) -> list[C
     ]
 
 
-def _prompt(
+def conversation_prompt(
     conversation: ConversationRequest, model: TextModel, turns: Sequence[ChatTurn]
 ) -> list[int]:
     """The conversation's tokens, refused from its size first when it cannot fit."""
@@ -118,7 +118,7 @@ def generate(conversation: ConversationRequest, store: ModelStore) -> Iterator[e
     with store.use(conversation.model) as loaded:
         model = text_model(loaded, conversation.model)
         defaults = store.registry.resolve(conversation.model).parameters
-        prompt = _prompt(conversation, model, turns)
+        prompt = conversation_prompt(conversation, model, turns)
         budget = checked_budget(
             model,
             [(len(prompt), conversation.prompt_param)],
