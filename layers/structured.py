@@ -38,10 +38,45 @@ def json_schema_grammar(schema: Mapping[str, Any], param: str) -> str:
 
 
 def inline_json(schema: Mapping[str, Any]) -> str:
-    """`%json {...}` for a Lark rule, with Stratus's JSON layout."""
-    laid_out = dict(schema)
+    """`%json {...}` for a Lark rule, with Stratus's JSON layout and its objects closed."""
+    laid_out = dict(closed_objects(schema))
     laid_out["x-guidance"] = {**JSON_LAYOUT, **dict(schema.get("x-guidance") or {})}
     return "%json " + json.dumps(laid_out, ensure_ascii=False)
+
+
+# Keywords whose value is a schema, a list of schemas, or a mapping of names to schemas.
+_SUBSCHEMA = ("additionalProperties", "items", "not", "contains", "if", "then", "else")
+_SUBSCHEMA_LISTS = ("prefixItems", "anyOf", "oneOf")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+
+
+def closed_objects(schema: Any) -> Any:
+    """`schema` with every object that lists its `properties` and says nothing of others
+    allowing no others, as llama.cpp's schema converter and vLLM's strict xgrammar read it
+    (JSON Schema's own default is open: `"additionalProperties": true` keeps that). Open
+    objects let a small model add invented keys to a tool call until its budget ran out.
+    The branches of an `allOf` stay as written: closing each would refuse the others' keys."""
+    if not isinstance(schema, Mapping):
+        return schema
+    out = dict(schema)
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and "patternProperties" not in out
+        and "unevaluatedProperties" not in out
+        and "allOf" not in out
+    ):
+        out["additionalProperties"] = False
+    for key in _SUBSCHEMA:
+        if key in out:
+            out[key] = closed_objects(out[key])
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [closed_objects(s) for s in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {name: closed_objects(s) for name, s in out[key].items()}
+    return out
 
 
 def lark_string(text: str) -> str:

@@ -236,3 +236,29 @@ def test_bad_input_is_refused_in_anthropic_s_envelope(server, claude):
     counted = httpx.post(f"{url}/count_tokens", json={"model": "nope", "messages": ASK},
                          headers=HEADERS)  # fmt: skip
     anthropic_error(counted, 404, "not_found_error")
+
+
+TIME = {
+    "name": "get_time",
+    "description": "Get the current time in a timezone",
+    "input_schema": {"type": "object", "properties": {"timezone": {"type": "string"}}},
+}
+
+
+def test_forced_calls_end_with_only_the_keys_their_schemas_list(claude):
+    """`any` with two tools at temperature 1 (each call's object closed by its grammar: a small
+    model used to add invented keys until max_tokens)."""
+    listed = {t["name"]: set(t["input_schema"]["properties"]) for t in (WEATHER, TIME)}
+    asks = ["What's the weather in Paris?", "What time is it in Tokyo?", "Weather in Oslo?"]
+    for i in range(9):
+        message = create(
+            claude,
+            max_tokens=200,
+            extra_body={"temperature": 1.0},
+            tools=[WEATHER, TIME],
+            tool_choice={"type": "any"},
+            messages=[{"role": "user", "content": asks[i % len(asks)]}],
+        )
+        assert message.stop_reason == "tool_use", message.content
+        for call in (block for block in message.content if block.type == "tool_use"):
+            assert set(call.input) <= listed[call.name]
