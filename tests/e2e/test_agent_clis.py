@@ -207,6 +207,7 @@ def test_claude_code_print_completes_a_turn(
         ANTHROPIC_API_KEY=API_KEYS[0],
         ANTHROPIC_DEFAULT_HAIKU_MODEL=MODEL,  # its background model, were one asked for
         CLAUDE_CODE_MAX_OUTPUT_TOKENS=str(MAX_TOKENS),
+        CLAUDE_CODE_MAX_CONTEXT_TOKENS="16384",  # the agent entry's window (docs/AGENTS.md)
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         DISABLE_AUTOUPDATER="1",
         DISABLE_TELEMETRY="1",
@@ -220,5 +221,6 @@ def test_claude_code_print_completes_a_turn(
     result = _run(command, env, tmp_path)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), result.stderr
+    assert "doesn't recognize the model" not in result.stdout + result.stderr  # the window set
     answered = agent_server.cost_lines("createMessage")
     assert [line for line in answered if line["status"] == 200 and line["model"] == MODEL], answered
