@@ -40,7 +40,8 @@ def tokenize(request: TokenizeRequest, store: ModelStore) -> TokenizeResponse:
         else:
             tokens = _text_tokens(request, model)
         tokens = list(tokens)
-        strings = [model.token_bytes(t) for t in tokens] if _wants_strings(request) else []
+        wanted = request.with_pieces or request.return_token_strs
+        strings = [model.token_bytes(t) for t in tokens] if wanted else []
         return TokenizeResponse(
             tokens=[TokenPiece(id=t, piece=_piece(s)) for t, s in zip(tokens, strings, strict=True)]
             if request.with_pieces
@@ -64,7 +65,8 @@ def detokenize(request: DetokenizeRequest, store: ModelStore) -> DetokenizeRespo
 
 def _conversation(request: TokenizeRequest) -> ConversationRequest | None:
     """The chat request `messages` stand for (checked as one: each message's fields, the
-    tools), or None for a text; the fields that go with the other kind are refused."""
+    tools), or None for a text; every switch is checked here, before a model is loaded, and
+    the fields that go with the other kind are refused."""
     given = [
         name for name in ("content", "prompt", "messages") if getattr(request, name) is not None
     ]
@@ -81,6 +83,11 @@ def _conversation(request: TokenizeRequest) -> ConversationRequest | None:
         )
     if request.mm_processor_kwargs is not None:
         raise InvalidRequest("'mm_processor_kwargs' is not supported.", param="mm_processor_kwargs")
+    if request.add_special is not None and request.add_special_tokens is not None:
+        if request.add_special != request.add_special_tokens:
+            raise InvalidRequest(
+                "'add_special' and 'add_special_tokens' disagree.", param="add_special_tokens"
+            )
     if request.messages is None:
         for name in ("tools", "chat_template_kwargs"):
             if getattr(request, name) is not None:
@@ -94,18 +101,14 @@ def _conversation(request: TokenizeRequest) -> ConversationRequest | None:
             "A chat's special tokens are its template's: 'add_special_tokens' goes with a text.",
             param="add_special" if request.add_special else "add_special_tokens",
         )
+    fields = {
+        "model": request.model,
+        "messages": request.messages,
+        "tools": request.tools,
+        "chat_template_kwargs": request.chat_template_kwargs,
+    }
     chat = parse_request(
-        ChatCompletionRequest,
-        {
-            "model": request.model,
-            "messages": request.messages,
-            **({"tools": request.tools} if request.tools is not None else {}),
-            **(
-                {"chat_template_kwargs": request.chat_template_kwargs}
-                if request.chat_template_kwargs is not None
-                else {}
-            ),
-        },
+        ChatCompletionRequest, {name: value for name, value in fields.items() if value is not None}
     )
     conversation = chat_conversation(chat)
     image = next((i for turn in conversation.plan.turns for i in turn.images), None)
@@ -122,11 +125,6 @@ def _text_tokens(request: TokenizeRequest, model: TextModel) -> list[int]:
     assert text is not None
     param = "content" if request.content is not None else "prompt"
     check_prompt_size(model, len(text.encode()), param)
-    if request.add_special is not None and request.add_special_tokens is not None:
-        if request.add_special != request.add_special_tokens:
-            raise InvalidRequest(
-                "'add_special' and 'add_special_tokens' disagree.", param="add_special_tokens"
-            )
     # Each server's own default: llama.cpp's content without, vLLM's prompt with.
     add = request.add_special
     if add is None:
@@ -134,10 +132,6 @@ def _text_tokens(request: TokenizeRequest, model: TextModel) -> list[int]:
     if add is None:
         add = request.content is None
     return model.tokenize(text, add_special=add, parse_special=request.parse_special)
-
-
-def _wants_strings(request: TokenizeRequest) -> bool:
-    return request.with_pieces or request.return_token_strs
 
 
 def _piece(token: bytes) -> str | list[int]:
