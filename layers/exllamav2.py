@@ -218,7 +218,7 @@ class ExLlamaV2TextModel:
             stop_conditions=stop_conditions(self._end_tokens, sampling.ignore_eos),
             return_top_tokens=logprobs or 0,
             return_probs=logprobs is not None,
-            filters=[self._grammar_filter(grammar)] if grammar else None,
+            filters=[self._grammar_filter(grammar, limit)] if grammar else None,
         )
         return self._stream(job, self._loop.submit(job), logprobs)
 
@@ -279,10 +279,15 @@ class ExLlamaV2TextModel:
     def _piece(self, token: int) -> bytes:
         return self._pieces[token].encode() if 0 <= token < len(self._pieces) else b""
 
-    def _grammar_filter(self, grammar: str) -> Any:
+    def fewest_tokens(self, grammar: str) -> int | None:
+        from layers.exllamav2_filter import token_mask
+
+        return token_mask(self._model, grammar, self.vocab_size).fewest_to_end()
+
+    def _grammar_filter(self, grammar: str, limit: int | None) -> Any:
         from layers.exllamav2_filter import grammar_filter
 
-        return grammar_filter(self._model, self._tokenizer, grammar, self.vocab_size)
+        return grammar_filter(self._model, self._tokenizer, grammar, self.vocab_size, limit)
 
 
 def _template(path: Path) -> tuple[str | None, bool]:

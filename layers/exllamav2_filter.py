@@ -13,6 +13,7 @@ from typing import Any
 
 from exllamav2.generator.filters import ExLlamaV2Filter
 
+from layers.closing import Endings
 from layers.structured import TokenMask
 
 
@@ -29,13 +30,21 @@ def llguidance_tokenizer(model_directory: str) -> Any:
     return llguidance.hf.from_tokenizer(tokenizer)
 
 
+@functools.cache
+def closing_tokens(model_directory: str) -> Endings:
+    return Endings.of(llguidance_tokenizer(model_directory))
+
+
 class GrammarFilter(ExLlamaV2Filter):
     """Allows, at each step, the tokens the grammar allows; ends the job when it is complete."""
 
-    def __init__(self, model: Any, tokenizer: Any, mask: TokenMask, vocab_size: int) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, mask: TokenMask, vocab_size: int, limit: int | None
+    ) -> None:
         super().__init__(model, tokenizer)
         self._mask = mask
         self._vocab_size = vocab_size
+        self._left = limit  # tokens the job may still generate (layers/closing)
 
     def clone(self, c: Any = None) -> GrammarFilter:
         """A twin at the same point of the grammar with its own state, so that the two never
@@ -44,6 +53,7 @@ class GrammarFilter(ExLlamaV2Filter):
         twin = super().clone(c if c is not None else GrammarFilter.__new__(GrammarFilter))
         twin._mask = self._mask.copy()
         twin._vocab_size = self._vocab_size
+        twin._left = self._left
         twin.background_result = None  # a pending next() belongs to the original
         return twin
 
@@ -52,6 +62,8 @@ class GrammarFilter(ExLlamaV2Filter):
 
     def feed(self, token: Any) -> None:
         self._mask.accept(int(token))
+        if self._left is not None:
+            self._left -= 1
 
     def next(self) -> tuple[set[int], set[int]]:
         import numpy as np
@@ -60,7 +72,7 @@ class GrammarFilter(ExLlamaV2Filter):
             eos = self.tokenizer.eos_token_id
             return {eos}, {eos}
         logits = np.zeros(self._vocab_size, dtype=np.float32)
-        self._mask.apply(logits)
+        self._mask.apply(logits, self._left)
         allowed = set(np.flatnonzero(np.isfinite(logits)).tolist())
         return allowed, set()
 
@@ -68,6 +80,16 @@ class GrammarFilter(ExLlamaV2Filter):
         return True  # a grammar step is CPU work: overlapped with the GPU's forward pass
 
 
-def grammar_filter(model: Any, tokenizer: Any, grammar: str, vocab_size: int) -> GrammarFilter:
-    mask = TokenMask(llguidance_tokenizer(model.config.model_dir), grammar, vocab_size)
-    return GrammarFilter(model, tokenizer, mask, vocab_size)
+def token_mask(model: Any, grammar: str, vocab_size: int) -> TokenMask:
+    directory = model.config.model_dir
+    return TokenMask(
+        llguidance_tokenizer(directory), grammar, vocab_size, closing_tokens(directory)
+    )
+
+
+def grammar_filter(
+    model: Any, tokenizer: Any, grammar: str, vocab_size: int, limit: int | None
+) -> GrammarFilter:
+    return GrammarFilter(
+        model, tokenizer, token_mask(model, grammar, vocab_size), vocab_size, limit
+    )

@@ -332,7 +332,7 @@ class BatchScheduler:
         if not kept and (mask or scorer):
             logits = self._logits(index)
         if mask:
-            mask.apply(logits)
+            mask.apply(logits, None if job.limit is None else job.limit - job.emitted)
         if kept:
             token = job.sampler.sample(logits)
         else:

@@ -91,6 +91,7 @@ class LlamaCppTextModel:
         self._add_bos: bool = self._model.add_bos_token()
         self._pieces: dict[int, bytes] = {}
         self._grammar_tokenizer: Any = None  # llguidance's view of the vocabulary, on first use
+        self._grammar_endings: Any = None  # its tokens that close a structure (layers/closing)
         self._grammar_lock = threading.Lock()
         self._scheduler = BatchScheduler(
             llama_cpp,
@@ -270,13 +271,18 @@ class LlamaCppTextModel:
         self._scheduler.run(job)
         return scored
 
+    def fewest_tokens(self, grammar: str) -> int | None:
+        return self._token_mask(grammar).fewest_to_end()
+
     def _token_mask(self, grammar: str) -> Any:
+        from layers.closing import Endings
         from layers.structured import TokenMask
 
         with self._grammar_lock:  # requests arrive on several threads
             if self._grammar_tokenizer is None:
                 self._grammar_tokenizer = self._llguidance_tokenizer()
-        return TokenMask(self._grammar_tokenizer, grammar, self.vocab_size)
+                self._grammar_endings = Endings.of(self._grammar_tokenizer)
+        return TokenMask(self._grammar_tokenizer, grammar, self.vocab_size, self._grammar_endings)
 
     def _llguidance_tokenizer(self) -> Any:
         """llguidance's view of this vocabulary (about a second for 50k tokens: built on the

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.errors import InvalidRequest
+from layers.closing import LONGEST_END, Endings, closing_token, shortest_ending
 
 # How generated JSON is laid out: Python's json.dumps style, no free whitespace. Free whitespace
 # lets a small model pad forever with newlines; a fixed layout also makes streamed tool-call
@@ -131,7 +132,9 @@ def _schema_error(message: str) -> str:
 class TokenMask:
     """One generation's grammar state: which tokens may come next, and what came."""
 
-    def __init__(self, tokenizer: Any, grammar: str, vocab_size: int) -> None:
+    def __init__(
+        self, tokenizer: Any, grammar: str, vocab_size: int, endings: Endings | None = None
+    ) -> None:
         import numpy as np
         from llguidance import LLMatcher
 
@@ -141,14 +144,37 @@ class TokenMask:
             raise InvalidRequest(f"The grammar cannot be used: {self._matcher.get_error()}")
         self._vocab_size = vocab_size
         self._words = np.zeros((tokenizer.vocab_size + 31) // 32, dtype=np.int32)
+        self._endings = endings  # None: a budget cuts the structure where it stands
 
-    def apply(self, logits: Any) -> None:
-        """Sets the logit of every token the grammar forbids next to -inf, in place."""
+    def apply(self, logits: Any, left: int | None = None) -> None:
+        """Sets the logit of every token the grammar forbids next to -inf, in place; with
+        `left` tokens of a budget left, only the token that closes the structure in time when
+        one must (layers/closing)."""
         np = self._np
         words = self._words
         self._matcher.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
+        if left is not None and self._endings is not None:
+            token = closing_token(self._matcher, words, self._mask_of, self._endings, left)
+            if token is not None:
+                words[:] = 0
+                words.view(np.uint32)[token >> 5] = 1 << (token & 31)
         allowed = np.unpackbits(words.view(np.uint8), bitorder="little")[: self._vocab_size]
         logits[: allowed.size][allowed == 0] = -np.inf
+
+    def fewest_to_end(self) -> int | None:
+        """The fewest tokens that finish the grammar from here (layers/closing), 0 if it may end
+        now; None when none is found (free text), or when the vocabulary's closing tokens were
+        not given."""
+        if self._endings is None:
+            return None
+        words = self._mask_of(self._matcher)
+        plan = shortest_ending(self._matcher, words, self._mask_of, self._endings, LONGEST_END)
+        return None if plan is None else len(plan)
+
+    def _mask_of(self, matcher: Any) -> Any:
+        words = self._np.zeros_like(self._words)
+        matcher.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
+        return words
 
     def accept(self, token: int) -> bool:
         """Advances over a sampled token; False if the grammar did not allow it."""

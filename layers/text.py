@@ -112,6 +112,11 @@ class TextModel(Protocol):
         """
         ...
 
+    def fewest_tokens(self, grammar: str) -> int | None:
+        """The fewest tokens a text of `grammar` takes in this vocabulary (found greedily: a
+        bound, layers/closing), 0 when it may be empty, None when none is found (free text)."""
+        ...
+
     def prompt_logprobs(self, prompt: Sequence[int], top: int) -> list[TokenLogprob | None]:
         """Each prompt token's log probability given the tokens before it (None for the
         first, which has nothing before it)."""

@@ -64,6 +64,38 @@ def test_required_makes_the_model_call_a_tool(client):
     check("CreateChatCompletionResponse", answer.model_dump(exclude_unset=True))
 
 
+def test_a_call_that_meets_its_budget_is_closed_not_cut(client):
+    """A long argument at temperature 1 with 48 tokens (some 30 are the call's own): the string
+    is closed in time (layers/closing), so every choice is a whole call, reported as one."""
+    note = {
+        "type": "function",
+        "function": {
+            "name": "take_note",
+            "parameters": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+            },
+        },
+    }
+    ask = [{"role": "user", "content": "Take a long, detailed note on the history of Paris."}]
+    answer = chat(
+        client,
+        messages=ask,
+        tools=[note],
+        tool_choice="required",
+        max_tokens=48,
+        temperature=1.0,
+        seed=7,
+        n=4,
+    )
+    for choice in answer.choices:
+        assert choice.finish_reason == "tool_calls", choice
+        (call,) = choice.message.tool_calls
+        assert isinstance(json.loads(call.function.arguments)["text"], str)
+    assert answer.usage.completion_tokens <= 4 * 47
+
+
 def test_a_named_function_is_the_one_called(client):
     for name in ("get_weather", "get_time"):
         answer = chat(

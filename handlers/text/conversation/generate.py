@@ -149,7 +149,7 @@ def generate(conversation: ConversationRequest, store: ModelStore) -> Iterator[e
                 grammar,
                 thinks,
                 model.reasoning_opens,
-                conversation.reasoning_budget,
+                _thinking_room(model, grammar, thinks, budget, conversation.reasoning_budget),
                 literal=model.grammar_literal,
             )
         samplings = [
@@ -176,6 +176,36 @@ def generate(conversation: ConversationRequest, store: ModelStore) -> Iterator[e
                 yield from _choice(index, _Thoughts(index, choice, split), conversation, fmt, plain)
                 completion_tokens += choice.completion_tokens
         yield events.TokenUsage(len(prompt), completion_tokens)
+
+
+# The share of a budget kept for a forced answer beyond its shortest form (a call's arguments, a
+# JSON object's values), and the least kept.
+ANSWER_SHARE = 4
+ANSWER_LEAST = 16
+
+
+def _thinking_room(
+    model: TextModel,
+    answer: str | None,
+    thinks: reasoning.ReasoningFormat,
+    budget: int | None,
+    asked: int | None,
+) -> int | None:
+    """How many tokens the reasoning block may take: what was asked (Messages' budget_tokens,
+    an effort's), and, when the answer is forced (a call, JSON) and the completion has a budget,
+    no more than leaves the answer its shortest form, the end marker and a share of the rest
+    (ANSWER_SHARE, at least ANSWER_LEAST): a model that would think to the end of the budget
+    still answers. When even the shortest answer cannot fit, the block is left as asked."""
+    if answer is None or budget is None:
+        return asked
+    fewest = model.fewest_tokens(answer)
+    if not fewest:
+        return asked  # the answer may be empty or free text: nothing forced to keep room for
+    left = budget - fewest - len(model.tokenize(thinks.end, add_special=False))
+    if left <= 0:
+        return asked
+    room = max(1, left - max(ANSWER_LEAST, left // ANSWER_SHARE))
+    return room if asked is None else min(asked, room)
 
 
 class _Thoughts:
