@@ -33,7 +33,7 @@ from adapters import docs, playground
 from adapters.bodies import ON_LOOP_BYTES, BodyReader
 from adapters.error_responses import error_response, unrouted
 from adapters.event_stream import RAW, EventStreamResponse, event_stream, sse
-from adapters.operations import OPERATIONS, Operation, start
+from adapters.operations import ANTHROPIC_CLIENT, OPERATIONS, Operation, start
 from adapters.parsed import Publishing, Reading, Stateful, requested_model
 from adapters.playground import ROUTE as PLAYGROUND
 from adapters.probes import Probes
@@ -210,6 +210,8 @@ class Gateway:
                     body, size = await self.bodies.json(request)
                     on_loop = size <= ON_LOOP_BYTES
                 params = {**request.query_params, **request.path_params}
+                if operation.anthropic_clients and ANTHROPIC_CLIENT in request.headers:
+                    params[ANTHROPIC_CLIENT] = request.headers[ANTHROPIC_CLIENT]
                 # Validating megabytes of messages is slow too: off the event loop (a small
                 # body is validated at once, quicker than the hop to a worker thread).
                 parse = functools.partial(operation.parse, body, params)
@@ -326,6 +328,7 @@ class Gateway:
         self, request: Request, operation: Operation, run: Callable[[], Any]
     ) -> Response:
         request.state.request_id = request_id = secrets.token_hex(8)
+        dialect = operation.dialect_for(request.headers)
         record = RequestRecord(request_id, operation.name, self.platform)
         record.platform_request_id = request.scope.get(PLATFORM_REQUEST_ID) or self._invocation(
             request
@@ -339,12 +342,12 @@ class Gateway:
                 result = await run()
             except StratusError as error:
                 self._finish(record, error.status, error.code)
-                return error_response(error, request_id, operation.dialect.envelope)
+                return error_response(error, request_id, dialect.envelope)
             except Exception:
                 log.exception("request %s failed", request_id)
                 error = InternalError(request_id)
                 self._finish(record, error.status, error.code)
-                return error_response(error, request_id, operation.dialect.envelope)
+                return error_response(error, request_id, dialect.envelope)
         # Where the time went until the answer (or a stream's first chunk) was ready.
         headers = {"x-request-id": request_id, "server-timing": record.server_timing()}
         if isinstance(result, OpenAIResponse):

@@ -24,6 +24,7 @@ from common.store import ModelStore
 log = logging.getLogger("stratus.requests")
 
 
+ANTHROPIC_CLIENT = "anthropic-version"
 Whole = OpenAIResponse | BinaryResponse  # answered at once
 Result = Whole | BinaryStream | Iterator[OpenAIResponse]  # or a stream of bytes or of chunks
 # (decoded JSON body or None, path and query parameters) -> the handler's request
@@ -71,6 +72,13 @@ class Operation:
     dialect: Dialect = OPENAI
     stateful: bool = False  # reads or writes stored responses: the adapter gives it the store
     reads_images: bool = False  # its messages may hold images: the adapter says how to read them
+    # An Anthropic client (its ANTHROPIC_CLIENT header, as every Anthropic SDK and Claude Code
+    # send) gets Anthropic's shapes and errors: the adapter puts the header in the parameters.
+    anthropic_clients: bool = False
+
+    def dialect_for(self, headers: Mapping[str, str]) -> Dialect:
+        """The dialect a request with these headers is answered in (its errors' envelope)."""
+        return ANTHROPIC if self.anthropic_clients and ANTHROPIC_CLIENT in headers else self.dialect
 
     @property
     def body(self) -> type | None:
@@ -104,6 +112,16 @@ def _images(job: Publishing, store: ModelStore) -> Result:
 def _reading(handler: str) -> Handle:
     """A handler of requests whose messages may hold images, given the adapter's limits."""
     return lambda job, store: imported(handler)(job.request, store, job.images)
+
+
+def query_int(params: Mapping[str, str], name: str, default: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be an integer.", param=name) from None
 
 
 def query_bool(params: Mapping[str, str], name: str) -> bool:
@@ -320,29 +338,58 @@ OPERATIONS = (
         "listModels",
         "GET",
         "/models",
-        lambda body, params: (params.get("filter"), query_bool(params, "excludeConfigured")),
-        lambda query, store: imported("handlers.models:list_models")(store.registry, *query),
+        lambda body, params: _model_query(params),
+        lambda query, store: _list_models(query, store.registry),
         inference=False,
-        summary="Models: every model served here, by its id and its aliases",
+        summary="Models: every model served here, by its id and its aliases (Anthropic's "
+        "Models API shape for a request with an `anthropic-version` header)",
         query=(
             ("filter", "A regular expression (RE2) the ids listed must match (LocalAI's)."),
             ("excludeConfigured", "true: only the models not named in the registry (LocalAI's)."),
+            ("limit", "Anthropic clients: models per page, 1-1000 (20)."),
+            ("after_id", "Anthropic clients: the page after this id."),
+            ("before_id", "Anthropic clients: the page before this id."),
         ),
-        answers=Answers(json=("common.protocol.models:ModelList",)),
+        answers=Answers(
+            json=("common.protocol.models:ModelList", "common.protocol.models:AnthropicModelList")
+        ),
+        anthropic_clients=True,
     ),
     Operation(
         "retrieveModel",
         "GET",
         "/models/{model}",
-        lambda body, params: params["model"],
-        lambda model_id, store: imported("handlers.models:retrieve_model")(
-            store.registry, model_id
-        ),
+        lambda body, params: (params["model"], ANTHROPIC_CLIENT in params),
+        lambda query, store: imported(
+            "handlers.models:retrieve_anthropic_model"
+            if query[1]
+            else "handlers.models:retrieve_model"
+        )(store.registry, query[0]),
         inference=False,
         summary="A model by its id or alias",
-        answers=Answers(json=("common.protocol.models:Model",)),
+        answers=Answers(
+            json=("common.protocol.models:Model", "common.protocol.models:AnthropicModel")
+        ),
+        anthropic_clients=True,
     ),
 )
+
+
+def _model_query(params: Mapping[str, str]) -> tuple[Any, ...]:
+    if ANTHROPIC_CLIENT in params:
+        return (
+            True,
+            query_int(params, "limit", 20),
+            params.get("after_id"),
+            params.get("before_id"),
+        )
+    return (False, params.get("filter"), query_bool(params, "excludeConfigured"))
+
+
+def _list_models(query: tuple[Any, ...], registry: Any) -> Result:
+    anthropic, *arguments = query
+    handler = "list_anthropic_models" if anthropic else "list_models"
+    return imported(f"handlers.models:{handler}")(registry, *arguments)
 
 
 def _bare(path: str) -> str:

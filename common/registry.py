@@ -81,6 +81,14 @@ class ModelConfig(BaseModel):
         return DEFAULT_PARALLEL.get(self.backend, 1)
 
     @property
+    def writes_text(self) -> bool:
+        """Whether this model generates text (chat, completions, Messages): a llama.cpp model
+        that is not an embedder, or an exllamav2 one."""
+        return self.backend == "exllamav2" or (
+            self.backend == "llama-cpp" and not self.parameters.get("embedding")
+        )
+
+    @property
     def reads_images(self) -> bool:
         """Whether images in chat reach this model: a llama.cpp model with a projector."""
         return self.backend == "llama-cpp" and self.mmproj is not None
@@ -210,15 +218,11 @@ def load_registry(
     if max_tokens is not None:
         models = [
             RegisteredModel(_with_default(m.config, "max_tokens", max_tokens), m.user_configured)
-            if _generates_text(m.config)
+            if m.config.writes_text
             else m
             for m in models
         ]
     return Registry(models, created=int(time.time()))
-
-
-def _generates_text(config: ModelConfig) -> bool:
-    return config.backend == "llama-cpp" and not config.parameters.get("embedding")
 
 
 def _with_default(config: ModelConfig, name: str, value: Any) -> ModelConfig:

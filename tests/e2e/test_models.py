@@ -6,6 +6,8 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import API_KEYS
+
 
 def test_models_lists_every_id_a_client_may_send(client):
     ids = [m.id for m in client.models.list()]
@@ -47,3 +49,31 @@ def test_a_catastrophic_filter_cannot_stall_the_server(server):
         for bad in ("(?=a)", "(a)\\1", "x" * 300):
             refused = quick.get("/v1/models", params={"filter": bad})
             assert refused.status_code == 400 and refused.json()["error"]["param"] == "filter"
+
+
+def test_an_anthropic_client_lists_the_text_models_in_anthropics_shape(server, http):
+    """Claude Code lists a gateway's models with Anthropic's SDK (its anthropic-version header):
+    Anthropic's Models API shape, pages by after_id/before_id, its error envelope."""
+    import anthropic
+
+    claude = anthropic.Anthropic(base_url=server.url, api_key=API_KEYS[0], max_retries=0)
+    models = list(claude.models.list(limit=3))  # every page, the SDK following has_more
+    ids = [m.id for m in models]
+    assert "gpt-4" in ids and "tiny-chat" in ids and len(ids) == len(set(ids))
+    assert "all-minilm-l6-v2" not in ids and "whisper-tiny-en" not in ids  # no text from these
+    gpt4 = claude.models.retrieve("gpt-4")
+    assert gpt4.type == "model" and gpt4.display_name == "gpt-4 (smollm2-135m-instruct)"
+    assert gpt4.created_at.year >= 2024 and gpt4.max_input_tokens == 2048
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        claude.models.retrieve("no-such-model")
+    assert missing.value.body["type"] == "error"
+    version = {"anthropic-version": "2023-06-01"}
+    first = http.get("/v1/models", params={"limit": 2}, headers=version).json()
+    assert set(first) == {"data", "first_id", "last_id", "has_more"} and first["has_more"]
+    after = http.get("/v1/models", params={"after_id": first["last_id"]}, headers=version).json()
+    assert after["first_id"] == ids[2]
+    before = http.get("/v1/models", params={"before_id": ids[2], "limit": 5}, headers=version)
+    assert [m["id"] for m in before.json()["data"]] == ids[:2] and not before.json()["has_more"]
+    for params in ({"limit": 0}, {"limit": "x"}, {"after_id": "nope"}):
+        bad = http.get("/v1/models", params=params, headers=version)
+        assert bad.status_code == 400 and bad.json()["type"] == "error", params
