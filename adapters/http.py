@@ -34,7 +34,7 @@ from adapters.bodies import ON_LOOP_BYTES, BodyReader
 from adapters.error_responses import error_response, unrouted
 from adapters.event_stream import RAW, EventStreamResponse, event_stream, sse
 from adapters.operations import ANTHROPIC_CLIENT, OPERATIONS, Operation, start
-from adapters.parsed import Publishing, Reading, Stateful, requested_model
+from adapters.parsed import Publishing, Reading, Signing, Stateful, requested_model
 from adapters.playground import ROUTE as PLAYGROUND
 from adapters.probes import Probes
 from adapters.runtime import build_image_urls, build_response_store, build_store
@@ -53,7 +53,7 @@ from common.image_urls import ROUTE as IMAGES_ROUTE
 from common.image_urls import ImageUrls, ServedImages
 from common.metering import CostLog, RequestRecord
 from common.protocol.base import BinaryResponse, BinaryStream, OpenAIResponse
-from common.sealed import Sealer
+from common.sealed import Sealer, Signer
 from common.settings import Settings
 from common.store import ModelStore
 
@@ -222,6 +222,8 @@ class Gateway:
                 if operation.stateful:
                     owner = request.state.owner
                     parsed = Stateful(parsed, self.responses, owner, self.sealer)
+                if operation.signs:
+                    parsed = Signing(parsed, Signer(self.sealer, request.state.owner))
                 if operation.reads_images:
                     parsed = Reading(parsed, self.image_limits)
                 if operation.stateful and not operation.inference:  # the store may be remote

@@ -72,6 +72,7 @@ class Operation:
     dialect: Dialect = OPENAI
     stateful: bool = False  # reads or writes stored responses: the adapter gives it the store
     reads_images: bool = False  # its messages may hold images: the adapter says how to read them
+    signs: bool = False  # signs what it answers, for the caller to hand back: the adapter's signer
     # An Anthropic client (its ANTHROPIC_CLIENT header, as every Anthropic SDK and Claude Code
     # send) gets Anthropic's shapes and errors: the adapter puts the header in the parameters.
     anthropic_clients: bool = False
@@ -112,6 +113,14 @@ def _images(job: Publishing, store: ModelStore) -> Result:
 def _reading(handler: str) -> Handle:
     """A handler of requests whose messages may hold images, given the adapter's limits."""
     return lambda job, store: imported(handler)(job.request, store, job.images)
+
+
+def _signing(handler: str) -> Handle:
+    """A handler of requests that may hand back what was signed for them (Messages' thinking),
+    with images in their messages too: given the adapter's limits and the caller's signer."""
+    return lambda job, store: imported(handler)(
+        job.request.request, store, job.images, job.request.signer
+    )
 
 
 def query_int(params: Mapping[str, str], name: str, default: int) -> int:
@@ -297,8 +306,9 @@ OPERATIONS = (
         "createMessage",
         "/messages",
         "common.protocol.messages:MessageCreateRequest",
-        _reading("handlers.text.messages:create_message"),
+        _signing("handlers.text.messages:create_message"),
         reads_images=True,
+        signs=True,
         summary="Messages: Anthropic's Messages API (the anthropic SDK, Claude Code) over the "
         "same generation, with tools and structured output",
         answers=Answers(
@@ -311,8 +321,9 @@ OPERATIONS = (
         "countMessageTokens",
         "/messages/count_tokens",
         "common.protocol.messages:MessageCountTokensRequest",
-        _reading("handlers.text.messages:count_message_tokens"),
+        _signing("handlers.text.messages:count_message_tokens"),
         reads_images=True,
+        signs=True,
         summary="The input tokens a message would count, without generating it (Anthropic's)",
         answers=Answers(json=("common.protocol.messages:MessageTokensCount",)),
         dialect=ANTHROPIC,

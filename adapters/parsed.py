@@ -32,11 +32,20 @@ class Stateful:
 
 
 @dataclass(frozen=True)
+class Signing:
+    """A parsed request of an operation whose answers carry signatures the client hands back
+    (Messages' thinking blocks): with the signer of the caller's."""
+
+    request: Any
+    signer: Any  # common.sealed.Signer
+
+
+@dataclass(frozen=True)
 class Reading:
     """A parsed request of an operation that reads images from its messages, with how (the
     operator's size caps and which hosts their URLs may reach)."""
 
-    request: Any  # the request, or its Stateful
+    request: Any  # the request, or its Stateful or Signing
     images: ImageLimits
 
 
@@ -44,7 +53,7 @@ def requested_model(parsed: Any) -> str:
     """The model id a parsed inference request names (or its operation's default)."""
     if isinstance(parsed, Reading):
         parsed = parsed.request
-    if isinstance(parsed, Publishing | Stateful):
+    if isinstance(parsed, Publishing | Stateful | Signing):
         parsed = parsed.request
     elif isinstance(parsed, tuple):  # an upload: (its form fields, the audio)
         parsed = parsed[0]

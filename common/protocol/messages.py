@@ -71,6 +71,9 @@ class ContentBlockParam(OpenAIRequest):
     tool_use_id: str | None = None  # tool_result
     content: str | list[ToolResultBlockParam] | None = None
     is_error: bool | None = None
+    thinking: str | None = None  # thinking, handed back with its signature
+    signature: str | None = None
+    data: str | None = None  # redacted_thinking
 
     @model_validator(mode="before")
     @classmethod

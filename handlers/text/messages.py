@@ -38,6 +38,7 @@ from common.protocol.messages import (
     ToolChoiceToolParam,
     ToolUseBlock,
 )
+from common.sealed import Signer
 from common.store import ModelStore
 from common.turns import ChatTurn, ToolCall
 from handlers.text.conversation import events
@@ -62,29 +63,40 @@ THINKING = ("thinking", "redacted_thinking")  # old thinking: left out of the pr
 
 
 def create_message(
-    request: MessageCreateRequest, store: ModelStore, images: ImageLimits | None = None
+    request: MessageCreateRequest,
+    store: ModelStore,
+    images: ImageLimits | None = None,
+    signer: Signer | None = None,
 ) -> Message | Iterator[MessageStreamEvent]:
-    """`images`: how images in the messages are read (the adapter's limits; defaults else)."""
-    stream = _render(message_conversation(request, images), request, store)
+    """`images`: how images in the messages are read (the adapter's limits; defaults else).
+    `signer`: the caller's, which signs the thinking blocks given and checks those handed back
+    (None: unsigned, and none checked)."""
+    conversation = message_conversation(request, images, signer)
+    stream = _render(conversation, request, store, signer)
     return stream if request.stream else _collect(stream)
 
 
 def count_message_tokens(
-    request: MessageCountTokensRequest, store: ModelStore, images: ImageLimits | None = None
+    request: MessageCountTokensRequest,
+    store: ModelStore,
+    images: ImageLimits | None = None,
+    signer: Signer | None = None,
 ) -> MessageTokensCount:
     """The usage.input_tokens the same message would have."""
-    conversation = message_conversation(request, images)
+    conversation = message_conversation(request, images, signer)
     return MessageTokensCount(input_tokens=count_prompt(conversation, store))
 
 
 def message_conversation(
-    request: MessageCountTokensRequest, images: ImageLimits | None = None
+    request: MessageCountTokensRequest,
+    images: ImageLimits | None = None,
+    signer: Signer | None = None,
 ) -> ConversationRequest:
     budget = getattr(request, "max_tokens", None)
     sampling = {name: getattr(request, name, None) for name in ("temperature", "top_p", "top_k")}
     return ConversationRequest(
         model=request.model,
-        plan=message_plan(request),
+        plan=message_plan(request, signer),
         sampling=sampling,
         budget=budget,
         budget_is_ceiling=True,
@@ -98,7 +110,7 @@ def message_conversation(
     )
 
 
-def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
+def message_plan(request: MessageCountTokensRequest, signer: Signer | None = None) -> ChatPlan:
     """Custom tools (server tools skipped), the tool choice and the output format as a plan."""
     offered = ToolList()
     for i, tool in enumerate(request.tools or []):
@@ -115,7 +127,7 @@ def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
         mapped = CHOICES[choice.type]
     output = request.output_config.format if request.output_config else None
     return make_plan(
-        message_turns(request),
+        message_turns(request, signer),
         offered.checked(),
         mapped,
         parallel,
@@ -125,10 +137,13 @@ def message_plan(request: MessageCountTokensRequest) -> ChatPlan:
     )
 
 
-def message_turns(request: MessageCountTokensRequest) -> list[ChatTurn]:
+def message_turns(
+    request: MessageCountTokensRequest, signer: Signer | None = None
+) -> list[ChatTurn]:
     """The system text and the messages as turns. A user message's tool results become tool
-    turns, its text a user turn after them; old thinking is dropped; a block a text model
-    cannot read, or a result answering no earlier tool_use, is a 400."""
+    turns, its text a user turn after them; old thinking is dropped, once its signature is
+    checked (`signer`); a block a text model cannot read, or a result answering no earlier
+    tool_use, is a 400."""
     system = request.system
     if isinstance(system, list):
         system = "\n\n".join(block.text for block in system)
@@ -159,7 +174,8 @@ def message_turns(request: MessageCountTokensRequest) -> list[ChatTurn]:
                 text = _result_text(block, param)
                 results.append(ChatTurn("tool", text, (), block.tool_use_id, name))
             elif message.role == "assistant" and block.type in THINKING:
-                continue
+                if signer is not None:
+                    _check_signature(block, signer, param)
             else:
                 raise _refused(message.role, block.type, f"{param}.type")
         calls.made(*made)
@@ -169,6 +185,23 @@ def message_turns(request: MessageCountTokensRequest) -> list[ChatTurn]:
                 ChatTurn(message.role, content.joined, tuple(made), images=tuple(content.images))
             )
     return turns
+
+
+def _check_signature(block: ContentBlockParam, signer: Signer, param: str) -> None:
+    """A thinking block handed back must be one this deployment gave this caller, word for
+    word, as Anthropic checks its own; a redacted one never is (none is made here)."""
+    if block.type == "redacted_thinking":
+        raise InvalidRequest(
+            f"{param}: a `redacted_thinking` block cannot be verified here (none is made here); "
+            "leave it out.",
+            param=f"{param}.data",
+        )
+    if not signer.verify(block.thinking or "", block.signature or ""):
+        raise InvalidRequest(
+            f"{param}: Invalid `signature` in `thinking` block: it was not given with this "
+            "text to this API key; send thinking blocks back unchanged, or leave them out.",
+            param=f"{param}.signature",
+        )
 
 
 def _refused(role: str, kind: str, param: str) -> InvalidRequest:
@@ -197,12 +230,15 @@ def _result_text(block: ContentBlockParam, param: str) -> str:
 
 
 def _render(
-    conversation: ConversationRequest, request: MessageCreateRequest, store: ModelStore
+    conversation: ConversationRequest,
+    request: MessageCreateRequest,
+    store: ModelStore,
+    signer: Signer | None = None,
 ) -> Iterator[MessageStreamEvent]:
     """Every message, streamed or not, is this stream of events; errors come before the first."""
     message_id = new_id("msg_")
     display = getattr(request.thinking, "display", None)
-    blocks = _Blocks(omit_thinking=display == "omitted")
+    blocks = _Blocks(omit_thinking=display == "omitted", signer=signer)
     prompt_tokens, finished = 0, events.Finished(0, "stop")
     for event in generate(conversation, store):
         if isinstance(event, events.Started):
@@ -230,14 +266,16 @@ def _render(
 
 class _Blocks:
     """Deltas as content blocks, indexed from 0: a text block opens on the first text, a
-    thinking block on the first reasoning (closed by an empty signature, as there is none to
-    give), a tool_use block on a call's start; a block of another kind closes the open one."""
+    thinking block on the first reasoning (closed by the signature of the text it gave), a
+    tool_use block on a call's start; a block of another kind closes the open one."""
 
-    def __init__(self, omit_thinking: bool = False) -> None:
+    def __init__(self, omit_thinking: bool = False, signer: Signer | None = None) -> None:
         self.index = -1
         self.kind: str | None = None  # the open block's
         # thinking.display "omitted" (Claude Code's): the block is there, its text is not.
         self._omit_thinking = omit_thinking
+        self._signer = signer
+        self._thinking: list[str] = []  # the open thinking block's text, as given
 
     def render(self, event: events.Event) -> Iterator[MessageStreamEvent]:
         if isinstance(event, events.TextDelta) and event.text:
@@ -246,6 +284,7 @@ class _Blocks:
         elif isinstance(event, events.ReasoningDelta) and event.text:
             yield from self._open("thinking", ThinkingBlock(thinking=""))
             if not self._omit_thinking:
+                self._thinking.append(event.text)
                 yield self._delta(ThinkingBlockDelta(thinking=event.text))
         elif isinstance(event, events.ToolCallStarted):
             yield from self.close()
@@ -258,7 +297,9 @@ class _Blocks:
 
     def close(self) -> Iterator[MessageStreamEvent]:
         if self.kind == "thinking":
-            yield self._delta(SignatureDelta(signature=""))
+            given, self._thinking = "".join(self._thinking), []
+            signature = self._signer.sign(given) if self._signer is not None else ""
+            yield self._delta(SignatureDelta(signature=signature))
         if self.kind is not None:
             yield ContentBlockStopEvent(index=self.index)
         self.kind = None
@@ -299,6 +340,11 @@ def _collect(stream: Iterator[MessageStreamEvent]) -> Message:
                 parts[event.index].append(delta.partial_json)
             elif isinstance(delta, ThinkingBlockDelta):
                 parts[event.index].append(delta.thinking)
+            elif isinstance(delta, SignatureDelta):
+                assert message is not None
+                block = message.content[event.index]
+                assert isinstance(block, ThinkingBlock)
+                block.signature = delta.signature
         elif isinstance(event, ContentBlockStopEvent):
             assert message is not None
             _fill(message.content[event.index], "".join(parts[event.index]))

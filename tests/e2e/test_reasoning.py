@@ -10,6 +10,7 @@ import json
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import API_KEYS, LiveServer
 
@@ -108,7 +109,49 @@ def test_messages_give_a_thinking_block(server: LiveServer):
     assert [block["type"] for block in off.json()["content"]] == ["text"]
     hidden = {**body, "thinking": {"type": "adaptive", "display": "omitted"}}
     omitted = httpx.post(f"{server.url}/v1/messages", json=hidden, headers=headers, timeout=60)
-    assert omitted.json()["content"] == [{"type": "thinking", "thinking": "", "signature": ""}]
+    [block] = omitted.json()["content"]
+    assert block["type"] == "thinking" and block["thinking"] == "" and block["signature"]
+
+
+def test_thinking_handed_back_must_carry_its_signature(server: LiveServer):
+    """Thinking blocks are signed for the caller's key (issue 38, item 6): handed back as given
+    (the SDK's round trip), they pass; altered, unsigned, another key's or redacted, a 400 in
+    Anthropic's envelope naming the block."""
+    import anthropic
+
+    def claude(key: str = API_KEYS[0]) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0, timeout=60)
+
+    ask = {"model": "r1-chat", "max_tokens": 10, "extra_body": {"temperature": 0}}
+    first = claude().messages.create(messages=HI, **ask)
+    [block] = first.content
+    assert block.type == "thinking" and block.signature and block.thinking
+
+    def again(assistant: list, key: str = API_KEYS[0]):
+        turns = [
+            *HI,
+            {"role": "assistant", "content": assistant},
+            {"role": "user", "content": "Go on."},
+        ]
+        return claude(key).messages.create(messages=turns, **ask)
+
+    assert again(first.content).content  # as given: accepted
+    with claude().messages.stream(messages=HI, **ask) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.content[0].signature and again(streamed.content).content
+    given = block.model_dump()
+    for altered, key in (
+        ({**given, "thinking": given["thinking"] + " (edited)"}, API_KEYS[0]),
+        ({**given, "signature": ""}, API_KEYS[0]),
+        ({**given, "signature": given["signature"][:-4] + "AAA="}, API_KEYS[0]),
+        (given, API_KEYS[1]),  # another key's
+        ({"type": "redacted_thinking", "data": "abc"}, API_KEYS[0]),
+    ):
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            again([altered], key)
+        error = refused.value.body
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+        assert "messages[1].content[0]" in error["error"]["message"], error
 
 
 WEATHER = {

@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import InvalidRequest
 from common.protocol.responses import Response
-from common.sealed import Sealer, Unsealed
+from common.sealed import Sealer, Signer, Unsealed
 from handlers.text.conversation import events
 from handlers.text.responses import create as responses
 from handlers.text.responses.events import ResponseEvents
@@ -39,6 +39,19 @@ def test_sealers_of_a_fleet_share_keys_and_random_ones_do_not():
     with pytest.raises(Unsealed):
         Sealer.from_settings("", ()).unseal(Sealer.from_settings("", ()).seal("x"))
     assert Sealer.from_settings("s", ()).unseal(Sealer.from_settings("s", ("k",)).seal(1)) == 1
+
+
+def test_a_signature_verifies_only_its_own_text_owner_and_server():
+    alice = Signer(Sealer(b"k" * 32), "alice")
+    signature = alice.sign("thinking…")
+    assert alice.verify("thinking…", signature)
+    assert Signer(Sealer(b"k" * 32), "alice").verify("thinking…", signature)  # another worker
+    assert not alice.verify("thinking… (edited)", signature)
+    assert not Signer(Sealer(b"k" * 32), "bob").verify("thinking…", signature)
+    assert not Signer(Sealer(b"x" * 32), "alice").verify("thinking…", signature)
+    blob = Sealer(b"k" * 32).seal({"owner": "alice", "text": "thinking…"})
+    for forged in ("", "AAAA", "not base64!", signature[:-4], blob):
+        assert not alice.verify("thinking…", forged)
 
 
 def render(generated: list[events.Event], sealed: bool, caller=None) -> list:
