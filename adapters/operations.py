@@ -207,6 +207,23 @@ OPERATIONS = (
         answers=Answers(json=("common.protocol.embeddings:EmbeddingList",)),
     ),
     _posted(
+        "rerank",
+        "/rerank",
+        "common.protocol.rerank:RerankRequest",
+        "handlers.rerank:rerank",
+        summary="Rerank: the documents ordered by relevance to a query (Jina's and vLLM's "
+        "shape, infinity's `data` beside `results`)",
+        answers=Answers(json=("common.protocol.rerank:RerankResponse",)),
+    ),
+    _posted(
+        "rerankCohere",
+        "/v2/rerank",
+        "common.protocol.rerank:RerankRequest",
+        "handlers.rerank:rerank_cohere",
+        summary="Rerank in Cohere's v2 shape",
+        answers=Answers(json=("common.protocol.rerank:CohereRerankResponse",)),
+    ),
+    _posted(
         "createSpeech",
         "/audio/speech",
         "common.protocol.audio:SpeechRequest",

@@ -40,9 +40,9 @@ PENALTY_WINDOW = 64  # tokens the repetition penalties look back over (llama.cpp
 
 def load(config: ModelConfig, path: Path, options: EngineOptions) -> Any:
     if config.parameters.get("embedding"):
-        from layers.llama_cpp_embeddings import LlamaCppEmbeddingModel
+        from layers import llama_cpp_embeddings
 
-        return LlamaCppEmbeddingModel(config, gguf_file(config, path), options)
+        return llama_cpp_embeddings.load(config, gguf_file(config, path), options)
     return LlamaCppTextModel(config, gguf_file(config, path), options)
 
 

@@ -19,6 +19,7 @@ from common.settings import Settings
 from common.sources import local_path
 from tests.platforms import Platforms
 from tests.processes import free_port, running, runpod_local_api, stratus_serve_logged
+from tests.rerank_models import build_rerankers
 from tests.s3_server import MotoServer, TcpProxy
 from tests.vocab_models import build_recipe, missing_reason
 
@@ -233,7 +234,24 @@ def write_user_registry(directory: Path) -> Path:
             for name, recipe in VOCAB_CHATS.items()
             if VOCAB_MISSING is None
         ]
-        yaml.safe_dump(families + vocab, file)
+        rerankers = []
+        if VOCAB_MISSING is None:  # the converter is there: one tiny cross-encoder, two engines
+            built = build_rerankers()
+            rerankers = [
+                {
+                    "name": "tiny-cross-encoder",
+                    "backend": "sentence-transformers",
+                    "source": f"file://{built / 'hf'}",
+                    "parameters": {"reranker": True},
+                },
+                {
+                    "name": "tiny-gguf-reranker",
+                    "backend": "llama-cpp",
+                    "source": f"file://{built / 'reranker.gguf'}",
+                    "parameters": {"embedding": True, "pooling": "rank", "n_ctx": 128},
+                },
+            ]
+        yaml.safe_dump(families + vocab + rerankers, file)
     return registry
 
 

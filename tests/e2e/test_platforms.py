@@ -148,6 +148,16 @@ def test_tokenize_is_the_same_everywhere(platforms, platform):
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
+def test_rerank_is_the_same_everywhere(platforms, platform):
+    body = {"query": "capital of France", "documents": ["Bananas.", "Paris is in France."]}
+    for path in ("/v1/rerank", "/v2/rerank"):
+        answer = platforms.call(platform, "POST", path, body)
+        expected = platforms.call("http", "POST", path, body)
+        assert answer.status == 200 and answer.body["results"] == expected.body["results"]
+        assert [r["index"] for r in answer.body["results"]] == [1, 0]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
 def test_models_are_the_same_everywhere(platforms, platform):
     answer = platforms.call(platform, "GET", "/v1/models", query={"filter": "^gpt-4"})
     assert answer.status == 200 and answer.body["object"] == "list"
