@@ -4,7 +4,9 @@ import { apiKey, call, showError } from "./api.js";
 import { setUpChat } from "./chat.js";
 import { setUpEmbeddings } from "./embeddings.js";
 import { setUpImages } from "./images.js";
+import { setUpRerank } from "./rerank.js";
 import { setUpSpeech } from "./speech.js";
+import { setUpTokenize } from "./tokenize.js";
 import { setUpTranscription } from "./transcription.js";
 
 function setUpTabs() {
@@ -65,5 +67,7 @@ setUpSpeech();
 setUpTranscription();
 setUpImages();
 setUpEmbeddings();
+setUpRerank();
+setUpTokenize();
 loadModels();
 document.body.dataset.ready = "true";

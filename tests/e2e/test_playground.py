@@ -6,6 +6,7 @@ Each panel's screenshot is left in test-artifacts/playground/.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -264,6 +265,33 @@ def test_embeddings_make_a_similarity_matrix(browser, server):
     # The two sentences about cats are closer to each other than to the stock market.
     assert values[1] > values[2]
     shot(browser, "embeddings")
+
+
+def test_rerank_lists_the_documents_best_first(browser, server):
+    open_page(browser, server, key_of(server), "rerank")
+    browser.find_element("css selector", "#rerank-form button[type=submit]").click()
+    rows = "#rerank-results tbody tr"
+    found = wait_for(browser, lambda: browser.find_elements("css selector", rows))
+    cells = [[cell.text for cell in row.find_elements("css selector", "td")] for row in found]
+    assert [c[0] for c in cells] == ["1", "2", "3"]
+    assert cells[0][2] == "A kitten rests on a warm rug."  # the one about cats
+    scores = [float(c[1]) for c in cells]
+    assert scores == sorted(scores, reverse=True)
+    used = browser.find_element("css selector", "#rerank-model-used").text
+    assert used == "Ranked by all-minilm-l6-v2 (bi-encoder, cosine)"
+    shot(browser, "rerank")
+
+
+def test_tokenize_lists_each_token_with_its_piece(browser, server):
+    open_page(browser, server, key_of(server), "tokenize")
+    browser.find_element("css selector", "#tokenize-form button[type=submit]").click()
+    items = "#tokenize-tokens li"
+    found = wait_for(browser, lambda: browser.find_elements("css selector", items))
+    pieces = [json.loads(item.text.split(" ", 1)[1]) for item in found]
+    assert "".join(pieces) == "Hello, world!"
+    count = browser.find_element("css selector", "#tokenize-count").text
+    assert count == f"{len(found)} tokens"
+    shot(browser, "tokenize")
 
 
 def test_a_wrong_key_shows_the_401_message(browser, server):
