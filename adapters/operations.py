@@ -166,6 +166,115 @@ TRANSCRIPTS = Answers(
 )
 RESPONSE = "common.protocol.responses:Response"
 
+_CONVERSATIONS = "handlers.text.responses.conversations"
+_ITEM_QUERY = (
+    ("limit", "Items to list, 1 to 100 (default 20)."),
+    ("order", "asc or desc (default desc: newest first)."),
+    ("after", "An item id: list the items after it."),
+)
+_CONVERSATION = "common.protocol.conversations:Conversation"
+_ITEMS = "common.protocol.conversations:ConversationItemList"
+
+
+def _no_include(params: Mapping[str, str]) -> None:
+    if params.get("include"):
+        raise InvalidRequest(
+            "'include' is not supported on conversation items: they are kept as they were "
+            "given and made.",
+            param="include",
+        )
+
+
+def _stored(
+    name: str,
+    method: str,
+    path: str,
+    parse: Parse,
+    handler: str,
+    summary: str,
+    answer: str,
+    **fields: Any,
+) -> Operation:
+    """An operation on what the response store keeps for the caller (not inference)."""
+    return Operation(
+        name, method, path, parse, later(f"{_CONVERSATIONS}:{handler}"), inference=False,
+        summary=summary, answers=Answers(json=(answer,)), stateful=True, **fields,
+    )  # fmt: skip
+
+
+def _with_body(request_type: str) -> Parse:
+    """(the path's conversation id, the parsed body)"""
+    return lambda body, params: (
+        params["conversation_id"],
+        parse_request(imported(request_type), body),
+    )
+
+
+def _items_query(params: Mapping[str, str]) -> tuple[str, Any]:
+    _no_include(params)
+    query = imported("handlers.text.responses.stored:input_items_query")(params)
+    return params["conversation_id"], query
+
+
+def _added_items(body: Any, params: Mapping[str, str]) -> tuple[str, Any]:
+    _no_include(params)
+    return _with_body("common.protocol.conversations:AddItemsRequest")(body, params)
+
+
+def _item(body: Any, params: Mapping[str, str]) -> tuple[str, str]:
+    _no_include(params)
+    return params["conversation_id"], params["item_id"]
+
+
+# The Conversations API, the most specific paths first (a path parameter matches "/").
+CONVERSATION_OPERATIONS = (
+    _stored(
+        "getConversationItem", "GET", "/conversations/{conversation_id}/items/{item_id}",
+        _item, "retrieve_item", "A conversation's item",
+        "common.protocol.responses:StoredItem", query=(("include", "Not supported."),),
+    ),
+    _stored(
+        "deleteConversationItem", "DELETE", "/conversations/{conversation_id}/items/{item_id}",
+        _item, "delete_item", "Deletes an item from a conversation", _CONVERSATION,
+    ),
+    _stored(
+        "listConversationItems", "GET", "/conversations/{conversation_id}/items",
+        lambda body, params: _items_query(params), "list_items", "A conversation's items",
+        _ITEMS, query=(*_ITEM_QUERY, ("include", "Not supported.")),
+    ),
+    _stored(
+        "createConversationItems", "POST", "/conversations/{conversation_id}/items",
+        _added_items, "add_items", "Adds up to 20 items to a conversation", _ITEMS,
+        body_type="common.protocol.conversations:AddItemsRequest",
+        query=(("include", "Not supported."),),
+    ),
+    _stored(
+        "getConversation", "GET", "/conversations/{conversation_id}",
+        lambda body, params: params["conversation_id"], "retrieve_conversation",
+        "A conversation, by its id (only with the key that created it)", _CONVERSATION,
+    ),
+    _stored(
+        "updateConversation", "POST", "/conversations/{conversation_id}",
+        _with_body("common.protocol.conversations:UpdateConversationRequest"),
+        "update_conversation", "Replaces a conversation's metadata", _CONVERSATION,
+        body_type="common.protocol.conversations:UpdateConversationRequest",
+    ),
+    _stored(
+        "deleteConversation", "DELETE", "/conversations/{conversation_id}",
+        lambda body, params: params["conversation_id"], "delete_conversation",
+        "Deletes a conversation and its items",
+        "common.protocol.conversations:DeletedConversation",
+    ),
+    _stored(
+        "createConversation", "POST", "/conversations",
+        _body("common.protocol.conversations:CreateConversationRequest"),
+        "create_conversation", "Conversations: a conversation that responses continue "
+        "(`conversation` on POST /v1/responses), with up to 20 first items", _CONVERSATION,
+        body_type="common.protocol.conversations:CreateConversationRequest",
+    ),
+)  # fmt: skip
+
+
 OPERATIONS = (
     _posted(
         "createChatCompletion",
@@ -319,6 +428,7 @@ OPERATIONS = (
         answers=Answers(json=("common.protocol.responses:DeletedResponse",)),
         stateful=True,
     ),
+    *CONVERSATION_OPERATIONS,
     _posted(
         "createMessage",
         "/messages",

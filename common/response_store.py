@@ -91,7 +91,13 @@ def _check_id(response_id: str) -> None:
         raise response_not_found(str(response_id))
 
 
-def serialise(document: dict[str, Any], max_bytes: int) -> str:
+def serialise(
+    document: dict[str, Any],
+    max_bytes: int,
+    param: str = "store",
+    advice: str = "send `store: false`, or start a new conversation",
+) -> str:
+    """The document as stored, or a 400 naming `param` when it is over `max_bytes`."""
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
     try:
         size = len(text.encode())
@@ -101,8 +107,8 @@ def serialise(document: dict[str, Any], max_bytes: int) -> str:
     if size > max_bytes:
         raise InvalidRequest(
             f"The conversation is too large to store ({size} bytes; the limit is {max_bytes}): "
-            "send `store: false`, or start a new conversation.",
-            param="store",
+            f"{advice}.",
+            param=param,
             code="response_too_large",
         )
     return text

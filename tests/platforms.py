@@ -174,7 +174,8 @@ class Platforms:
                 "openai_input": body or {},
             }
         }
-        if method == "GET" and body:
+        if method not in ("GET", "POST") or (method == "GET" and body):
+            # worker-vllm's openai_route shape says no method: POST with a body, else GET
             job = {"input": {"route": path, "method": method, "body": body}}
         result = httpx.post(f"{self.runpod_api_url}/runsync", json=job, timeout=120).json()
         assert result["status"] == "COMPLETED", result

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from common.protocol.base import (
     OpenAIRequest,
@@ -64,6 +64,24 @@ class FunctionTool(OpenAIRequest):
     strict: bool | None = None
 
 
+def checked_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's rule for `metadata`: at most 16 pairs, keys of up to 64 characters, values of
+    up to 512."""
+    if value is not None and (
+        len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())
+    ):
+        raise ValueError("at most 16 pairs, keys of up to 64 and values of up to 512 characters")
+    return value
+
+
+class ConversationParam(OpenAIRequest):
+    id: str = Field(min_length=1)
+
+
+class ConversationRef(OpenAIResponse):
+    id: str
+
+
 class ResponsesRequest(OpenAIRequest):
     model: str = Field(min_length=1)
     input: str | list[dict[str, Any]]
@@ -90,7 +108,9 @@ class ResponsesRequest(OpenAIRequest):
     service_tier: Literal["auto", "default", "flex", "priority", "scale"] | None = None
     background: Literal[False] | None = None
     max_tool_calls: None = None
-    conversation: None = None
+    # A conversation (POST /v1/conversations) this response continues: its items come first,
+    # and this response's input and output are added to it.
+    conversation: str | ConversationParam | None = None
     prompt: None = None
     # Codex's: what the client is, for the server's own records; Stratus keeps none.
     client_metadata: dict[str, Any] | None = extension()
@@ -98,13 +118,7 @@ class ResponsesRequest(OpenAIRequest):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is not None and (
-            len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())
-        ):
-            raise ValueError(
-                "at most 16 pairs, keys of up to 64 and values of up to 512 characters"
-            )
-        return value
+        return checked_metadata(value)
 
     @field_validator("include")
     @classmethod
@@ -230,9 +244,19 @@ class Response(Sparse):
     metadata: dict[str, str] = Field(default_factory=dict)
     service_tier: str = "default"
     background: bool = False
+    conversation: ConversationRef | None = None
 
-    absent: ClassVar = ("user", "usage")
+    absent: ClassVar = ("user", "usage", "conversation")
     model_config = absent_when_none(*absent)
+
+
+class StoredItem(OpenAIResponse):
+    """An item as stored (a message, a function call or its output, reasoning): its fields as
+    the store has them."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), defer_build=True)
+    id: str
+    type: str
 
 
 class DeletedResponse(OpenAIResponse):

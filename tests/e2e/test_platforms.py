@@ -265,6 +265,20 @@ def test_responses_are_the_same_everywhere(platforms, platform):
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
+def test_conversations_work_everywhere(platforms, platform):
+    first = [{"type": "message", "role": "user", "content": "My name is Ada."}]
+    made = platforms.call(platform, "POST", "/v1/conversations", {"items": first})
+    assert made.status == 200 and made.body["id"].startswith("conv_"), made.body
+    turn = {**RESPONSE, "conversation": made.body["id"], "store": False}
+    answer = platforms.call(platform, "POST", "/v1/responses", turn)
+    assert answer.status == 200 and answer.body["conversation"] == {"id": made.body["id"]}
+    items = platforms.call(platform, "GET", f"/v1/conversations/{made.body['id']}/items")
+    assert items.status == 200 and len(items.body["data"]) == 3
+    gone = platforms.call(platform, "DELETE", f"/v1/conversations/{made.body['id']}")
+    assert gone.status == 200 and gone.body["deleted"] is True
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
 def test_responses_errors_are_the_same_everywhere(platforms, platform):
     bad = {**RESPONSE, "input": [{"type": "function_call_output", "call_id": "x", "output": "y"}]}
     answer = platforms.call(platform, "POST", "/v1/responses", bad)

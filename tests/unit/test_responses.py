@@ -12,9 +12,9 @@ from common.errors import InvalidRequest
 from common.protocol.responses import Response
 from common.sealed import Sealer, Signer, Unsealed
 from handlers.text.conversation import events
-from handlers.text.responses import create as responses
 from handlers.text.responses.events import ResponseEvents
 from handlers.text.responses.items import Tools, normalise, read_tools, turns_of
+from handlers.text.responses.stored import blobs
 
 
 def job(owner: str = "alice", secret: bytes = b"s" * 32) -> SimpleNamespace:
@@ -56,7 +56,7 @@ def test_a_signature_verifies_only_its_own_text_owner_and_server():
 
 def render(generated: list[events.Event], sealed: bool, caller=None) -> list:
     response = Response(id="resp_1", created_at=0, status="in_progress", model="m")
-    seal, _ = responses._blobs(caller or job())
+    seal, _ = blobs(caller or job())
     renderer = ResponseEvents(response, Tools(), True, seal if sealed else None)
 
     def stream():
@@ -110,11 +110,11 @@ def test_encrypted_reasoning_comes_back_on_the_next_turn_for_its_key_only():
     blob = final.output[0].encrypted_content
     assert blob and "Paris" not in blob
     item = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": blob}
-    _, unseal = responses._blobs(job())
+    _, unseal = blobs(job())
     [restored] = normalise([item], unseal)
     assert restored["content"] == [{"type": "reasoning_text", "text": "Let me think. Paris."}]
-    _, bob = responses._blobs(job(owner="bob"))
-    _, elsewhere = responses._blobs(job(secret=b"t" * 32))
+    _, bob = blobs(job(owner="bob"))
+    _, elsewhere = blobs(job(secret=b"t" * 32))
     for other in (bob, elsewhere):
         with pytest.raises(InvalidRequest) as refused:
             normalise([item], other)
@@ -122,7 +122,7 @@ def test_encrypted_reasoning_comes_back_on_the_next_turn_for_its_key_only():
 
 
 def test_items_become_turns_with_calls_on_the_assistant_turn():
-    _, unseal = responses._blobs(job())
+    _, unseal = blobs(job())
     items = normalise(
         [
             {"role": "developer", "content": "Be brief."},

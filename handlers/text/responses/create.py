@@ -6,26 +6,35 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from common.errors import InvalidRequest
 from common.image_input import ImageLimits
 from common.protocol.base import new_id
 from common.protocol.chat import REASONING_BUDGETS
 from common.protocol.responses import (
+    ConversationRef,
     Response,
     ResponseLifecycleEvent,
     ResponsesRequest,
     StreamEvent,
 )
 from common.response_store import serialise
-from common.sealed import Unsealed
 from common.store import ModelStore
 from handlers.text.conversation.generate import ConversationRequest, generate
 from handlers.text.conversation.plan import NamedChoice, ToolChoice, make_plan, output_format
+from handlers.text.responses import conversations
 from handlers.text.responses.events import ResponseEvents
 from handlers.text.responses.items import Tools, normalise, read_tools, turns_of
-from handlers.text.responses.stored import HISTORY, INPUT, RESPONSE, Stored, stored_response
+from handlers.text.responses.stored import (
+    HISTORY,
+    INPUT,
+    RESPONSE,
+    Stored,
+    blobs,
+    stored_response,
+)
 
 
 def create_response(
@@ -35,13 +44,19 @@ def create_response(
     `images`: how images in the input are read (the adapter's limits; defaults else)."""
     request: ResponsesRequest = stateful.request
     history: list[dict[str, Any]] = []
+    thread = _conversation_id(request)
+    kept = conversations.read_conversation(stateful, thread, "conversation") if thread else None
     if request.previous_response_id is not None:
         earlier = stored_response(stateful, request.previous_response_id, "previous_response_id")
         history = [*earlier[HISTORY], *earlier[INPUT], *earlier[RESPONSE]["output"]]
-    seal, unseal = _blobs(stateful)
+    elif kept is not None:
+        history = kept[conversations.ITEMS]
+    seal, unseal = blobs(stateful)
     items = normalise(request.input, unseal)
     if request.store:  # a conversation too large to keep is refused before it is generated
         serialise({INPUT: items, HISTORY: history}, stateful.responses.max_bytes)
+    if kept is not None:
+        conversations.check_room(stateful, kept, items)
     tools = read_tools(request.tools)
     conversation = _conversation(request, history, items, tools, images or ImageLimits())
     response = _initial(request, tools)
@@ -52,9 +67,11 @@ def create_response(
     )
 
     def finish(final: Response) -> None:
+        document = {RESPONSE: final.model_dump(mode="json"), INPUT: items, HISTORY: history}
         if request.store:  # a turn not written is an error, never a success
-            document = {RESPONSE: final.model_dump(mode="json"), INPUT: items, HISTORY: history}
             stateful.responses.put(final.id, stateful.owner, document)
+        if thread is not None:
+            conversations.append_turn(stateful, thread, [*items, *document[RESPONSE]["output"]])
 
     stream = renderer.render(generate(conversation, store), finish)
     if request.stream:
@@ -64,20 +81,17 @@ def create_response(
     return last.response
 
 
-def _blobs(stateful: Stored[Any]) -> tuple[Callable[[str], str], Callable[[str], str]]:
-    """Sealing a turn's reasoning for the caller, and reading it back: a blob names its owner,
-    so one made for another key is refused like a forged one."""
-
-    def seal(text: str) -> str:
-        return stateful.sealer.seal({"owner": stateful.owner, "text": text})
-
-    def unseal(blob: str) -> str:
-        payload = stateful.sealer.unseal(blob)
-        if not isinstance(payload, dict) or payload.get("owner") != stateful.owner:
-            raise Unsealed("another caller's blob")
-        return str(payload.get("text", ""))
-
-    return seal, unseal
+def _conversation_id(request: ResponsesRequest) -> str | None:
+    """The conversation the response continues (an id, or `{id}`), if any; with
+    previous_response_id a 400, as the two would say two different histories."""
+    asked = request.conversation
+    if asked is None:
+        return None
+    if request.previous_response_id is not None:
+        raise InvalidRequest(
+            "Give 'conversation' or 'previous_response_id', not both.", param="conversation"
+        )
+    return asked if isinstance(asked, str) else asked.id
 
 
 def _conversation(
@@ -137,6 +151,7 @@ def _initial(request: ResponsesRequest, tools: Tools) -> Response:
         model=request.model,
         parallel_tool_calls=request.parallel_tool_calls is not False,
         previous_response_id=request.previous_response_id,
+        conversation=ConversationRef(id=thread) if (thread := _conversation_id(request)) else None,
         reasoning=request.reasoning,
         store=request.store,
         temperature=request.temperature if request.temperature is not None else 1.0,

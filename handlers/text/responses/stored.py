@@ -3,13 +3,13 @@ the caller's key (another key's response is not found)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from common.errors import InvalidRequest, NotFound
 from common.protocol.responses import DeletedResponse, InputItemList, Response
 from common.response_store import ResponseStore
-from common.sealed import Sealer
+from common.sealed import Sealer, Unsealed
 from common.store import ModelStore
 
 Asked = TypeVar("Asked", covariant=True)
@@ -58,21 +58,28 @@ def list_input_items(
     """This response's input items: newest first unless `order` is asc; `limit` (1-100, 20)
     items after the item `after`."""
     response_id, query = stateful.request
-    items = list(stored_response(stateful, response_id, "response_id")[INPUT])
+    items = stored_response(stateful, response_id, "response_id")[INPUT]
+    return InputItemList(**page(items, query))
+
+
+def page(stored_items: list[dict[str, Any]], query: InputItemsQuery) -> dict[str, Any]:
+    """A list's page of stored items (oldest first): its `data`, `first_id`, `last_id` and
+    `has_more`, as the query asks (order, the item `after`, limit)."""
+    items = list(stored_items)
     if query["order"] == "desc":
         items.reverse()
     if query["after"] is not None:
         ids = [item["id"] for item in items]
         if query["after"] not in ids:
-            raise NotFound(f"No input item '{query['after']}' in this response.", param="after")
+            raise NotFound(f"No item '{query['after']}' in this list.", param="after")
         items = items[ids.index(query["after"]) + 1 :]
-    page = items[: query["limit"]]
-    return InputItemList(
-        data=page,
-        first_id=page[0]["id"] if page else None,
-        last_id=page[-1]["id"] if page else None,
-        has_more=len(items) > len(page),
-    )
+    shown = items[: query["limit"]]
+    return {
+        "data": shown,
+        "first_id": shown[0]["id"] if shown else None,
+        "last_id": shown[-1]["id"] if shown else None,
+        "has_more": len(items) > len(shown),
+    }
 
 
 def stored_response(stateful: Stored[Any], response_id: str, param: str) -> dict[str, Any]:
@@ -91,3 +98,19 @@ def input_items_query(params: Mapping[str, str]) -> InputItemsQuery:
     if order not in ("asc", "desc"):
         raise InvalidRequest("'order' must be asc or desc.", param="order")
     return {"limit": int(raw_limit), "order": order, "after": params.get("after")}
+
+
+def blobs(stateful: Stored[Any]) -> tuple[Callable[[str], str], Callable[[str], str]]:
+    """Sealing a turn's reasoning for the caller, and reading it back: a blob names its owner,
+    so one made for another key is refused like a forged one."""
+
+    def seal(text: str) -> str:
+        return stateful.sealer.seal({"owner": stateful.owner, "text": text})
+
+    def unseal(blob: str) -> str:
+        payload = stateful.sealer.unseal(blob)
+        if not isinstance(payload, dict) or payload.get("owner") != stateful.owner:
+            raise Unsealed("another caller's blob")
+        return str(payload.get("text", ""))
+
+    return seal, unseal
