@@ -29,7 +29,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from common.errors import InvalidRequest, PayloadTooLarge
-from common.turns import IMAGE_MARKER, ImageRef, Picture
+from common.turns import AUDIO_MARKER, IMAGE_MARKER, ImageRef, Picture
 from common.url_fetch import FetchPolicy, fetch_url
 
 if TYPE_CHECKING:
@@ -124,15 +124,20 @@ def read_images(images: Sequence[ImageRef], limits: ImageLimits) -> list[Picture
 
 
 def check_text(text: str, param: str) -> None:
-    """Refuses a client's text holding IMAGE_MARKER: in a rendered prompt, every marker must be
-    an image's place, or a client could make the engine read an image where it wrote text."""
-    if IMAGE_MARKER in text:
-        raise InvalidRequest(
-            f"The text in '{param}' contains '<image>' enclosed in NUL characters, which marks "
-            "where an image goes; send images as image_url content parts instead.",
-            param=param,
-            code="invalid_value",
-        )
+    """Refuses a client's text holding IMAGE_MARKER or AUDIO_MARKER: in a rendered prompt, every
+    marker must be an image's (an audio clip's) place, or a client could make the engine read an
+    image where it wrote text."""
+    for marker, what, part in (
+        (IMAGE_MARKER, "image", "image_url"),
+        (AUDIO_MARKER, "audio", "input_audio"),
+    ):
+        if marker in text:
+            raise InvalidRequest(
+                f"The text in '{param}' contains '<{what}>' enclosed in NUL characters, which "
+                f"marks where {what} goes; send it as {part} content parts instead.",
+                param=param,
+                code="invalid_value",
+            )
 
 
 def _data_url_bytes(url: str, param: str, max_bytes: int) -> bytes:

@@ -24,6 +24,21 @@ class ToolCall:
 IMAGE_MARKER = "<\x00image\x00>"
 
 
+# Where an audio clip sat in a turn's content, until its transcript takes its place (before the
+# prompt is made); refused in a client's text as the image marker is.
+AUDIO_MARKER = "<\x00audio\x00>"
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """Audio a client put in a turn (an input_audio part), to be heard before the prompt is
+    made: its bytes and the format the client named."""
+
+    data: bytes = field(repr=False)
+    format: str
+    param: str = ""
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """An image a client put in a turn, not read yet: a data: or http(s) URL."""
@@ -53,6 +68,7 @@ class ChatTurn:
     name: str | None = None  # the function a tool turn answers
     reasoning: str = ""  # an assistant's thinking before its answer, as the client sent it back
     images: tuple[ImageRef | Picture, ...] = ()  # read (Picture) before the prompt is made
+    audio: tuple[AudioClip, ...] = ()  # an AUDIO_MARKER where each sits, until it is heard
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,26 @@ class ImageUrl(OpenAIRequest):
     detail: Literal["auto", "low", "high"] | None = None
 
 
+# The formats an input_audio part may name: OpenAI's (wav, mp3) and the others transcription
+# takes.
+AudioFormat = Literal["wav", "mp3", "m4a", "ogg", "webm", "flac"]
+
+
+class InputAudio(OpenAIRequest):
+    """An input_audio part's audio: base64 bytes and their format."""
+
+    data: str
+    format: AudioFormat
+
+
 class ContentPart(OpenAIRequest):
-    """One part of a message's content: text, or an image for a vision model."""
+    """One part of a message's content: text, an image for a vision model, or audio (heard by
+    the registry's speech-to-text model)."""
 
     type: str
     text: str | None = None
     image_url: ImageUrl | None = None
+    input_audio: InputAudio | None = None
 
     @model_validator(mode="after")
     def _parts_need_their_field(self) -> ContentPart:
@@ -54,6 +68,8 @@ class ContentPart(OpenAIRequest):
             raise ValueError("a text content part needs 'text'")
         if self.type == "image_url" and self.image_url is None:
             raise ValueError("an image_url content part needs 'image_url'")
+        if self.type == "input_audio" and self.input_audio is None:
+            raise ValueError("an input_audio content part needs 'input_audio'")
         return self
 
 
@@ -156,6 +172,9 @@ class ChatCompletionRequest(SamplingFields):
     # Models without reasoning answer the same either way.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     chat_template_kwargs: TemplateSwitches | None = extension()  # llama.cpp's and vLLM's
+    # Spoken answers (gpt-4o-audio-preview's) are not served: text only, else a 400.
+    modalities: list[Literal["text"]] | None = None
+    audio: None = None
 
     @property
     def reasoning_budget(self) -> int | None:

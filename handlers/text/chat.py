@@ -158,7 +158,14 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
         )
         turns.append(
             ChatTurn(
-                role, content.joined, tuple(made), call_id, name, thought, tuple(content.images)
+                role,
+                content.joined,
+                tuple(made),
+                call_id,
+                name,
+                thought,
+                tuple(content.images),
+                tuple(content.audio),
             )
         )
     return turns
@@ -176,8 +183,10 @@ def _content(message: ChatMessage, i: int) -> Content:
             content.text(part.text or "", f"{param}.text")
         elif part.type == "image_url" and part.image_url is not None:
             content.image(part.image_url.url, part.image_url.detail, param)
+        elif part.type == "input_audio" and part.input_audio is not None:
+            content.sound(part.input_audio.data, part.input_audio.format, param)
         else:
-            raise unsupported(part.type, "text and image_url parts", f"{param}.type")
+            raise unsupported(part.type, "text, image_url and input_audio parts", f"{param}.type")
     return content
 
 

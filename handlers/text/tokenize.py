@@ -111,11 +111,12 @@ def _conversation(request: TokenizeRequest) -> ConversationRequest | None:
         ChatCompletionRequest, {name: value for name, value in fields.items() if value is not None}
     )
     conversation = chat_conversation(chat)
-    image = next((i for turn in conversation.plan.turns for i in turn.images), None)
-    if image is not None:
+    turns = conversation.plan.turns
+    media = next((m for turn in turns for m in (*turn.images, *turn.audio)), None)
+    if media is not None:
         raise InvalidRequest(
-            "Images are not tokenized here: send the messages' text.",
-            param=getattr(image, "param", "messages"),
+            "Images and audio are not tokenized here: send the messages' text.",
+            param=getattr(media, "param", "messages"),
         )
     return conversation
 

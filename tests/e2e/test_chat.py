@@ -189,9 +189,9 @@ def test_content_parts_a_model_cannot_read_are_a_clear_400(client):
         chat(client, messages=[{"role": "user", "content": [image]}])
     assert caught.value.param == "messages[0].content[0]"
     assert caught.value.code == "images_not_supported"
-    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    document = {"type": "file", "file": {"file_id": "file-abc123"}}  # audio: test_audio_chat
     with pytest.raises(openai.BadRequestError) as caught:
-        chat(client, messages=[{"role": "user", "content": [audio]}])
+        chat(client, messages=[{"role": "user", "content": [document]}])
     assert caught.value.param == "messages[0].content[0].type"
 
 

@@ -146,9 +146,7 @@ REQUESTS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
             "messages": [
                 {
                     "role": "user",
-                    "content": [
-                        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
-                    ],
+                    "content": [{"type": "file", "file": {"file_id": "file-abc123"}}],
                 }
             ],
         },

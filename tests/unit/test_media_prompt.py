@@ -90,7 +90,7 @@ def test_chat_parts_become_a_marker_and_an_image_named_by_its_place():
         ({"role": "user", "content": f"a {IMAGE_MARKER}"}, "messages[0].content"),
         ({"role": "user", "content": [{"type": "text", "text": IMAGE_MARKER}]},
          "messages[0].content[0].text"),
-        ({"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]},
+        ({"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]},
          "messages[0].content[0].type"),
     ],
 )  # fmt: skip

@@ -13,7 +13,8 @@ from common.errors import InvalidRequest
 from common.image_input import ImageLimits, read_images
 from common.protocol.base import new_id
 from common.store import ModelStore
-from common.turns import ChatTurn, ImageRef
+from common.turns import AUDIO_MARKER, ChatTurn, ImageRef
+from handlers.capabilities import require
 from handlers.text.checks import (
     check_context,
     check_prompt_size,
@@ -77,10 +78,66 @@ def count_prompt(conversation: ConversationRequest, store: ModelStore) -> int:
         return len(prompt)
 
 
+# The speech-to-text model that hears audio in a conversation: OpenAI's name for it, which the
+# registry gives its transcription model (the built-in whisper tiny.en).
+LISTENER = "whisper-1"
+
+
+def _hear(turns: list[ChatTurn], store: ModelStore) -> list[ChatTurn]:
+    """The turns with each audio clip's transcript where it sat, heard by the registry's
+    `whisper-1` (else its first faster-whisper model), before the text model is loaded; a 400
+    naming the part when no model here hears, or when its audio cannot be decoded."""
+    clips = [clip for turn in turns for clip in turn.audio]
+    if not clips:
+        return turns
+    listener = _listener(store)
+    if listener is None:
+        raise InvalidRequest(
+            "No model here hears audio (the registry has no faster-whisper model to "
+            "transcribe it): send the text instead.",
+            param=clips[0].param,
+            code="audio_not_supported",
+        )
+    heard: list[ChatTurn] = []
+    seconds = 0.0
+    with store.use(listener) as loaded:
+        model = require(loaded, "transcribe", listener, "transcribe")
+        for turn in turns:
+            content = turn.content
+            for clip in turn.audio:
+                try:
+                    transcript = model.transcribe(
+                        clip.data,
+                        task="transcribe",
+                        language=None,
+                        prompt=None,
+                        temperature=0.0,
+                        word_timestamps=False,
+                    ).collect()
+                except InvalidRequest as unreadable:
+                    raise InvalidRequest(
+                        f"'{clip.param}.input_audio' ({clip.format}) cannot be heard: "
+                        f"{unreadable.message}",
+                        param=f"{clip.param}.input_audio",
+                    ) from None
+                seconds += transcript.duration
+                content = content.replace(AUDIO_MARKER, transcript.text.strip(), 1)
+            heard.append(replace(turn, content=content, audio=()) if turn.audio else turn)
+    metering.count("audio_seconds_in", seconds)
+    return heard
+
+
+def _listener(store: ModelStore) -> str | None:
+    registry = store.registry
+    if LISTENER in registry:
+        return LISTENER
+    return next((c.name for c in registry.models if c.backend == "faster-whisper"), None)
+
+
 def _read_images(conversation: ConversationRequest, store: ModelStore) -> list[ChatTurn]:
     """The turns with their images read (fetched, checked, decoded), before the model is
     loaded or a sequence started: a model without a projector refuses them first."""
-    turns = conversation.plan.turns
+    turns = _hear(list(conversation.plan.turns), store)
     refs = [image for turn in turns for image in turn.images if isinstance(image, ImageRef)]
     if not refs:
         return list(turns)

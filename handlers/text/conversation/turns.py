@@ -11,11 +11,13 @@ Responses' input items); what it finds goes through these:
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 
 from common.errors import InvalidRequest
 from common.image_input import check_text
-from common.turns import IMAGE_MARKER, ImageRef, ToolCall
+from common.turns import AUDIO_MARKER, IMAGE_MARKER, AudioClip, ImageRef, ToolCall
 
 # How a turn's text parts are joined. Chat Completions and Responses concatenate their text
 # parts as sent; Messages separates its text blocks with a blank line.
@@ -32,6 +34,33 @@ def image_ref(role: str, url: str, detail: str | None, param: str) -> ImageRef:
     return ImageRef(url, detail or "auto", param)
 
 
+MAX_AUDIO_BYTES = 25 * 1024 * 1024  # OpenAI's limit on an audio file to transcribe
+
+
+def audio_clip(role: str, data: str, audio_format: str, param: str) -> AudioClip:
+    """An audio part's bytes (base64), in a user message (as OpenAI's), at most 25 MB."""
+    if role != "user":
+        raise InvalidRequest(
+            f"Audio is heard in user messages only, not in {role} messages.", param=param
+        )
+    if len(data) > (MAX_AUDIO_BYTES * 4) // 3 + 4:
+        raise InvalidRequest(
+            f"'{param}.input_audio.data' is over {MAX_AUDIO_BYTES // 2**20} MB of audio.",
+            param=f"{param}.input_audio.data",
+        )
+    try:
+        audio = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            f"'{param}.input_audio.data' is not base64.", param=f"{param}.input_audio.data"
+        ) from None
+    if not audio:
+        raise InvalidRequest(
+            f"'{param}.input_audio.data' is empty.", param=f"{param}.input_audio.data"
+        )
+    return AudioClip(audio, audio_format, param)
+
+
 @dataclass
 class Content:
     """One turn's content as it is read: `text` and `image` in the order the message has them,
@@ -41,6 +70,7 @@ class Content:
     separator: str  # AS_SENT or BLANK_LINE: the dialect's
     texts: list[str] = field(default_factory=list)
     images: list[ImageRef] = field(default_factory=list)
+    audio: list[AudioClip] = field(default_factory=list)
 
     def text(self, text: str, param: str) -> None:
         check_text(text, param)
@@ -53,6 +83,12 @@ class Content:
     def image(self, url: str, detail: str | None, param: str) -> None:
         self.images.append(image_ref(self.role, url, detail, param))
         self.texts.append(IMAGE_MARKER)
+
+    def sound(self, data: str, audio_format: str, param: str) -> None:
+        """An input_audio part: heard (transcribed) before the prompt is made, its transcript
+        in its place."""
+        self.audio.append(audio_clip(self.role, data, audio_format, param))
+        self.texts.append(AUDIO_MARKER)
 
     @property
     def joined(self) -> str:

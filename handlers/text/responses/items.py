@@ -9,18 +9,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from common.errors import InvalidRequest
 from common.image_input import check_text
 from common.protocol.base import new_id, parse_request
+from common.protocol.chat import AudioFormat
 from common.protocol.responses import FunctionTool
 from common.sealed import Unsealed
 from common.turns import ChatTurn, ToolCall, ToolSpec
 from handlers.text.conversation.plan import ToolList
-from handlers.text.conversation.turns import AS_SENT, Calls, Content, image_ref, unsupported
+from handlers.text.conversation.turns import (
+    AS_SENT,
+    Calls,
+    Content,
+    audio_clip,
+    image_ref,
+    unsupported,
+)
 
 log = logging.getLogger("stratus.responses")
 
@@ -186,9 +194,14 @@ def _message(item: Mapping[str, Any], where: str) -> dict[str, Any]:
             if part_type == "input_image":
                 parts.append(_image(part, role, f"{where}.content[{j}]"))
                 continue
+            if part_type == "input_audio":
+                parts.append(_audio(part, role, f"{where}.content[{j}]"))
+                continue
             if part_type not in _TEXT_PARTS:
                 raise unsupported(
-                    part_type, "text and input_image parts", f"{where}.content[{j}].type"
+                    part_type,
+                    "text, input_image and input_audio parts",
+                    f"{where}.content[{j}].type",
                 )
             text = part.get("text", part.get("refusal"))
             if not isinstance(text, str):
@@ -227,6 +240,22 @@ def _image(part: Mapping[str, Any], role: str, where: str) -> dict[str, Any]:
         raise InvalidRequest("detail is auto, low or high.", param=f"{where}.detail")
     image_ref(role, url, detail, where)  # refused now if the role cannot hold images
     return {"type": "input_image", "image_url": url, "detail": detail}
+
+
+def _audio(part: Mapping[str, Any], role: str, where: str) -> dict[str, Any]:
+    """An input_audio part, as it is stored: its base64 data and format (checked now; heard
+    when the prompt is made)."""
+    audio = part.get("input_audio")
+    data = audio.get("data") if isinstance(audio, Mapping) else None
+    audio_format = audio.get("format") if isinstance(audio, Mapping) else None
+    if not isinstance(data, str) or audio_format not in get_args(AudioFormat):
+        raise InvalidRequest(
+            f"An input_audio part needs input_audio.data (base64) and input_audio.format "
+            f"({', '.join(get_args(AudioFormat))}).",
+            param=f"{where}.input_audio",
+        )
+    audio_clip(role, data, audio_format, where)  # refused now if it cannot be heard
+    return {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
 
 
 def _checked(text: str, param: str) -> str:
@@ -277,9 +306,19 @@ def turns_of(
             for j, part in enumerate(item["content"]):
                 if part["type"] == "input_image":
                     content.image(part["image_url"], part["detail"], f"{where}.content[{j}]")
+                elif part["type"] == "input_audio":
+                    audio = part["input_audio"]
+                    content.sound(audio["data"], audio["format"], f"{where}.content[{j}]")
                 else:
                     content.stored_text(part["text"])
-            turns.append(ChatTurn(role, content.joined, images=tuple(content.images)))
+            turns.append(
+                ChatTurn(
+                    role,
+                    content.joined,
+                    images=tuple(content.images),
+                    audio=tuple(content.audio),
+                )
+            )
         elif kind == "function_call":
             name = model_name(item.get("namespace"), item["name"])
             call = ToolCall(item["call_id"], name, item["arguments"])
