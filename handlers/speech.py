@@ -33,10 +33,10 @@ def create_speech(
 ) -> BinaryStream | Iterator[SpeechAudioDelta | SpeechAudioDone]:
     if request.stream_format == "sse":
         return _events(request, store)
-    return BinaryStream(_audio(request, store), SPEECH_MEDIA_TYPES[request.response_format])
+    return BinaryStream(speech_bytes(request, store), SPEECH_MEDIA_TYPES[request.response_format])
 
 
-def _audio(
+def speech_bytes(
     request: SpeechRequest, store: ModelStore, seconds: list[float] | None = None
 ) -> Iterator[bytes]:
     """The encoded bytes ready after each sentence; `seconds` (if given) gets the duration."""
@@ -80,7 +80,7 @@ def _events(
     request: SpeechRequest, store: ModelStore
 ) -> Iterator[SpeechAudioDelta | SpeechAudioDone]:
     seconds: list[float] = []
-    for data in _audio(request, store, seconds):
+    for data in speech_bytes(request, store, seconds):
         if data:
             yield SpeechAudioDelta(audio=base64.b64encode(data).decode())
     input_tokens = len(_TEXT_TOKEN.findall(request.input))

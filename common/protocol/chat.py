@@ -53,6 +53,19 @@ class InputAudio(OpenAIRequest):
     format: AudioFormat
 
 
+class AudioOutputParam(OpenAIRequest):
+    """How a spoken answer sounds: one of the speech model's voices, and the audio format."""
+
+    voice: str = Field(min_length=1)
+    format: Literal["wav", "aac", "mp3", "flac", "opus", "pcm16"]
+
+
+class AudioRefParam(OpenAIRequest):
+    """An earlier spoken answer, handed back by its id in an assistant message."""
+
+    id: str = Field(min_length=1)
+
+
 class ContentPart(OpenAIRequest):
     """One part of a message's content: text, an image for a vision model, or audio (heard by
     the registry's speech-to-text model)."""
@@ -97,6 +110,7 @@ class ChatMessage(OpenAIRequest):
     # `reasoning` as others write it): rendered where the model's template reads it.
     reasoning_content: str | None = extension()
     reasoning: str | None = extension()
+    audio: AudioRefParam | None = None  # an assistant's spoken answer, by its id
 
     @field_validator("content", mode="before")
     @classmethod
@@ -172,9 +186,21 @@ class ChatCompletionRequest(SamplingFields):
     # Models without reasoning answer the same either way.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     chat_template_kwargs: TemplateSwitches | None = extension()  # llama.cpp's and vLLM's
-    # Spoken answers (gpt-4o-audio-preview's) are not served: text only, else a 400.
-    modalities: list[Literal["text"]] | None = None
-    audio: None = None
+    # A spoken answer (gpt-4o-audio-preview's): ["text", "audio"] with `audio`'s voice and
+    # format; the registry's tts-1 speaks the answer's text.
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutputParam | None = Field(None, validate_default=True)
+
+    @field_validator("audio")
+    @classmethod
+    def _audio_needs_its_modality(
+        cls, value: AudioOutputParam | None, info: ValidationInfo
+    ) -> AudioOutputParam | None:
+        if (value is not None) != ("audio" in (info.data.get("modalities") or ())):
+            raise ValueError(
+                "a spoken answer needs both modalities ['text', 'audio'] and audio {voice, format}"
+            )
+        return value
 
     @property
     def reasoning_budget(self) -> int | None:
@@ -213,6 +239,28 @@ class ToolCall(OpenAIResponse):
     function: FunctionCall
 
 
+class ChatAudio(OpenAIResponse):
+    """A spoken answer: its audio (base64), what it says, and the id that hands it back."""
+
+    id: str
+    data: str
+    expires_at: int
+    transcript: str
+
+
+class ChatAudioDelta(OpenAIResponse):
+    id: str | None = None
+    data: str | None = None
+    expires_at: int | None = None
+    transcript: str | None = None
+
+    model_config = absent_when_none("id", "data", "expires_at", "transcript")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: Any) -> dict[str, Any]:
+        return _without(handler, self, "id", "data", "expires_at", "transcript")
+
+
 class ResponseMessage(OpenAIResponse):
     role: Literal["assistant"] = "assistant"
     content: str | None
@@ -220,12 +268,13 @@ class ResponseMessage(OpenAIResponse):
     tool_calls: list[ToolCall] | None = None
     function_call: FunctionCall | None = None  # legacy `functions` requests
     reasoning_content: str | None = None  # a reasoning model's thinking (llama.cpp's, vLLM's)
+    audio: ChatAudio | None = None  # a spoken answer (modalities audio)
 
-    model_config = absent_when_none("tool_calls", "function_call", "reasoning_content")
+    model_config = absent_when_none("tool_calls", "function_call", "reasoning_content", "audio")
 
     @model_serializer(mode="wrap")
     def _omit_absent_calls(self, handler: Any) -> dict[str, Any]:
-        return _without(handler, self, "tool_calls", "function_call", "reasoning_content")
+        return _without(handler, self, "tool_calls", "function_call", "reasoning_content", "audio")
 
 
 class TopLogprob(OpenAIResponse):
@@ -293,16 +342,24 @@ class ChoiceDelta(OpenAIResponse):
     reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
     function_call: FunctionCallDelta | None = None
+    audio: ChatAudioDelta | None = None
 
     model_config = absent_when_none(
-        "role", "content", "reasoning_content", "tool_calls", "function_call"
+        "role", "content", "reasoning_content", "tool_calls", "function_call", "audio"
     )
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: Any) -> dict[str, Any]:
         # A delta carries only what changed: {"role": ...} first, then {"content": ...}, then {}.
         return _without(
-            handler, self, "role", "content", "reasoning_content", "tool_calls", "function_call"
+            handler,
+            self,
+            "role",
+            "content",
+            "reasoning_content",
+            "tool_calls",
+            "function_call",
+            "audio",
         )
 
 

@@ -4,13 +4,16 @@ rendered as Chat Completions chunks, or collected into one completion."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from common.errors import InvalidRequest
 from common.image_input import ImageLimits
 from common.protocol.base import Usage, new_id
 from common.protocol.chat import (
+    ChatAudio,
     ChatChoice,
     ChatChunkChoice,
     ChatCompletion,
@@ -44,13 +47,19 @@ from handlers.text.conversation.plan import (
 )
 from handlers.text.conversation.turns import AS_SENT, Calls, Content, unsupported
 from handlers.text.logprobs import chat_logprobs
+from handlers.text.spoken import check_voice, spoken, transcript_of
 
 
 def create_chat_completion(
     request: ChatCompletionRequest, store: ModelStore, images: ImageLimits | None = None
 ) -> ChatCompletion | Iterator[ChatCompletionChunk]:
     """`images`: how images in the messages are read (the adapter's limits; defaults else)."""
-    stream = _chat(chat_conversation(request, images), request, store)
+    conversation = chat_conversation(request, images)
+    if request.audio is not None:
+        check_voice(request.audio, store)
+    stream = _chat(conversation, request, store)
+    if request.audio is not None:  # a spoken answer
+        stream = spoken(stream, request.audio, store)
     if request.stream:
         return stream
     return _collect(stream)
@@ -174,6 +183,15 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
 def _content(message: ChatMessage, i: int) -> Content:
     """A message's text parts and images, in order."""
     content = Content(message.role, AS_SENT)
+    if message.audio is not None and message.role == "assistant" and not message.content:
+        content.stored_text(transcript_of(message.audio.id, f"messages[{i}].audio.id"))
+        return content  # an earlier spoken answer, handed back by its id
+    if message.audio is not None:
+        raise InvalidRequest(
+            "'audio' hands back an assistant's spoken answer, in an assistant message without "
+            "content.",
+            param=f"messages[{i}].audio",
+        )
     if not isinstance(message.content, list):
         content.text(message.content or "", f"messages[{i}].content")
         return content
@@ -308,6 +326,7 @@ class _Message:
     def __init__(self) -> None:
         self.content: list[str] = []
         self.reasoning: list[str] = []
+        self.audio: dict[str, Any] = {}  # a spoken answer's id, expires_at; data, transcript
         self.calls: dict[int, ToolCall] = {}
         self.function_call: FunctionCall | None = None
         self.logprobs: ChoiceLogprobs | None = None
@@ -319,6 +338,12 @@ class _Message:
             self.content.append(delta.content)
         if delta.reasoning_content:
             self.reasoning.append(delta.reasoning_content)
+        if delta.audio is not None:
+            for name, value in delta.audio.model_dump(exclude_none=True).items():
+                if name in ("data", "transcript"):
+                    self.audio.setdefault(name, []).append(value)
+                else:
+                    self.audio[name] = value
         for call in delta.tool_calls or []:
             if call.id is not None:
                 self.calls[call.index] = ToolCall(
@@ -339,6 +364,18 @@ class _Message:
         if choice.finish_reason:
             self.finish_reason = choice.finish_reason
 
+    def _spoken(self) -> ChatAudio | None:
+        """The spoken answer, its audio's base64 pieces joined as the bytes they encode."""
+        if "id" not in self.audio:
+            return None
+        data = b"".join(base64.b64decode(piece) for piece in self.audio.get("data", []))
+        return ChatAudio(
+            id=self.audio["id"],
+            data=base64.b64encode(data).decode(),
+            expires_at=self.audio["expires_at"],
+            transcript="".join(self.audio.get("transcript", [])),
+        )
+
     def choice(self, index: int) -> ChatChoice:
         # A call cut mid-arguments (by the budget, or an engine that stopped) is left out.
         self.calls = {
@@ -352,10 +389,11 @@ class _Message:
         called = bool(self.calls) or self.function_call is not None
         content = "".join(self.content)
         message = ResponseMessage(
-            content=content if content or not called else None,
+            content=content if (content or not called) and "id" not in self.audio else None,
             tool_calls=[self.calls[i] for i in sorted(self.calls)] or None,
             function_call=self.function_call,
             reasoning_content="".join(self.reasoning) or None,
+            audio=self._spoken(),
         )
         return ChatChoice(
             index=index, message=message, logprobs=self.logprobs, finish_reason=self.finish_reason

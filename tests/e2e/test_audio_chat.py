@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_stored_responses import serving
-from tests.transcripts import SENTENCE, heard
+from tests.transcripts import SENTENCE, heard, words
 
 ASK = "Repeat what I said:"
 
@@ -111,3 +111,65 @@ def test_a_server_that_cannot_hear_refuses_audio_by_name(tmp_path: Path, fox_mp3
         assert answer.status_code == 400, answer.text
         error = answer.json()["error"]
         assert (error["param"], error["code"]) == ("messages[0].content[1]", "audio_not_supported")
+
+
+def test_a_spoken_answer_is_its_text_said_by_the_voice(client):
+    """Audio out (gpt-4o-audio-preview's shape): the answer's text is the transcript, its audio
+    the registry's tts-1 saying it (heard back by whisper), and its id hands it back."""
+    ask = [{"role": "user", "content": "Say hello."}]
+    spoken_answer = {"modalities": ["text", "audio"], "max_tokens": 16, "temperature": 0}
+    answer = client.chat.completions.create(  # mp3: under the test server's body cap
+        model="gpt-4", messages=ask, audio={"voice": "alloy", "format": "mp3"}, **spoken_answer
+    )
+    message = answer.choices[0].message
+    text = (
+        client.chat.completions.create(model="gpt-4", messages=ask, max_tokens=16, temperature=0)
+        .choices[0]
+        .message.content
+    )
+    assert message.content is None and message.audio.transcript == text
+    mp3 = base64.b64decode(message.audio.data)
+    assert message.audio.expires_at > answer.created
+    again = client.audio.transcriptions.create(model="whisper-1", file=("a.mp3", mp3)).text
+    assert set(words(again)) & set(words(text))  # the voice says the answer
+    streamed = client.chat.completions.create(
+        model="gpt-4", messages=ask, audio={"voice": "alloy", "format": "wav"},
+        stream=True, **spoken_answer,
+    )  # fmt: skip
+    deltas = [c.choices[0].delta.audio for c in streamed if c.choices and c.choices[0].delta.audio]
+    assert "".join(d.transcript or "" for d in deltas) == text
+    pieces = [d for d in deltas if d.data]
+    assert pieces[0].id == message.audio.id and pieces[0].expires_at
+    assert base64.b64decode(pieces[0].data)[:4] == b"RIFF"
+    assert all(d.transcript is None for d in pieces)  # the audio follows the whole text
+    handed_back = [*ask, {"role": "assistant", "audio": {"id": message.audio.id}}]
+    written_out = [*ask, {"role": "assistant", "content": text}]
+    counts = [
+        client.chat.completions.create(model="gpt-4", messages=m, max_tokens=1).usage
+        for m in (handed_back, written_out)
+    ]
+    assert counts[0].prompt_tokens == counts[1].prompt_tokens
+
+
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"modalities": ["text", "audio"]}, "audio"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "nobody", "format": "wav"}},
+         "audio.voice"),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "ogg"}},
+         "audio.format"),
+    ],
+)  # fmt: skip
+def test_bad_spoken_answer_requests_are_400s_naming_the_field(http, fields, param):
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], **fields}
+    answer = http.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == param
+    bad_id = {"role": "assistant", "audio": {"id": "audio_!!"}}
+    refused = http.post(
+        "/v1/chat/completions", json={"model": "gpt-4", "messages": [body["messages"][0], bad_id]}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "messages[1].audio.id"
