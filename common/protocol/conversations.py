@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from common.protocol.base import OpenAIRequest, OpenAIResponse
-from common.protocol.responses import checked_metadata
+from common.protocol.responses import InputItemList, checked_metadata
 
 MAX_ITEMS_AT_ONCE = 20  # OpenAI's limit on the items one request adds
 
@@ -51,9 +51,5 @@ class DeletedConversation(OpenAIResponse):
     deleted: Literal[True] = True
 
 
-class ConversationItemList(OpenAIResponse):
-    object: Literal["list"] = "list"
-    data: list[dict[str, Any]]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class ConversationItemList(InputItemList):
+    """A page of a conversation's items: the same shape as a response's input items."""
