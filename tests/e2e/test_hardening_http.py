@@ -60,6 +60,8 @@ def routes(server: LiveServer, tmp_path_factory) -> list[Listed]:
         target = re.sub(r"\{model(:path)?\}", "gpt-4", route.path)
         target = re.sub(r"\{name\}", "no-such-image.png", target)
         target = re.sub(r"\{response_id(:path)?\}", "resp_unknown", target)
+        target = re.sub(r"\{conversation_id(:path)?\}", "conv_unknown", target)
+        target = re.sub(r"\{item_id(:path)?\}", "msg_unknown", target)
         target = re.sub(r"\{asset\}", "swagger-ui.css", target)
         assert "{" not in target, f"a route parameter this test does not fill: {route.path}"
         listed.append(Listed(route.path, frozenset(route.methods or ()), target))
